@@ -1,0 +1,59 @@
+"""MIDMs maths in pure torch: correspondence, confidence, matchers and the interleaved sampler.
+
+Importable and testable without ComfyUI; the node pack in ``nodes/`` is a thin layer over it.
+"""
+
+from .confidence import (
+    DEFAULT_THRESHOLD_PX,
+    WarpResult,
+    cycle_distance,
+    hard_confidence,
+    normalised_to_pixels,
+    sample_bilinear,
+    smooth_mask,
+    soft_confidence,
+    warp_with_confidence,
+)
+from .correspondence import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_TAU,
+    attend,
+    attend_dense,
+    centre_normalise,
+    coordinate_grid,
+    soft_argmax_flow,
+    warp,
+)
+from .matchers import Matcher, MatchFeatures, MatchSide
+from .networks import (
+    CorrespondenceConfig,
+    CorrespondenceNetworks,
+    LearnedMatcher,
+    canny_edge_map,
+    config_from_state_dict,
+    init_networks,
+    load_networks,
+    positional_norm,
+    save_networks,
+    to_label_channels,
+)
+from .pipeline import TranslationResult, translate
+from .sampler import (
+    RewarpSettings,
+    blend,
+    ddim_step,
+    default_noise_sampler,
+    noise_latent,
+    rewarp_transform,
+    sample_ddim,
+    sample_interleaved,
+)
+from .schedules import (
+    alpha_bar_from_sigma,
+    ldm_alphas_cumprod,
+    sigma_from_alpha_bar,
+    strength_sigmas,
+    strength_timesteps,
+)
+
+__version__ = "0.1.0"

@@ -1,0 +1,183 @@
+"""Cycle-consistency confidence (paper Eq. 10-11) and the fused warp + confidence operation.
+
+A condition position u is confident when its soft-argmax match in the exemplar, p = F(u)
+(forward flow, condition -> exemplar), maps back close to u under the backward flow
+(exemplar -> condition): |B(F(u)) - u| < threshold. B is sampled at the continuous point F(u)
+by bilinear interpolation. This is the real forward-backward check; the official code samples
+the forward flow at its own target instead (``util.fbcheck``), which is not one.
+
+Distances are in latent pixels of the condition grid. The official threshold is 0.5 in
+[-1, 1] coordinates (align_corners, ``linspace(-1, 1, W)``), i.e. 0.5 * (W - 1) / 2 pixels:
+15.75 latent pixels on its 64 x 64 latents, which is our default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .correspondence import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_TAU,
+    _check_pair,
+    attend,
+    centre_normalise,
+    coordinate_grid,
+)
+from .validation import check_choice, check_positive, check_tensor
+
+OFFICIAL_THRESHOLD_NORMALISED = 0.5
+DEFAULT_THRESHOLD_PX = OFFICIAL_THRESHOLD_NORMALISED * (64 - 1) / 2  # 15.75 px at 64 x 64
+MASK_MODES = ("hard", "soft")
+
+
+def normalised_to_pixels(threshold: float, size: int) -> float:
+    """A distance in align_corners [-1, 1] units on a grid of ``size`` pixels, in pixels."""
+    return threshold * (size - 1) / 2
+
+
+def sample_bilinear(field: Tensor, points: Tensor) -> Tensor:
+    """Bilinearly sample ``field`` at continuous pixel positions, clamping to the border.
+
+    field: (B, C, H, W); points: (B, 2, Hp, Wp) pixel coordinates (x, y) into field's grid.
+    Returns (B, C, Hp, Wp) float32.
+    """
+    height, width = field.shape[-2:]
+    # align_corners=True maps -1 / +1 to the centres of the first / last pixel; a size-1 axis has
+    # only one position, so every point samples it.
+    scale = points.new_tensor([max(width - 1, 1), max(height - 1, 1)]).view(1, 2, 1, 1)
+    grid = (points.float() * 2 / scale - 1).permute(0, 2, 3, 1)
+    return F.grid_sample(field.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def cycle_distance(forward_flow: Tensor, backward_flow: Tensor) -> Tensor:
+    """Forward-backward error |B(F(u)) - u| in condition-grid pixels (Eq. 10).
+
+    forward_flow: (B, 2, Hx, Wx) exemplar-grid positions (x, y) matched by condition positions;
+    backward_flow: (B, 2, Hy, Wy) condition-grid positions matched by exemplar positions.
+    Returns (B, 1, Hx, Wx) float32.
+    """
+    check_tensor("cycle_distance", "forward_flow", forward_flow, 4, "(B, 2, Hx, Wx)")
+    check_tensor("cycle_distance", "backward_flow", backward_flow, 4, "(B, 2, Hy, Wy)")
+    if forward_flow.shape[1] != 2 or backward_flow.shape[1] != 2:
+        raise ValueError("cycle_distance: flows must have 2 channels (x, y)")
+    batch = max(forward_flow.shape[0], backward_flow.shape[0])
+    back = sample_bilinear(backward_flow.expand(batch, -1, -1, -1), forward_flow.expand(batch, -1, -1, -1))
+    height, width = forward_flow.shape[-2:]
+    home = coordinate_grid(batch, height, width, forward_flow.device)
+    return (back - home).norm(dim=1, keepdim=True)
+
+
+def smooth_mask(mask: Tensor) -> Tensor:
+    """The official clean-up: 2x2 average pooling, keep blocks with > 0.5, nearest upsampling.
+
+    A 2x2 block survives only when at least 3 of its 4 positions are confident; odd sizes are
+    padded by replication and cropped back. (B, 1, H, W) -> (B, 1, H, W).
+    """
+    height, width = mask.shape[-2:]
+    padded = F.pad(mask.float(), (0, width % 2, 0, height % 2), mode="replicate")
+    pooled = F.avg_pool2d(padded, 2) > 0.5
+    up = pooled.float().repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+    return up[..., :height, :width]
+
+
+def hard_confidence(distance: Tensor, threshold: float = DEFAULT_THRESHOLD_PX, smooth: bool = True) -> Tensor:
+    """Eq. 11: M = [distance < threshold], optionally smoothed as the official code does.
+
+    distance: (B, 1, H, W) pixels -> (B, 1, H, W) float32 in {0, 1}.
+    """
+    threshold = check_positive("hard_confidence", "threshold", threshold)
+    mask = (distance < threshold).float()
+    return smooth_mask(mask) if smooth else mask
+
+
+def soft_confidence(distance: Tensor, threshold: float = DEFAULT_THRESHOLD_PX, width: Optional[float] = None) -> Tensor:
+    """A soft mask: sigmoid((threshold - distance) / width), 0.5 exactly at the threshold.
+
+    ``width`` (pixels, default threshold / 4) sets how fast confidence falls off; the hard mask is
+    its limit for width -> 0. distance: (B, 1, H, W) -> (B, 1, H, W) float32 in (0, 1).
+    """
+    threshold = check_positive("soft_confidence", "threshold", threshold)
+    width = threshold / 4 if width is None else check_positive("soft_confidence", "width", width)
+    return torch.sigmoid((threshold - distance.float()) / width)
+
+
+@dataclass
+class WarpResult:
+    """Everything one correspondence produces.
+
+    warped:        (B, Cv, Hx, Wx) exemplar values warped onto the condition grid (values' dtype).
+    mask:          (B, 1, Hx, Wx) confidence in [0, 1] (values' dtype).
+    forward_flow:  (B, 2, Hx, Wx) float32 exemplar-grid positions matched by condition positions.
+    backward_flow: (B, 2, Hy, Wy) float32 condition-grid positions matched by exemplar positions.
+    distance:      (B, 1, Hx, Wx) float32 forward-backward error in pixels.
+    """
+
+    warped: Tensor
+    mask: Tensor
+    forward_flow: Tensor
+    backward_flow: Tensor
+    distance: Tensor
+
+
+def warp_with_confidence(
+    condition_features: Tensor,
+    exemplar_features: Tensor,
+    exemplar_values: Tensor,
+    tau: float = DEFAULT_TAU,
+    threshold: float = DEFAULT_THRESHOLD_PX,
+    mask_mode: str = "hard",
+    smooth: bool = True,
+    soft_width: Optional[float] = None,
+    clamp_negative: bool = True,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> WarpResult:
+    """Warp ``exemplar_values`` onto the condition grid and mark the cycle-consistent positions.
+
+    Two streamed passes over the correlation: condition -> exemplar gives the warp and the
+    forward flow together (the coordinates ride along as extra value channels), exemplar ->
+    condition gives the backward flow. Memory stays linear in the number of positions.
+
+    condition_features: (B, C, Hx, Wx); exemplar_features: (B, C, Hy, Wy);
+    exemplar_values: (B, Cv, Hy, Wy). Batch sizes must match or be 1.
+    """
+    where = "warp_with_confidence"
+    batch = _check_pair(
+        where, condition_features, exemplar_features, exemplar_values,
+        "condition_features", "exemplar_features", "exemplar_values",
+    )
+    check_positive(where, "tau", tau)
+    check_positive(where, "threshold", threshold)
+    check_choice(where, "mask_mode", mask_mode, MASK_MODES)
+    if soft_width is not None:
+        check_positive(where, "soft_width", soft_width)
+
+    cond = centre_normalise(condition_features)
+    exem = centre_normalise(exemplar_features)
+    hy, wy = exemplar_features.shape[-2:]
+    hx, wx = condition_features.shape[-2:]
+    channels = exemplar_values.shape[1]
+
+    values = exemplar_values.float().expand(batch, -1, -1, -1)
+    exemplar_coords = coordinate_grid(batch, hy, wy, values.device)
+    forward = attend(cond, exem, torch.cat([values, exemplar_coords], dim=1), tau, clamp_negative, chunk_bytes, normalised=True)
+    condition_coords = coordinate_grid(1, hx, wx, values.device)
+    backward_flow = attend(exem, cond, condition_coords, tau, clamp_negative, chunk_bytes, normalised=True)
+
+    forward_flow = forward[:, channels:]
+    distance = cycle_distance(forward_flow, backward_flow)
+    if mask_mode == "hard":
+        mask = hard_confidence(distance, threshold, smooth)
+    else:
+        mask = soft_confidence(distance, threshold, soft_width)
+    return WarpResult(
+        warped=forward[:, :channels].to(exemplar_values.dtype),
+        mask=mask.to(exemplar_values.dtype),
+        forward_flow=forward_flow,
+        backward_flow=backward_flow,
+        distance=distance,
+    )

@@ -1,0 +1,185 @@
+"""Cross-domain correspondence and soft warping (paper Eq. 5-6), evaluated exactly in chunks.
+
+Eq. 5: C(u, v) = <s_x(u) - mean_c s_x(u), s_y(v) - mean_c s_y(v)> / (|.| |.|), the cosine of
+channel-centred features of condition position u and exemplar position v.
+Eq. 6: R(u) = sum_v softmax_v(C(u, v) / tau) D_y(v).
+
+The dense (Hx*Wx) x (Hy*Wy) matrix is never built whole: :func:`attend` streams over blocks of
+query rows, so extra memory is ``rows * Ny`` floats for a block of rows plus the normalised
+features, linear in the number of positions. Because each row's softmax only needs that row,
+the blocked result equals the dense one up to float rounding. The softmax and the cosine always
+run in float32 (with tau = 0.005 the logits are scaled by 200, so half precision would round
+away most of the distribution) and results come back in the caller's dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .validation import broadcast_batch, check_positive, check_tensor
+
+DEFAULT_TAU = 0.005  # official MIDMs code (CoCosNet used 0.01)
+DEFAULT_CHUNK_BYTES = 64 * 2**20  # one block of logits; 64 MiB keeps a 256x256 latent fast and lean
+_NORM_EPS = 1e-6
+
+
+def centre_normalise(features: Tensor) -> Tensor:
+    """Channel-centred, channel-L2-normalised features, in float32 (Eq. 5's per-position vectors).
+
+    features: (B, C, H, W) any float dtype -> (B, C, H, W) float32.
+    A position whose centred vector is zero (e.g. a constant feature) gets a zero vector, so its
+    cosine with everything is 0 rather than NaN.
+    """
+    f = features.float()
+    f = f - f.mean(dim=1, keepdim=True)
+    return f / f.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS)
+
+
+def coordinate_grid(batch: int, height: int, width: int, device=None, dtype=torch.float32) -> Tensor:
+    """Pixel coordinates of a grid: (B, 2, H, W) with channel 0 = x (column), channel 1 = y (row)."""
+    ys = torch.arange(height, device=device, dtype=dtype)
+    xs = torch.arange(width, device=device, dtype=dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y]).unsqueeze(0).expand(batch, 2, height, width)
+
+
+def rows_per_chunk(key_count: int, chunk_bytes: int) -> int:
+    """How many query rows of float32 logits against ``key_count`` keys fit in ``chunk_bytes``."""
+    return max(1, int(chunk_bytes) // (4 * key_count))
+
+
+def _check_pair(
+    where: str, query: Tensor, key: Tensor, values: Tensor, qname: str, kname: str, vname: str = "values"
+) -> int:
+    check_tensor(where, qname, query, 4, "(B, C, H, W)")
+    check_tensor(where, kname, key, 4, "(B, C, H, W)")
+    check_tensor(where, vname, values, 4, f"(B, Cv, H, W) on the grid of '{kname}'")
+    if query.shape[1] != key.shape[1]:
+        raise ValueError(
+            f"{where}: '{qname}' and '{kname}' must have the same channel count C, "
+            f"got {query.shape[1]} and {key.shape[1]}"
+        )
+    if values.shape[-2:] != key.shape[-2:]:
+        raise ValueError(
+            f"{where}: '{vname}' must lie on the grid of '{kname}' {tuple(key.shape[-2:])}, "
+            f"got spatial size {tuple(values.shape[-2:])}"
+        )
+    return broadcast_batch(where, **{qname: query, kname: key, vname: values})
+
+
+def attend(
+    query_features: Tensor,
+    key_features: Tensor,
+    values: Tensor,
+    tau: float = DEFAULT_TAU,
+    clamp_negative: bool = True,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    normalised: bool = False,
+    _names: tuple[str, str, str, str] = ("attend", "query_features", "key_features", "values"),
+) -> Tensor:
+    """Softmax-weighted average of ``values`` over key positions, for every query position.
+
+    out(u) = sum_v softmax_v(C(u, v) / tau) values(v), C the channel-centred cosine (Eq. 5),
+    clamped at 0 when ``clamp_negative`` (the official code does this). This one kernel gives the
+    warp (Eq. 6: queries = condition, keys = exemplar), the soft-argmax forward flow (values =
+    exemplar coordinates) and the backward flow (queries and keys swapped).
+
+    query_features: (Bq, C, Hq, Wq); key_features: (Bk, C, Hk, Wk); values: (Bv, Cv, Hk, Wk).
+    Batch sizes must match or be 1. Returns (B, Cv, Hq, Wq) in ``values.dtype``.
+    ``normalised=True`` skips :func:`centre_normalise` for features the caller already normalised.
+    Peak extra memory: about ``chunk_bytes`` plus the float32 features and values.
+    """
+    where = _names[0]
+    batch = _check_pair(where, query_features, key_features, values, *_names[1:])
+    tau = check_positive(where, "tau", tau)
+    chunk_bytes = int(check_positive(where, "chunk_bytes", chunk_bytes))
+
+    q = query_features.float() if normalised else centre_normalise(query_features)
+    k = key_features.float() if normalised else centre_normalise(key_features)
+    q = q.flatten(2)  # (Bq, C, Nq)
+    k = k.flatten(2)  # (Bk, C, Nk)
+    v = values.float().flatten(2).transpose(1, 2)  # (Bv, Nk, Cv)
+    n_query, n_key = q.shape[-1], k.shape[-1]
+    rows = rows_per_chunk(n_key, chunk_bytes)
+
+    out = values.new_empty((batch, values.shape[1], n_query), dtype=torch.float32)
+    for b in range(batch):
+        qb = q[b if q.shape[0] > 1 else 0].transpose(0, 1)  # (Nq, C)
+        kb = k[b if k.shape[0] > 1 else 0]  # (C, Nk)
+        vb = v[b if v.shape[0] > 1 else 0]  # (Nk, Cv)
+        for start in range(0, n_query, rows):
+            logits = qb[start : start + rows] @ kb  # (r, Nk)
+            if clamp_negative:
+                logits.clamp_(min=0.0)
+            # In-place stable softmax, rounded exactly as torch.softmax(C / tau) rounds; normalise
+            # the small (r, Cv) product instead of the (r, Nk) block.
+            logits.div_(tau)
+            logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
+            total = logits.sum(dim=1, keepdim=True)  # (r, 1)
+            out[b, :, start : start + rows] = ((logits @ vb) / total).transpose(0, 1)
+            del logits
+    return out.view(batch, values.shape[1], *query_features.shape[-2:]).to(values.dtype)
+
+
+def attend_dense(
+    query_features: Tensor,
+    key_features: Tensor,
+    values: Tensor,
+    tau: float = DEFAULT_TAU,
+    clamp_negative: bool = True,
+) -> Tensor:
+    """The same as :func:`attend` with the whole (Nq x Nk) matrix built at once, as the official
+    code does. Kept as the memory baseline for benchmarks; prefer :func:`attend`."""
+    where = "attend_dense"
+    _check_pair(where, query_features, key_features, values, "query_features", "key_features")
+    tau = check_positive(where, "tau", tau)
+    q = centre_normalise(query_features).flatten(2)
+    k = centre_normalise(key_features).flatten(2)
+    corr = torch.einsum("bcn,bcm->bnm", q, k)  # (B, Nq, Nk)
+    if clamp_negative:
+        corr = corr.clamp(min=0.0)
+    weights = torch.softmax(corr / tau, dim=-1)
+    out = torch.einsum("bnm,bcm->bcn", weights, values.float().flatten(2))
+    return out.reshape(out.shape[0], out.shape[1], *query_features.shape[-2:]).to(values.dtype)
+
+
+def warp(
+    condition_features: Tensor,
+    exemplar_features: Tensor,
+    exemplar_values: Tensor,
+    tau: float = DEFAULT_TAU,
+    clamp_negative: bool = True,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Tensor:
+    """Warp any exemplar tensor onto the condition grid (Eq. 6).
+
+    condition_features: (B, C, Hx, Wx) S_x; exemplar_features: (B, C, Hy, Wy) S_y;
+    exemplar_values: (B, Cv, Hy, Wy) latent, image, mask or coordinates on the exemplar grid.
+    Returns (B, Cv, Hx, Wx) in ``exemplar_values.dtype``.
+    """
+    return attend(
+        condition_features, exemplar_features, exemplar_values, tau, clamp_negative, chunk_bytes,
+        _names=("warp", "condition_features", "exemplar_features", "exemplar_values"),
+    )
+
+
+def soft_argmax_flow(
+    query_features: Tensor,
+    key_features: Tensor,
+    tau: float = DEFAULT_TAU,
+    clamp_negative: bool = True,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Tensor:
+    """Soft-argmax map from the query grid into the key grid, in key-grid pixel coordinates.
+
+    (Bq, C, Hq, Wq), (Bk, C, Hk, Wk) -> (B, 2, Hq, Wq): channel 0 = x, channel 1 = y of the
+    expected matching key position. Condition -> exemplar is the forward flow; swap the
+    arguments for the backward flow. Returned in float32.
+    """
+    check_tensor("soft_argmax_flow", "key_features", key_features, 4, "(B, C, H, W)")
+    grid = coordinate_grid(1, key_features.shape[-2], key_features.shape[-1], key_features.device)
+    return attend(
+        query_features, key_features, grid, tau, clamp_negative, chunk_bytes,
+        _names=("soft_argmax_flow", "query_features", "key_features", "coordinates"),
+    )

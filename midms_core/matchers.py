@@ -1,0 +1,83 @@
+"""The matcher interface: where correspondence features come from.
+
+Correlation, warping and confidence (``correspondence``, ``confidence``) only ever see feature
+maps. A matcher turns the two inputs of MIDMs into those maps:
+
+* the condition side ``S_x`` (edge map, pose, segmentation) and the exemplar side ``S_y``, for the
+  first, cross-domain match (paper Eq. 5);
+* the x0_hat side ``S'_x`` inside the interleaved sampler (Eq. 8), which is correlated with an
+  in-domain exemplar feature ``S_y'``. In the official networks ``S'_x`` (from ``iter_enc``) is
+  correlated with the exemplar encoder's output *before* the shared head, so the exemplar has
+  two feature maps; matchers whose two are the same return the same tensor twice.
+
+Every feature map lies on the latent grid ``(h, w)`` of its side, so a warp computed from it
+applies directly to latents.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from torch import Tensor
+
+from .validation import check_tensor
+
+
+@dataclass(frozen=True)
+class MatchSide:
+    """One side of a match.
+
+    latent: (B, c, h, w) the side's VAE latent in RAW VAE space; (h, w) is the feature grid.
+    image:  (B, 3, H, W) float RGB in [0, 1], channels first, or None when only latents exist
+            (matchers that need pixels say so in their error).
+    """
+
+    latent: Tensor
+    image: Optional[Tensor] = None
+
+    def __post_init__(self) -> None:
+        check_tensor("MatchSide", "latent", self.latent, 4, "(B, c, h, w)")
+        if self.image is not None:
+            check_tensor("MatchSide", "image", self.image, 4, "(B, 3, H, W)")
+            if self.image.shape[1] != 3:
+                raise ValueError(
+                    f"MatchSide: 'image' must have 3 channels (B, 3, H, W) in [0, 1], got shape {tuple(self.image.shape)}"
+                )
+            if self.image.shape[0] != self.latent.shape[0]:
+                raise ValueError(
+                    f"MatchSide: 'image' batch {self.image.shape[0]} differs from 'latent' batch {self.latent.shape[0]}"
+                )
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return int(self.latent.shape[-2]), int(self.latent.shape[-1])
+
+
+@dataclass
+class MatchFeatures:
+    """Features of one condition/exemplar pair, computed once per run.
+
+    condition:          (B, C, hx, wx) S_x, cross-domain condition features.
+    exemplar:           (B, C, hy, wy) S_y, cross-domain exemplar features (pairs with ``condition``).
+    exemplar_in_domain: (B, C', hy, wy) exemplar features that pair with ``x0_features``.
+    x0_features:        x0_hat latent (B, c, hx, wx), in the space the caller documents
+                        (``midms_core`` itself passes whatever the sampler holds) -> (B, C', hx, wx).
+    """
+
+    condition: Tensor
+    exemplar: Tensor
+    exemplar_in_domain: Tensor
+    x0_features: Callable[[Tensor], Tensor]
+
+
+class Matcher(abc.ABC):
+    """Computes :class:`MatchFeatures` for a condition/exemplar pair."""
+
+    #: short, stable identifier (used by nodes and benchmarks)
+    name: str = "matcher"
+
+    @abc.abstractmethod
+    def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
+        """Features of this pair: condition, exemplar, and an x0_hat feature function."""

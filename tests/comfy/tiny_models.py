@@ -1,0 +1,310 @@
+"""Tiny, seeded, SD1.5-shaped checkpoints that a real ComfyUI recognises.
+
+Pure functions on torch + safetensors: importable without ComfyUI (no weights are downloaded;
+every tensor is generated here).
+
+What ComfyUI needs to take a file for SD1.5 (checked against the 2024-03 host, commit a28a9dc8,
+``comfy/model_detection.py`` + ``comfy/supported_models.py:SD15``):
+
+* U-Net under ``model.diffusion_model.`` with ``model_channels == 320``, cross-attention
+  ``context_dim == 768`` (read off ``attn2.to_k``), conv ``proj_in`` (not linear) and no
+  ``label_emb``. Depth is free: the smallest is one level (``channel_mult [1]``), one res block and
+  one transformer per block, and no middle block (``transformer_depth_middle == -2``). That is
+  18.7 M parameters (37.5 MB in fp16); with a middle block (res + transformer + res) 25.8 M.
+* VAE under ``first_stage_model.``: a TAESD-shaped VAE (``taesd_encoder.*``, ``taesd_decoder.*``,
+  ``vae_scale``; newer hosts also read ``vae_shift``, which the 2024 host ignores) is detected by
+  ``taesd_decoder.1.weight`` and used as the checkpoint's VAE: 2.4 M parameters.
+* CLIP under ``cond_stage_model.transformer.text_model.``: optional. Its size is fixed by the
+  host's ``sd1_clip_config.json`` (CLIP-L, 123.6 M parameters, 247 MB in fp16) whatever the
+  checkpoint holds, so it cannot be made tiny. Without it the loader logs "no CLIP/text encoder
+  weights in checkpoint" and returns ``CLIP = None``; graphs then take CONDITIONING from
+  elsewhere (``[[zeros(1, 77, 768), {}]]``; see ``host.py``'s helper node
+  ``MIDMSTestZeroConditioning``). ``with_clip=True`` adds a random full-size CLIP-L so that
+  ``CLIPTextEncode`` works too (~1-2 s and 247 MB more).
+
+Every tensor is initialised explicitly from its own generator seeded by ``(seed, key)``, so the
+U-Net weights are the same with or without the optional parts, and a file is bit-identical for a
+given seed and options.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from typing import Dict, Tuple
+
+import torch
+
+Shape = Tuple[int, ...]
+
+MODEL_CHANNELS = 320
+CONTEXT_DIM = 768
+TIME_EMBED_DIM = 4 * MODEL_CHANNELS
+LATENT_CHANNELS = 4
+TAESD_CHANNELS = 64
+CLIP_VOCAB = 49408
+CLIP_TOKENS = 77
+CLIP_WIDTH = 768
+CLIP_LAYERS = 12
+CLIP_MLP = 3072
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+CLIP_PREFIX = "cond_stage_model.transformer."
+
+
+# --------------------------------------------------------------------------------------------
+# key -> shape schemas
+# --------------------------------------------------------------------------------------------
+def _resblock(prefix: str, c_in: int, c_out: int) -> Dict[str, Shape]:
+    s = {
+        f"{prefix}in_layers.0.weight": (c_in,),
+        f"{prefix}in_layers.0.bias": (c_in,),
+        f"{prefix}in_layers.2.weight": (c_out, c_in, 3, 3),
+        f"{prefix}in_layers.2.bias": (c_out,),
+        f"{prefix}emb_layers.1.weight": (c_out, TIME_EMBED_DIM),
+        f"{prefix}emb_layers.1.bias": (c_out,),
+        f"{prefix}out_layers.0.weight": (c_out,),
+        f"{prefix}out_layers.0.bias": (c_out,),
+        f"{prefix}out_layers.3.weight": (c_out, c_out, 3, 3),
+        f"{prefix}out_layers.3.bias": (c_out,),
+    }
+    if c_in != c_out:
+        s[f"{prefix}skip_connection.weight"] = (c_out, c_in, 1, 1)
+        s[f"{prefix}skip_connection.bias"] = (c_out,)
+    return s
+
+
+def _spatial_transformer(prefix: str, c: int, context: int, depth: int = 1) -> Dict[str, Shape]:
+    s = {
+        f"{prefix}norm.weight": (c,),
+        f"{prefix}norm.bias": (c,),
+        f"{prefix}proj_in.weight": (c, c, 1, 1),  # conv proj_in: SD1.x (use_linear_in_transformer False)
+        f"{prefix}proj_in.bias": (c,),
+    }
+    for d in range(depth):
+        b = f"{prefix}transformer_blocks.{d}."
+        s.update({
+            f"{b}attn1.to_q.weight": (c, c),
+            f"{b}attn1.to_k.weight": (c, c),
+            f"{b}attn1.to_v.weight": (c, c),
+            f"{b}attn1.to_out.0.weight": (c, c),
+            f"{b}attn1.to_out.0.bias": (c,),
+            f"{b}ff.net.0.proj.weight": (8 * c, c),  # GEGLU: 2 * (4 * c)
+            f"{b}ff.net.0.proj.bias": (8 * c,),
+            f"{b}ff.net.2.weight": (c, 4 * c),
+            f"{b}ff.net.2.bias": (c,),
+            f"{b}attn2.to_q.weight": (c, c),
+            f"{b}attn2.to_k.weight": (c, context),
+            f"{b}attn2.to_v.weight": (c, context),
+            f"{b}attn2.to_out.0.weight": (c, c),
+            f"{b}attn2.to_out.0.bias": (c,),
+            f"{b}norm1.weight": (c,),
+            f"{b}norm1.bias": (c,),
+            f"{b}norm2.weight": (c,),
+            f"{b}norm2.bias": (c,),
+            f"{b}norm3.weight": (c,),
+            f"{b}norm3.bias": (c,),
+        })
+    s[f"{prefix}proj_out.weight"] = (c, c, 1, 1)
+    s[f"{prefix}proj_out.bias"] = (c,)
+    return s
+
+
+def sd15_unet_shapes(middle_block: bool = False) -> Dict[str, Shape]:
+    """Keys (without ``model.diffusion_model.``) and shapes of the smallest SD1.5-detected U-Net:
+    channel_mult [1], num_res_blocks [1], transformer_depth [1], transformer_depth_output [1, 1],
+    and a middle block (res, transformer, res) only if ``middle_block``."""
+    c = MODEL_CHANNELS
+    s: Dict[str, Shape] = {
+        "time_embed.0.weight": (TIME_EMBED_DIM, c),
+        "time_embed.0.bias": (TIME_EMBED_DIM,),
+        "time_embed.2.weight": (TIME_EMBED_DIM, TIME_EMBED_DIM),
+        "time_embed.2.bias": (TIME_EMBED_DIM,),
+        "input_blocks.0.0.weight": (c, LATENT_CHANNELS, 3, 3),
+        "input_blocks.0.0.bias": (c,),
+    }
+    s.update(_resblock("input_blocks.1.0.", c, c))
+    s.update(_spatial_transformer("input_blocks.1.1.", c, CONTEXT_DIM))
+    if middle_block:
+        s.update(_resblock("middle_block.0.", c, c))
+        s.update(_spatial_transformer("middle_block.1.", c, CONTEXT_DIM))
+        s.update(_resblock("middle_block.2.", c, c))
+    for i in range(2):  # num_res_blocks + 1 output blocks, each with a skip input (2c -> c)
+        s.update(_resblock(f"output_blocks.{i}.0.", 2 * c, c))
+        s.update(_spatial_transformer(f"output_blocks.{i}.1.", c, CONTEXT_DIM))
+    s.update({
+        "out.0.weight": (c,),
+        "out.0.bias": (c,),
+        "out.2.weight": (LATENT_CHANNELS, c, 3, 3),
+        "out.2.bias": (LATENT_CHANNELS,),
+    })
+    return s
+
+
+def _taesd_block(prefix: str, c: int) -> Dict[str, Shape]:
+    return {
+        f"{prefix}conv.0.weight": (c, c, 3, 3), f"{prefix}conv.0.bias": (c,),
+        f"{prefix}conv.2.weight": (c, c, 3, 3), f"{prefix}conv.2.bias": (c,),
+        f"{prefix}conv.4.weight": (c, c, 3, 3), f"{prefix}conv.4.bias": (c,),
+    }
+
+
+def taesd_shapes() -> Dict[str, Shape]:
+    """TAESD (SD1.x latent space, 4 channels) keys and shapes as ComfyUI's ``comfy/taesd/taesd.py``
+    builds them: ``taesd_encoder`` / ``taesd_decoder`` nn.Sequential indices, plus scalars."""
+    c = TAESD_CHANNELS
+    s: Dict[str, Shape] = {"vae_scale": (), "vae_shift": ()}
+    # Encoder: conv, Block, [conv(stride 2, no bias), Block x3] x3, conv(64 -> 4)
+    s["taesd_encoder.0.weight"] = (c, 3, 3, 3)
+    s["taesd_encoder.0.bias"] = (c,)
+    s.update(_taesd_block("taesd_encoder.1.", c))
+    idx = 2
+    for _ in range(3):
+        s[f"taesd_encoder.{idx}.weight"] = (c, c, 3, 3)
+        for j in range(1, 4):
+            s.update(_taesd_block(f"taesd_encoder.{idx + j}.", c))
+        idx += 4
+    s[f"taesd_encoder.{idx}.weight"] = (LATENT_CHANNELS, c, 3, 3)
+    s[f"taesd_encoder.{idx}.bias"] = (LATENT_CHANNELS,)
+    # Decoder: Clamp, conv(4 -> 64), ReLU, [Block x3, Upsample, conv(no bias)] x3, Block, conv(64 -> 3)
+    s["taesd_decoder.1.weight"] = (c, LATENT_CHANNELS, 3, 3)
+    s["taesd_decoder.1.bias"] = (c,)
+    idx = 3
+    for _ in range(3):
+        for j in range(3):
+            s.update(_taesd_block(f"taesd_decoder.{idx + j}.", c))
+        s[f"taesd_decoder.{idx + 4}.weight"] = (c, c, 3, 3)  # idx+3 is the Upsample
+        idx += 5
+    s.update(_taesd_block(f"taesd_decoder.{idx}.", c))
+    s[f"taesd_decoder.{idx + 1}.weight"] = (3, c, 3, 3)
+    s[f"taesd_decoder.{idx + 1}.bias"] = (3,)
+    return s
+
+
+def clip_l_shapes() -> Dict[str, Shape]:
+    """CLIP-L text encoder keys (without ``cond_stage_model.transformer.``), as the host's
+    ``sd1_clip_config.json`` fixes them: 12 layers, width 768, 77 tokens."""
+    w, m = CLIP_WIDTH, CLIP_MLP
+    s: Dict[str, Shape] = {
+        "text_model.embeddings.token_embedding.weight": (CLIP_VOCAB, w),
+        "text_model.embeddings.position_embedding.weight": (CLIP_TOKENS, w),
+    }
+    for i in range(CLIP_LAYERS):
+        p = f"text_model.encoder.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            s[f"{p}self_attn.{proj}.weight"] = (w, w)
+            s[f"{p}self_attn.{proj}.bias"] = (w,)
+        s.update({
+            f"{p}layer_norm1.weight": (w,), f"{p}layer_norm1.bias": (w,),
+            f"{p}mlp.fc1.weight": (m, w), f"{p}mlp.fc1.bias": (m,),
+            f"{p}mlp.fc2.weight": (w, m), f"{p}mlp.fc2.bias": (w,),
+            f"{p}layer_norm2.weight": (w,), f"{p}layer_norm2.bias": (w,),
+        })
+    s["text_model.final_layer_norm.weight"] = (w,)
+    s["text_model.final_layer_norm.bias"] = (w,)
+    # No text_projection: the 2024 host's SD15.process_clip_state_dict renames every
+    # "cond_stage_model.transformer.*" key outside text_model into text_model.*, so a
+    # checkpoint cannot supply it; the host initialises it to identity and logs
+    # "clip missing: ['clip_l.transformer.text_projection.weight']" (as for real SD1.5 files).
+    return s
+
+
+# --------------------------------------------------------------------------------------------
+# initialisation
+# --------------------------------------------------------------------------------------------
+_NORM_MARKERS = (".norm.", ".norm1.", ".norm2.", ".norm3.", "in_layers.0.", "out_layers.0.",
+                 "layer_norm1.", "layer_norm2.", "final_layer_norm.")
+
+
+def _is_norm(key: str) -> bool:
+    return any(m in key for m in _NORM_MARKERS) or key.startswith("out.0.") \
+        or key.startswith(UNET_PREFIX + "out.0.")
+
+
+def _generator(seed: int, key: str) -> torch.Generator:
+    g = torch.Generator(device="cpu")
+    g.manual_seed((int(seed) * 1_000_003 + zlib.crc32(key.encode())) % (2 ** 63))
+    return g
+
+
+def init_tensor(key: str, shape: Shape, seed: int) -> torch.Tensor:
+    """One explicitly initialised fp32 tensor for ``key``.
+
+    * norm scales 1 (+ small seeded jitter), norm shifts 0 (+ jitter): keeps activations sane;
+    * conv / linear weights N(0, 1 / fan_in): unit-variance pre-activations;
+    * biases N(0, 0.02^2); embeddings N(0, 0.02^2);
+    * scalars / special tensors: ``vae_scale`` 1, ``vae_shift`` 0, ``logit_scale`` 4.6055,
+      ``text_projection`` identity (what the host itself initialises them to).
+    """
+    name = key.rsplit(".", 1)[-1]
+    if key.endswith("vae_scale"):
+        return torch.tensor(1.0)
+    if key.endswith("vae_shift"):
+        return torch.tensor(0.0)
+    if key.endswith("logit_scale"):
+        return torch.tensor(4.6055)
+    if key.endswith("text_projection.weight"):
+        return torch.eye(shape[0])
+    g = _generator(seed, key)
+    noise = torch.randn(shape, generator=g, dtype=torch.float32)
+    if _is_norm(key):
+        return (1.0 + 0.02 * noise) if name == "weight" else 0.02 * noise
+    if "embedding" in key:
+        return 0.02 * noise
+    if len(shape) >= 2:
+        fan_in = math.prod(shape[1:])
+        return noise / math.sqrt(fan_in)
+    return 0.02 * noise
+
+
+def tiny_sd15_state_dict(seed: int = 0, *, with_clip: bool = False, middle_block: bool = False,
+                         dtype: torch.dtype = torch.float16) -> Dict[str, torch.Tensor]:
+    """The full checkpoint state dict (``model.diffusion_model.*``, ``first_stage_model.*`` and,
+    with ``with_clip``, ``cond_stage_model.transformer.*``)."""
+    out: Dict[str, torch.Tensor] = {}
+    parts = [(UNET_PREFIX, sd15_unet_shapes(middle_block)), (VAE_PREFIX, taesd_shapes())]
+    if with_clip:
+        parts.append((CLIP_PREFIX, clip_l_shapes()))
+    for prefix, shapes in parts:
+        for k, shape in shapes.items():
+            key = prefix + k
+            out[key] = init_tensor(key, shape, seed).to(dtype).contiguous()
+    if with_clip:  # read by the host as clip_l.logit_scale; present so no key is reported missing
+        out["cond_stage_model.logit_scale"] = init_tensor("logit_scale", (), seed).to(dtype)
+    return out
+
+
+def write_tiny_sd15_checkpoint(path: str | os.PathLike, seed: int = 0, *, with_clip: bool = False,
+                               middle_block: bool = False,
+                               dtype: torch.dtype = torch.float16) -> dict:
+    """Write the smallest SD1.5-shaped checkpoint ComfyUI's CheckpointLoaderSimple accepts.
+
+    Returns ``{"path", "bytes", "parameters", "unet_parameters", "seed", "with_clip",
+    "middle_block"}``. The file is fp16 safetensors (no pickle anywhere).
+    """
+    from safetensors.torch import save_file
+
+    sd = tiny_sd15_state_dict(seed, with_clip=with_clip, middle_block=middle_block, dtype=dtype)
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    meta = {"format": "pt", "midms_tiny": "sd15", "seed": str(seed), "with_clip": str(with_clip),
+            "middle_block": str(middle_block)}
+    tmp = path + ".partial"
+    save_file(sd, tmp, metadata=meta)
+    os.replace(tmp, path)
+    return {
+        "path": path,
+        "bytes": os.path.getsize(path),
+        "parameters": sum(t.numel() for t in sd.values()),
+        "unet_parameters": sum(t.numel() for k, t in sd.items() if k.startswith(UNET_PREFIX)),
+        "seed": seed,
+        "with_clip": with_clip,
+        "middle_block": middle_block,
+    }
+
+
+def zero_conditioning(batch: int = 1, tokens: int = CLIP_TOKENS, dim: int = CONTEXT_DIM):
+    """CONDITIONING for an SD1.5 model without a text encoder: ``[[zeros(B, 77, 768), {}]]``."""
+    return [[torch.zeros(batch, tokens, dim), {}]]

@@ -1,0 +1,108 @@
+"""Image preparation and visualisation shared by hosts: channel handling, fitting sizes, flow and
+mask pictures. Images here are channels-last (B, H, W, C) float in [0, 1], ComfyUI's IMAGE
+layout, unless a docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .validation import check_choice, check_tensor
+
+FIT_MODES = ("crop", "stretch", "pad", "own size")
+
+
+def to_rgb(image: Tensor, where: str = "to_rgb", name: str = "image") -> Tensor:
+    """(B, H, W, C) with C in {1, 2, 3, 4} -> (B, H, W, 3).
+
+    Grayscale is repeated; an alpha channel is composited over white, so black line art on a
+    transparent background stays visible (the edge matcher is polarity-free either way).
+    """
+    check_tensor(where, name, image, 4, "(B, H, W, C)")
+    channels = image.shape[-1]
+    if channels not in (1, 2, 3, 4):
+        raise ValueError(f"{where}: '{name}' must have 1-4 channels (gray, gray+alpha, RGB, RGBA), got {channels}")
+    image = image.float()
+    if channels in (2, 4):
+        alpha = image[..., -1:].clamp(0, 1)
+        image = image[..., :-1] * alpha + (1 - alpha)
+    if image.shape[-1] == 1:
+        image = image.expand(*image.shape[:-1], 3)
+    return image.clamp(0, 1).contiguous()
+
+
+def round_to_multiple(size: int, multiple: int) -> int:
+    """The nearest multiple of ``multiple`` that is at least ``multiple``."""
+    return max(multiple, int(round(size / multiple)) * multiple)
+
+
+def resize(image: Tensor, height: int, width: int) -> Tensor:
+    """(B, H, W, C) -> (B, height, width, C), area filter when shrinking, bicubic when growing."""
+    if image.shape[1:3] == (height, width):
+        return image
+    x = image.movedim(-1, 1)
+    shrinking = height < image.shape[1] and width < image.shape[2]
+    if shrinking:
+        x = F.interpolate(x, size=(height, width), mode="area")
+    else:
+        x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
+    return x.movedim(1, -1)
+
+
+def fit(image: Tensor, height: int, width: int, mode: str, where: str = "fit") -> Tensor:
+    """Bring (B, H, W, C) to (B, height, width, C).
+
+    crop:     scale to cover, centre-crop (keeps the aspect ratio, loses borders);
+    stretch:  scale each axis independently;
+    pad:      scale to fit inside, pad with white (keeps everything, adds borders);
+    own size: return the image unchanged (correspondence works between different sizes).
+    """
+    check_choice(where, "mode", mode, FIT_MODES)
+    _, h, w, _ = image.shape
+    if mode == "own size":
+        return image
+    if mode == "stretch":
+        return resize(image, height, width)
+    cover = mode == "crop"
+    scale = (max if cover else min)(height / h, width / w)
+    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    scaled = resize(image, sh, sw)
+    if cover:
+        top, left = (sh - height) // 2, (sw - width) // 2
+        return scaled[:, top : top + height, left : left + width]
+    out = image.new_ones(image.shape[0], height, width, image.shape[-1])
+    top, left = (height - sh) // 2, (width - sw) // 2
+    out[:, top : top + sh, left : left + sw] = scaled
+    return out
+
+
+def flow_to_rgb(flow: Tensor, grid_size: tuple[int, int]) -> Tensor:
+    """Colour-code a correspondence map for people: hue = direction of the displacement,
+    brightness = its length (full at a quarter of the grid).
+
+    flow: (B, 2, h, w) positions (x, y) in a grid of ``grid_size`` (h', w') that each position
+    matched; returns (B, h, w, 3) in [0, 1].
+    """
+    b, _, h, w = flow.shape
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=flow.device, dtype=torch.float32) * (grid_size[0] / h),
+        torch.arange(w, device=flow.device, dtype=torch.float32) * (grid_size[1] / w),
+        indexing="ij",
+    )
+    dx = flow[:, 0].float() - xs
+    dy = flow[:, 1].float() - ys
+    angle = torch.atan2(dy, dx)  # (B, h, w)
+    length = (dx**2 + dy**2).sqrt() / (0.25 * max(grid_size))
+    value = length.clamp(0, 1)
+    # hue wheel from the angle: three phase-shifted cosines give a smooth RGB circle
+    rgb = torch.stack([0.5 + 0.5 * torch.cos(angle - k * 2 * math.pi / 3) for k in range(3)], dim=-1)
+    return (1 - value.unsqueeze(-1)) + value.unsqueeze(-1) * rgb
+
+
+def upsample_mask(mask: Tensor, height: int, width: int) -> Tensor:
+    """(B, 1, h, w) latent-grid mask -> (B, height, width) nearest upsampling (ComfyUI MASK)."""
+    return F.interpolate(mask.float(), size=(height, width), mode="nearest")[:, 0]

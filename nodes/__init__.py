@@ -1,0 +1,26 @@
+"""ComfyUI glue for midms_core: each node translates host types to library calls and back.
+
+Node IDs (the keys below) are stable: renaming one breaks every saved workflow.
+"""
+
+from .encode import MIDMsExemplarEncode
+from .matching import (
+    MIDMsCorrespondence,
+    MIDMsEdgeMatcher,
+    MIDMsLearnedMatcherLoader,
+    MIDMsRewarpSettings,
+)
+from .sampling import MIDMsInterleavedSampler, MIDMsSampler
+
+_NODES = {
+    "MIDMsExemplarEncode": (MIDMsExemplarEncode, "MIDMs Exemplar Encode"),
+    "MIDMsEdgeMatcher": (MIDMsEdgeMatcher, MIDMsEdgeMatcher.DISPLAY),
+    "MIDMsLearnedMatcherLoader": (MIDMsLearnedMatcherLoader, MIDMsLearnedMatcherLoader.DISPLAY),
+    "MIDMsRewarpSettings": (MIDMsRewarpSettings, MIDMsRewarpSettings.DISPLAY),
+    "MIDMsCorrespondence": (MIDMsCorrespondence, MIDMsCorrespondence.DISPLAY),
+    "MIDMsInterleavedSampler": (MIDMsInterleavedSampler, MIDMsInterleavedSampler.DISPLAY),
+    "MIDMsSampler": (MIDMsSampler, MIDMsSampler.DISPLAY),
+}
+
+NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in _NODES.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, (_, name) in _NODES.items()}

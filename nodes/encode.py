@@ -1,0 +1,76 @@
+"""MIDMs Exemplar Encode: condition + exemplar images -> a MIDMs context (latents via the host's VAE)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..midms_core.images import FIT_MODES, fit, to_rgb
+from ..midms_core.validation import broadcast_batch
+from .common import CATEGORY, NodeInputError, node_errors
+from .types import CONTEXT, MIDMsContext
+
+DISPLAY = "MIDMs Exemplar Encode"
+
+
+def _latent_multiple(vae) -> int:
+    ratio = getattr(vae, "downscale_ratio", 8)
+    return ratio if isinstance(ratio, int) and ratio > 0 else 8
+
+
+def _crop_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Centre-crop (B, H, W, C) so H and W are multiples of ``multiple`` (as the host's VAE Encode)."""
+    _, h, w, _ = image.shape
+    nh, nw = (h // multiple) * multiple, (w // multiple) * multiple
+    top, left = (h - nh) // 2, (w - nw) // 2
+    return image[:, top : top + nh, left : left + nw]
+
+
+class MIDMsExemplarEncode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "condition": ("IMAGE", {"tooltip": "The layout to follow: an edge map (either polarity), pose or segmentation map. Sets the output size."}),
+                "exemplar": ("IMAGE", {"tooltip": "The photo whose appearance is transferred. One image for all conditions, or one per condition image."}),
+                "vae": ("VAE", {"tooltip": "The checkpoint's VAE; both images are encoded with it."}),
+                "exemplar_fit": (list(FIT_MODES), {"default": "crop", "tooltip": "How the exemplar is brought to the condition's size: crop (cover, keep aspect), stretch, pad (fit inside, white borders), or own size (matching works across sizes)."}),
+            }
+        }
+
+    RETURN_TYPES = (CONTEXT,)
+    RETURN_NAMES = ("context",)
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Encodes the condition and exemplar images with the VAE for MIDMs matching."
+
+    @node_errors(DISPLAY)
+    def encode(self, condition, exemplar, vae, exemplar_fit):
+        cond = to_rgb(condition, DISPLAY, "condition")
+        exem = to_rgb(exemplar, DISPLAY, "exemplar")
+        try:
+            batch = broadcast_batch(DISPLAY, condition=cond, exemplar=exem)
+        except ValueError:
+            raise NodeInputError(
+                f"{DISPLAY}: 'condition' has {cond.shape[0]} images and 'exemplar' has {exem.shape[0]}; "
+                "give one exemplar for all condition images, or exactly one per condition image"
+            ) from None
+        multiple = _latent_multiple(vae)
+        if min(cond.shape[1:3]) < multiple or min(exem.shape[1:3]) < multiple:
+            raise NodeInputError(
+                f"{DISPLAY}: images must be at least {multiple} x {multiple} pixels; got condition "
+                f"{tuple(cond.shape[1:3])} and exemplar {tuple(exem.shape[1:3])}"
+            )
+        cond = _crop_to_multiple(cond, multiple)
+        exem = _crop_to_multiple(fit(exem, cond.shape[1], cond.shape[2], exemplar_fit, DISPLAY), multiple)
+        cond = cond.expand(batch, -1, -1, -1)
+        exem = exem.expand(batch, -1, -1, -1)
+        cond_latent = vae.encode(cond)
+        exem_latent = vae.encode(exem)
+        context = MIDMsContext(
+            condition_image=cond.movedim(-1, 1).contiguous(),
+            exemplar_image=exem.movedim(-1, 1).contiguous(),
+            condition_latent=cond_latent,
+            exemplar_latent=exem_latent,
+            vae=vae,
+        )
+        return (context,)

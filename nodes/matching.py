@@ -1,0 +1,174 @@
+"""Matcher, settings and correspondence nodes."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import folder_paths
+
+from ..midms_core import DEFAULT_TAU, DEFAULT_THRESHOLD_PX, EdgeDescriptorMatcher, LearnedMatcher, RewarpSettings, load_networks
+from ..midms_core.confidence import MASK_MODES
+from ..midms_core.images import flow_to_rgb, upsample_mask
+from .common import CATEGORY, NodeInputError, compute_device, initial_warp, node_errors, output_device
+from .types import CONTEXT, MATCH, MATCHER, SETTINGS, MIDMsMatch, MIDMsSettings
+
+MODEL_FOLDER = "midms"
+
+
+class MIDMsEdgeMatcher:
+    DISPLAY = "MIDMs Edge Matcher (training-free)"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "canny_low": ("FLOAT", {"default": 0.1, "min": 0.01, "max": 0.99, "step": 0.01, "tooltip": "Canny low threshold for the exemplar photo's edges."}),
+                "canny_high": ("FLOAT", {"default": 0.2, "min": 0.02, "max": 1.0, "step": 0.01, "tooltip": "Canny high threshold for the exemplar photo's edges (must exceed canny_low)."}),
+                "edge_blur": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 16.0, "step": 0.25, "tooltip": "Blur of both edge maps, in pixels, so thin and double lines describe alike."}),
+                "x0_condition_weight": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 4.0, "step": 0.05, "tooltip": "While sampling, how much of the condition's edge features is mixed into the x0 latent's features (0 = latent only)."}),
+            }
+        }
+
+    RETURN_TYPES = (MATCHER,)
+    RETURN_NAMES = ("matcher",)
+    FUNCTION = "make"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Training-free cross-domain matching from edge maps and dense descriptors (kornia), no weights."
+
+    @node_errors(DISPLAY)
+    def make(self, canny_low, canny_high, edge_blur, x0_condition_weight):
+        if canny_high <= canny_low:
+            raise NodeInputError(f"{self.DISPLAY}: 'canny_high' ({canny_high}) must be greater than 'canny_low' ({canny_low})")
+        return (EdgeDescriptorMatcher(canny_low=canny_low, canny_high=canny_high, edge_blur=edge_blur,
+                                      x0_condition_weight=x0_condition_weight),)
+
+
+class HostLearnedMatcher(LearnedMatcher):
+    """The learned networks under the host's model management (loaded before each use)."""
+
+    def __init__(self, nets) -> None:
+        super().__init__(nets)
+        self.patcher = comfy.model_patcher.ModelPatcher(nets, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+    def prepare_for_host(self) -> None:
+        mm.load_models_gpu([self.patcher])
+
+
+class MIDMsLearnedMatcherLoader:
+    DISPLAY = "MIDMs Learned Matcher Loader"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "networks_name": (folder_paths.get_filename_list(MODEL_FOLDER), {"tooltip": "Converted MIDMs correspondence networks (.safetensors) in models/midms."}),
+            }
+        }
+
+    RETURN_TYPES = (MATCHER,)
+    RETURN_NAMES = ("matcher",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads the paper's learned correspondence networks (F_X, F_Y, F') from models/midms."
+
+    @node_errors(DISPLAY)
+    def load(self, networks_name):
+        path = folder_paths.get_full_path(MODEL_FOLDER, networks_name)
+        if path is None or not os.path.isfile(path):
+            folders = folder_paths.get_folder_paths(MODEL_FOLDER)
+            raise NodeInputError(
+                f"{self.DISPLAY}: 'networks_name' {networks_name!r} was not found in {folders}; put the converted "
+                ".safetensors file there and refresh"
+            )
+        nets = load_networks(path, map_location="cpu")
+        return (HostLearnedMatcher(nets),)
+
+
+def parse_steps(text: str, where: str) -> tuple[int, ...] | None:
+    """'' -> None (default choice), 'none' -> (), '1, 2' -> (1, 2)."""
+    text = text.strip().lower()
+    if text in ("", "default", "auto"):
+        return None
+    if text == "none":
+        return ()
+    try:
+        steps = tuple(int(part) for part in text.replace(";", ",").split(",") if part.strip())
+    except ValueError:
+        raise NodeInputError(
+            f"{where}: 'rewarp_steps' must be empty (every step but the last), 'none', or step numbers like '1, 2'; got {text!r}"
+        ) from None
+    if any(s < 0 for s in steps):
+        raise NodeInputError(f"{where}: 'rewarp_steps' must be step numbers >= 0 (0 is the first step); got {text!r}")
+    return steps
+
+
+class MIDMsRewarpSettings:
+    DISPLAY = "MIDMs Rewarp Settings"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "tau": ("FLOAT", {"default": DEFAULT_TAU, "min": 0.0005, "max": 1.0, "step": 0.0005, "tooltip": "Softmax temperature of the warp; lower is sharper (official 0.005)."}),
+                "threshold": ("FLOAT", {"default": DEFAULT_THRESHOLD_PX, "min": 0.1, "max": 512.0, "step": 0.05, "tooltip": "Cycle-consistency threshold in latent pixels: a position is confident when matching there and back lands within it (official 15.75 at 64x64 latents)."}),
+                "mask_mode": (list(MASK_MODES), {"default": "hard", "tooltip": "hard: 0/1 mask (official); soft: falls off smoothly around the threshold."}),
+                "smooth_mask": ("BOOLEAN", {"default": True, "tooltip": "Official clean-up of the hard mask: keep 2x2 blocks with at least 3 confident positions."}),
+                "rewarp_steps": ("STRING", {"default": "", "tooltip": "Steps (0-based) that re-match and re-warp: empty = every step but the last, 'none' = never (plain DDIM), or a list like '1, 2' (the official choice for 4 steps)."}),
+                "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "DDIM stochasticity: 0 deterministic, 1 ancestral-like."}),
+                "refine_strength": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Final refinement: re-noise the result to this level and denoise again (0 = off; paper about 0.1)."}),
+                "refine_steps": ("INT", {"default": 20, "min": 1, "max": 200, "tooltip": "Steps of the final refinement (stochastic DDIM, eta 1)."}),
+            }
+        }
+
+    RETURN_TYPES = (SETTINGS,)
+    RETURN_NAMES = ("settings",)
+    FUNCTION = "make"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "How the interleaved sampler re-matches, masks and blends the exemplar at each step."
+
+    @node_errors(DISPLAY)
+    def make(self, tau, threshold, mask_mode, smooth_mask, rewarp_steps, eta, refine_strength, refine_steps):
+        rewarp = RewarpSettings(tau=tau, threshold=threshold, mask_mode=mask_mode, smooth=smooth_mask,
+                                rewarp_steps=parse_steps(rewarp_steps, self.DISPLAY))
+        return (MIDMsSettings(rewarp=rewarp, eta=eta, refine_strength=refine_strength, refine_steps=refine_steps),)
+
+
+class MIDMsCorrespondence:
+    DISPLAY = "MIDMs Cross-Domain Correspondence"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "context": (CONTEXT, {"tooltip": "From MIDMs Exemplar Encode."}),
+                "matcher": (MATCHER, {"tooltip": "Where correspondence features come from (edge matcher or learned networks)."}),
+            },
+            "optional": {
+                "settings": (SETTINGS, {"tooltip": "Temperature, threshold and sampling settings; defaults as in the paper when absent."}),
+            },
+        }
+
+    RETURN_TYPES = (MATCH, "LATENT", "MASK", "IMAGE", "IMAGE")
+    RETURN_NAMES = ("match", "warped_latent", "confidence", "warped_preview", "flow_preview")
+    FUNCTION = "correspond"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Matches the exemplar to the condition, warps the exemplar's latent onto the condition's layout and marks the cycle-consistent regions."
+
+    @node_errors(DISPLAY)
+    def correspond(self, context, matcher, settings=None):
+        match = MIDMsMatch(context=context, matcher=matcher, settings=settings or MIDMsSettings())
+        result = initial_warp(match, compute_device())
+        out = output_device()
+        warped = result.warped.to(out)
+        height, width = context.condition_image.shape[-2:]
+        mask = upsample_mask(result.mask, height, width).to(out)
+        exemplar_grid = tuple(context.exemplar_latent.shape[-2:])
+        flow = flow_to_rgb(result.forward_flow, exemplar_grid).movedim(-1, 1)
+        flow = torch.nn.functional.interpolate(flow, size=(height, width), mode="nearest").movedim(1, -1).to(out)
+        preview = context.vae.decode(warped) if context.vae is not None else flow
+        mm.soft_empty_cache()
+        return (match, {"samples": warped}, mask, preview, flow)

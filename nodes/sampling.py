@@ -1,0 +1,134 @@
+"""The interleaved DDIM sampler as a host SAMPLER (for SamplerCustom / SamplerCustomAdvanced and
+any guider), and an all-in-one sampler node."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+import comfy.model_management as mm
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+from ..midms_core import MatchFeatures, sample_interleaved, strength_sigmas
+from .common import CATEGORY, bind, compute_device, initial_warp, node_errors
+from .types import CONTEXT, MATCHER, SETTINGS, MIDMsMatch, MIDMsSettings
+
+
+def _model_sigmas(base_model) -> torch.Tensor:
+    return base_model.model_sampling.sigmas.float().cpu()
+
+
+def sample_midms(model, x, sigmas, extra_args=None, callback=None, disable=None,
+                 midms_match: Optional[MIDMsMatch] = None, midms_model=None):
+    """KSAMPLER function: ``model(x, sigma, **extra_args)`` is the host's guided denoiser in the
+    model's SCALED latent space; the exemplar latent is scaled the same way, and the matcher
+    sees x0_hat back in raw VAE space, as it saw the exemplar."""
+    extra_args = {} if extra_args is None else extra_args
+    base = midms_model.model  # the host's BaseModel: latent format and model_sampling
+    match = midms_match
+    device = x.device
+    features = bind(match, device)
+    exemplar = base.process_latent_in(match.context.exemplar_latent.to(device)).to(x.dtype)
+
+    def x0_features(x0: torch.Tensor) -> torch.Tensor:
+        return features.x0_features(base.process_latent_out(x0))
+
+    in_sampler = MatchFeatures(condition=features.condition, exemplar=features.exemplar,
+                               exemplar_in_domain=features.exemplar_in_domain, x0_features=x0_features)
+
+    seed = extra_args.get("seed")
+    generator = torch.Generator(device="cpu").manual_seed(int(seed) + 1 if seed is not None else 0)
+
+    def noise_sampler(sigma, sigma_next):
+        return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=x.dtype)
+
+    def denoise(xt, sigma):
+        return model(xt, sigma, **extra_args)
+
+    settings: MIDMsSettings = match.settings
+    main_steps = sigmas.shape[0] - 1
+    refine_sigmas = None
+    if settings.refine_strength > 0:
+        refine_sigmas = strength_sigmas(_model_sigmas(base), settings.refine_steps, settings.refine_strength).to(device)
+
+    def report(info):
+        mm.throw_exception_if_processing_interrupted()
+        if callback is not None:
+            step = info["i"] + (main_steps if info.get("stage") == "refine" else 0)
+            callback({**info, "i": step})
+
+    return sample_interleaved(denoise, x, sigmas, exemplar, in_sampler, settings.rewarp, eta=settings.eta,
+                              noise_sampler=noise_sampler, callback=report, refine_sigmas=refine_sigmas)
+
+
+def midms_sampler(model, match: MIDMsMatch) -> comfy.samplers.KSAMPLER:
+    return comfy.samplers.KSAMPLER(sample_midms, extra_options={"midms_match": match, "midms_model": model})
+
+
+class MIDMsInterleavedSampler:
+    DISPLAY = "MIDMs Interleaved DDIM Sampler"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The same model the sampler runs; used for its latent scaling."}),
+                "match": ("MIDMS_MATCH", {"tooltip": "From MIDMs Cross-Domain Correspondence."}),
+            }
+        }
+
+    RETURN_TYPES = ("SAMPLER",)
+    RETURN_NAMES = ("sampler",)
+    FUNCTION = "get_sampler"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "A SAMPLER for SamplerCustom: DDIM that re-matches x0 to the exemplar at each step and blends the confident re-warp into x0. Feed the correspondence node's warped latent as latent_image and a partial schedule (e.g. denoise 0.25)."
+
+    @node_errors(DISPLAY)
+    def get_sampler(self, model, match):
+        return (midms_sampler(model, match),)
+
+
+class MIDMsSampler:
+    DISPLAY = "MIDMs Sampler (all-in-one)"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "Any checkpoint's model (SD1.5, SDXL, ...), with LoRAs if you like."}),
+                "positive": ("CONDITIONING", {"tooltip": "Prompt (and ControlNets) for the result."}),
+                "negative": ("CONDITIONING", {"tooltip": "Negative prompt."}),
+                "context": (CONTEXT, {"tooltip": "From MIDMs Exemplar Encode."}),
+                "matcher": (MATCHER, {"tooltip": "Where correspondence features come from."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Noise seed."}),
+                "steps": ("INT", {"default": 4, "min": 1, "max": 1000, "tooltip": "Denoising steps from the start noise level (official 4)."}),
+                "start_noise": ("FLOAT", {"default": 0.25, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "How far the warped exemplar is noised, as a fraction of the schedule (paper: 0.25 best)."}),
+                "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale."}),
+            },
+            "optional": {
+                "settings": (SETTINGS, {"tooltip": "Re-warp settings; paper defaults when absent."}),
+            },
+        }
+
+    RETURN_TYPES = ("LATENT", "LATENT")
+    RETURN_NAMES = ("latent", "warped_latent")
+    FUNCTION = "sample"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Warps the exemplar onto the condition, noises it to start_noise and denoises it with the interleaved DDIM sampler."
+
+    @node_errors(DISPLAY)
+    def sample(self, model, positive, negative, context, matcher, seed, steps, start_noise, cfg, settings=None):
+        match = MIDMsMatch(context=context, matcher=matcher, settings=settings or MIDMsSettings())
+        sigmas = strength_sigmas(_model_sigmas(model.model), steps, start_noise)
+        warped = initial_warp(match, compute_device()).warped.to(mm.intermediate_device())
+        noise = comfy.sample.prepare_noise(warped, seed)
+        callback = latent_preview.prepare_callback(model, sigmas.shape[0] - 1)
+        samples = comfy.sample.sample_custom(
+            model, noise, cfg, midms_sampler(model, match), sigmas, positive, negative, warped,
+            callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+        )
+        return ({"samples": samples}, {"samples": warped})

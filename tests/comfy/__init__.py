@@ -1,1 +1,0 @@
-"""Tests that run a real ComfyUI host with this pack in custom_nodes/ (see README.md here)."""

@@ -10,7 +10,15 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import folder_paths
 
-from ..midms_core import DEFAULT_TAU, DEFAULT_THRESHOLD_PX, EdgeDescriptorMatcher, LearnedMatcher, RewarpSettings, load_networks
+from ..midms_core import (
+    DEFAULT_TAU,
+    DEFAULT_THRESHOLD_PX,
+    EdgeDescriptorMatcher,
+    LearnedMatcher,
+    RewarpSettings,
+    load_networks,
+    strength_timesteps,
+)
 from ..midms_core.confidence import MASK_MODES
 from ..midms_core.images import flow_to_rgb, upsample_mask
 from .common import CATEGORY, NodeInputError, compute_device, initial_warp, node_errors, output_device
@@ -134,6 +142,16 @@ class MIDMsRewarpSettings:
     def make(self, tau, threshold, mask_mode, smooth_mask, rewarp_steps, eta, refine_strength, refine_steps):
         rewarp = RewarpSettings(tau=tau, threshold=threshold, mask_mode=mask_mode, smooth=smooth_mask,
                                 rewarp_steps=parse_steps(rewarp_steps, self.DISPLAY))
+        if refine_strength > 0:
+            # checked here, not mid-sampling: the refinement's steps must fit in its noise range
+            # (the host models' 1000-step schedules)
+            try:
+                strength_timesteps(1000, refine_steps, refine_strength)
+            except ValueError:
+                raise NodeInputError(
+                    f"{self.DISPLAY}: 'refine_steps' {refine_steps} do not fit in 'refine_strength' {refine_strength} "
+                    f"of a 1000-step schedule; use at most {max(int(refine_strength * 1000), 1)} steps or a higher strength"
+                ) from None
         return (MIDMsSettings(rewarp=rewarp, eta=eta, refine_strength=refine_strength, refine_steps=refine_steps),)
 
 

@@ -22,6 +22,7 @@ def _model_sigmas(base_model) -> torch.Tensor:
     return base_model.model_sampling.sigmas.float().cpu()
 
 
+@torch.no_grad()  # as the host's own samplers: no autograd graph through the U-Net
 def sample_midms(model, x, sigmas, extra_args=None, callback=None, disable=None,
                  midms_match: Optional[MIDMsMatch] = None, midms_model=None):
     """KSAMPLER function: ``model(x, sigma, **extra_args)`` is the host's guided denoiser in the
@@ -55,11 +56,15 @@ def sample_midms(model, x, sigmas, extra_args=None, callback=None, disable=None,
     if settings.refine_strength > 0:
         refine_sigmas = strength_sigmas(_model_sigmas(base), settings.refine_steps, settings.refine_strength).to(device)
 
+    # The host sizes its progress bar to the main schedule; spread the refinement's extra steps
+    # over it so the bar only reaches the end with the last step.
+    total_steps = main_steps + (settings.refine_steps if refine_sigmas is not None else 0)
+
     def report(info):
         mm.throw_exception_if_processing_interrupted()
         if callback is not None:
-            step = info["i"] + (main_steps if info.get("stage") == "refine" else 0)
-            callback({**info, "i": step})
+            done = info["i"] + 1 + (main_steps if info.get("stage") == "refine" else 0)
+            callback({**info, "i": max(done * main_steps // total_steps - 1, 0)})
 
     return sample_interleaved(denoise, x, sigmas, exemplar, in_sampler, settings.rewarp, eta=settings.eta,
                               noise_sampler=noise_sampler, callback=report, refine_sigmas=refine_sigmas)

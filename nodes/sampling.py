@@ -42,7 +42,8 @@ def sample_midms(model, x, sigmas, extra_args=None, callback=None, disable=None,
                                exemplar_in_domain=features.exemplar_in_domain, x0_features=x0_features)
 
     seed = extra_args.get("seed")
-    generator = torch.Generator(device="cpu").manual_seed(int(seed) + 1 if seed is not None else 0)
+    # +1: a stream apart from the host's initial noise for the same seed; wraps at 2**64
+    generator = torch.Generator(device="cpu").manual_seed((int(seed) + 1) % 2**64 if seed is not None else 0)
 
     def noise_sampler(sigma, sigma_next):
         return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=x.dtype)

@@ -76,11 +76,13 @@ def _resblock(prefix: str, c_in: int, c_out: int) -> Dict[str, Shape]:
     return s
 
 
-def _spatial_transformer(prefix: str, c: int, context: int, depth: int = 1) -> Dict[str, Shape]:
+def _spatial_transformer(prefix: str, c: int, context: int, depth: int = 1,
+                         linear: bool = False) -> Dict[str, Shape]:
+    proj = (c, c) if linear else (c, c, 1, 1)  # conv proj_in: SD1.x; linear: SD2 / SDXL
     s = {
         f"{prefix}norm.weight": (c,),
         f"{prefix}norm.bias": (c,),
-        f"{prefix}proj_in.weight": (c, c, 1, 1),  # conv proj_in: SD1.x (use_linear_in_transformer False)
+        f"{prefix}proj_in.weight": proj,
         f"{prefix}proj_in.bias": (c,),
     }
     for d in range(depth):
@@ -107,7 +109,7 @@ def _spatial_transformer(prefix: str, c: int, context: int, depth: int = 1) -> D
             f"{b}norm3.weight": (c,),
             f"{b}norm3.bias": (c,),
         })
-    s[f"{prefix}proj_out.weight"] = (c, c, 1, 1)
+    s[f"{prefix}proj_out.weight"] = proj
     s[f"{prefix}proj_out.bias"] = (c,)
     return s
 
@@ -302,6 +304,88 @@ def write_tiny_sd15_checkpoint(path: str | os.PathLike, seed: int = 0, *, with_c
         "seed": seed,
         "with_clip": with_clip,
         "middle_block": middle_block,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# SDXL
+# --------------------------------------------------------------------------------------------
+SDXL_CONTEXT_DIM = 2048
+SDXL_ADM_IN_CHANNELS = 2816      # pooled CLIP-G (1280) + 6 size embeddings of 256
+SDXL_POOLED_DIM = 1280
+# Segmind Vega's transformer depths per input res block: the smallest SDXL-family layout that both
+# the 2024 host and ComfyUI 0.3.x detect (supported_models.Segmind_Vega, an SDXL subclass:
+# model_channels 320, linear proj_in, context 2048, adm_in_channels 2816). Only the input side's
+# depths are matched, so the output blocks here carry no transformers.
+SDXL_TRANSFORMER_DEPTH = (0, 0, 1, 1, 2, 2)
+
+
+def sdxl_unet_shapes() -> Dict[str, Shape]:
+    """Keys (without ``model.diffusion_model.``) and shapes of the smallest U-Net that
+    CheckpointLoaderSimple takes for SDXL: one level (channel_mult [1]) of six res blocks with
+    transformer depths :data:`SDXL_TRANSFORMER_DEPTH` (linear proj_in, context 2048), seven output
+    res blocks without transformers, no middle block, and the SDXL ``label_emb`` (2816 -> 1280)."""
+    c = MODEL_CHANNELS
+    s: Dict[str, Shape] = {
+        "time_embed.0.weight": (TIME_EMBED_DIM, c),
+        "time_embed.0.bias": (TIME_EMBED_DIM,),
+        "time_embed.2.weight": (TIME_EMBED_DIM, TIME_EMBED_DIM),
+        "time_embed.2.bias": (TIME_EMBED_DIM,),
+        "label_emb.0.0.weight": (TIME_EMBED_DIM, SDXL_ADM_IN_CHANNELS),
+        "label_emb.0.0.bias": (TIME_EMBED_DIM,),
+        "label_emb.0.2.weight": (TIME_EMBED_DIM, TIME_EMBED_DIM),
+        "label_emb.0.2.bias": (TIME_EMBED_DIM,),
+        "input_blocks.0.0.weight": (c, LATENT_CHANNELS, 3, 3),
+        "input_blocks.0.0.bias": (c,),
+    }
+    for i, depth in enumerate(SDXL_TRANSFORMER_DEPTH, start=1):
+        s.update(_resblock(f"input_blocks.{i}.0.", c, c))
+        if depth:
+            s.update(_spatial_transformer(f"input_blocks.{i}.1.", c, SDXL_CONTEXT_DIM, depth, linear=True))
+    for i in range(len(SDXL_TRANSFORMER_DEPTH) + 1):  # num_res_blocks + 1, each with a skip input
+        s.update(_resblock(f"output_blocks.{i}.0.", 2 * c, c))
+    s.update({
+        "out.0.weight": (c,),
+        "out.0.bias": (c,),
+        "out.2.weight": (LATENT_CHANNELS, c, 3, 3),
+        "out.2.bias": (LATENT_CHANNELS,),
+    })
+    return s
+
+
+def tiny_sdxl_state_dict(seed: int = 0, *, dtype: torch.dtype = torch.float16) -> Dict[str, torch.Tensor]:
+    """U-Net (:func:`sdxl_unet_shapes`) + a TAESD-shaped VAE; no text encoders (CLIP-L + CLIP-G
+    cannot be made small: feed CONDITIONING ``[[zeros(1, 77, 2048), {"pooled_output":
+    zeros(1, 1280)}]]`` instead)."""
+    out: Dict[str, torch.Tensor] = {}
+    for prefix, shapes in ((UNET_PREFIX, sdxl_unet_shapes()), (VAE_PREFIX, taesd_shapes())):
+        for k, shape in shapes.items():
+            key = prefix + k
+            out[key] = init_tensor(key, shape, seed).to(dtype).contiguous()
+    return out
+
+
+def write_tiny_sdxl_checkpoint(path: str | os.PathLike, seed: int = 0, *,
+                               dtype: torch.dtype = torch.float16) -> dict:
+    """Write the smallest checkpoint CheckpointLoaderSimple detects as SDXL (the Segmind Vega
+    subclass; SDXL latent format, scale 0.13025, and SDXL conditioning: cross-attention
+    (B, 77, 2048) + ``pooled_output`` (B, 1280)). 64 M U-Net parameters, ~130 MB in fp16.
+
+    Returns ``{"path", "bytes", "parameters", "unet_parameters", "seed"}``."""
+    from safetensors.torch import save_file
+
+    sd = tiny_sdxl_state_dict(seed, dtype=dtype)
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".partial"
+    save_file(sd, tmp, metadata={"format": "pt", "midms_tiny": "sdxl", "seed": str(seed)})
+    os.replace(tmp, path)
+    return {
+        "path": path,
+        "bytes": os.path.getsize(path),
+        "parameters": sum(t.numel() for t in sd.values()),
+        "unet_parameters": sum(t.numel() for k, t in sd.items() if k.startswith(UNET_PREFIX)),
+        "seed": seed,
     }
 
 

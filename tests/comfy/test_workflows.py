@@ -1,0 +1,482 @@
+"""The shipped workflows (``workflows/*.json`` + ``workflows/api/*.api.json``) and the MIDMs node
+definitions, against a REAL ComfyUI over HTTP (one server for the whole module).
+
+* ``/object_info`` lists every MIDMs node with the inputs, types, tooltips and outputs of the
+  table below.
+* Each UI workflow converts (``workflow_convert.ui_to_api``, driven by this host's /object_info,
+  as the web frontend does) to exactly the shipped API prompt: the two files are one graph.
+* Each API workflow the host supports runs: SD1.5 ones on a tiny SD1.5-shaped checkpoint WITH a
+  random full-size CLIP-L, so CLIPTextEncode runs unchanged; the SDXL one on a tiny SDXL-shaped
+  checkpoint (see ``tiny_models.write_tiny_sdxl_checkpoint``). The tiny files are linked into
+  ``models/checkpoints`` under the names the workflows use, and the example inputs are
+  regenerated at 128 px (``workflows/make_example_inputs.py``) into the server's ``input/``.
+  Substitutions, all in :func:`runnable_prompt`:
+    - SDXL: CLIP-L + CLIP-G cannot be made tiny, so each CLIPTextEncode node is replaced (same id,
+      so every link stays) by the harness's ``MIDMSTestZeroConditioning`` giving
+      ``[[zeros(1, 77, 2048), {"pooled_output": zeros(1, 1280)}]]``; and the condition's
+      ``ImageScale`` to 1024 x 1024 is set to 64 x 64 (a 128 x 128 latent is too slow on CPU);
+    - every workflow: a ``MIDMSTestSaveTensor`` node is added on the final latent and decoded
+      image, to check shapes and finiteness.
+  SamplerCustomAdvanced (and its CFGGuider / RandomNoise) does not exist in the 2024 host: that
+  workflow is skipped there and runs on a current host (``COMFYUI_PATH``).
+* Broken graphs give errors that name the node and the input, and the server keeps serving.
+
+Run: /work/main/.venv-comfy/bin/python -m pytest tests/comfy/test_workflows.py -q
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.comfy.host import (PACK_NAME, REPO, ComfyServer, execution_error, require_host,
+                              succeeded)
+from tests.comfy.tiny_models import write_tiny_sd15_checkpoint, write_tiny_sdxl_checkpoint
+from tests.comfy.workflow_convert import check_ui_workflow, input_specs, ui_to_api
+
+WORKFLOW_DIR = REPO / "workflows"
+API_DIR = WORKFLOW_DIR / "api"
+UI_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
+NAMES = [p.stem for p in UI_FILES]
+SHIPPED = {"midms_edge_to_photo_sd15", "midms_sampler_custom_sd15",
+           "midms_sampler_custom_advanced_sd15", "midms_edge_to_photo_sdxl"}
+CONDITION_FILE = "midms_condition_edges.png"
+EXEMPLAR_FILE = "midms_exemplar.png"
+TEST_SIZE = 128        # side of the condition / exemplar the server gets
+SDXL_TEST_SIZE = 64    # what the SDXL workflow's ImageScale is set to here
+LOAD_WARNINGS = ("unet missing", "unet unexpected", "Missing VAE keys", "Could not detect model type")
+
+COMBO = "COMBO"  # a list of choices (any values)
+# node id -> display name, inputs {group: [(name, type or exact choices)]}, outputs [(name, type)]
+EXPECTED_NODES = {
+    "MIDMsExemplarEncode": {
+        "display": "MIDMs Exemplar Encode",
+        "required": [("condition", "IMAGE"), ("exemplar", "IMAGE"), ("vae", "VAE"),
+                     ("exemplar_fit", ["crop", "stretch", "pad", "own size"])],
+        "optional": [],
+        "outputs": [("context", "MIDMS_CONTEXT")],
+    },
+    "MIDMsEdgeMatcher": {
+        "display": "MIDMs Edge Matcher (training-free)",
+        "required": [("canny_low", "FLOAT"), ("canny_high", "FLOAT"), ("edge_blur", "FLOAT"),
+                     ("x0_condition_weight", "FLOAT")],
+        "optional": [],
+        "outputs": [("matcher", "MIDMS_MATCHER")],
+    },
+    "MIDMsLearnedMatcherLoader": {
+        "display": "MIDMs Learned Matcher Loader",
+        "required": [("networks_name", COMBO)],
+        "optional": [],
+        "outputs": [("matcher", "MIDMS_MATCHER")],
+    },
+    "MIDMsRewarpSettings": {
+        "display": "MIDMs Rewarp Settings",
+        "required": [("tau", "FLOAT"), ("threshold", "FLOAT"), ("mask_mode", ["hard", "soft"]),
+                     ("smooth_mask", "BOOLEAN"), ("rewarp_steps", "STRING"), ("eta", "FLOAT"),
+                     ("refine_strength", "FLOAT"), ("refine_steps", "INT")],
+        "optional": [],
+        "outputs": [("settings", "MIDMS_SETTINGS")],
+    },
+    "MIDMsCorrespondence": {
+        "display": "MIDMs Cross-Domain Correspondence",
+        "required": [("context", "MIDMS_CONTEXT"), ("matcher", "MIDMS_MATCHER")],
+        "optional": [("settings", "MIDMS_SETTINGS")],
+        "outputs": [("match", "MIDMS_MATCH"), ("warped_latent", "LATENT"), ("confidence", "MASK"),
+                    ("warped_preview", "IMAGE"), ("flow_preview", "IMAGE")],
+    },
+    "MIDMsInterleavedSampler": {
+        "display": "MIDMs Interleaved DDIM Sampler",
+        "required": [("model", "MODEL"), ("match", "MIDMS_MATCH")],
+        "optional": [],
+        "outputs": [("sampler", "SAMPLER")],
+    },
+    "MIDMsSampler": {
+        "display": "MIDMs Sampler (all-in-one)",
+        "required": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                     ("context", "MIDMS_CONTEXT"), ("matcher", "MIDMS_MATCHER"), ("seed", "INT"),
+                     ("steps", "INT"), ("start_noise", "FLOAT"), ("cfg", "FLOAT")],
+        "optional": [("settings", "MIDMS_SETTINGS")],
+        "outputs": [("latent", "LATENT"), ("warped_latent", "LATENT")],
+    },
+}
+ADVANCED_NODES = ("SamplerCustomAdvanced", "CFGGuider", "RandomNoise")
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures: one host, one server, tiny checkpoints and inputs for the whole module
+# --------------------------------------------------------------------------------------------
+def _load_inputs_module():
+    spec = importlib.util.spec_from_file_location("midms_make_example_inputs",
+                                                  WORKFLOW_DIR / "make_example_inputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _read(path: Path):
+    return json.loads(path.read_text())
+
+
+def _api_path(name: str) -> Path:
+    return API_DIR / f"{name}.api.json"
+
+
+def _ckpt_names(prompt) -> set:
+    return {n["inputs"]["ckpt_name"] for n in prompt.values() if n["class_type"] == "CheckpointLoaderSimple"}
+
+
+@pytest.fixture(scope="module")
+def host():
+    return require_host()
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wf_ckpts")
+    t0 = time.monotonic()
+    sd15 = write_tiny_sd15_checkpoint(d / "tiny_sd15_clip.safetensors", seed=0, with_clip=True)
+    sdxl = write_tiny_sdxl_checkpoint(d / "tiny_sdxl.safetensors", seed=0)
+    return {"sd15": sd15, "sdxl": sdxl, "seconds": time.monotonic() - t0}
+
+
+@pytest.fixture(scope="module")
+def server(host, tiny_ckpts):
+    inputs = _load_inputs_module()
+    with ComfyServer(host) as srv:
+        # the tiny checkpoints under every name the shipped workflows load
+        for name in NAMES:
+            if _api_path(name).is_file():
+                kind = "sdxl" if "sdxl" in name else "sd15"
+                for ckpt in _ckpt_names(_read(_api_path(name))):
+                    srv.add_model("checkpoints", tiny_ckpts[kind]["path"], name=ckpt)
+        condition, exemplar = inputs.make_inputs(TEST_SIZE)
+        condition.save(srv.input_dir / CONDITION_FILE)
+        exemplar.save(srv.input_dir / EXEMPLAR_FILE)
+        from PIL import Image
+        Image.new("RGB", (6, 6), "white").save(srv.input_dir / "midms_tiny_6px.png")
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.object_info()
+
+
+def _png_size(path: Path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", head[16:24])
+
+
+# --------------------------------------------------------------------------------------------
+# the shipped files
+# --------------------------------------------------------------------------------------------
+def test_shipped_files():
+    assert SHIPPED <= set(NAMES), f"missing UI workflows: {SHIPPED - set(NAMES)}"
+    apis = {p.name[: -len(".api.json")] for p in API_DIR.glob("*.api.json")}
+    assert apis == set(NAMES), "every UI workflow needs its API twin in workflows/api/ and back"
+    for f in (CONDITION_FILE, EXEMPLAR_FILE):
+        from PIL import Image
+        with Image.open(WORKFLOW_DIR / "inputs" / f) as im:
+            assert im.size == (512, 512) and im.mode == "RGB", (f, im.size, im.mode)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_workflow_is_well_formed(name):
+    ui = _read(WORKFLOW_DIR / f"{name}.json")
+    assert check_ui_workflow(ui) == []
+    types = [n["type"] for n in ui["nodes"]]
+    assert "Note" in types, "each workflow explains itself in a Note"
+    for required in ("CheckpointLoaderSimple", "CLIPTextEncode", "LoadImage", "VAEDecode", "SaveImage"):
+        assert required in types, required
+    images = sorted(n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "LoadImage")
+    assert images == sorted([CONDITION_FILE, EXEMPLAR_FILE])
+    # every socket of a MIDMs / sampler node is connected (optional 'settings' included)
+    for n in ui["nodes"]:
+        if n["type"].startswith("MIDMs") or n["type"].startswith("Sampler"):
+            open_inputs = [i["name"] for i in n.get("inputs", []) if i.get("link") is None]
+            assert open_inputs == [], (n["id"], n["type"], open_inputs)
+
+
+# --------------------------------------------------------------------------------------------
+# /object_info
+# --------------------------------------------------------------------------------------------
+def _type_of(spec):
+    kind = spec[0]
+    if isinstance(kind, list):
+        return kind
+    if kind == "COMBO":  # newer schema: ["COMBO", {"options": [...]}]
+        return list((spec[1] if len(spec) > 1 else {}).get("options", []))
+    return kind
+
+
+def test_object_info_lists_midms_nodes(object_info, server):
+    missing = sorted(set(EXPECTED_NODES) - set(object_info))
+    assert not missing, f"not registered: {missing}\n{server.log_tail()}"
+    assert sorted(k for k, v in object_info.items() if v.get("category") == "MIDMs") == sorted(EXPECTED_NODES)
+    for node_id, want in EXPECTED_NODES.items():
+        info = object_info[node_id]
+        assert info["display_name"] == want["display"], node_id
+        assert info["category"] == "MIDMs", node_id
+        assert info.get("description"), f"{node_id} has no description"
+        for group in ("required", "optional"):
+            specs = info["input"].get(group) or {}
+            got = [(name, _type_of(spec)) for name, spec in specs.items()]
+            expected = [(name, kind) for name, kind in want[group]]
+            assert [n for n, _ in got] == [n for n, _ in expected], (node_id, group)
+            for (name, kind), (_, want_kind) in zip(got, expected):
+                if want_kind == COMBO:
+                    assert isinstance(kind, list), (node_id, name, kind)
+                else:
+                    assert kind == want_kind, (node_id, name, kind, want_kind)
+            for name, spec in specs.items():
+                opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                assert isinstance(opts.get("tooltip"), str) and len(opts["tooltip"]) > 10, \
+                    f"{node_id}.{name} has no tooltip"
+        assert list(zip(info["output_name"], info["output"])) == want["outputs"], node_id
+        assert not any(info["output_is_list"]), node_id
+
+
+# --------------------------------------------------------------------------------------------
+# UI file == API file
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_workflow_converts_to_shipped_api(name, object_info, host):
+    ui = _read(WORKFLOW_DIR / f"{name}.json")
+    api = _read(_api_path(name))
+    missing = sorted({n["type"] for n in ui["nodes"]} - set(object_info) - {"Note"})
+    if missing and set(missing) <= set(ADVANCED_NODES) and host.is_2024_snapshot:
+        pytest.skip(f"the 2024 host has no {', '.join(missing)}: no widget definitions to convert "
+                    "with (checked on current hosts)")
+    assert not missing, f"host lacks {missing}"
+    assert ui_to_api(ui, object_info) == api
+    # and every API input is one the node defines (no stale widget names)
+    for nid, node in api.items():
+        names = {n for n, _ in input_specs(object_info[node["class_type"]])}
+        assert set(node["inputs"]) <= names, (nid, node["class_type"], set(node["inputs"]) - names)
+
+
+def test_converter_follows_the_frontend_rules():
+    """workflow_convert on a synthetic graph: seed control values, the upload button, a widget
+    converted to an input and linked, a Reroute, a PrimitiveNode, a muted and a bypassed node."""
+    info = {
+        "Src": {"input": {"required": {"image": [["a.png", "b.png"], {"image_upload": True}]}},
+                "output": ["IMAGE", "INT"], "output_name": ["IMAGE", "INT"], "display_name": "Source"},
+        "Dst": {"input": {"required": {"images": ["IMAGE"], "seed": ["INT", {}],
+                                       "steps": ["INT", {"default": 4}],
+                                       "n": ["INT", {"control_after_generate": True}],
+                                       "mode": [["x", "y"]], "forced": ["FLOAT", {"forceInput": True}]},
+                          "optional": {"text": ["STRING", {}]}},
+                "output": ["IMAGE"], "output_name": ["IMAGE"], "display_name": "Destination"},
+    }
+    wf = {"nodes": [
+        {"id": 1, "type": "Src", "inputs": [], "widgets_values": ["b.png", "image"]},
+        {"id": 2, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": 1}]},
+        {"id": 3, "type": "Dst", "mode": 0, "title": "Mine",
+         "inputs": [{"name": "images", "type": "IMAGE", "link": 2},
+                    {"name": "forced", "type": "FLOAT", "link": None},
+                    {"name": "steps", "type": "INT", "link": 3, "widget": {"name": "steps"}},
+                    {"name": "n", "type": "INT", "link": 4, "widget": {"name": "n"}}],
+         "widgets_values": [7, "fixed", 9, 11, "randomize", "y", "hello"]},
+        {"id": 4, "type": "PrimitiveNode", "outputs": [{"links": [4]}], "widgets_values": [11, "fixed"]},
+        {"id": 5, "type": "Dst", "mode": 4, "inputs": [{"name": "images", "type": "IMAGE", "link": 5}],
+         "widgets_values": [1, "fixed", 1, 1, "fixed", "x", ""]},
+        {"id": 6, "type": "Dst", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 6}],
+         "widgets_values": [2, "fixed", 2, 2, "fixed", "x", ""]},
+        {"id": 7, "type": "Dst", "mode": 2, "inputs": [{"name": "images", "type": "IMAGE", "link": None}],
+         "widgets_values": [3, "fixed", 3, 3, "fixed", "x", ""]},
+        {"id": 8, "type": "Dst", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 7}],
+         "widgets_values": [4, "fixed", 4, 4, "fixed", "x", ""]},
+        {"id": 9, "type": "Note", "widgets_values": ["hi"]},
+    ], "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"], [3, 1, 1, 3, 2, "INT"],
+                 [4, 4, 0, 3, 3, "INT"], [5, 1, 0, 5, 0, "IMAGE"], [6, 5, 0, 6, 0, "IMAGE"],
+                 [7, 7, 0, 8, 0, "IMAGE"]], "version": 0.4}
+    api = ui_to_api(wf, info)
+    assert sorted(api, key=int) == ["1", "3", "6", "8"]
+    assert api["1"] == {"class_type": "Src", "inputs": {"image": "b.png"}, "_meta": {"title": "Source"}}
+    assert api["3"]["inputs"] == {"images": ["1", 0], "seed": 7, "steps": ["1", 1], "n": 11,
+                                  "mode": "y", "text": "hello"}
+    assert api["3"]["_meta"] == {"title": "Mine"}
+    assert api["6"]["inputs"]["images"] == ["1", 0]   # through the bypassed node 5
+    assert "images" not in api["8"]["inputs"]          # its source (7) is muted
+    assert ui_to_api(wf, info, legacy_upload=True)["1"]["inputs"] == {"image": "b.png", "upload": "image"}
+    bad = json.loads(json.dumps(wf))
+    bad["nodes"][2]["widgets_values"].pop(1)             # a seed without its control value
+    with pytest.raises(ValueError, match="widgets_values"):
+        ui_to_api(bad, info)
+
+
+# --------------------------------------------------------------------------------------------
+# running the API workflows
+# --------------------------------------------------------------------------------------------
+def runnable_prompt(name: str, prompt: dict) -> tuple[dict, str, int]:
+    """The shipped prompt with the documented test substitutions (module docstring); returns
+    (prompt, id of the added MIDMSTestSaveTensor node, expected image side)."""
+    prompt = json.loads(json.dumps(prompt))
+    side = TEST_SIZE
+    if "sdxl" in name:
+        for node in prompt.values():
+            if node["class_type"] == "CLIPTextEncode":
+                node["class_type"] = "MIDMSTestZeroConditioning"
+                node["inputs"] = {"batch_size": 1, "tokens": 77, "width": 2048, "pooled_width": 1280}
+            elif node["class_type"] == "ImageScale":
+                assert node["inputs"]["width"] == node["inputs"]["height"] == 1024
+                node["inputs"].update(width=SDXL_TEST_SIZE, height=SDXL_TEST_SIZE)
+                side = SDXL_TEST_SIZE
+    saves = [n for n in prompt.values() if n["class_type"] == "SaveImage"]
+    assert len(saves) == 1, name
+    decode = prompt[saves[0]["inputs"]["images"][0]]
+    assert decode["class_type"] == "VAEDecode"
+    probe = str(max(int(k) for k in prompt) + 100)
+    prompt[probe] = {"class_type": "MIDMSTestSaveTensor", "inputs": {
+        "name": name, "latent": decode["inputs"]["samples"], "image": saves[0]["inputs"]["images"]}}
+    return prompt, probe, side
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_workflow_runs(name, server, object_info, host):
+    prompt = _read(_api_path(name))
+    missing = sorted({n["class_type"] for n in prompt.values()} - set(object_info))
+    if missing and set(missing) <= set(ADVANCED_NODES) and host.is_2024_snapshot:
+        pytest.skip(f"the 2024 host predates {', '.join(missing)}; run with COMFYUI_PATH set to a "
+                    "current ComfyUI for this workflow")
+    assert not missing, f"host lacks {missing}"
+    prompt, probe, side = runnable_prompt(name, prompt)
+    t0 = time.monotonic()
+    entry = server.run(prompt, timeout=240)
+    seconds = time.monotonic() - t0
+    assert succeeded(entry)
+    outputs = server.outputs(entry)
+
+    # the saved result and every preview: one PNG each, at the condition's size
+    kinds = {nid: prompt[nid]["class_type"] for nid in outputs}
+    images = {nid: server.output_files({"outputs": {nid: ui}}) for nid, ui in outputs.items() if "images" in ui}
+    save_ids = [nid for nid, k in kinds.items() if k == "SaveImage"]
+    assert len(save_ids) == 1, kinds
+    preview_ids = sorted(nid for nid, k in kinds.items() if k == "PreviewImage")
+    expected_previews = sorted(nid for nid, n in prompt.items() if n["class_type"] == "PreviewImage")
+    assert preview_ids == expected_previews, (preview_ids, expected_previews)
+    for nid, files in images.items():
+        assert len(files) == 1 and files[0].is_file(), (nid, files)
+        assert _png_size(files[0]) == (side, side), (nid, kinds[nid])
+    prefix = next(n for n in prompt.values() if n["class_type"] == "SaveImage")["inputs"]["filename_prefix"]
+    saved = images[save_ids[0]][0]
+    assert saved.is_relative_to(server.output_dir) and saved.name.startswith(Path(prefix).name)
+
+    # the final latent and image: shapes and finite values
+    stats = {s["key"]: s for s in outputs[probe]["midms_stats"]}
+    assert stats["latent"]["shape"] == [1, 4, side // 8, side // 8] and stats["latent"]["finite"]
+    assert stats["image"]["shape"] == [1, side, side, 3] and stats["image"]["finite"]
+    assert 0.0 <= stats["image"]["min"] <= stats["image"]["max"] <= 1.0
+    assert stats["latent"]["std"] > 0
+    log = server.log()
+    for w in LOAD_WARNINGS:
+        assert w not in log, w
+    print(f"{name}: {seconds:.1f} s")
+
+
+def test_template_browser_lists_ui_workflows_only(server, host):
+    templates = server.workflow_templates()
+    if templates is None:
+        assert host.is_2024_snapshot, "a current host must serve /workflow_templates"
+        pytest.skip("the 2024 host has no template browser (workflows load by drag and drop)")
+    # custom_nodes/*/{example_workflows,example,examples,workflow,workflows}/*.json, not recursive
+    assert sorted(templates.get(PACK_NAME, [])) == sorted(NAMES), templates
+    for name in NAMES:
+        status, body = server.request("GET", f"/api/workflow_templates/{PACK_NAME}/{name}.json")
+        assert status == 200 and body == _read(WORKFLOW_DIR / f"{name}.json"), name
+        if (WORKFLOW_DIR / f"{name}.jpg").is_file():  # the browser's thumbnail, <name>.jpg
+            status, _ = server.request("GET", f"/api/workflow_templates/{PACK_NAME}/{name}.jpg")
+            assert status == 200, name
+
+
+# --------------------------------------------------------------------------------------------
+# broken graphs
+# --------------------------------------------------------------------------------------------
+def _matching_prompt(edge_blur: float = 2.0) -> dict:
+    """Correspondence only (no sampling), from the SD1.5 workflow's nodes: cheap, and
+    ``edge_blur`` changes it so the host does not answer from its cache."""
+    base = _read(_api_path("midms_edge_to_photo_sd15"))
+    keep = {nid: n for nid, n in base.items() if n["class_type"] in (
+        "CheckpointLoaderSimple", "LoadImage", "MIDMsExemplarEncode", "MIDMsEdgeMatcher",
+        "MIDMsRewarpSettings", "MIDMsCorrespondence", "MaskToImage", "PreviewImage")}
+    for n in keep.values():
+        if n["class_type"] == "MIDMsEdgeMatcher":
+            n["inputs"]["edge_blur"] = edge_blur
+    return keep
+
+
+def _node_id(prompt: dict, class_type: str) -> str:
+    ids = [nid for nid, n in prompt.items() if n["class_type"] == class_type]
+    assert len(ids) == 1, (class_type, ids)
+    return ids[0]
+
+
+def _assert_still_serving(server, edge_blur: float):
+    entry = server.run(_matching_prompt(edge_blur), timeout=120)
+    assert succeeded(entry)
+    files = server.output_files(entry)
+    assert len(files) == 3 and all(_png_size(f) == (TEST_SIZE, TEST_SIZE) for f in files)
+
+
+def _execution_failure(server, prompt: dict) -> dict:
+    pid = server.queue(prompt)
+    assert isinstance(pid, str), f"rejected before running: {pid}"
+    entry = server.wait(pid, timeout=120)
+    assert not succeeded(entry)
+    err = execution_error(entry)
+    assert err is not None, entry.get("status")
+    return err
+
+
+def test_broken_graphs_name_node_and_input(server):
+    # 1. two condition images, three exemplars
+    p = _matching_prompt(2.0)
+    enc = _node_id(p, "MIDMsExemplarEncode")
+    p["900"] = {"class_type": "RepeatImageBatch", "inputs": {"image": p[enc]["inputs"]["condition"], "amount": 2}}
+    p["901"] = {"class_type": "RepeatImageBatch", "inputs": {"image": p[enc]["inputs"]["exemplar"], "amount": 3}}
+    p[enc]["inputs"].update(condition=["900", 0], exemplar=["901", 0])
+    err = _execution_failure(server, p)
+    assert err["node_id"] == enc and err["node_type"] == "MIDMsExemplarEncode"
+    msg = err["exception_message"]
+    assert "MIDMs Exemplar Encode" in msg and "'condition' has 2" in msg and "'exemplar' has 3" in msg, msg
+    _assert_still_serving(server, 2.25)
+
+    # 2. a learned-networks file that is not in models/midms: rejected at validation (HTTP 400)
+    p = _matching_prompt(2.0)
+    p["902"] = {"class_type": "MIDMsLearnedMatcherLoader", "inputs": {"networks_name": "no_such_midms_networks.safetensors"}}
+    p[_node_id(p, "MIDMsCorrespondence")]["inputs"]["matcher"] = ["902", 0]
+    del p[_node_id(p, "MIDMsEdgeMatcher")]
+    err = server.queue(p)
+    assert isinstance(err, dict) and err["http_status"] == 400, err
+    errors = err["node_errors"]["902"]["errors"]
+    assert any(e["type"] == "value_not_in_list" and e["extra_info"]["input_name"] == "networks_name"
+               and "no_such_midms_networks.safetensors" in e["details"] for e in errors), errors
+    assert err["node_errors"]["902"]["class_type"] == "MIDMsLearnedMatcherLoader"
+    _assert_still_serving(server, 2.5)
+
+    # 3. a condition image smaller than the VAE's 8 px cell
+    p = _matching_prompt(2.0)
+    enc = _node_id(p, "MIDMsExemplarEncode")
+    p[p[enc]["inputs"]["condition"][0]]["inputs"]["image"] = "midms_tiny_6px.png"
+    err = _execution_failure(server, p)
+    assert err["node_type"] == "MIDMsExemplarEncode"
+    msg = err["exception_message"]
+    assert "MIDMs Exemplar Encode" in msg and "at least 8 x 8" in msg and "(6, 6)" in msg, msg
+    _assert_still_serving(server, 2.75)
+
+    # 4. unparsable rewarp_steps
+    p = _matching_prompt(2.0)
+    rs = _node_id(p, "MIDMsRewarpSettings")
+    p[rs]["inputs"]["rewarp_steps"] = "abc"
+    err = _execution_failure(server, p)
+    assert err["node_id"] == rs and err["node_type"] == "MIDMsRewarpSettings"
+    msg = err["exception_message"]
+    assert "MIDMs Rewarp Settings" in msg and "'rewarp_steps'" in msg and "'abc'" in msg, msg
+    _assert_still_serving(server, 3.0)

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# The main job: installs what it needs, then runs the MIDMs demo on photos that ship with
-# scikit-image and writes output/demo.png (+ output/demo.json).
+# The main job, from a fresh machine: installs a real ComfyUI host with this pack (see
+# scripts/get_comfyui.sh), then
+#  1. matches real photos with the training-free matcher -> output/demo.png + output/demo.json
+#     (pixel-level warp, confidence mask, accuracy against the known deformation);
+#  2. runs the shipped workflow workflows/api/midms_edge_to_photo_sd15.api.json end to end in a
+#     headless ComfyUI -> output/comfyui/ (figure.png, each output image, summary.json).
+# Set MIDMS_CHECKPOINT=/path/to/an/sd15.safetensors to run it with real weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
-exec .venv/bin/python -m midms_core.demo --out output/demo.png --json output/demo.json "$@"
+bash scripts/get_comfyui.sh
+python_bin=$(python3 -c 'import json; print(json.load(open(".comfyui/env.json"))["python"])')
+"$python_bin" -m midms_core.demo --out output/demo.png --json output/demo.json
+exec "$python_bin" scripts/demo_comfyui.py "$@"

@@ -128,20 +128,25 @@ HELPER_NODES_SOURCE = textwrap.dedent('''
 
 
     class MIDMSTestZeroConditioning:
-        """CONDITIONING without a text encoder: [[zeros(B, tokens, width), {}]]."""
+        """CONDITIONING without a text encoder: [[zeros(B, tokens, width), {}]]; with
+        pooled_width > 0 also {"pooled_output": zeros(B, pooled_width)} (SDXL: width 2048,
+        pooled_width 1280)."""
         @classmethod
         def INPUT_TYPES(cls):
             return {"required": {
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
                 "tokens": ("INT", {"default": 77, "min": 1, "max": 1024}),
                 "width": ("INT", {"default": 768, "min": 1, "max": 4096}),
+            }, "optional": {
+                "pooled_width": ("INT", {"default": 0, "min": 0, "max": 4096}),
             }}
         RETURN_TYPES = ("CONDITIONING",)
         FUNCTION = "make"
         CATEGORY = "midms/testing"
 
-        def make(self, batch_size, tokens, width):
-            return ([[torch.zeros(batch_size, tokens, width), {}]],)
+        def make(self, batch_size, tokens, width, pooled_width=0):
+            extra = {"pooled_output": torch.zeros(batch_size, pooled_width)} if pooled_width else {}
+            return ([[torch.zeros(batch_size, tokens, width), extra]],)
 
 
     class MIDMSTestRaise:

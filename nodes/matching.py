@@ -80,6 +80,14 @@ class MIDMsLearnedMatcherLoader:
     RETURN_TYPES = (MATCHER,)
     RETURN_NAMES = ("matcher",)
     FUNCTION = "load"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, networks_name):
+        # replaces the host's bare "value not in list" with where the file must go
+        if folder_paths.get_full_path(MODEL_FOLDER, networks_name) is None:
+            return (f"{cls.DISPLAY}: {networks_name!r} is not in {folder_paths.get_folder_paths(MODEL_FOLDER)}; "
+                    "put the converted .safetensors file there (scripts/convert_official_checkpoint.py) and refresh")
+        return True
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the paper's learned correspondence networks (F_X, F_Y, F') from models/midms."
 

@@ -381,6 +381,31 @@ def test_api_workflow_runs(name, server, object_info, host):
     print(f"{name}: {seconds:.1f} s")
 
 
+def test_learned_networks_from_models_midms_drive_the_sampler(server, tmp_path):
+    """Networks saved to models/midms (seeded random init, SD latents) load through the loader
+    node under the host's model management and drive the first warp and every re-warp of the
+    SamplerCustom workflow in place of the edge matcher."""
+    import midms_core as mc
+
+    config = mc.CorrespondenceConfig(latent_channels=4, label_channels=3, width=16, encoder_width=4, spade_hidden=8)
+    path = tmp_path / "midms_test_networks.safetensors"
+    mc.save_networks(path, mc.init_networks(config, seed=0))
+    name = server.add_model("midms", path)
+    prompt, probe, side = runnable_prompt("midms_sampler_custom_sd15", _read(_api_path("midms_sampler_custom_sd15")))
+    edge = _node_id(prompt, "MIDMsEdgeMatcher")
+    prompt["950"] = {"class_type": "MIDMsLearnedMatcherLoader", "inputs": {"networks_name": name}}
+    for node in prompt.values():
+        for key, value in node["inputs"].items():
+            if isinstance(value, list) and value[0] == edge:
+                node["inputs"][key] = ["950", value[1]]
+    del prompt[edge]
+    entry = server.run(prompt, timeout=240)
+    assert succeeded(entry)
+    stats = {st["key"]: st for st in server.outputs(entry)[probe]["midms_stats"]}
+    assert stats["latent"]["shape"] == [1, 4, side // 8, side // 8] and stats["latent"]["finite"]
+    assert stats["image"]["finite"]
+
+
 def test_template_browser_lists_ui_workflows_only(server, host):
     templates = server.workflow_templates()
     if templates is None:
@@ -456,8 +481,9 @@ def test_broken_graphs_name_node_and_input(server):
     err = server.queue(p)
     assert isinstance(err, dict) and err["http_status"] == 400, err
     errors = err["node_errors"]["902"]["errors"]
-    assert any(e["type"] == "value_not_in_list" and e["extra_info"]["input_name"] == "networks_name"
-               and "no_such_midms_networks.safetensors" in e["details"] for e in errors), errors
+    # the node's own validation names the file and where it must go (not a bare "not in list")
+    assert any(e["extra_info"]["input_name"] == "networks_name" and "no_such_midms_networks.safetensors" in e["details"]
+               and "MIDMs Learned Matcher Loader" in e["details"] and "midms" in e["details"] for e in errors), errors
     assert err["node_errors"]["902"]["class_type"] == "MIDMsLearnedMatcherLoader"
     _assert_still_serving(server, 2.5)
 

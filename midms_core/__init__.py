@@ -14,6 +14,13 @@ from .confidence import (
     soft_confidence,
     warp_with_confidence,
 )
+from .convert import (
+    ConversionReport,
+    convert_file,
+    convert_official_state_dict,
+    fold_spectral_norm,
+    load_official_checkpoint,
+)
 from .correspondence import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_TAU,

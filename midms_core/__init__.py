@@ -31,6 +31,7 @@ from .correspondence import (
     soft_argmax_flow,
     warp,
 )
+from .diffusion_matcher import DiffusionFeatureMatcher, FeatureCapture
 from .edge_matcher import (
     EdgeDescriptorMatcher,
     condition_edge_map,

@@ -3,6 +3,7 @@
 Node IDs (the keys below) are stable: renaming one breaks every saved workflow.
 """
 
+from .diffusion import MIDMsDiffusionFeatureMatcher
 from .encode import MIDMsExemplarEncode
 from .matching import (
     MIDMsCorrespondence,
@@ -15,6 +16,7 @@ from .sampling import MIDMsInterleavedSampler, MIDMsSampler
 _NODES = {
     "MIDMsExemplarEncode": (MIDMsExemplarEncode, "MIDMs Exemplar Encode"),
     "MIDMsEdgeMatcher": (MIDMsEdgeMatcher, MIDMsEdgeMatcher.DISPLAY),
+    "MIDMsDiffusionFeatureMatcher": (MIDMsDiffusionFeatureMatcher, MIDMsDiffusionFeatureMatcher.DISPLAY),
     "MIDMsLearnedMatcherLoader": (MIDMsLearnedMatcherLoader, MIDMsLearnedMatcherLoader.DISPLAY),
     "MIDMsRewarpSettings": (MIDMsRewarpSettings, MIDMsRewarpSettings.DISPLAY),
     "MIDMsCorrespondence": (MIDMsCorrespondence, MIDMsCorrespondence.DISPLAY),

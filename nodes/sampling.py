@@ -14,6 +14,7 @@ import comfy.utils
 import latent_preview
 
 from ..midms_core import MatchFeatures, sample_interleaved, strength_sigmas
+from .diffusion import with_output_block_patch
 from .common import CATEGORY, bind, compute_device, initial_warp, node_errors
 from .types import CONTEXT, MATCHER, SETTINGS, MIDMsMatch, MIDMsSettings
 
@@ -48,7 +49,18 @@ def sample_midms(model, x, sigmas, extra_args=None, callback=None, disable=None,
     def noise_sampler(sigma, sigma_next):
         return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=x.dtype)
 
+    capture = None
+    hook = getattr(match.matcher, "capture_hook", None)
+    if hook is not None:
+        # The matcher records its features during the sampler's own U-Net call (no extra pass
+        # per step): a per-run copy of model_options with the recording patch appended; the
+        # user's model and its model_options are never changed.
+        patch, capture = hook()
+        extra_args = {**extra_args, "model_options": with_output_block_patch(extra_args.get("model_options", {}), patch)}
+
     def denoise(xt, sigma):
+        if capture is not None:
+            capture.clear()  # x0_features then sees only this step's records
         return model(xt, sigma, **extra_args)
 
     settings: MIDMsSettings = match.settings

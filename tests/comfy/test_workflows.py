@@ -68,6 +68,12 @@ EXPECTED_NODES = {
         "optional": [],
         "outputs": [("matcher", "MIDMS_MATCHER")],
     },
+    "MIDMsDiffusionFeatureMatcher": {
+        "display": "MIDMs Diffusion Feature Matcher (DIFT)",
+        "required": [("model", "MODEL"), ("timestep", "INT"), ("output_block", "INT"), ("ensemble", "INT")],
+        "optional": [],
+        "outputs": [("matcher", "MIDMS_MATCHER")],
+    },
     "MIDMsLearnedMatcherLoader": {
         "display": "MIDMs Learned Matcher Loader",
         "required": [("networks_name", COMBO)],

@@ -1,0 +1,107 @@
+"""DiffusionFeatureMatcher with a toy extract (a fixed random conv at half resolution)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from midms_core import DiffusionFeatureMatcher, FeatureCapture, MatchSide
+
+
+class ToyExtract:
+    """Noise the latent, fixed random 3x3 conv, stride 2: (B, 4, h, w) -> (B, 6, h/2, w/2)."""
+
+    def __init__(self, noise_scale: float = 0.5) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.weight = torch.randn(6, 4, 3, 3, generator=g)
+        self.noise_scale = noise_scale
+        self.calls = 0
+
+    def __call__(self, latent, generator):
+        self.calls += 1
+        noise = torch.randn(latent.shape, generator=generator)
+        return F.conv2d(latent + self.noise_scale * noise, self.weight, stride=2, padding=1)
+
+
+def _latent(b=2, h=8, w=12, seed=1):
+    return torch.randn(b, 4, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_bind_shapes_on_each_latent_grid():
+    extract = ToyExtract()
+    m = DiffusionFeatureMatcher(extract)
+    cond, exem = MatchSide(latent=_latent(2, 8, 12)), MatchSide(latent=_latent(2, 10, 6, seed=2))
+    f = m.bind(cond, exem)
+    assert f.condition.shape == (2, 6, 8, 12)
+    assert f.exemplar.shape == (2, 6, 10, 6)
+    assert f.exemplar_in_domain is f.exemplar
+    assert f.x0_features(_latent(2, 8, 12, seed=3)).shape == (2, 6, 8, 12)
+    assert extract.calls == 3
+
+
+def test_resizing_is_bilinear_from_extract_grid():
+    extract = ToyExtract(noise_scale=0.0)
+    m = DiffusionFeatureMatcher(extract)
+    lat = _latent()
+    raw = extract(lat, torch.Generator())
+    expected = F.interpolate(raw, size=(8, 12), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(m.features(lat), expected)
+
+
+def test_ensemble_averages_noise_draws():
+    extract = ToyExtract()
+    lat = _latent()
+    m = DiffusionFeatureMatcher(extract, ensemble=4, seed=5)
+    g = torch.Generator().manual_seed(5)
+    draws = [F.interpolate(extract(lat, g), size=(8, 12), mode="bilinear", align_corners=False) for _ in range(4)]
+    torch.testing.assert_close(m.features(lat), torch.stack(draws).mean(0))
+    # averaging shrinks the noise: closer to the noise-free features than a single draw
+    clean = DiffusionFeatureMatcher(ToyExtract(noise_scale=0.0)).features(lat)
+    single = DiffusionFeatureMatcher(extract, ensemble=1, seed=5).features(lat)
+    many = DiffusionFeatureMatcher(extract, ensemble=16, seed=5).features(lat)
+    assert (many - clean).norm() < (single - clean).norm()
+
+
+def test_deterministic_and_seed_dependent():
+    lat = _latent()
+    a = DiffusionFeatureMatcher(ToyExtract(), seed=3).features(lat)
+    b = DiffusionFeatureMatcher(ToyExtract(), seed=3).features(lat)
+    c = DiffusionFeatureMatcher(ToyExtract(), seed=4).features(lat)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    m = DiffusionFeatureMatcher(ToyExtract(), seed=3)
+    assert torch.equal(m.features(lat), m.features(lat))  # repeated calls do not drift
+
+
+def test_x0_features_use_capture_once_then_fall_back():
+    extract = ToyExtract()
+    capture = FeatureCapture()
+    m = DiffusionFeatureMatcher(extract, capture=capture)
+    x0 = _latent()
+    f = m.bind(MatchSide(latent=x0), MatchSide(latent=x0))
+    calls = extract.calls
+    recorded = torch.randn(2, 6, 4, 6)
+    capture.clear()
+    capture.add(recorded[:, :, :, :] * 2)
+    capture.add(recorded * 0)  # averaged with the first record
+    out = f.x0_features(x0)
+    assert extract.calls == calls  # no extra pass
+    expected = F.interpolate(recorded, size=(8, 12), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, expected)
+    # consumed: the next call without a new capture extracts
+    assert torch.equal(f.x0_features(x0), m.features(x0))
+    assert extract.calls > calls
+    # a capture of another batch size is not used
+    capture.add(torch.randn(4, 6, 4, 6))
+    assert torch.equal(f.x0_features(x0), m.features(x0))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="ensemble"):
+        DiffusionFeatureMatcher(ToyExtract(), ensemble=0)
+    with pytest.raises(ValueError, match="extract"):
+        DiffusionFeatureMatcher(None)
+    m = DiffusionFeatureMatcher(lambda latent, g: latent[:1])
+    with pytest.raises(ValueError, match="batch"):
+        m.features(_latent())

@@ -35,6 +35,7 @@ from .networks import (
     config_from_state_dict,
     load_networks,
     save_networks,
+    wrong_shapes,
 )
 
 __all__ = [
@@ -249,11 +250,7 @@ def convert_official_state_dict(
     # A spectral conv must come as a triple; a plain weight there (or a triple elsewhere) is not official.
     unfolded = sorted(k for k in spectral & set(converted) if k not in folded_from)
     wrongly_folded = sorted(folded_from[k] for k in set(folded_from) & set(expected) if k not in spectral)
-    shapes = [
-        f"{folded_from.get(k, k)}: {tuple(converted[k].shape)} vs expected {expected[k]}"
-        for k in sorted(set(expected) & set(converted))
-        if tuple(converted[k].shape) != expected[k]
-    ]
+    shapes = wrong_shapes(expected, converted, lambda k: folded_from.get(k, k))
     parts = []
     if missing:
         parts.append(f"missing keys {missing}")

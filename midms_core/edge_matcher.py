@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .correspondence import centre_normalise
-from .matchers import MatchFeatures, Matcher, MatchSide
+from .matchers import MatchFeatures, Matcher, MatchSide, require_images
 from .validation import check_positive, check_tensor
 
 __all__ = [
@@ -316,14 +316,8 @@ class EdgeDescriptorMatcher(Matcher):
 
         Both sides need their image (B, 3, H, W) in [0, 1]; the grids come from their latents.
         """
-        for arg, side in (("condition", condition), ("exemplar", exemplar)):
-            if not isinstance(side, MatchSide):
-                raise ValueError(f"EdgeDescriptorMatcher.bind: '{arg}' must be a MatchSide, got {type(side).__name__}")
-            if side.image is None:
-                raise ValueError(
-                    f"EdgeDescriptorMatcher.bind: '{arg}.image' is required (B, 3, H, W) RGB in [0, 1]; this "
-                    "matcher computes its cross-domain features from edges of the pixels, not from latents"
-                )
+        require_images("EdgeDescriptorMatcher.bind", condition, exemplar,
+                       "this matcher computes its cross-domain features from edges of the pixels, not from latents")
         grid = condition.grid
         channels = exemplar.latent.shape[1]
         with torch.no_grad():

@@ -81,3 +81,12 @@ class Matcher(abc.ABC):
     @abc.abstractmethod
     def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
         """Features of this pair: condition, exemplar, and an x0_hat feature function."""
+
+
+def require_images(where: str, condition: MatchSide, exemplar: MatchSide, why: str) -> None:
+    """Both arguments must be MatchSides carrying their image; ``why`` tells the user what for."""
+    for arg, side in (("condition", condition), ("exemplar", exemplar)):
+        if not isinstance(side, MatchSide):
+            raise ValueError(f"{where}: '{arg}' must be a MatchSide, got {type(side).__name__}")
+        if side.image is None:
+            raise ValueError(f"{where}: '{arg}.image' is required (B, 3, H, W) RGB in [0, 1]; {why}")

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .matchers import MatchFeatures, Matcher, MatchSide
+from .matchers import MatchFeatures, Matcher, MatchSide, require_images
 from .validation import broadcast_batch, check_tensor
 
 __all__ = [
@@ -293,6 +293,15 @@ class CorrespondenceNetworks(nn.Module):
         return self.phi(self._head(exemplar_encoding, label_map))
 
 
+def wrong_shapes(expected: dict, state: dict, name: Callable[[str], str] = lambda key: key) -> list[str]:
+    """'name: got (...) vs expected (...)' for every key of both whose shape differs.
+
+    expected: key -> shape tuple; state: key -> tensor; ``name`` shows a key as the user knows it.
+    """
+    return [f"{name(k)}: got {tuple(state[k].shape)} vs expected {expected[k]}"
+            for k in sorted(set(expected) & set(state)) if tuple(state[k].shape) != expected[k]]
+
+
 def _largest_singular_value(matrix: Tensor) -> Tensor:
     """Exact sigma_max via the eigenvalues of the smaller Gram matrix (a full SVD is much slower)."""
     m = matrix.double()
@@ -408,8 +417,7 @@ def load_networks(
     expected = {k: tuple(v.shape) for k, v in nets.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs expected {expected[k]}"
-              for k in sorted(set(expected) & set(state)) if tuple(state[k].shape) != expected[k]]
+    shapes = wrong_shapes(expected, state)
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -522,14 +530,9 @@ class LearnedMatcher(Matcher):
         return F.interpolate(out, size=grid, mode="nearest")
 
     def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
+        require_images("LearnedMatcher.bind", condition, exemplar,
+                       "the learned networks read the label/edge map derived from it")
         for arg, side in (("condition", condition), ("exemplar", exemplar)):
-            if not isinstance(side, MatchSide):
-                raise ValueError(f"LearnedMatcher.bind: '{arg}' must be a MatchSide, got {type(side).__name__}")
-            if side.image is None:
-                raise ValueError(
-                    f"LearnedMatcher.bind: '{arg}.image' is required (B, 3, H, W) in [0, 1]; the learned "
-                    "networks read the label/edge map derived from it"
-                )
             self._check_latent(f"{arg}.latent", side.latent)
         p = self._param()
         like = dict(device=p.device, dtype=p.dtype)

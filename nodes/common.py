@@ -46,11 +46,14 @@ def match_sides(context: MIDMsContext, device: torch.device) -> tuple[MatchSide,
 
 
 def bind(match: MIDMsMatch, device: torch.device) -> MatchFeatures:
-    """Features of the match's pair, computed on ``device``."""
-    prepare = getattr(match.matcher, "prepare_for_host", None)
-    if prepare is not None:
-        prepare()  # e.g. learned networks: loaded through the host's model management
-    return match.matcher.bind(*match_sides(match.context, device))
+    """Features of the match's pair on ``device``, computed once per match and device."""
+    key = str(torch.device(device))
+    if key not in match.bound:
+        prepare = getattr(match.matcher, "prepare_for_host", None)
+        if prepare is not None:
+            prepare()  # e.g. learned networks: loaded through the host's model management
+        match.bound[key] = match.matcher.bind(*match_sides(match.context, device))
+    return match.bound[key]
 
 
 def initial_warp(match: MIDMsMatch, device: torch.device):

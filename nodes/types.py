@@ -50,8 +50,14 @@ class MIDMsSettings:
 
 @dataclass
 class MIDMsMatch:
-    """A context and the matcher that relates its sides, with the settings to sample with."""
+    """A context and the matcher that relates its sides, with the settings to sample with.
+
+    ``bound`` caches the matcher's features per device (see ``nodes.common.bind``), so the
+    correspondence node and the sampler that follows compute them once (with the diffusion
+    matcher, each bind costs U-Net passes).
+    """
 
     context: MIDMsContext
     matcher: Matcher
     settings: MIDMsSettings = field(default_factory=MIDMsSettings)
+    bound: dict = field(default_factory=dict, repr=False, compare=False)

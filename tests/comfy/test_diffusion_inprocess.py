@@ -80,7 +80,11 @@ def test_rematching_costs_no_extra_unet_pass(h, pack, node, models, family):
     context = _make_context(pack)
     settings = _settings(pack, rewarp_steps="")  # re-warp at every step but the last
     matcher = _matcher(node, model)
+    extracted = []
+    original_extract = matcher.extract
+    matcher.extract = lambda latent, g: extracted.append(1) or original_extract(latent, g)
     match, warped = pack.MIDMsCorrespondence().correspond(context, matcher, settings)[:2]
+    assert len(extracted) == 2  # condition and exemplar, once each
     sampler = pack.MIDMsInterleavedSampler().get_sampler(model, match)[0]
 
     calls = []
@@ -91,9 +95,6 @@ def test_rematching_costs_no_extra_unet_pass(h, pack, node, models, family):
         return apply_model(args["input"], args["timestep"], **args["c"])
 
     counted.set_model_unet_function_wrapper(unet_wrapper)
-    extracted = []
-    original_extract = matcher.extract
-    matcher.extract = lambda latent, g: extracted.append(1) or original_extract(latent, g)
 
     sigmas = _sigmas(pack, model)
     latent = warped["samples"]
@@ -120,7 +121,9 @@ def test_rematching_costs_no_extra_unet_pass(h, pack, node, models, family):
     steps = sigmas.shape[0] - 1
     assert len(euler_calls) == steps  # cond and uncond batched: one U-Net call per step
     assert our_calls == euler_calls
-    assert our_extracts == 2  # bind: condition and exemplar, once each; no pass for x0
+    # the sampler reuses the match's bound features (no second bind) and takes the x0 features
+    # from its own U-Net calls: no extract at all while sampling
+    assert our_extracts == 0
     # every re-warp step used the features captured from that step's own U-Net call
     assert len(x0_features) == steps - 1
     assert all(f is not None and f.shape[0] == 1 and f.shape[-2:] == (4, 4) for f in x0_features)

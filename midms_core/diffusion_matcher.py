@@ -81,12 +81,17 @@ class DiffusionFeatureMatcher(Matcher):
     seed:     seed of the noise draws; the same input always gives the same features.
     capture:  optional :class:`FeatureCapture` filled by the host during the sampler's own U-Net
               call; when it holds features of x0's batch, ``x0_features`` returns them.
+    cross_domain: optional matcher for the first, cross-domain match (condition against
+              exemplar). U-Net features of an edge map or a label map are themselves far from the
+              photo domain, so a purpose-built cross-domain matcher (e.g. the edge matcher) can
+              make the first warp, while the in-domain re-matches inside the sampler use the
+              U-Net features. Then the condition costs no U-Net pass.
     """
 
     name = "diffusion"
 
     def __init__(self, extract: Extract, ensemble: int = 1, seed: int = 0,
-                 capture: Optional[FeatureCapture] = None) -> None:
+                 capture: Optional[FeatureCapture] = None, cross_domain: Optional[Matcher] = None) -> None:
         if not callable(extract):
             raise ValueError(f"DiffusionFeatureMatcher: 'extract' must be callable, got {type(extract).__name__}")
         if int(ensemble) < 1:
@@ -94,7 +99,10 @@ class DiffusionFeatureMatcher(Matcher):
         self.extract = extract
         self.ensemble = int(ensemble)
         self.seed = int(seed)
+        if cross_domain is not None and not isinstance(cross_domain, Matcher):
+            raise ValueError(f"DiffusionFeatureMatcher: 'cross_domain' must be a Matcher, got {type(cross_domain).__name__}")
         self.capture = capture
+        self.cross_domain = cross_domain
 
     def features(self, latent: Tensor) -> Tensor:
         """(B, c, h, w) raw latent -> (B, C, h, w) features averaged over ``ensemble`` draws."""
@@ -121,7 +129,11 @@ class DiffusionFeatureMatcher(Matcher):
         return self.features(x0)
 
     def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
-        cond = self.features(condition.latent)
         exem = self.features(exemplar.latent)
+        if self.cross_domain is not None:
+            first = self.cross_domain.bind(condition, exemplar)
+            return MatchFeatures(condition=first.condition, exemplar=first.exemplar, exemplar_in_domain=exem,
+                                 x0_features=self.x0_features)
+        cond = self.features(condition.latent)
         return MatchFeatures(condition=cond, exemplar=exem, exemplar_in_domain=exem,
                              x0_features=self.x0_features)

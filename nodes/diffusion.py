@@ -1,4 +1,17 @@
-"""DIFT-style matcher from the host's own U-Net: features of one output block of the model."""
+"""DIFT-style matcher from the host's own U-Net: features of one output block of the model.
+
+Defaults and where they come from:
+
+* timestep 261 and the block: DIFT (Tang et al. 2023) for semantic correspondence with SD 2.1,
+  the feature map of diffusers' ``up_ft_index`` 1, i.e. the input of LDM/ComfyUI output block 6.
+  The same index is block 6 in SDXL (three up levels of three blocks: 0-2, 3-5, 6-8), where it is
+  640 channels at the full latent grid; DIFT did not evaluate SDXL, so that default is the
+  analogous block, not a measured optimum. SD1.5 shares SD 2.1's layout (1280 channels at half
+  the latent grid).
+* ensemble 1: DIFT averages 8 noise draws; each costs a U-Net pass per image, and the pack binds
+  once per run, so 1 keeps CPU runs usable. Raise it on a GPU.
+* empty prompt: DIFT's; unconnected, a zero context is used (see ``HostDiffusionMatcher``).
+"""
 
 from __future__ import annotations
 
@@ -51,14 +64,42 @@ def with_output_block_patch(model_options: dict, patch) -> dict:
     return options
 
 
-class HostDiffusionMatcher(DiffusionFeatureMatcher):
-    """DiffusionFeatureMatcher whose extract is one pass of the host model's U-Net."""
+def empty_prompt_tensors(conditioning, context_dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(cross_attn (1, T, context_dim), pooled_output (1, P) or None) of a CONDITIONING's first
+    entry, checked against the model's cross-attention width."""
+    where = f"{MIDMsDiffusionFeatureMatcher.DISPLAY}: 'empty_prompt'"
+    try:
+        cross, extra = conditioning[0][0], conditioning[0][1]
+    except (TypeError, IndexError, KeyError):
+        raise NodeInputError(f"{where} must be a CONDITIONING (connect a CLIP Text Encode with an empty text)") from None
+    if not isinstance(cross, torch.Tensor) or cross.ndim != 3:
+        raise NodeInputError(f"{where} must be a CONDITIONING (connect a CLIP Text Encode with an empty text)")
+    if cross.shape[-1] != context_dim:
+        raise NodeInputError(f"{where} has width {cross.shape[-1]} but the model's cross-attention takes "
+                             f"{context_dim}: encode it with this checkpoint's CLIP")
+    pooled = extra.get("pooled_output") if isinstance(extra, dict) else None
+    return cross[:1], (None if pooled is None else pooled[:1])
 
-    def __init__(self, model, timestep: int, output_block: int, ensemble: int) -> None:
+
+class HostDiffusionMatcher(DiffusionFeatureMatcher):
+    """DiffusionFeatureMatcher whose extract is one pass of the host model's U-Net.
+
+    empty_prompt: optional CONDITIONING of the empty text (DIFT's prompt); without it the
+    cross-attention context is zeros and SDXL's pooled output is zeros of POOLED_DIM.
+    """
+
+    def __init__(self, model, timestep: int, output_block: int, ensemble: int, cross_domain=None,
+                 empty_prompt=None) -> None:
         self.model = model
         self.timestep = int(timestep)
         self.output_block = int(output_block)
-        super().__init__(self._extract, ensemble=ensemble, capture=FeatureCapture())
+        self.empty_prompt = empty_prompt
+        super().__init__(self._extract, ensemble=ensemble, capture=FeatureCapture(), cross_domain=cross_domain)
+
+    def prepare_for_host(self) -> None:
+        prepare = getattr(self.cross_domain, "prepare_for_host", None)
+        if prepare is not None:
+            prepare()  # e.g. learned networks as the first matcher
 
     # -- x0 side: the sampler's own U-Net call (nodes/sampling.py installs it per run) --------
     def capture_hook(self):
@@ -73,8 +114,12 @@ class HostDiffusionMatcher(DiffusionFeatureMatcher):
             raise NodeInputError(f"{MIDMsDiffusionFeatureMatcher.DISPLAY}: the model has no cross-attention "
                                  "(context_dim); only text-conditioned U-Nets (SD1.5, SDXL, ...) are supported")
         batch, height, width = x.shape[0], x.shape[-2] * 8, x.shape[-1] * 8
-        extra = base.extra_conds(cross_attn=torch.zeros(batch, 77, context_dim),
-                                 pooled_output=torch.zeros(batch, POOLED_DIM), width=width, height=height,
+        cross, pooled = torch.zeros(1, 77, context_dim), torch.zeros(1, POOLED_DIM)
+        if self.empty_prompt is not None:
+            cross, given = empty_prompt_tensors(self.empty_prompt, context_dim)
+            pooled = pooled if given is None else given
+        extra = base.extra_conds(cross_attn=cross.float().expand(batch, -1, -1),
+                                 pooled_output=pooled.float().expand(batch, -1), width=width, height=height,
                                  target_width=width, target_height=height, device=x.device, noise=x,
                                  latent_image=x)
         return {key: cond.cond.to(x.device) for key, cond in extra.items()}
@@ -110,9 +155,13 @@ class MIDMsDiffusionFeatureMatcher:
             "required": {
                 "model": ("MODEL", {"tooltip": "The checkpoint's model whose U-Net features are matched (usually the one you sample with; then re-matching inside the sampler reuses its U-Net pass)."}),
                 "timestep": ("INT", {"default": DIFT_TIMESTEP, "min": 0, "max": 999, "tooltip": "Noise level (of 1000) the condition and exemplar latents are noised to before the U-Net pass (DIFT: 261 for semantic matching)."}),
-                "output_block": ("INT", {"default": 6, "min": 0, "max": 64, "tooltip": "U-Net output block whose input features are matched, in LDM/ComfyUI numbering (6 = DIFT's up_ft_index 1, 1/16 resolution)."}),
+                "output_block": ("INT", {"default": 6, "min": 0, "max": 64, "tooltip": "U-Net output block whose INPUT features are matched, in LDM/ComfyUI numbering. 6 = the output of DIFT's up_ft_index 1 in every SD layout: SD1.5/2.x 1280 channels at half the latent grid, SDXL 640 channels at the latent grid. Features are resized to the latent grid."}),
                 "ensemble": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Noise draws averaged per image (DIFT uses 8; each costs one U-Net pass)."}),
-            }
+            },
+            "optional": {
+                "cross_domain_matcher": (MATCHER, {"tooltip": "Optional matcher for the FIRST, cross-domain match (condition against exemplar), e.g. the Edge Matcher: U-Net features of an edge or label map are not photo features. The re-matches while sampling still use this node's U-Net features. Unconnected: U-Net features of the condition's latent."}),
+                "empty_prompt": ("CONDITIONING", {"tooltip": "Optional: CLIP Text Encode of an empty text with this checkpoint's CLIP (DIFT's prompt). Unconnected: an all-zero context (and zero pooled output for SDXL), which is close but not identical."}),
+            },
         }
 
     RETURN_TYPES = (MATCHER,)
@@ -122,5 +171,6 @@ class MIDMsDiffusionFeatureMatcher:
     DESCRIPTION = "Training-free matching with the model's own U-Net features (DIFT): no extra weights; inside the sampler the x0 side reuses each step's U-Net pass."
 
     @node_errors(DISPLAY)
-    def make(self, model, timestep, output_block, ensemble):
-        return (HostDiffusionMatcher(model, timestep, output_block, ensemble),)
+    def make(self, model, timestep, output_block, ensemble, cross_domain_matcher=None, empty_prompt=None):
+        return (HostDiffusionMatcher(model, timestep, output_block, ensemble, cross_domain=cross_domain_matcher,
+                                     empty_prompt=empty_prompt),)

@@ -97,6 +97,29 @@ def test_x0_features_use_capture_once_then_fall_back():
     assert torch.equal(f.x0_features(x0), m.features(x0))
 
 
+def test_cross_domain_matcher_makes_the_first_match_only():
+    """With a cross-domain matcher the first match is its features; the re-matches pair the
+    U-Net features of x0_hat with those of the exemplar; the condition costs no extract."""
+    from midms_core import EdgeDescriptorMatcher
+
+    g = torch.Generator().manual_seed(7)
+    cond_img, exem_img = torch.rand(1, 3, 64, 96, generator=g), torch.rand(1, 3, 64, 96, generator=g)
+    cond = MatchSide(latent=F.avg_pool2d(cond_img, 8).repeat(1, 2, 1, 1)[:, :4], image=cond_img)
+    exem = MatchSide(latent=F.avg_pool2d(exem_img, 8).repeat(1, 2, 1, 1)[:, :4], image=exem_img)
+    edges = EdgeDescriptorMatcher()
+    extract = ToyExtract()
+    m = DiffusionFeatureMatcher(extract, cross_domain=edges)
+    f = m.bind(cond, exem)
+    alone = edges.bind(cond, exem)
+    assert torch.equal(f.condition, alone.condition) and torch.equal(f.exemplar, alone.exemplar)
+    assert extract.calls == 1  # the exemplar only
+    torch.testing.assert_close(f.exemplar_in_domain, DiffusionFeatureMatcher(ToyExtract()).features(exem.latent))
+    x0 = _latent(1, 8, 12, seed=4)
+    torch.testing.assert_close(f.x0_features(x0), DiffusionFeatureMatcher(ToyExtract()).features(x0))
+    with pytest.raises(ValueError, match="cross_domain"):
+        DiffusionFeatureMatcher(ToyExtract(), cross_domain=lambda c, e: None)
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="ensemble"):
         DiffusionFeatureMatcher(ToyExtract(), ensemble=0)

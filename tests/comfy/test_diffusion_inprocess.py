@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
+    _build_model,
     _conds,
     _fingerprint,
     _make_context,
     _noise,
     _settings,
     _sigmas,
+    _unet_config,
     _like_the_executor,
     h,
     models,
@@ -39,7 +41,9 @@ def _matcher(node, model, output_block=OUTPUT_BLOCK, ensemble=1):
 def test_node_inputs_have_tooltips(node):
     required = node.INPUT_TYPES()["required"]
     assert list(required) == ["model", "timestep", "output_block", "ensemble"]
-    assert all(spec[1].get("tooltip") for spec in required.values())
+    optional = node.INPUT_TYPES()["optional"]
+    assert list(optional) == ["cross_domain_matcher", "empty_prompt"]
+    assert all(spec[1].get("tooltip") for spec in [*required.values(), *optional.values()])
     assert required["timestep"][1]["default"] == 261 and required["output_block"][1]["default"] == 6
     assert node.CATEGORY == "MIDMs"
 
@@ -145,3 +149,86 @@ def test_capture_takes_the_cond_rows(h, node, models):
     assert len(recorded) == 1 and torch.equal(recorded[0], h_in[1:2])
     patch(h_in, h_in, {"block": ("output", 1), "cond_or_uncond": [0, 0, 0]})
     assert len(recorded) == 1
+
+
+def _layout_config(family: str) -> dict:
+    """The real SD1.5 / SDXL block layout (levels, res blocks, where the transformers are), but
+    narrow: 32 base channels and transformers one deep (from comfy/model_detection.py's SD15 and
+    SDXL configs)."""
+    if family == "sd15":
+        return {**_unet_config("sd15"), "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4],
+                "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+                "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0]}
+    return {**_unet_config("sdxl"), "num_res_blocks": [2, 2, 2], "channel_mult": [1, 2, 4],
+            "transformer_depth": [0, 0, 1, 1, 1, 1], "transformer_depth_output": [0, 0, 0, 1, 1, 1, 1, 1, 1]}
+
+
+@pytest.fixture(scope="module")
+def layout_models(h):
+    with torch.inference_mode(False):
+        return {family: _build_model(h, family, 3, _layout_config(family)) for family in ("sd15", "sdxl")}
+
+
+# the input of output block 6 = the output of DIFT's up_ft_index 1, per layout, for a 16 x 16
+# latent and 32 base channels: SD1.5 4 * 32 channels at half the grid (real: 1280 at 32 x 32 for
+# 512 px), SDXL 2 * 32 at the full grid (real: 640 at 128 x 128 for 1024 px)
+DEFAULT_BLOCK_FEATURES = {"sd15": (128, 8, 8), "sdxl": (64, 16, 16)}
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_default_block_is_difts_in_the_real_layouts(h, node, layout_models, family):
+    model = layout_models[family]
+    assert len(model.model.diffusion_model.output_blocks) == (12 if family == "sd15" else 9)
+    defaults = {k: v[1]["default"] for k, v in node.INPUT_TYPES()["required"].items() if k != "model"}
+    matcher = node().make(model, **defaults)[0]
+    latent = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    raw = matcher.extract(latent, torch.Generator().manual_seed(1))
+    assert tuple(raw.shape) == (2, *DEFAULT_BLOCK_FEATURES[family])
+    features = matcher.features(latent)
+    assert features.shape == (2, raw.shape[1], 16, 16) and torch.isfinite(features).all()
+    # the features distinguish the two latents of the batch
+    assert not torch.allclose(features[0], features[1])
+
+
+def _empty_prompt(width: int, pooled: int | None, scale: float, seed: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    extra = {} if pooled is None else {"pooled_output": scale * torch.randn(1, pooled, generator=g)}
+    return [[scale * torch.randn(1, 77, width, generator=g), extra]]
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_empty_prompt_conditioning_is_used(h, node, models, family):
+    model = models[family]
+    width, pooled = (768, None) if family == "sd15" else (2048, 1280)
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def features(empty_prompt):
+        return node().make(model, 261, OUTPUT_BLOCK, 1, empty_prompt=empty_prompt)[0].features(latent)
+
+    default = features(None)
+    torch.testing.assert_close(features(_empty_prompt(width, pooled, 0.0)), default, rtol=0, atol=0)
+    assert not torch.allclose(features(_empty_prompt(width, pooled, 1.0)), default, atol=1e-4)
+    if family == "sdxl":  # the pooled output alone reaches the U-Net too (through y)
+        cross_zero = [[torch.zeros(1, 77, width), {"pooled_output": torch.ones(1, pooled)}]]
+        assert not torch.allclose(features(cross_zero), default, atol=1e-4)
+    wrong = _empty_prompt(1024, pooled, 1.0)
+    with pytest.raises(ValueError, match="empty_prompt.*1024.*" + str(width)):
+        node().make(model, 261, OUTPUT_BLOCK, 1, empty_prompt=wrong)[0].features(latent)
+
+
+def test_cross_domain_matcher_makes_the_first_match(h, pack, node, models):
+    model = models["sd15"]
+    context = _make_context(pack)
+    settings = _settings(pack)
+    edges = h.nodes.NODE_CLASS_MAPPINGS["MIDMsEdgeMatcher"]().make(0.1, 0.2, 2.0, 0.7)[0]
+    matcher = node().make(model, 261, OUTPUT_BLOCK, 1, cross_domain_matcher=edges)[0]
+    extracted = []
+    original_extract = matcher.extract
+    matcher.extract = lambda latent, g: extracted.append(latent.shape[0]) or original_extract(latent, g)
+    match, warped, mask = pack.MIDMsCorrespondence().correspond(context, matcher, settings)[:3]
+    assert extracted == [1]  # the exemplar only: the condition's first match is the edge matcher's
+    edge_match, edge_warped, edge_mask = pack.MIDMsCorrespondence().correspond(context, edges, settings)[:3]
+    torch.testing.assert_close(warped["samples"], edge_warped["samples"], rtol=0, atol=0)
+    torch.testing.assert_close(mask, edge_mask, rtol=0, atol=0)
+    bound = next(iter(match.bound.values()))
+    assert bound.exemplar_in_domain.shape[1] != bound.exemplar.shape[1]  # U-Net vs edge features

@@ -87,12 +87,12 @@ def _unet_config(family: str) -> dict:
             "transformer_depth_output": [0, 0, 1, 1]}
 
 
-def _build_model(h, family: str, seed: int):
+def _build_model(h, family: str, seed: int, unet_config: dict | None = None):
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models as sm
 
-    config = (sm.SD15 if family == "sd15" else sm.SDXL)(_unet_config(family))
+    config = (sm.SD15 if family == "sd15" else sm.SDXL)(unet_config or _unet_config(family))
     base = config.get_model({})
     with torch.inference_mode(False), torch.no_grad():
         names = set()

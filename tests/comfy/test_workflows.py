@@ -71,7 +71,7 @@ EXPECTED_NODES = {
     "MIDMsDiffusionFeatureMatcher": {
         "display": "MIDMs Diffusion Feature Matcher (DIFT)",
         "required": [("model", "MODEL"), ("timestep", "INT"), ("output_block", "INT"), ("ensemble", "INT")],
-        "optional": [],
+        "optional": [("cross_domain_matcher", "MIDMS_MATCHER"), ("empty_prompt", "CONDITIONING")],
         "outputs": [("matcher", "MIDMS_MATCHER")],
     },
     "MIDMsLearnedMatcherLoader": {

@@ -25,7 +25,8 @@ under every name their LoadImage nodes use: the one the repository ships under t
 (``workflows/inputs/``), else a generated edge map for images feeding a ``condition`` input and
 a photo otherwise. CPU time: prompts run on 128 px copies of the images (swapped in after the
 page has shown the full-size ones), and ImageScale / EmptyLatentImage / LatentUpscale sizes are
-capped at 128 px in the page before queueing (the SDXL workflow scales to 1024 px).
+capped at 128 px in the page before queueing (the SDXL workflow scales to 1024 px); the diffusion
+matcher's output_block is set to 1 there (the tiny U-Net has output blocks 0..1).
 
 A screenshot of the loaded edge->photo workflow goes to ``docs/workflow_sd15.png`` when that
 file is missing or ``MIDMS_UPDATE_SCREENSHOT=1`` (always to the test's tmp dir).
@@ -61,6 +62,7 @@ IMAGE_DIRS = ("workflows", "workflows/input", "workflows/inputs", "example_workf
               "example_workflows/input", "example_workflows/inputs", "examples", "assets", "docs")
 SCREENSHOT = REPO / "docs" / "workflow_sd15.png"
 VIEWPORT = (1600, 1000)
+TINY_LAST_OUTPUT_BLOCK = 1      # the tiny SD1.5 checkpoint's U-Net has output blocks 0..1
 SCREENSHOT_SCALE = 0.75          # graph zoom in the screenshot (widget text needs >= 0.6)
 SCREENSHOT_MAX = (2400, 1800)
 # Nodes that current ComfyUI has and the 2024-03 snapshot does not.
@@ -339,12 +341,21 @@ for (const label of ["Run", "Queue", "Queue Prompt"]) {
 return null;
 """
 
-# CPU-time overrides, applied in the page after the load checks and before queueing: image and
-# latent sizes are capped at INPUT_SIZE px (the SDXL workflow scales its condition to 1024 px).
+# CPU-time and tiny-model overrides, applied in the page after the load checks and before
+# queueing: image and latent sizes are capped at INPUT_SIZE px (the SDXL workflow scales its
+# condition to 1024 px), and the diffusion matcher's output_block at the tiny U-Net's last one.
 JS_CAP_SIZES = r"""
-const cap = arguments[0];
+const cap = arguments[0], lastBlock = arguments[1];
 const changed = [];
 for (const node of app.graph._nodes) {
+  if (node.type === "MIDMsDiffusionFeatureMatcher") {
+    for (const w of node.widgets || []) {
+      if (w.name === "output_block" && w.value > lastBlock) {
+        changed.push(`${node.id} ${node.type}.${w.name}: ${w.value} -> ${lastBlock}`);
+        w.value = lastBlock;
+      }
+    }
+  }
   if (!["ImageScale", "EmptyLatentImage", "LatentUpscale"].includes(node.type)) continue;
   for (const w of node.widgets || []) {
     if (["width", "height"].includes(w.name) && typeof w.value === "number" && w.value > cap) {
@@ -662,7 +673,7 @@ def test_workflow_loads_and_queues_in_web_ui(path, page, ui_server, web_host, tm
                 not SCREENSHOT.exists() or os.environ.get("MIDMS_UPDATE_SCREENSHOT")):
             shutil.copyfile(shot, SCREENSHOT)
 
-    capped = page.execute_script(JS_CAP_SIZES, INPUT_SIZE)
+    capped = page.execute_script(JS_CAP_SIZES, INPUT_SIZE, TINY_LAST_OUTPUT_BLOCK)
     _serve_small_inputs(ui_server)
     t1 = time.monotonic()
     entry, how = _queue_from_ui(page, ui_server)

@@ -15,6 +15,9 @@ definitions, against a REAL ComfyUI over HTTP (one server for the whole module).
       so every link stays) by the harness's ``MIDMSTestZeroConditioning`` giving
       ``[[zeros(1, 77, 2048), {"pooled_output": zeros(1, 1280)}]]``; and the condition's
       ``ImageScale`` to 1024 x 1024 is set to 64 x 64 (a 128 x 128 latent is too slow on CPU);
+    - the diffusion feature matcher's ``output_block`` 6 (DIFT's block in the real SD layouts,
+      checked on narrow real-layout U-Nets in test_diffusion_inprocess.py) is set to 1: the tiny
+      checkpoints have one level (output blocks 0..1);
     - every workflow: a ``MIDMSTestSaveTensor`` node is added on the final latent and decoded
       image, to check shapes and finiteness.
   SamplerCustomAdvanced (and its CFGGuider / RandomNoise) does not exist in the 2024 host: that
@@ -44,7 +47,8 @@ API_DIR = WORKFLOW_DIR / "api"
 UI_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
 NAMES = [p.stem for p in UI_FILES]
 SHIPPED = {"midms_edge_to_photo_sd15", "midms_sampler_custom_sd15",
-           "midms_sampler_custom_advanced_sd15", "midms_edge_to_photo_sdxl"}
+           "midms_sampler_custom_advanced_sd15", "midms_edge_to_photo_sdxl", "midms_dift_sd15"}
+TINY_LAST_OUTPUT_BLOCK = 1  # the tiny checkpoints' U-Nets have output blocks 0..1
 CONDITION_FILE = "midms_condition_edges.png"
 EXEMPLAR_FILE = "midms_exemplar.png"
 TEST_SIZE = 128        # side of the condition / exemplar the server gets
@@ -335,6 +339,10 @@ def runnable_prompt(name: str, prompt: dict) -> tuple[dict, str, int]:
                 assert node["inputs"]["width"] == node["inputs"]["height"] == 1024
                 node["inputs"].update(width=SDXL_TEST_SIZE, height=SDXL_TEST_SIZE)
                 side = SDXL_TEST_SIZE
+    for node in prompt.values():
+        if node["class_type"] == "MIDMsDiffusionFeatureMatcher":
+            assert node["inputs"]["output_block"] == 6  # DIFT's block in the real layouts
+            node["inputs"]["output_block"] = TINY_LAST_OUTPUT_BLOCK
     saves = [n for n in prompt.values() if n["class_type"] == "SaveImage"]
     assert len(saves) == 1, name
     decode = prompt[saves[0]["inputs"]["images"][0]]

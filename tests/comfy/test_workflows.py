@@ -395,6 +395,24 @@ def test_api_workflow_runs(name, server, object_info, host):
     print(f"{name}: {seconds:.1f} s")
 
 
+def test_dift_workflow_runs_on_an_sdxl_checkpoint(server):
+    """The diffusion-feature workflow with an SDXL-family checkpoint: the same graph, only the
+    checkpoint name changed (the tiny SDXL file is linked under the SDXL workflow's name), with
+    the SDXL substitutions of runnable_prompt (zero conditioning for every text encoder)."""
+    prompt = _read(_api_path("midms_dift_sd15"))
+    sdxl_name = next(iter(_ckpt_names(_read(_api_path("midms_edge_to_photo_sdxl")))))
+    for node in prompt.values():
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["inputs"]["ckpt_name"] = sdxl_name
+    prompt, probe, side = runnable_prompt("midms_dift_as_sdxl", prompt)
+    entry = server.run(prompt, timeout=240)
+    assert succeeded(entry), json.dumps(execution_error(entry), indent=1)[:3000]
+    stats = {s["key"]: s for s in server.outputs(entry)[probe]["midms_stats"]}
+    assert stats["latent"]["shape"] == [1, 4, side // 8, side // 8] and stats["latent"]["finite"]
+    assert stats["latent"]["std"] > 0
+    # (a 2048-wide context with a pooled output only runs on an SDXL-family U-Net)
+
+
 def test_learned_networks_from_models_midms_drive_the_sampler(server, tmp_path):
     """Networks saved to models/midms (seeded random init, SD latents) load through the loader
     node under the host's model management and drive the first warp and every re-warp of the

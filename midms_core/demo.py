@@ -26,57 +26,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .confidence import normalised_to_pixels, warp_with_confidence
-from .correspondence import coordinate_grid
 from .edge_matcher import EdgeDescriptorMatcher
+from .evaluation import (
+    canny_condition,
+    deform,
+    latent_flow_to_pixels,
+    latent_ground_truth,
+    load_photo,
+    pck,
+    sample_pixels,
+    smooth_displacement,
+)
 from .matchers import MatchSide
 
 FACTOR = 8  # stand-in latent = image average-pooled by 8
 # The official cycle threshold (a quarter of the width) passes nearly every position of a
 # decent match, which makes an all-white panel; 1.5 latent px shows where the check bites.
 DEFAULT_THRESHOLD = 1.5
-
-
-def load_photo(name: str, size: int) -> Tensor:
-    """Centre square crop of ``skimage.data.<name>()`` -> (1, 3, size, size) in [0, 1]."""
-    import numpy as np
-    import skimage.data
-
-    if not hasattr(skimage.data, name):
-        raise ValueError(f"demo: '--exemplar' must name a skimage.data image (astronaut, coffee, chelsea, rocket, ...), got {name!r}")
-    img = getattr(skimage.data, name)()
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    img = img[..., :3]
-    h, w = img.shape[:2]
-    s = min(h, w)
-    img = np.ascontiguousarray(img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s])
-    t = torch.from_numpy(img).permute(2, 0, 1).float().unsqueeze(0) / 255
-    return F.interpolate(t, size=(size, size), mode="area")
-
-
-def smooth_displacement(size: int, seed: int, mean_px: float, control: int = 3) -> Tensor:
-    """Seeded smooth random displacement (1, 2, size, size) in pixels (dx, dy), mean |d| = mean_px."""
-    g = torch.Generator().manual_seed(seed)
-    d = F.interpolate(torch.randn(1, 2, control, control, generator=g), size=(size, size), mode="bicubic", align_corners=True)
-    return d / d.norm(dim=1).mean().clamp_min(1e-6) * mean_px
-
-
-def sample_pixels(image: Tensor, points: Tensor) -> Tensor:
-    """image (B, C, H, W) sampled at pixel positions points (B, 2, H', W') (x, y; pixel centres)."""
-    h, w = image.shape[-2:]
-    grid = torch.stack([(points[:, 0] + 0.5) / w * 2 - 1, (points[:, 1] + 0.5) / h * 2 - 1], dim=-1)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def latent_flow_to_pixels(flow: Tensor, size: tuple[int, int]) -> Tensor:
-    """Latent-grid flow (B, 2, h, w) in latent cells -> (B, 2, H, W) in image pixels.
-
-    Cell u's centre is pixel (u + 0.5) * FACTOR - 0.5; the flow is upsampled with the same
-    convention (align_corners=False), so the pixel warp agrees with the latent warp at cell
-    centres and interpolates smoothly between them.
-    """
-    up = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
-    return (up + 0.5) * FACTOR - 0.5
 
 
 def compose(panels: Sequence[tuple[str, Tensor]], path: str, caption: str = "") -> None:
@@ -107,17 +73,16 @@ def run(exemplar_name: str = "astronaut", size: int = 256, seed: int = 0, shift_
     """The demo computation. Returns the four panels and the JSON summary."""
     if size % FACTOR or size < 4 * FACTOR:
         raise ValueError(f"demo: '--size' must be a multiple of {FACTOR} and >= {4 * FACTOR}, got {size}")
-    import kornia
+    try:
+        photo = load_photo(exemplar_name, size)
+    except ValueError:
+        raise ValueError(f"demo: '--exemplar' must name a skimage.data image (astronaut, coffee, chelsea, rocket, ...), got {exemplar_name!r}") from None
 
     timings = {}
     t0 = time.perf_counter()
-    photo = load_photo(exemplar_name, size)
     d = smooth_displacement(size, seed, shift_px)
-    ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    source = torch.stack([xs, ys]).unsqueeze(0) + d  # deformed(p) = photo(p + d(p))
-    deformed = sample_pixels(photo, source)
-    _, edges = kornia.filters.canny(kornia.color.rgb_to_grayscale(deformed))
-    condition = edges.repeat(1, 3, 1, 1)
+    deformed, inside = deform(photo, d)  # deformed(p) = photo(p + d(p))
+    condition = canny_condition(deformed)
     timings["inputs_s"] = time.perf_counter() - t0
 
     cond_side = MatchSide(F.avg_pool2d(condition, FACTOR), condition)
@@ -137,16 +102,13 @@ def run(exemplar_name: str = "astronaut", size: int = 256, seed: int = 0, shift_
     timings["warp_with_confidence_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    warped = sample_pixels(photo, latent_flow_to_pixels(result.forward_flow, (size, size)))
+    warped = sample_pixels(photo, latent_flow_to_pixels(result.forward_flow, (size, size), FACTOR))
     mask = F.interpolate(result.mask.float(), size=(size, size), mode="nearest").repeat(1, 3, 1, 1)
     timings["pixel_warp_s"] = time.perf_counter() - t0
 
     # accuracy against the known deformation, on positions whose source lies inside the photo
-    truth = coordinate_grid(1, h, w) + F.avg_pool2d(d, FACTOR) / FACTOR
-    inside = ((source >= 0) & (source <= size - 1)).all(dim=1, keepdim=True).float()
-    valid = F.avg_pool2d(inside, FACTOR)[:, 0] > 0.999
+    truth, valid = latent_ground_truth(d, inside, FACTOR)
     err = (result.forward_flow - truth).norm(dim=1)
-    pck = {f"pck@{k}": float(((err <= k) & valid).sum() / valid.sum()) for k in (1, 2)}
     confident = result.mask[:, 0] > 0.5
     summary = {
         "exemplar": exemplar_name,
@@ -161,7 +123,7 @@ def run(exemplar_name: str = "astronaut", size: int = 256, seed: int = 0, shift_
         "mask_coverage": float(result.mask.float().mean()),
         "official_threshold_latent_px": official,
         "mask_coverage_official_threshold": float((result.distance < official).float().mean()),
-        "pck_vs_ground_truth": pck,
+        "pck_vs_ground_truth": {f"pck@{k}": pck(result.forward_flow, truth, valid, k) for k in (1, 2)},
         "pck@1_confident": float(((err <= 1) & valid & confident).sum() / (valid & confident).sum().clamp_min(1)),
         "mean_cycle_distance_px": float(result.distance.mean()),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},

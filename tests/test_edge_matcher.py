@@ -1,8 +1,8 @@
 """Accuracy of the training-free edge matcher on real photos with a known deformation.
 
-Setup (deterministic): a skimage photo, 256 x 256, is warped by a seeded smooth random
-displacement field d (3 x 3 bicubic control grid, mean |d| = 20 px = 2.5 latent px, up to
-~60 px), so that the deformed image at pixel p shows the photo at p + d(p). The condition is
+Setup (deterministic; the helpers are midms_core.evaluation's): a skimage photo, 256 x 256, is
+warped by a seeded smooth random displacement field d (3 x 3 bicubic control grid, mean
+|d| = 20 px = 2.5 latent px, up to ~60 px), so that the deformed image at pixel p shows the photo at p + d(p). The condition is
 kornia's Canny of the deformed photo (white lines on black), the exemplar is the photo.
 
 Stand-in latents: no VAE is available here, so each side's "latent" is its image average-pooled
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 
-import kornia
 import numpy as np
 import pytest
 import torch
@@ -32,57 +31,23 @@ import torch.nn.functional as F
 
 from midms_core.correspondence import coordinate_grid, warp
 from midms_core.edge_matcher import EdgeDescriptorMatcher, condition_edge_map
+from midms_core.evaluation import (
+    canny_condition as canny_lines,
+    deform,
+    degrade,
+    latent_ground_truth,
+    load_photo,
+    pck,
+    smooth_displacement,
+)
 from midms_core.matchers import MatchSide
 
-skdata = pytest.importorskip("skimage.data")
+pytest.importorskip("skimage.data")
 
 SIZE = 256
 FACTOR = 8  # stand-in latent = image average-pooled by 8
 MEAN_SHIFT_PX = 20.0
 CASES = (("astronaut", 0), ("coffee", 1), ("chelsea", 2))
-
-
-def load_photo(name: str, size: int = SIZE) -> torch.Tensor:
-    """Centre square crop of a skimage photo -> (1, 3, size, size) in [0, 1]."""
-    img = getattr(skdata, name)()
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    img = img[..., :3]
-    h, w = img.shape[:2]
-    s = min(h, w)
-    img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().unsqueeze(0) / 255
-    return F.interpolate(t, size=(size, size), mode="area")
-
-
-def smooth_displacement(size: int, seed: int, mean_px: float, control: int = 3) -> torch.Tensor:
-    """Seeded smooth displacement (1, 2, size, size) in pixels (dx, dy), mean magnitude mean_px."""
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(1, 2, control, control, generator=g)
-    d = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
-    return d / d.norm(dim=1).mean() * mean_px
-
-
-def deform(image: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """out(p) = image(p + d(p)); also the (1, 1, H, W) mask of p whose source is inside."""
-    _, _, h, w = image.shape
-    ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
-    sx, sy = xs + d[:, 0], ys + d[:, 1]
-    grid = torch.stack([(sx + 0.5) / w * 2 - 1, (sy + 0.5) / h * 2 - 1], dim=-1)
-    out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    inside = ((sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)).float().unsqueeze(1)
-    return out, inside
-
-
-def canny_lines(image: torch.Tensor) -> torch.Tensor:
-    """kornia Canny with its defaults, white lines on black, as RGB (1, 3, H, W)."""
-    _, edges = kornia.filters.canny(kornia.color.rgb_to_grayscale(image))
-    return edges.repeat(1, 3, 1, 1)
-
-
-def pck(flow: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor, k: float) -> float:
-    err = (flow - truth).norm(dim=1)
-    return float(((err <= k) & valid).sum() / valid.sum())
 
 
 def patch3(x: torch.Tensor) -> torch.Tensor:
@@ -97,23 +62,20 @@ def soft_argmax(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate(name: str, seed: int, matcher: EdgeDescriptorMatcher) -> dict[str, tuple[float, float]]:
-    photo = load_photo(name)
+    photo = load_photo(name, SIZE)
     d = smooth_displacement(SIZE, seed, MEAN_SHIFT_PX)
     deformed, inside = deform(photo, d)
     condition = canny_lines(deformed)
 
     h, w = SIZE // FACTOR, SIZE // FACTOR
-    truth = coordinate_grid(1, h, w) + F.avg_pool2d(d, FACTOR) / FACTOR
-    valid = F.avg_pool2d(inside, FACTOR)[:, 0] > 0.999
+    truth, valid = latent_ground_truth(d, inside, FACTOR)
 
     cond_latent = F.avg_pool2d(condition, FACTOR)
     exem_latent = F.avg_pool2d(photo, FACTOR)
     feats = matcher.bind(MatchSide(cond_latent, condition), MatchSide(exem_latent, photo))
 
     # x0_hat stand-in: the deformed photo's latent, blurred (sigma 0.75 latent px) and noised
-    g = torch.Generator().manual_seed(100 + seed)
-    x0 = kornia.filters.gaussian_blur2d(F.avg_pool2d(deformed, FACTOR), (5, 5), (0.75, 0.75), border_type="replicate")
-    x0 = x0 + 0.05 * torch.randn(x0.shape, generator=g)
+    x0 = degrade(F.avg_pool2d(deformed, FACTOR), seed=100 + seed, blur_sigma=0.75, noise_std=0.05)
 
     flows = {
         "identity": coordinate_grid(1, h, w),

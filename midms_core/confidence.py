@@ -23,8 +23,10 @@ from torch import Tensor
 from .correspondence import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_TAU,
+    ONE_PASS_MIN_CHANNELS,
     _check_pair,
     attend,
+    attend_both_ways,
     centre_normalise,
     coordinate_grid,
 )
@@ -33,6 +35,7 @@ from .validation import check_choice, check_positive, check_tensor
 OFFICIAL_THRESHOLD_NORMALISED = 0.5
 DEFAULT_THRESHOLD_PX = OFFICIAL_THRESHOLD_NORMALISED * (64 - 1) / 2  # 15.75 px at 64 x 64
 MASK_MODES = ("hard", "soft")
+PASSES = ("auto", "two", "one")
 
 
 def normalised_to_pixels(threshold: float, size: int) -> float:
@@ -135,12 +138,16 @@ def warp_with_confidence(
     soft_width: Optional[float] = None,
     clamp_negative: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    passes: str = "auto",
 ) -> WarpResult:
     """Warp ``exemplar_values`` onto the condition grid and mark the cycle-consistent positions.
 
-    Two streamed passes over the correlation: condition -> exemplar gives the warp and the
-    forward flow together (the coordinates ride along as extra value channels), exemplar ->
-    condition gives the backward flow. Memory stays linear in the number of positions.
+    Streamed over the correlation: condition -> exemplar gives the warp and the forward flow
+    together (the coordinates ride along as extra value channels), exemplar -> condition gives
+    the backward flow. ``passes``: "two" computes the correlation once per direction
+    (:func:`attend` twice), "one" once for both (:func:`attend_both_ways`), "auto" picks one
+    pass for features of at least ``ONE_PASS_MIN_CHANNELS`` channels, where it is faster. The
+    results agree to float rounding. Memory stays linear in the number of positions.
 
     condition_features: (B, C, Hx, Wx); exemplar_features: (B, C, Hy, Wy);
     exemplar_values: (B, Cv, Hy, Wy). Batch sizes must match or be 1.
@@ -155,6 +162,9 @@ def warp_with_confidence(
     check_choice(where, "mask_mode", mask_mode, MASK_MODES)
     if soft_width is not None:
         check_positive(where, "soft_width", soft_width)
+    check_choice(where, "passes", passes, PASSES)
+    if passes == "auto":
+        passes = "one" if condition_features.shape[1] >= ONE_PASS_MIN_CHANNELS else "two"
 
     cond = centre_normalise(condition_features)
     exem = centre_normalise(exemplar_features)
@@ -164,9 +174,14 @@ def warp_with_confidence(
 
     values = exemplar_values.float().expand(batch, -1, -1, -1)
     exemplar_coords = coordinate_grid(batch, hy, wy, values.device)
-    forward = attend(cond, exem, torch.cat([values, exemplar_coords], dim=1), tau, clamp_negative, chunk_bytes, normalised=True)
+    exemplar_side = torch.cat([values, exemplar_coords], dim=1)
     condition_coords = coordinate_grid(1, hx, wx, values.device)
-    backward_flow = attend(exem, cond, condition_coords, tau, clamp_negative, chunk_bytes, normalised=True)
+    if passes == "one":
+        forward, backward_flow = attend_both_ways(cond, exem, exemplar_side, condition_coords, tau, clamp_negative,
+                                                  chunk_bytes, normalised=True)
+    else:
+        forward = attend(cond, exem, exemplar_side, tau, clamp_negative, chunk_bytes, normalised=True)
+        backward_flow = attend(exem, cond, condition_coords, tau, clamp_negative, chunk_bytes, normalised=True)
 
     forward_flow = forward[:, channels:]
     distance = cycle_distance(forward_flow, backward_flow)

@@ -128,6 +128,36 @@ def test_warp_with_confidence_matches_separate_computations():
     assert res.warped.shape == (2, 3, 6, 7) and res.mask.shape == (2, 1, 6, 7)
 
 
+@pytest.mark.parametrize("mask_mode", ["hard", "soft"])
+def test_one_pass_equals_two_passes(mask_mode):
+    g = torch.Generator().manual_seed(8)
+    cond = torch.randn(2, 24, 9, 7, generator=g)
+    exem = torch.randn(1, 24, 6, 8, generator=g)
+    values = torch.randn(2, 4, 6, 8, generator=g)
+    kwargs = dict(tau=0.02, threshold=2.0, mask_mode=mask_mode, chunk_bytes=2 * 4 * 48 * 5)
+    one = mc.warp_with_confidence(cond, exem, values, passes="one", **kwargs)
+    two = mc.warp_with_confidence(cond, exem, values, passes="two", **kwargs)
+    for name in ("warped", "forward_flow", "backward_flow", "distance", "mask"):
+        assert torch.allclose(getattr(one, name), getattr(two, name), atol=1e-4), name
+    assert 0 < float(two.mask.mean()) < 1 or mask_mode == "soft"  # the masks compared are not trivial
+
+
+def test_auto_takes_one_pass_for_wide_features_only(monkeypatch):
+    import midms_core.confidence as confidence
+
+    calls = []
+    real = confidence.attend_both_ways
+    monkeypatch.setattr(confidence, "attend_both_ways", lambda *a, **k: calls.append(a[0].shape[1]) or real(*a, **k))
+    g = torch.Generator().manual_seed(9)
+    values = torch.randn(1, 4, 3, 3, generator=g)
+    for channels in (confidence.ONE_PASS_MIN_CHANNELS - 1, confidence.ONE_PASS_MIN_CHANNELS):
+        feats = torch.randn(1, channels, 3, 3, generator=g)
+        mc.warp_with_confidence(feats, feats, values)
+    assert calls == [confidence.ONE_PASS_MIN_CHANNELS]
+    with pytest.raises(ValueError, match="passes"):
+        mc.warp_with_confidence(feats, feats, values, passes="three")
+
+
 def test_default_threshold_is_official_half_unit_at_64():
     assert mc.DEFAULT_THRESHOLD_PX == pytest.approx(mc.normalised_to_pixels(0.5, 64)) == pytest.approx(15.75)
 

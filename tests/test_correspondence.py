@@ -70,6 +70,63 @@ def test_warp_equals_float64_transcription(c, hx, wx, hy, wy, cv, tau, clamp, ch
     assert float((got - dense).abs().max()) <= bound
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    c=st.integers(2, 24),
+    hx=st.integers(1, 9), wx=st.integers(1, 9), hy=st.integers(1, 9), wy=st.integers(1, 9),
+    cv=st.integers(1, 5), cu=st.integers(1, 3),
+    tau=st.sampled_from([0.005, 0.01, 0.1, 1.0]),
+    clamp=st.booleans(),
+    chunk_rows=st.integers(1, 90),
+    seed=st.integers(0, 2**16),
+)
+def test_attend_both_ways_equals_two_float64_transcriptions(c, hx, wx, hy, wy, cv, cu, tau, clamp, chunk_rows, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, c, hx, wx, generator=g)
+    k = torch.randn(1, c, hy, wy, generator=g)
+    kv = torch.randn(1, cv, hy, wy, generator=g)
+    qv = torch.randn(1, cu, hx, wx, generator=g)
+    # chunk_bytes holds two blocks of chunk_rows rows
+    forward, backward = mc.correspondence.attend_both_ways(q, k, kv, qv, tau=tau, clamp_negative=clamp,
+                                                           chunk_bytes=2 * 4 * hy * wy * chunk_rows)
+    assert forward.shape == (1, cv, hx, wx) and backward.shape == (1, cu, hy, wy)
+    eps = torch.finfo(torch.float32).eps
+    # the same float32 softmax bound as test_warp_equals_float64_transcription; the backward
+    # direction sums its softmax over blocks (rescaled partial sums), a few more roundings
+    assert float((forward.double() - reference_warp(q, k, kv, tau, clamp)).abs().max()) <= 2 * eps / tau * float(kv.abs().max())
+    assert float((backward.double() - reference_warp(k, q, qv, tau, clamp)).abs().max()) <= 4 * eps / tau * float(qv.abs().max())
+
+
+def test_attend_both_ways_rescales_columns_whose_maximum_grows_late():
+    """Query rows ordered from weakly to strongly aligned with every key, one row per block: each
+    new block raises every column's maximum, so the running sums must be rescaled each time
+    (without it the early, weak rows would dominate the backward softmax)."""
+    c, n = 8, 6
+    g = torch.Generator().manual_seed(4)
+    k = torch.randn(1, c, 1, n, generator=g)
+    noise = torch.randn(1, c, 1, n, generator=g)
+    mix = torch.linspace(0.0, 1.0, n).view(1, 1, 1, n)  # query u: more and more like key u
+    q = (1 - mix) * noise + mix * k
+    kv = torch.randn(1, 2, 1, n, generator=g)
+    qv = torch.arange(float(n)).view(1, 1, 1, n)
+    forward, backward = mc.correspondence.attend_both_ways(q, k, kv, qv, tau=0.01, clamp_negative=False,
+                                                           chunk_bytes=2 * 4 * n)  # one row per block
+    assert torch.allclose(forward.double(), reference_warp(q, k, kv, 0.01, False), atol=1e-4)
+    assert torch.allclose(backward.double(), reference_warp(k, q, qv, 0.01, False), atol=1e-4)
+
+
+@pytest.mark.parametrize("bq, bk, bv, bu", [(2, 1, 1, 1), (1, 2, 2, 1), (2, 2, 1, 2)])
+def test_attend_both_ways_broadcasts_batches(bq, bk, bv, bu):
+    g = torch.Generator().manual_seed(5)
+    q, k = torch.randn(bq, 6, 3, 4, generator=g), torch.randn(bk, 6, 4, 2, generator=g)
+    kv, qv = torch.randn(bv, 3, 4, 2, generator=g), torch.randn(bu, 2, 3, 4, generator=g)
+    forward, backward = mc.correspondence.attend_both_ways(q, k, kv, qv, tau=0.05, chunk_bytes=2 * 4 * 8 * 5)
+    assert torch.allclose(forward, mc.attend(q, k, kv, tau=0.05), atol=1e-5)
+    assert torch.allclose(backward, mc.attend(k, q, qv, tau=0.05), atol=1e-5)
+    with pytest.raises(ValueError, match="attend_both_ways.*batch"):
+        mc.correspondence.attend_both_ways(q, k, kv, torch.randn(3, 2, 3, 4), tau=0.05)
+
+
 @pytest.mark.parametrize("shape", [(64, 16, 16, 24, 20), (256, 32, 32, 32, 32), (8, 5, 40, 40, 5)])
 def test_chunked_equals_dense_at_realistic_sizes(shape):
     c, hx, wx, hy, wy = shape

@@ -56,16 +56,18 @@ def test_meter_sees_a_known_allocation():
     assert 120 * MiB < got["extra"] < 200 * MiB
 
 
-def test_128_latent_warp_and_confidence_within_512_mb():
-    """SDXL at 1024 px: 128 x 128 latent, 256-channel features, warp + confidence mask."""
+@pytest.mark.parametrize("passes", ["two", "one"])
+def test_128_latent_warp_and_confidence_within_512_mb(passes):
+    """SDXL at 1024 px: 128 x 128 latent, 256-channel features, warp + confidence mask, with the
+    correlation streamed once per direction or once for both."""
     got = run_measured(
         """
         def inputs():
             return torch.randn(1, 256, 128, 128), torch.randn(1, 256, 128, 128), torch.randn(1, 4, 128, 128)
         def call(cond, exem, latent):
-            res = mc.warp_with_confidence(cond, exem, latent)
+            res = mc.warp_with_confidence(cond, exem, latent, passes=%r)
             return res.warped, res.mask
-        """
+        """ % passes
     )
     assert got["finite"]
     assert got["extra"] < 512 * MiB, got

@@ -1,0 +1,656 @@
+"""MIDMs at SDXL scale inside a real ComfyUI (issue 4, part 4): whole-run time of the interleaved
+sampler against the host's own plain sampler on the same SDXL-family model, sigmas, CFG and noise,
+the one-time bind, per-step U-Net and re-match costs, and peak memory of matching at 128 x 128.
+
+    .venv-comfy/bin/python -m benchmarks.bench_sdxl            # full run (~20 min on 2 CPU cores)
+    .venv-comfy/bin/python -m benchmarks.bench_sdxl --quick    # smoke test (tiny model, < 1 min)
+
+Models are built in-process from the host's own classes (``comfy.supported_models.SDXL`` ->
+``comfy.model_base.SDXL`` in a ``ModelPatcher``) with seeded random weights:
+
+* ``tiny SDXL``: the SDXL-family U-Net of tests/comfy/test_nodes_inprocess.py (32 channels);
+* ``SDXL-width``: SDXL's real widths (model_channels 320, channel_mult [1, 2, 4], 2 res blocks per
+  level, context 2048, adm_in_channels 2816, 64-channel heads) with the transformer depth cut
+  from [0, 2, 10] (middle 10) to [0, 1, 1] (middle 1) to keep CPU time sane. Its U-Net is cheaper
+  per step than the real SDXL's, so its overhead ratio is an upper bound for the real model.
+
+Target (issue 4): re-matching adds at most 30 % over plain sampling.
+
+The plain sampler is the host's ``euler`` (deterministic DDIM is Euler in sigma space); the MIDMs
+sampler is the KSAMPLER of ``MIDMsInterleavedSampler`` with re-warp at every step but the last.
+Runs are alternated (rotating order each repeat) and medians reported. The control row
+"interleaved, re-warp off" is the MIDMs sampler with ``rewarp_steps = none``: its output must
+equal the plain sampler's, and its time is the sampler's own overhead without matching.
+
+Every memory measurement runs in its own process (benchmarks/peak_memory.py, VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MiB = 2**20
+TARGET_OVERHEAD = 0.30
+OFFICIAL_CHANNELS = 256
+DIFT_TIMESTEP = 261
+
+
+# =============================================================================================
+# matching memory, one measurement per fresh process
+# =============================================================================================
+def dense_warp_with_confidence(cond, exem, values, tau=0.005):
+    from benchmarks.bench_core import dense_warp_with_confidence as dense
+
+    return dense(cond, exem, values, tau)
+
+
+def child_memory(side: int, channels: int, method: str) -> None:
+    import midms_core as mc
+    from benchmarks.peak_memory import measure
+
+    torch.manual_seed(0)
+    cond = torch.randn(1, channels, side, side)
+    exem = torch.randn(1, channels, side, side)
+    latent = torch.randn(1, 4, side, side)
+    fn = {"lean": lambda: mc.warp_with_confidence(cond, exem, latent, passes="two"),
+          "dense": lambda: dense_warp_with_confidence(cond, exem, latent),
+          "fused": lambda: mc.warp_with_confidence(cond, exem, latent, passes="one")}[method]
+    _, extra, seconds = measure(fn)
+    print(json.dumps({"extra": extra, "seconds": seconds}))
+
+
+def memory_in_child(side: int, channels: int, method: str, threads: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_sdxl", "--child", str(side), str(channels), method,
+         "--threads", str(threads)],
+        cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        return {"error": tail}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def available_bytes() -> int:
+    with open("/proc/meminfo") as info:
+        for line in info:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# =============================================================================================
+# the host, its pack and SDXL-family models from the host's own classes
+# =============================================================================================
+def load_host(threads: int):
+    """ComfyUI imported in this process (as tests/comfy/host.py does it), the pack loaded by the
+    host as ``comfyui-midms``; returns (host, pack namespace)."""
+    from tests.comfy.host import PACK_NAME, InProcessHost, find_host
+
+    info = find_host()
+    if info is None:
+        raise SystemExit("no ComfyUI host: run scripts/get_comfyui.sh (writes .comfyui/env.json) or set COMFYUI_PATH")
+    here, host_prefix = Path(sys.prefix).resolve(), Path(info.python).parent.parent.resolve()
+    if here != host_prefix:
+        raise SystemExit(f"run this with the host's interpreter: {info.python} -m benchmarks.bench_sdxl")
+    host = InProcessHost._instance or InProcessHost(info, tempfile.mkdtemp(prefix="midms-bench-sdxl-"))
+    InProcessHost._instance = host
+    torch.set_num_threads(threads)  # the in-process host pins 1 thread; benchmark with all asked
+    mapping = host.nodes.NODE_CLASS_MAPPINGS
+    names = ("MIDMsEdgeMatcher", "MIDMsDiffusionFeatureMatcher", "MIDMsRewarpSettings", "MIDMsCorrespondence",
+             "MIDMsInterleavedSampler", "BasicScheduler")
+    missing = [n for n in names if n not in mapping]
+    if missing:
+        raise SystemExit(f"the host did not register {missing}; did the pack fail to import?")
+    pack = SimpleNamespace(**{n: mapping[n] for n in names},
+                           types=importlib.import_module(f"{PACK_NAME}.nodes.types"))
+    return host, pack
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str
+    label: str
+    model_channels: int
+    channel_mult: tuple
+    num_res_blocks: int
+    depth: int            # transformer depth at every level that has one, and the middle
+    first_level_depth: int  # SDXL has none at the first level
+    dift_block: int       # output block whose input the diffusion matcher captures
+
+
+TINY = ModelSpec("tiny", "tiny SDXL (tests)", 32, (1, 2), 1, 1, 0, 2)
+WIDTH = ModelSpec("width", "SDXL-width", 320, (1, 2, 4), 2, 1, 0, 6)
+REAL_SDXL_DEPTH = "[0, 2, 10], middle 10"
+
+
+def unet_config(spec: ModelSpec) -> dict:
+    """A U-Net config in the layout ``comfy.model_detection`` produces for SDXL-family files."""
+    levels = len(spec.channel_mult)
+    per_level = [spec.first_level_depth] + [spec.depth] * (levels - 1)
+    return {
+        "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+        "in_channels": 4, "out_channels": 4, "model_channels": spec.model_channels,
+        "num_res_blocks": [spec.num_res_blocks] * levels, "channel_mult": list(spec.channel_mult),
+        "transformer_depth_middle": spec.depth, "use_temporal_resblock": False, "use_temporal_attention": False,
+        "context_dim": 2048, "adm_in_channels": 2816, "num_classes": "sequential", "use_linear_in_transformer": True,
+        "transformer_depth": [d for d in per_level for _ in range(spec.num_res_blocks)],
+        "transformer_depth_output": [d for d in per_level for _ in range(spec.num_res_blocks + 1)],
+    }
+
+
+def build_model(spec: ModelSpec, seed: int):
+    """(ModelPatcher, parameter count): the host's SDXL class, weights from tests' init_tensor."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+
+    from tests.comfy.tiny_models import init_tensor
+
+    with torch.inference_mode(False), torch.no_grad():
+        base = sm.SDXL(unet_config(spec)).get_model({})
+        for name, p in base.named_parameters():  # the host's ops leave weights uninitialised
+            p.copy_(init_tensor(name, tuple(p.shape), seed))
+    assert type(base).__name__ == "SDXL", type(base)
+    params = sum(p.numel() for p in base.parameters())
+    patcher = comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
+                                               offload_device=mm.unet_offload_device())
+    return patcher, params
+
+
+# =============================================================================================
+# inputs: a photo stand-in, its shifted edge drawing, latents, SDXL conditioning
+# =============================================================================================
+def _photo(px: int, shift: float = 0.0, seed: int = 0) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, px), torch.linspace(0, 1, px), indexing="ij")
+    xs = (xs - shift) % 1.0
+    img = torch.stack([0.2 + 0.5 * xs, 0.3 + 0.4 * ys, 0.6 - 0.3 * xs * ys])
+    disc = ((xs - 0.35) ** 2 + (ys - 0.4) ** 2) < 0.18 ** 2
+    bar = (xs > 0.6) & (xs < 0.8) & (ys > 0.2) & (ys < 0.85)
+    img[:, disc] = torch.tensor([0.9, 0.15, 0.1])[:, None]
+    img[:, bar] = torch.tensor([0.1, 0.2, 0.85])[:, None]
+    g = torch.Generator().manual_seed(seed)
+    return (img + 0.02 * torch.randn(img.shape, generator=g)).clamp(0, 1)[None]  # (1, 3, H, W)
+
+
+def _edges(image: torch.Tensor) -> torch.Tensor:
+    gray = image.mean(1, keepdim=True)
+    mag = torch.nn.functional.pad((gray[..., :, 1:] - gray[..., :, :-1]).abs(), (0, 1, 0, 0)) \
+        + torch.nn.functional.pad((gray[..., 1:, :] - gray[..., :-1, :]).abs(), (0, 0, 0, 1))
+    return (1 - (mag > 0.15).float()).expand(-1, 3, -1, -1).contiguous()
+
+
+def make_context(pack, side: int, seed: int = 0):
+    """A MIDMsContext built directly (no VAE): condition = edges of the shifted photo."""
+    px = side * 8
+    g = torch.Generator().manual_seed(seed)
+    return pack.types.MIDMsContext(
+        condition_image=_edges(_photo(px, shift=0.08)), exemplar_image=_photo(px),
+        condition_latent=torch.randn(1, 4, side, side, generator=g),
+        exemplar_latent=2.0 * torch.randn(1, 4, side, side, generator=g))
+
+
+def sdxl_conds(side: int):
+    """positive: a random prompt embedding; negative: zeros (as an empty prompt without CLIP)."""
+    g = torch.Generator().manual_seed(11)
+    px = side * 8
+    extra = lambda pooled: {"pooled_output": pooled, "width": px, "height": px, "crop_w": 0, "crop_h": 0,
+                            "target_width": px, "target_height": px}
+    positive = [[torch.randn(1, 77, 2048, generator=g), extra(torch.randn(1, 1280, generator=g))]]
+    negative = [[torch.zeros(1, 77, 2048), extra(torch.zeros(1, 1280))]]
+    return positive, negative
+
+
+def rewarp_settings(pack, rewarp_steps: str):
+    return pack.MIDMsRewarpSettings().make(tau=0.005, threshold=15.75, mask_mode="hard", smooth_mask=True,
+                                           rewarp_steps=rewarp_steps, eta=0.0, refine_strength=0.0,
+                                           refine_steps=20)[0]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
+
+
+# =============================================================================================
+# whole runs: plain host sampler vs MIDMs interleaved sampler
+# =============================================================================================
+@dataclass
+class RunSet:
+    model: str
+    side: int
+    steps: int
+    rewarps: int
+    params: int
+    sigmas: List[float]
+    cfg: float
+    times: Dict[str, List[float]] = field(default_factory=dict)
+    bind_s: Dict[str, float] = field(default_factory=dict)
+    channels: Dict[str, int] = field(default_factory=dict)
+    err_vs_plain: Dict[str, float] = field(default_factory=dict)
+    profiles: Dict[str, dict] = field(default_factory=dict)
+
+    def median(self, row: str) -> float:
+        return statistics.median(self.times[row])
+
+
+ROWS = ("plain", "control", "edge", "dift")
+ROW_LABEL = {
+    "plain": "host euler (plain)",
+    "control": "MIDMs, re-warp off (control)",
+    "edge": "MIDMs + edge matcher",
+    "dift": "MIDMs + diffusion matcher (DIFT)",
+}
+
+
+def whole_runs(pack, model, spec: ModelSpec, params: int, side: int, steps: int, denoise: float, cfg: float,
+               repeats: int, profile_repeats: int) -> RunSet:
+    import comfy.sample
+    import comfy.samplers
+
+    sigmas = pack.BasicScheduler().get_sigmas(model, "normal", steps, denoise)[0]
+    context = make_context(pack, side)
+    on, off = rewarp_settings(pack, ""), rewarp_settings(pack, "none")
+    positive, negative = sdxl_conds(side)
+    rs = RunSet(model=spec.label, side=side, steps=steps, rewarps=steps - 1, params=params,
+                sigmas=[round(float(s), 4) for s in sigmas], cfg=cfg)
+
+    matchers = {
+        "edge": pack.MIDMsEdgeMatcher().make(canny_low=0.1, canny_high=0.2, edge_blur=2.0, x0_condition_weight=0.7)[0],
+        "dift": pack.MIDMsDiffusionFeatureMatcher().make(model, timestep=DIFT_TIMESTEP, output_block=spec.dift_block,
+                                                         ensemble=1)[0],
+    }
+    samplers: Dict[str, object] = {"plain": comfy.samplers.ksampler("euler")}
+    matches = {}
+    latent = None
+    for name, matcher in matchers.items():
+        start = time.perf_counter()  # the correspondence node: bind (features) + first warp
+        match, warped = pack.MIDMsCorrespondence().correspond(context, matcher, on)[:2]
+        rs.bind_s[name] = time.perf_counter() - start
+        matches[name] = match
+        latent = warped["samples"] if latent is None else latent  # one start latent for every run
+        samplers[name] = pack.MIDMsInterleavedSampler().get_sampler(model, match)[0]
+        bound = match.bound["cpu"]
+        rs.channels[name] = int(bound.exemplar_in_domain.shape[1])
+    control = pack.types.MIDMsMatch(context=context, matcher=matchers["edge"], settings=off)
+    control.bound = matches["edge"].bound  # already bound: the control does no matching at all
+    samplers["control"] = pack.MIDMsInterleavedSampler().get_sampler(model, control)[0]
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(5))
+
+    def run(sampler, s=sigmas):
+        return comfy.sample.sample_custom(model, noise, cfg, sampler, s, positive, negative, latent,
+                                          disable_pbar=True, seed=7)
+
+    start = time.perf_counter()
+    run(samplers["plain"], sigmas[-2:])  # warm-up: one step (allocator, attention kernels)
+    if time.perf_counter() - start < 2.0:  # cheap model: also warm up every MIDMs path (one re-warp)
+        for row in ROWS[1:]:
+            run(samplers[row], sigmas[-3:])
+    outputs = {}
+    for r in range(repeats):
+        order = ROWS[r % len(ROWS):] + ROWS[:r % len(ROWS)]  # rotate so no row is always first
+        for row in order:
+            start = time.perf_counter()
+            out = run(samplers[row])
+            rs.times.setdefault(row, []).append(time.perf_counter() - start)
+            outputs.setdefault(row, out)
+            print(f"  [{spec.key} {side}] {row}: {rs.times[row][-1]:.2f} s", flush=True)
+    for row in ROWS[1:]:
+        assert torch.isfinite(outputs[row]).all(), row
+        rs.err_vs_plain[row] = rel_err(outputs[row], outputs["plain"])
+
+    # where the re-match time goes, on this run's own features
+    import midms_core as mc
+
+    base = model.model
+    x0 = base.process_latent_in(latent)  # a stand-in x0_hat in the sampler's (scaled) space
+    exemplar = base.process_latent_in(context.exemplar_latent)
+    for name in ("edge", "dift"):
+        features = matches[name].bound["cpu"]
+        if name == "dift":
+            captured = torch.randn(1, rs.channels["dift"], side, side)  # what the U-Net pass records
+
+            def x0_features(x, f=features, c=captured, m=matchers["dift"]):
+                m.capture.clear()
+                m.capture.add(c)
+                return f.x0_features(base.process_latent_out(x))
+        else:
+            x0_features = lambda x, f=features: f.x0_features(base.process_latent_out(x))
+        rs.profiles[name] = profile_rematch(mc, x0_features, features.exemplar_in_domain, x0, exemplar,
+                                            matches[name].settings.rewarp, profile_repeats)
+    return rs
+
+
+# =============================================================================================
+# per-step costs: one U-Net step, and the parts of one re-match
+# =============================================================================================
+def _timed(fn: Callable, repeats: int):
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def profile_rematch(mc, x0_features: Callable, exem_features: torch.Tensor, x0: torch.Tensor,
+                    exemplar: torch.Tensor, settings, repeats: int) -> dict:
+    """Median seconds of: x0 feature computation, normalisation, the forward (warp + forward flow)
+    and backward correlation passes, cycle check + mask, the whole warp_with_confidence, and the
+    one-pass variant (``passes="one"``, with its agreement with the two-pass one)."""
+    prof = {}
+    if x0.shape[-1] >= 96:  # seconds per call: first-call effects are negligible, keep it short
+        repeats = 1
+    else:  # one untimed pass first (lazy initialisation, allocator)
+        settings.warp(x0_features(x0), exem_features, exemplar)
+    prof["features"], feats = _timed(lambda: x0_features(x0), repeats)
+    prof["channels"] = int(feats.shape[1])
+    prof["normalise"], (cn, en) = _timed(lambda: (mc.centre_normalise(feats), mc.centre_normalise(exem_features)),
+                                         repeats)
+    hy, wy = exem_features.shape[-2:]
+    hx, wx = feats.shape[-2:]
+    values = torch.cat([exemplar.float(), mc.coordinate_grid(1, hy, wy)], dim=1)
+    tau, chunk = settings.tau, settings.chunk_bytes
+    prof["forward"], fwd = _timed(lambda: mc.attend(cn, en, values, tau, True, chunk, normalised=True), repeats)
+    prof["backward"], bwd = _timed(lambda: mc.attend(en, cn, mc.coordinate_grid(1, hx, wx), tau, True, chunk,
+                                                     normalised=True), repeats)
+    prof["mask"], _ = _timed(lambda: mc.hard_confidence(mc.cycle_distance(fwd[:, 4:], bwd), settings.threshold,
+                                                        settings.smooth), repeats)
+    def whole(passes):
+        return mc.warp_with_confidence(feats, exem_features, exemplar, tau=tau, threshold=settings.threshold,
+                                       smooth=settings.smooth, chunk_bytes=chunk, passes=passes)
+
+    prof["total"], ref = _timed(lambda: whole("two"), repeats)
+    prof["fused"], fused = _timed(lambda: whole("one"), repeats)
+    prof["fused_warp_err"] = rel_err(fused.warped, ref.warped)
+    prof["fused_bwd_err"] = rel_err(fused.backward_flow, ref.backward_flow)
+    prof["fused_mask_agree"] = float((fused.mask == ref.mask).float().mean())
+    # what the sampler runs: warp_with_confidence's passes="auto" choice for this width
+    prof["sampler"] = prof["fused"] if prof["channels"] >= mc.correspondence.ONE_PASS_MIN_CHANNELS else prof["total"]
+    return prof
+
+
+def unet_step_seconds(pack, model, side: int, cfg: float, steps: int, denoise: float) -> float:
+    """One step of the host's plain sampler (one U-Net call, cond + uncond batched)."""
+    import comfy.sample
+    import comfy.samplers
+
+    sigmas = pack.BasicScheduler().get_sigmas(model, "normal", steps, denoise)[0][:2]
+    positive, negative = sdxl_conds(side)
+    latent = torch.zeros(1, 4, side, side)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(5))
+    start = time.perf_counter()
+    comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.ksampler("euler"), sigmas, positive, negative,
+                               latent, disable_pbar=True, seed=7)
+    return time.perf_counter() - start
+
+
+def random_profile(mc, channels: int, side: int, settings, repeats: int) -> dict:
+    """Re-match profile on random features of a given width (sides where nothing was bound)."""
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(1, channels, side, side, generator=g)
+    exem = torch.randn(1, channels, side, side, generator=g)
+    exemplar = torch.randn(1, 4, side, side, generator=g)
+    return profile_rematch(mc, lambda x: feats, exem, exemplar, exemplar, settings, repeats)
+
+
+# =============================================================================================
+# tables
+# =============================================================================================
+def whole_run_table(sets: List[RunSet]) -> List[str]:
+    rows = ["| model | latent | steps (re-warps) | sampler | median s | runs s | s / step | vs plain | overhead | "
+            "bind + first warp s | rel. diff. to plain |",
+            "|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|"]
+    for rs in sets:
+        plain = rs.median("plain")
+        for row in ROWS:
+            med = rs.median(row)
+            ratio = med / plain
+            runs = ", ".join(f"{t:.2f}" for t in rs.times[row])
+            bind = f"{rs.bind_s[row]:.2f}" if row in rs.bind_s else "-"
+            err = "-" if row == "plain" else f"{rs.err_vs_plain[row]:.1e}"
+            over = "-" if row == "plain" else f"{100 * (ratio - 1):+.1f} %"
+            label = ROW_LABEL[row] + (f" ({rs.channels[row]} ch)" if row in rs.channels else "")
+            rows.append(f"| {rs.model} | {rs.side} | {rs.steps} ({0 if row in ('plain', 'control') else rs.rewarps}) | "
+                        f"{label} | {med:.2f} | {runs} | {med / rs.steps:.3f} | {ratio:.2f} | {over} | {bind} | {err} |")
+    return rows
+
+
+def per_step_table(entries: List[dict]) -> List[str]:
+    rows = ["| model | latent | matcher (channels) | U-Net step ms | re-match ms | re-match / U-Net step | "
+            "predicted overhead (steps, re-warps) | target <= 30 % | source |",
+            "|---|---:|---|---:|---:|---:|---:|---|---|"]
+    for e in entries:
+        share = e["rematch_s"] / e["unet_s"]
+        pred = e["rewarps"] * e["rematch_s"] / (e["steps"] * e["unet_s"])
+        rows.append(f"| {e['model']} | {e['side']} | {e['matcher']} ({e['channels']}) | {1000 * e['unet_s']:.0f} | "
+                    f"{1000 * e['rematch_s']:.0f} | {share:.3f} | {100 * pred:.1f} % ({e['steps']}, {e['rewarps']}) | "
+                    f"{'met' if pred <= TARGET_OVERHEAD else 'MISSED'} | {e['source']} |")
+    return rows
+
+
+def profile_table(entries: List[dict]) -> List[str]:
+    rows = ["| model | latent | matcher (channels) | x0 features ms | normalise ms | forward pass ms | "
+            "backward pass ms | cycle + mask ms | whole re-match ms (two passes) | one pass ms | one / two | "
+            "one pass: warp err, bwd flow err, mask agree |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for e in entries:
+        p = e["profile"]
+        whole = p["features"] + p["total"]
+        fused = p["features"] + p["fused"]
+        rows.append(f"| {e['model']} | {e['side']} | {e['matcher']} ({p['channels']}) | {1000 * p['features']:.0f} | "
+                    f"{1000 * p['normalise']:.0f} | {1000 * p['forward']:.0f} | {1000 * p['backward']:.0f} | "
+                    f"{1000 * p['mask']:.0f} | {1000 * whole:.0f} | {1000 * fused:.0f} | {fused / whole:.2f} | "
+                    f"{p['fused_warp_err']:.1e}, {p['fused_bwd_err']:.1e}, {p['fused_mask_agree']:.4f} |")
+    return rows
+
+
+def memory_table(side: int, widths: Dict[str, int], threads: int, dense: bool) -> List[str]:
+    rows = ["| latent | features | channels | two passes peak MiB | two passes s | one pass peak MiB | one pass s | "
+            "dense peak MiB | dense s | dense / lean memory |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    n = side * side
+    budget = available_bytes() * 0.6
+    for label, channels in widths.items():
+        lean = memory_in_child(side, channels, "lean", threads)
+        fused = memory_in_child(side, channels, "fused", threads)
+        estimate = 3 * 4 * n * n + 3 * 4 * n * channels
+        dense_res = memory_in_child(side, channels, "dense", threads) if dense and estimate < budget else None
+
+        def cell(res, key):
+            if res is None:
+                return "skipped (needs ~%.1f GiB)" % (estimate / 2**30) if key == "extra" else "-"
+            if "error" in res:
+                return res["error"][:60] if key == "extra" else "-"
+            return f"{res[key] / MiB:.0f}" if key == "extra" else f"{res[key]:.2f}"
+
+        ratio = "-"
+        if dense_res and "error" not in dense_res and "error" not in lean:
+            ratio = f"{dense_res['extra'] / lean['extra']:.1f}"
+        rows.append(f"| {side} | {label} | {channels} | {cell(lean, 'extra')} | {cell(lean, 'seconds')} | "
+                    f"{cell(fused, 'extra')} | {cell(fused, 'seconds')} | {cell(dense_res, 'extra')} | "
+                    f"{cell(dense_res, 'seconds')} | {ratio} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def header(threads: int) -> str:
+    return (f"# MIDMs at SDXL scale: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"torch {torch.__version__}, {threads} threads, CPU, float32")
+
+
+# =============================================================================================
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke test: tiny SDXL only, small sides, 1 repeat")
+    parser.add_argument("--sides", type=int, nargs="+", default=None,
+                        help="latent sides of the tiny SDXL whole runs (default 64 128)")
+    parser.add_argument("--width-sides", type=int, nargs="*", default=None,
+                        help="latent sides of the SDXL-width whole runs (default 64; none to skip the model)")
+    parser.add_argument("--step-sides", type=int, nargs="*", default=None,
+                        help="SDXL-width sides measured per step only: one U-Net step and re-match (default 128)")
+    parser.add_argument("--memory-side", type=int, default=None, help="latent side of the memory table (default 128)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default 4)")
+    parser.add_argument("--denoise", type=float, default=0.25, help="BasicScheduler denoise (default 0.25)")
+    parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=None, help="alternated repeats of every whole run (default 2)")
+    parser.add_argument("--no-dense", action="store_true", help="skip the dense baseline in the memory table")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", default=None, help="markdown output (default benchmarks/sdxl_latest.md; none with --quick)")
+    parser.add_argument("--json", default=None, help="also write the raw results as JSON")
+    parser.add_argument("--child", nargs=3, metavar=("SIDE", "CHANNELS", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child_memory(int(args.child[0]), int(args.child[1]), args.child[2])
+        return 0
+
+    q = args.quick
+    sides = args.sides if args.sides is not None else ([16] if q else [64, 128])
+    width_sides = args.width_sides if args.width_sides is not None else ([] if q else [64])
+    step_sides = args.step_sides if args.step_sides is not None else ([] if q else [128])
+    memory_side = args.memory_side or (32 if q else 128)
+    steps = args.steps or (3 if q else 4)
+    repeats = args.repeats or (1 if q else 2)
+    profile_repeats = 1 if q else 3
+    out_path = args.out if args.out is not None else (None if q else str(ROOT / "benchmarks" / "sdxl_latest.md"))
+    wall = time.perf_counter()
+    load_start = os.getloadavg()
+
+    _, pack = load_host(args.threads)
+    import midms_core as mc
+
+    sets: List[RunSet] = []
+    step_entries: List[dict] = []
+    profile_entries: List[dict] = []
+    params: Dict[str, int] = {}
+    specs = [(TINY, sides)] + ([(WIDTH, width_sides + step_sides)] if (width_sides or step_sides) else [])
+    with torch.inference_mode():  # as the host's executor runs nodes
+        for spec, spec_sides in specs:
+            start = time.perf_counter()
+            model, params[spec.key] = build_model(spec, seed=2)
+            print(f"{spec.label}: {params[spec.key] / 1e6:.1f} M U-Net parameters, built in "
+                  f"{time.perf_counter() - start:.1f} s", flush=True)
+            whole_sides = sides if spec is TINY else width_sides
+            for side in whole_sides:
+                rs = whole_runs(pack, model, spec, params[spec.key], side, steps, args.denoise, args.cfg, repeats,
+                                profile_repeats)
+                sets.append(rs)
+                unet = rs.median("plain") / steps
+                for name in ("edge", "dift"):
+                    derived = (rs.median(name) - rs.median("plain")) / rs.rewarps
+                    prof = rs.profiles[name]
+                    base_entry = dict(model=spec.label, side=side, matcher=ROW_LABEL[name].split("+ ")[1],
+                                      channels=rs.channels[name], unet_s=unet, steps=steps, rewarps=rs.rewarps)
+                    step_entries.append({**base_entry, "rematch_s": derived, "source": "whole runs (difference)"})
+                    step_entries.append({**base_entry, "rematch_s": prof["features"] + prof["sampler"],
+                                         "source": "re-match timed alone"})
+                    profile_entries.append({**base_entry, "profile": prof})
+            if spec is WIDTH:
+                for side in step_sides:
+                    unet = unet_step_seconds(pack, model, side, args.cfg, steps, args.denoise)
+                    print(f"  [{spec.key} {side}] one U-Net step: {unet:.1f} s", flush=True)
+                    settings = rewarp_settings(pack, "").rewarp
+                    context = make_context(pack, side)
+                    edge = pack.MIDMsEdgeMatcher().make(canny_low=0.1, canny_high=0.2, edge_blur=2.0,
+                                                        x0_condition_weight=0.7)[0]
+                    match = pack.types.MIDMsMatch(context=context, matcher=edge, settings=rewarp_settings(pack, ""))
+                    start = time.perf_counter()
+                    side_cls = importlib.import_module(type(edge).__module__).MatchSide  # the pack's copy
+                    bound = edge.bind(side_cls(latent=context.condition_latent, image=context.condition_image),
+                                      side_cls(latent=context.exemplar_latent, image=context.exemplar_image))
+                    bind_s = time.perf_counter() - start
+                    del match
+                    edge_prof = profile_rematch(mc, bound.x0_features, bound.exemplar_in_domain,
+                                                context.condition_latent, context.exemplar_latent, settings,
+                                                profile_repeats)
+                    dift_ch = next((r.channels["dift"] for r in sets if r.model == spec.label), 640)
+                    dift_prof = random_profile(mc, dift_ch, side, settings, profile_repeats)
+                    for name, prof in (("edge matcher", edge_prof), ("diffusion matcher (DIFT)", dift_prof)):
+                        entry = dict(model=spec.label, side=side, matcher=name, channels=prof["channels"],
+                                     unet_s=unet, steps=steps, rewarps=steps - 1)
+                        src = ("one U-Net step + re-match timed alone" if name == "edge matcher" else
+                               "one U-Net step + re-match on random features of the captured width")
+                        step_entries.append({**entry, "rematch_s": prof["features"] + prof["sampler"], "source": src})
+                        profile_entries.append({**entry, "profile": prof})
+                    print(f"  [{spec.key} {side}] edge bind {bind_s:.1f} s; re-match edge "
+                          f"{edge_prof['features'] + edge_prof['total']:.1f} s, DIFT {dift_prof['total']:.1f} s",
+                          flush=True)
+            del model
+
+    edge_cross = 8 * (1 + 8 * 4)  # EdgeDescriptorMatcher defaults: orientations * (1 + points * rings)
+    edge_rematch = next((r.channels["edge"] for r in sets), None)
+    dift_width = next((r.channels["dift"] for r in sets if r.model == WIDTH.label), 640)
+    widths = {"official networks": OFFICIAL_CHANNELS, "edge matcher, first match": edge_cross}
+    if edge_rematch:
+        widths["edge matcher, re-match (x0_hat)"] = edge_rematch
+    widths["DIFT SDXL output block 6"] = dift_width
+    if q:
+        widths = dict(list(widths.items())[:2])
+    print("\nmemory children:", flush=True)
+    memory = memory_table(memory_side, widths, args.threads, not args.no_dense)
+
+    load_end = os.getloadavg()
+    total = time.perf_counter() - wall
+    lines = [header(args.threads), ""]
+    lines.append(f"Run: {time.strftime('%Y-%m-%d %H:%M')}, {total / 60:.1f} min; load average (1 min) at start "
+                 f"{load_start[0]:.2f}, at end {load_end[0]:.2f} (other work on the machine shows here). "
+                 f"Sigmas: BasicScheduler normal, {steps} steps, denoise {args.denoise}; CFG {args.cfg} "
+                 f"(cond + uncond batched: one U-Net call of batch 2 per step); re-warp at every step but the last.")
+    lines.append("")
+    lines.append("Models (host classes comfy.supported_models.SDXL -> comfy.model_base.SDXL, seeded random weights):")
+    lines.append("")
+    for spec in (TINY, WIDTH):
+        if spec.key in params:
+            cfgd = unet_config(spec)
+            lines.append(f"- {spec.label}: {params[spec.key] / 1e6:.1f} M parameters; model_channels "
+                         f"{cfgd['model_channels']}, channel_mult {cfgd['channel_mult']}, num_res_blocks "
+                         f"{cfgd['num_res_blocks'][0]}, transformer depth per level "
+                         f"{[spec.first_level_depth] + [spec.depth] * (len(spec.channel_mult) - 1)} (middle "
+                         f"{spec.depth}), context 2048, adm 2816; DIFT output block {spec.dift_block}"
+                         + (f" (real SDXL: depth {REAL_SDXL_DEPTH}, 2.6 B parameters)" if spec is WIDTH else ""))
+    lines += ["", "## Whole run: MIDMs interleaved sampler vs the host's plain sampler (same model, sigmas, CFG, noise)",
+              ""]
+    lines += whole_run_table(sets)
+    for rs in sets:
+        lines.append("")
+        lines.append(f"{rs.model} at {rs.side}: sigmas {rs.sigmas}")
+    lines += ["", "## Per step: U-Net step vs one re-match (x0 features + warp + cycle mask)", ""]
+    lines += per_step_table(step_entries)
+    lines += ["", "## Where one re-match goes (median ms): two correlation passes vs one (passes='one')", ""]
+    lines += profile_table(profile_entries)
+    lines += ["", f"## Matching memory at {memory_side} x {memory_side} latents ({memory_side ** 2} positions), "
+              "extra peak RSS in a fresh process", ""]
+    lines += memory
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    if out_path:
+        Path(out_path).write_text(text)
+        print(f"written to {out_path}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "params": params, "steps": steps, "threads": args.threads, "total_s": total,
+            "runs": [{**{k: v for k, v in vars(rs).items()}, "medians": {r: rs.median(r) for r in ROWS}} for rs in sets],
+            "per_step": step_entries, "profiles": profile_entries, "memory": memory,
+        }, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -122,9 +122,10 @@ def attend(
     return out.view(batch, values.shape[1], *query_features.shape[-2:]).to(values.dtype)
 
 
-# Above this feature width one pass over the correlation for both directions is faster than two
-# (2 CPU cores, 128 x 128 latents, benchmarks/bench_sdxl.py: 1164 channels 0.69x the time of two
-# passes, 640 channels 0.88x; at 256-264 channels 1.06-1.24x, the extra exp pass dominating).
+# From this feature width on, one pass over the correlation for both directions is faster than
+# two (2 CPU cores, 128 x 128 latents, A/B in one process: 1164 channels 0.67x the time of two
+# passes, 640 channels 0.81x, 256 channels 1.07x: the extra exp pass outweighs the saved matmul).
+# Not measured on a GPU.
 ONE_PASS_MIN_CHANNELS = 512
 
 
@@ -187,7 +188,7 @@ def attend_both_ways(
             # columns: fold this block into the running softmax over queries
             new_max = torch.maximum(col_max, logits.amax(dim=0))
             rescale = torch.exp(col_max - new_max)  # 0 for the first block (max was -inf)
-            weights = torch.exp(logits - new_max)  # (r, Nk)
+            weights = torch.sub(logits, new_max).exp_()  # (r, Nk), one temporary block
             col_sum.mul_(rescale).add_(weights.sum(dim=0))
             col_acc.mul_(rescale[:, None]).add_(weights.transpose(0, 1) @ qvb[start : start + rows])
             col_max = new_max

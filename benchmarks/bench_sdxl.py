@@ -119,8 +119,11 @@ def load_host(threads: int):
     missing = [n for n in names if n not in mapping]
     if missing:
         raise SystemExit(f"the host did not register {missing}; did the pack fail to import?")
+    # the package the host loaded the pack as: its folder name (2024 host) or full path (current)
+    package = mapping["MIDMsInterleavedSampler"].__module__.rsplit(".nodes.", 1)[0]
+    assert package.split("/")[-1] == PACK_NAME, package
     pack = SimpleNamespace(**{n: mapping[n] for n in names},
-                           types=importlib.import_module(f"{PACK_NAME}.nodes.types"))
+                           types=importlib.import_module(f"{package}.nodes.types"))
     return host, pack
 
 

@@ -135,12 +135,10 @@ def test_rematching_costs_no_extra_unet_pass(h, pack, node, models, family):
     assert _fingerprint(model) == before
 
 
-def test_capture_takes_the_cond_rows(h, node, models):
+def test_capture_takes_the_cond_rows(h, pack, node, models):
     from importlib import import_module
 
-    from tests.comfy.host import PACK_NAME
-
-    diffusion = import_module(f"{PACK_NAME}.nodes.diffusion")
+    diffusion = import_module(f"{pack.package}.nodes.diffusion")
     recorded = []
     patch = diffusion.block_capture(2, recorded.append)
     h_in = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 2, 2, 2)

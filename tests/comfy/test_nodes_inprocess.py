@@ -53,13 +53,18 @@ def pack(h):
                  "MIDMsInterleavedSampler", "MIDMsSampler"):
         assert name in mapping, f"{name} not registered by the host; import failed?"
         classes[name] = mapping[name]
+    # loaded as a package by the host: the 2024 host names it after the folder, current hosts
+    # after its full path
     module = classes["MIDMsInterleavedSampler"].__module__
-    assert module == f"{PACK_NAME}.nodes.sampling", module  # loaded as a package by the host
+    assert module.endswith(".nodes.sampling"), module
+    package = module[: -len(".nodes.sampling")]
+    assert package == PACK_NAME or package.endswith(f"/custom_nodes/{PACK_NAME}"), package
     return SimpleNamespace(
         **classes,
-        types=importlib.import_module(f"{PACK_NAME}.nodes.types"),
-        sampling=importlib.import_module(f"{PACK_NAME}.nodes.sampling"),
-        core=importlib.import_module(f"{PACK_NAME}.midms_core"),
+        package=package,
+        types=importlib.import_module(f"{package}.nodes.types"),
+        sampling=importlib.import_module(f"{package}.nodes.sampling"),
+        core=importlib.import_module(f"{package}.midms_core"),
         SamplerCustom=mapping["SamplerCustom"],
         BasicScheduler=mapping["BasicScheduler"],
     )
@@ -404,13 +409,13 @@ def test_callback_once_per_step_and_interrupt(h, pack, models):
     # the all-in-one node drives the host's progress bar once per step
     updates = []
     previous = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview: updates.append((value, total)))
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, **_: updates.append((value, total)))  # current hosts pass node_id=
     try:
         pack.MIDMsSampler().sample(model, positive, negative, context, _matcher(pack), seed=1, steps=STEPS,
                                    start_noise=0.3, cfg=2.0, settings=_settings(pack))
         assert updates == [(i + 1, STEPS) for i in range(STEPS)]
 
-        def interrupt_hook(value, total, preview):
+        def interrupt_hook(value, total, preview, **_):
             updates.append((value, total))
             mm.interrupt_current_processing(True)
 
@@ -504,7 +509,7 @@ def test_progress_with_refinement_reaches_total_only_at_the_end(h, pack, models)
     positive, negative = _conds("sd15")
     updates = []
     previous = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview: updates.append((value, total)))
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, **_: updates.append((value, total)))  # current hosts pass node_id=
     try:
         pack.MIDMsSampler().sample(model, positive, negative, _make_context(pack), _matcher(pack), seed=1,
                                    steps=STEPS, start_noise=0.3, cfg=2.0,

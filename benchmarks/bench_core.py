@@ -14,12 +14,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+
+from benchmarks.peak_memory import available_bytes, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
@@ -65,22 +65,7 @@ def child(side: int, method: str) -> None:
 
 
 def measure_in_child(side: int, method: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_core", "--child", str(side), method],
-        cwd=ROOT, env=env, capture_output=True, text=True,
-    )
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def available_bytes() -> int:
-    with open("/proc/meminfo") as info:
-        for line in info:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return run_child("benchmarks.bench_core", ["--child", str(side), method])
 
 
 def matching_table(sides: list[int]) -> list[str]:

@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +42,8 @@ from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional
 
 import torch
+
+from benchmarks.peak_memory import available_bytes, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
@@ -77,23 +77,8 @@ def child_memory(side: int, channels: int, method: str) -> None:
 
 
 def memory_in_child(side: int, channels: int, method: str, threads: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_sdxl", "--child", str(side), str(channels), method,
-         "--threads", str(threads)],
-        cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
-        return {"error": tail}
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def available_bytes() -> int:
-    with open("/proc/meminfo") as info:
-        for line in info:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return run_child("benchmarks.bench_sdxl", ["--child", str(side), str(channels), method, "--threads", str(threads)],
+                     env={"OMP_NUM_THREADS": str(threads)})
 
 
 # =============================================================================================
@@ -181,31 +166,18 @@ def build_model(spec: ModelSpec, seed: int):
 # =============================================================================================
 # inputs: a photo stand-in, its shifted edge drawing, latents, SDXL conditioning
 # =============================================================================================
-def _photo(px: int, shift: float = 0.0, seed: int = 0) -> torch.Tensor:
-    ys, xs = torch.meshgrid(torch.linspace(0, 1, px), torch.linspace(0, 1, px), indexing="ij")
-    xs = (xs - shift) % 1.0
-    img = torch.stack([0.2 + 0.5 * xs, 0.3 + 0.4 * ys, 0.6 - 0.3 * xs * ys])
-    disc = ((xs - 0.35) ** 2 + (ys - 0.4) ** 2) < 0.18 ** 2
-    bar = (xs > 0.6) & (xs < 0.8) & (ys > 0.2) & (ys < 0.85)
-    img[:, disc] = torch.tensor([0.9, 0.15, 0.1])[:, None]
-    img[:, bar] = torch.tensor([0.1, 0.2, 0.85])[:, None]
-    g = torch.Generator().manual_seed(seed)
-    return (img + 0.02 * torch.randn(img.shape, generator=g)).clamp(0, 1)[None]  # (1, 3, H, W)
-
-
-def _edges(image: torch.Tensor) -> torch.Tensor:
-    gray = image.mean(1, keepdim=True)
-    mag = torch.nn.functional.pad((gray[..., :, 1:] - gray[..., :, :-1]).abs(), (0, 1, 0, 0)) \
-        + torch.nn.functional.pad((gray[..., 1:, :] - gray[..., :-1, :]).abs(), (0, 0, 0, 1))
-    return (1 - (mag > 0.15).float()).expand(-1, 3, -1, -1).contiguous()
-
-
 def make_context(pack, side: int, seed: int = 0):
-    """A MIDMsContext built directly (no VAE): condition = edges of the shifted photo."""
+    """A MIDMsContext built directly (no VAE): the exemplar is skimage's astronaut, the condition
+    kornia's Canny of it under a seeded smooth deformation (matching cost does not depend on the
+    content; the random latents stand in for the VAE's)."""
+    from midms_core.evaluation import canny_condition, deform, load_photo, smooth_displacement
+
     px = side * 8
     g = torch.Generator().manual_seed(seed)
+    photo = load_photo("astronaut", px)
+    deformed, _ = deform(photo, smooth_displacement(px, seed, px / 12.8))
     return pack.types.MIDMsContext(
-        condition_image=_edges(_photo(px, shift=0.08)), exemplar_image=_photo(px),
+        condition_image=canny_condition(deformed), exemplar_image=photo,
         condition_latent=torch.randn(1, 4, side, side, generator=g),
         exemplar_latent=2.0 * torch.randn(1, 4, side, side, generator=g))
 
@@ -573,7 +545,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                     context = make_context(pack, side)
                     edge = pack.MIDMsEdgeMatcher().make(canny_low=0.1, canny_high=0.2, edge_blur=2.0,
                                                         x0_condition_weight=0.7)[0]
-                    match = pack.types.MIDMsMatch(context=context, matcher=edge, settings=rewarp_settings(pack, ""))
                     start = time.perf_counter()
                     side_cls = importlib.import_module(type(edge).__module__).MatchSide  # the pack's copy
                     bound = edge.bind(side_cls(latent=context.condition_latent, image=context.condition_image),

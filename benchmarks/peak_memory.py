@@ -9,8 +9,15 @@ Run each measurement in a fresh process: freed heap kept by the allocator would 
 from __future__ import annotations
 
 import gc
+import json
+import os
+import subprocess
+import sys
 import time
-from typing import Any, Callable, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _status_kib(field: str) -> int:
@@ -36,3 +43,23 @@ def measure(fn: Callable[[], Any]) -> Tuple[Any, int, float]:
     seconds = time.perf_counter() - start
     peak = _status_kib("VmHWM")
     return result, (peak - baseline) * 1024, seconds
+
+
+def available_bytes() -> int:
+    """MemAvailable from /proc/meminfo (0 when unknown): what a dense baseline may use."""
+    with open("/proc/meminfo") as info:
+        for line in info:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_child(module: str, args: Sequence[str], env: Dict[str, str] | None = None) -> dict:
+    """``python -m module args`` in a fresh process (repo on PYTHONPATH); the JSON object on the
+    last line of its stdout, or {"error": last line of stderr}."""
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -68,6 +68,16 @@ def _check_pair(
     return broadcast_batch(where, **{qname: query, kname: key, vname: values})
 
 
+def _flat_features(features: Tensor, normalised: bool) -> Tensor:
+    """(B, C, H, W) -> (B, C, N) float32, channel-centred and normalised unless it already is."""
+    return (features.float() if normalised else centre_normalise(features)).flatten(2)
+
+
+def _item(batch: Tensor, b: int) -> Tensor:
+    """Item ``b`` of a batch that may broadcast (size 1)."""
+    return batch[b if batch.shape[0] > 1 else 0]
+
+
 def attend(
     query_features: Tensor,
     key_features: Tensor,
@@ -95,19 +105,15 @@ def attend(
     tau = check_positive(where, "tau", tau)
     chunk_bytes = int(check_positive(where, "chunk_bytes", chunk_bytes))
 
-    q = query_features.float() if normalised else centre_normalise(query_features)
-    k = key_features.float() if normalised else centre_normalise(key_features)
-    q = q.flatten(2)  # (Bq, C, Nq)
-    k = k.flatten(2)  # (Bk, C, Nk)
+    q = _flat_features(query_features, normalised)  # (Bq, C, Nq)
+    k = _flat_features(key_features, normalised)  # (Bk, C, Nk)
     v = values.float().flatten(2).transpose(1, 2)  # (Bv, Nk, Cv)
     n_query, n_key = q.shape[-1], k.shape[-1]
     rows = rows_per_chunk(n_key, chunk_bytes)
 
     out = values.new_empty((batch, values.shape[1], n_query), dtype=torch.float32)
     for b in range(batch):
-        qb = q[b if q.shape[0] > 1 else 0].transpose(0, 1)  # (Nq, C)
-        kb = k[b if k.shape[0] > 1 else 0]  # (C, Nk)
-        vb = v[b if v.shape[0] > 1 else 0]  # (Nk, Cv)
+        qb, kb, vb = _item(q, b).transpose(0, 1), _item(k, b), _item(v, b)  # (Nq, C), (C, Nk), (Nk, Cv)
         for start in range(0, n_query, rows):
             logits = qb[start : start + rows] @ kb  # (r, Nk)
             if clamp_negative:
@@ -156,15 +162,15 @@ def attend_both_ways(
     query_values: (Bu, Cu, Hq, Wq). Batch sizes must match or be 1. Results in float32.
     """
     where = "attend_both_ways"
-    batch = max(_check_pair(where, query_features, key_features, key_values, "query_features", "key_features", "key_values"),
-                _check_pair(where, key_features, query_features, query_values, "key_features", "query_features", "query_values"))
-    broadcast_batch(where, query_features=query_features, key_features=key_features, key_values=key_values,
-                    query_values=query_values)
+    _check_pair(where, query_features, key_features, key_values, "query_features", "key_features", "key_values")
+    _check_pair(where, key_features, query_features, query_values, "key_features", "query_features", "query_values")
+    batch = broadcast_batch(where, query_features=query_features, key_features=key_features, key_values=key_values,
+                            query_values=query_values)
     tau = check_positive(where, "tau", tau)
     chunk_bytes = int(check_positive(where, "chunk_bytes", chunk_bytes))
 
-    q = (query_features.float() if normalised else centre_normalise(query_features)).flatten(2)  # (Bq, C, Nq)
-    k = (key_features.float() if normalised else centre_normalise(key_features)).flatten(2)  # (Bk, C, Nk)
+    q = _flat_features(query_features, normalised)  # (Bq, C, Nq)
+    k = _flat_features(key_features, normalised)  # (Bk, C, Nk)
     kv = key_values.float().flatten(2).transpose(1, 2)  # (Bv, Nk, Cv)
     qv = query_values.float().flatten(2).transpose(1, 2)  # (Bu, Nq, Cu)
     n_query, n_key = q.shape[-1], k.shape[-1]
@@ -173,10 +179,8 @@ def attend_both_ways(
     forward = q.new_empty((batch, n_query, kv.shape[-1]))
     backward = q.new_empty((batch, n_key, qv.shape[-1]))
     for b in range(batch):
-        qb = q[b if q.shape[0] > 1 else 0].transpose(0, 1)  # (Nq, C)
-        kb = k[b if k.shape[0] > 1 else 0]  # (C, Nk)
-        kvb = kv[b if kv.shape[0] > 1 else 0]  # (Nk, Cv)
-        qvb = qv[b if qv.shape[0] > 1 else 0]  # (Nq, Cu)
+        qb, kb = _item(q, b).transpose(0, 1), _item(k, b)  # (Nq, C), (C, Nk)
+        kvb, qvb = _item(kv, b), _item(qv, b)  # (Nk, Cv), (Nq, Cu)
         col_max = q.new_full((n_key,), -float("inf"))
         col_sum = q.new_zeros(n_key)
         col_acc = q.new_zeros((n_key, qvb.shape[-1]))

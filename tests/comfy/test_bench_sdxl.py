@@ -14,7 +14,6 @@ import os
 import subprocess
 
 import pytest
-import torch
 
 from tests.comfy.host import REPO, require_host
 

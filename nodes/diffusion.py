@@ -93,7 +93,10 @@ class HostDiffusionMatcher(DiffusionFeatureMatcher):
         self.model = model
         self.timestep = int(timestep)
         self.output_block = int(output_block)
-        self.empty_prompt = empty_prompt
+        # checked here, so a wrong prompt is reported by this node, not later by the one that binds
+        self.prompt = None
+        if empty_prompt is not None:
+            self.prompt = empty_prompt_tensors(empty_prompt, self._context_dim(model.model))
         super().__init__(self._extract, ensemble=ensemble, capture=FeatureCapture(), cross_domain=cross_domain)
 
     def prepare_for_host(self) -> None:
@@ -108,15 +111,19 @@ class HostDiffusionMatcher(DiffusionFeatureMatcher):
         return block_capture(self.output_block, self.capture.add), self.capture
 
     # -- condition / exemplar side: one U-Net pass with an empty prompt -----------------------
-    def _conditioning(self, base, x: torch.Tensor) -> dict:
+    @staticmethod
+    def _context_dim(base) -> int:
         context_dim = base.model_config.unet_config.get("context_dim")
         if context_dim is None:
             raise NodeInputError(f"{MIDMsDiffusionFeatureMatcher.DISPLAY}: the model has no cross-attention "
                                  "(context_dim); only text-conditioned U-Nets (SD1.5, SDXL, ...) are supported")
+        return int(context_dim)
+
+    def _conditioning(self, base, x: torch.Tensor) -> dict:
         batch, height, width = x.shape[0], x.shape[-2] * 8, x.shape[-1] * 8
-        cross, pooled = torch.zeros(1, 77, context_dim), torch.zeros(1, POOLED_DIM)
-        if self.empty_prompt is not None:
-            cross, given = empty_prompt_tensors(self.empty_prompt, context_dim)
+        cross, pooled = torch.zeros(1, 77, self._context_dim(base)), torch.zeros(1, POOLED_DIM)
+        if self.prompt is not None:
+            cross, given = self.prompt
             pooled = pooled if given is None else given
         extra = base.extra_conds(cross_attn=cross.float().expand(batch, -1, -1),
                                  pooled_output=pooled.float().expand(batch, -1), width=width, height=height,

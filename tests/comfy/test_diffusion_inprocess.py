@@ -210,8 +210,8 @@ def test_empty_prompt_conditioning_is_used(h, node, models, family):
         cross_zero = [[torch.zeros(1, 77, width), {"pooled_output": torch.ones(1, pooled)}]]
         assert not torch.allclose(features(cross_zero), default, atol=1e-4)
     wrong = _empty_prompt(1024, pooled, 1.0)
-    with pytest.raises(ValueError, match="empty_prompt.*1024.*" + str(width)):
-        node().make(model, 261, OUTPUT_BLOCK, 1, empty_prompt=wrong)[0].features(latent)
+    with pytest.raises(ValueError, match="DIFT.*empty_prompt.*1024.*" + str(width)):
+        node().make(model, 261, OUTPUT_BLOCK, 1, empty_prompt=wrong)  # the node itself says so
 
 
 def test_cross_domain_matcher_makes_the_first_match(h, pack, node, models):

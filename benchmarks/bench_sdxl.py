@@ -550,7 +550,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                     bound = edge.bind(side_cls(latent=context.condition_latent, image=context.condition_image),
                                       side_cls(latent=context.exemplar_latent, image=context.exemplar_image))
                     bind_s = time.perf_counter() - start
-                    del match
                     edge_prof = profile_rematch(mc, bound.x0_features, bound.exemplar_in_domain,
                                                 context.condition_latent, context.exemplar_latent, settings,
                                                 profile_repeats)

@@ -187,10 +187,12 @@ def run_case(photo_name: str, seed: int, condition_kind: str, config: BenchConfi
     for name, matcher in matchers.items():
         start = time.perf_counter()
         feats = matcher.bind(cond_side, exem_side)
-        first = warp_with_confidence(feats.condition, feats.exemplar, exem_latent, threshold=config.threshold)
+        first = warp_with_confidence(feats.condition, feats.exemplar, exem_latent, threshold=config.threshold,
+                                     prior=feats.prior)
         first_s = time.perf_counter() - start
         start = time.perf_counter()
-        again = warp_with_confidence(feats.x0_features(x0), feats.exemplar_in_domain, exem_latent, threshold=config.threshold)
+        again = warp_with_confidence(feats.x0_features(x0), feats.exemplar_in_domain, exem_latent, threshold=config.threshold,
+                                     prior=feats.prior)
         again_s = time.perf_counter() - start
         for stage, result, seconds in (("first match", first, first_s), ("re-match", again, again_s)):
             rows.append({**base, "matcher": name, "stage": stage, "seconds": seconds,

@@ -30,6 +30,7 @@ from .correspondence import (
     centre_normalise,
     coordinate_grid,
 )
+from .alignment import SpatialPrior
 from .validation import check_choice, check_positive, check_tensor
 
 OFFICIAL_THRESHOLD_NORMALISED = 0.5
@@ -139,6 +140,7 @@ def warp_with_confidence(
     clamp_negative: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     passes: str = "auto",
+    prior: Optional[SpatialPrior] = None,
 ) -> WarpResult:
     """Warp ``exemplar_values`` onto the condition grid and mark the cycle-consistent positions.
 
@@ -151,6 +153,8 @@ def warp_with_confidence(
 
     condition_features: (B, C, Hx, Wx); exemplar_features: (B, C, Hy, Wy);
     exemplar_values: (B, Cv, Hy, Wy). Batch sizes must match or be 1.
+    ``prior``: a :class:`SpatialPrior` (target on the condition grid) whose locality term joins
+    every logit of both directions; None matches on the features alone.
     """
     where = "warp_with_confidence"
     batch = _check_pair(
@@ -176,12 +180,21 @@ def warp_with_confidence(
     exemplar_coords = coordinate_grid(batch, hy, wy, values.device)
     exemplar_side = torch.cat([values, exemplar_coords], dim=1)
     condition_coords = coordinate_grid(1, hx, wx, values.device)
+    bias = backward_bias = None
+    if prior is not None:
+        if not isinstance(prior, SpatialPrior) or tuple(prior.target.shape[-2:]) != (hx, wx):
+            got = tuple(prior.target.shape) if isinstance(prior, SpatialPrior) else type(prior).__name__
+            raise ValueError(f"{where}: 'prior' must be a SpatialPrior with its target on the condition grid "
+                             f"(B, 2, {hx}, {wx}), got {got}")
+        bias = prior.to(values.device).bias((hy, wy))
+        backward_bias = (bias[1], bias[0])
     if passes == "one":
         forward, backward_flow = attend_both_ways(cond, exem, exemplar_side, condition_coords, tau, clamp_negative,
-                                                  chunk_bytes, normalised=True)
+                                                  chunk_bytes, normalised=True, bias=bias)
     else:
-        forward = attend(cond, exem, exemplar_side, tau, clamp_negative, chunk_bytes, normalised=True)
-        backward_flow = attend(exem, cond, condition_coords, tau, clamp_negative, chunk_bytes, normalised=True)
+        forward = attend(cond, exem, exemplar_side, tau, clamp_negative, chunk_bytes, normalised=True, bias=bias)
+        backward_flow = attend(exem, cond, condition_coords, tau, clamp_negative, chunk_bytes, normalised=True,
+                               bias=backward_bias)
 
     forward_flow = forward[:, channels:]
     distance = cycle_distance(forward_flow, backward_flow)

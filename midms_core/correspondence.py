@@ -14,6 +14,8 @@ away most of the distribution) and results come back in the caller's dtype.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -73,6 +75,27 @@ def _flat_features(features: Tensor, normalised: bool) -> Tensor:
     return (features.float() if normalised else centre_normalise(features)).flatten(2)
 
 
+def _flat_bias(
+    where: str, bias: Optional[tuple[Tensor, Tensor]], query_features: Tensor, key_features: Tensor
+) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """(query_bias (Bq, K, Hq, Wq), key_bias (Bk, K, Hk, Wk)) -> (Bq, Nq, K), (Bk, K, Nk) float32."""
+    if bias is None:
+        return None, None
+    if not isinstance(bias, (tuple, list)) or len(bias) != 2:
+        raise ValueError(f"{where}: 'bias' must be a pair (query_bias, key_bias) of (B, K, H, W) tensors or None")
+    query_bias, key_bias = bias
+    check_tensor(where, "bias[0]", query_bias, 4, "(B, K, Hq, Wq) on the query grid")
+    check_tensor(where, "bias[1]", key_bias, 4, "(B, K, Hk, Wk) on the key grid")
+    if query_bias.shape[-2:] != query_features.shape[-2:] or key_bias.shape[-2:] != key_features.shape[-2:] \
+            or query_bias.shape[1] != key_bias.shape[1]:
+        raise ValueError(
+            f"{where}: 'bias' must be (B, K, {tuple(query_features.shape[-2:])}) and (B, K, {tuple(key_features.shape[-2:])}) "
+            f"with one K, got {tuple(query_bias.shape)} and {tuple(key_bias.shape)}"
+        )
+    broadcast_batch(where, query_features=query_features, key_features=key_features, query_bias=query_bias, key_bias=key_bias)
+    return query_bias.float().flatten(2).transpose(1, 2), key_bias.float().flatten(2)
+
+
 def _item(batch: Tensor, b: int) -> Tensor:
     """Item ``b`` of a batch that may broadcast (size 1)."""
     return batch[b if batch.shape[0] > 1 else 0]
@@ -87,6 +110,7 @@ def attend(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     normalised: bool = False,
     _names: tuple[str, str, str, str] = ("attend", "query_features", "key_features", "values"),
+    bias: Optional[tuple[Tensor, Tensor]] = None,
 ) -> Tensor:
     """Softmax-weighted average of ``values`` over key positions, for every query position.
 
@@ -98,6 +122,10 @@ def attend(
     query_features: (Bq, C, Hq, Wq); key_features: (Bk, C, Hk, Wk); values: (Bv, Cv, Hk, Wk).
     Batch sizes must match or be 1. Returns (B, Cv, Hq, Wq) in ``values.dtype``.
     ``normalised=True`` skips :func:`centre_normalise` for features the caller already normalised.
+    ``bias = (query_bias (Bq, K, Hq, Wq), key_bias (Bk, K, Hk, Wk))`` adds the low-rank pair term
+    <query_bias(u), key_bias(v)> to every logit after the clamp and the division by tau, e.g. a
+    locality prior (:class:`midms_core.alignment.SpatialPrior`); it is part of each row's
+    logits, so the blocked softmax stays exact.
     Peak extra memory: about ``chunk_bytes`` plus the float32 features and values.
     """
     where = _names[0]
@@ -110,6 +138,7 @@ def attend(
     v = values.float().flatten(2).transpose(1, 2)  # (Bv, Nk, Cv)
     n_query, n_key = q.shape[-1], k.shape[-1]
     rows = rows_per_chunk(n_key, chunk_bytes)
+    qa, ka = _flat_bias(where, bias, query_features, key_features)
 
     out = values.new_empty((batch, values.shape[1], n_query), dtype=torch.float32)
     for b in range(batch):
@@ -121,6 +150,8 @@ def attend(
             # In-place stable softmax, rounded exactly as torch.softmax(C / tau) rounds; normalise
             # the small (r, Cv) product instead of the (r, Nk) block.
             logits.div_(tau)
+            if qa is not None:
+                logits.addmm_(_item(qa, b)[start : start + rows], _item(ka, b))  # + <bias_q(u), bias_k(v)>
             logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
             total = logits.sum(dim=1, keepdim=True)  # (r, 1)
             out[b, :, start : start + rows] = ((logits @ vb) / total).transpose(0, 1)
@@ -144,6 +175,7 @@ def attend_both_ways(
     clamp_negative: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     normalised: bool = False,
+    bias: Optional[tuple[Tensor, Tensor]] = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`attend` in both directions from ONE pass over the correlation blocks.
 
@@ -160,6 +192,7 @@ def attend_both_ways(
 
     query_features: (Bq, C, Hq, Wq); key_features: (Bk, C, Hk, Wk); key_values: (Bv, Cv, Hk, Wk);
     query_values: (Bu, Cu, Hq, Wq). Batch sizes must match or be 1. Results in float32.
+    ``bias`` (query_bias, key_bias) as in :func:`attend`: one pair term shared by both directions.
     """
     where = "attend_both_ways"
     _check_pair(where, query_features, key_features, key_values, "query_features", "key_features", "key_values")
@@ -175,6 +208,7 @@ def attend_both_ways(
     qv = query_values.float().flatten(2).transpose(1, 2)  # (Bu, Nq, Cu)
     n_query, n_key = q.shape[-1], k.shape[-1]
     rows = rows_per_chunk(n_key, chunk_bytes // 2)  # the logits block and its column weights
+    qa, ka = _flat_bias(where, bias, query_features, key_features)
 
     forward = q.new_empty((batch, n_query, kv.shape[-1]))
     backward = q.new_empty((batch, n_key, qv.shape[-1]))
@@ -189,6 +223,8 @@ def attend_both_ways(
             if clamp_negative:
                 logits.clamp_(min=0.0)
             logits.div_(tau)
+            if qa is not None:
+                logits.addmm_(_item(qa, b)[start : start + rows], _item(ka, b))
             # columns: fold this block into the running softmax over queries
             new_max = torch.maximum(col_max, logits.amax(dim=0))
             rescale = torch.exp(col_max - new_max)  # 0 for the first block (max was -inf)
@@ -213,6 +249,7 @@ def attend_dense(
     values: Tensor,
     tau: float = DEFAULT_TAU,
     clamp_negative: bool = True,
+    bias: Optional[tuple[Tensor, Tensor]] = None,
 ) -> Tensor:
     """The same as :func:`attend` with the whole (Nq x Nk) matrix built at once, as the official
     code does. Kept as the memory baseline for benchmarks; prefer :func:`attend`."""
@@ -224,7 +261,11 @@ def attend_dense(
     corr = torch.einsum("bcn,bcm->bnm", q, k)  # (B, Nq, Nk)
     if clamp_negative:
         corr = corr.clamp(min=0.0)
-    weights = torch.softmax(corr / tau, dim=-1)
+    logits = corr / tau
+    qa, ka = _flat_bias(where, bias, query_features, key_features)
+    if qa is not None:
+        logits = logits + qa @ ka
+    weights = torch.softmax(logits, dim=-1)
     out = torch.einsum("bnm,bcm->bcn", weights, values.float().flatten(2))
     return out.reshape(out.shape[0], out.shape[1], *query_features.shape[-2:]).to(values.dtype)
 
@@ -236,16 +277,17 @@ def warp(
     tau: float = DEFAULT_TAU,
     clamp_negative: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    bias: Optional[tuple[Tensor, Tensor]] = None,
 ) -> Tensor:
     """Warp any exemplar tensor onto the condition grid (Eq. 6).
 
     condition_features: (B, C, Hx, Wx) S_x; exemplar_features: (B, C, Hy, Wy) S_y;
     exemplar_values: (B, Cv, Hy, Wy) latent, image, mask or coordinates on the exemplar grid.
-    Returns (B, Cv, Hx, Wx) in ``exemplar_values.dtype``.
+    Returns (B, Cv, Hx, Wx) in ``exemplar_values.dtype``. ``bias``: a pair term as in :func:`attend`.
     """
     return attend(
         condition_features, exemplar_features, exemplar_values, tau, clamp_negative, chunk_bytes,
-        _names=("warp", "condition_features", "exemplar_features", "exemplar_values"),
+        _names=("warp", "condition_features", "exemplar_features", "exemplar_values"), bias=bias,
     )
 
 
@@ -255,6 +297,7 @@ def soft_argmax_flow(
     tau: float = DEFAULT_TAU,
     clamp_negative: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    bias: Optional[tuple[Tensor, Tensor]] = None,
 ) -> Tensor:
     """Soft-argmax map from the query grid into the key grid, in key-grid pixel coordinates.
 
@@ -266,5 +309,5 @@ def soft_argmax_flow(
     grid = coordinate_grid(1, key_features.shape[-2], key_features.shape[-1], key_features.device)
     return attend(
         query_features, key_features, grid, tau, clamp_negative, chunk_bytes,
-        _names=("soft_argmax_flow", "query_features", "key_features", "coordinates"),
+        _names=("soft_argmax_flow", "query_features", "key_features", "coordinates"), bias=bias,
     )

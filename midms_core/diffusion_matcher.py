@@ -132,8 +132,9 @@ class DiffusionFeatureMatcher(Matcher):
         exem = self.features(exemplar.latent)
         if self.cross_domain is not None:
             first = self.cross_domain.bind(condition, exemplar)
+            # the first matcher's global alignment and locality prior hold for the re-matches too
             return MatchFeatures(condition=first.condition, exemplar=first.exemplar, exemplar_in_domain=exem,
-                                 x0_features=self.x0_features)
+                                 x0_features=self.x0_features, prior=first.prior, alignment=first.alignment)
         cond = self.features(condition.latent)
         return MatchFeatures(condition=cond, exemplar=exem, exemplar_in_domain=exem,
                              x0_features=self.x0_features)

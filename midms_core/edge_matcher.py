@@ -38,9 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .alignment import ALIGNMENTS, Alignment, SpatialPrior, affine_targets, search_similarity
 from .correspondence import centre_normalise
 from .matchers import MatchFeatures, Matcher, MatchSide, require_images
-from .validation import check_positive, check_tensor
+from .validation import check_choice, check_positive, check_tensor
 
 __all__ = [
     "EdgeDescriptorMatcher",
@@ -55,6 +56,9 @@ Rings = Sequence[tuple[float, float]]
 # (blur sigma, radius) in grid cells, smallest first. Measured on the tests' deformed photos:
 # dropping the (0.5, 1) ring costs ~0.1 PCK@1, dropping the (3, 7) ring ~0.05 PCK@2.
 DEFAULT_RINGS: tuple[tuple[float, float], ...] = ((0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (3.0, 7.0))
+# Locality prior width as a fraction of the exemplar grid's larger side (1.6 cells at 32 x 32).
+# Measured (benchmarks/cross_instance.py, warp_quality.py): see the README's table.
+DEFAULT_LOCALITY = 0.05
 DEFAULT_LATENT_RINGS: tuple[tuple[float, float], ...] = ((1.0, 2.0), (2.0, 4.0), (3.0, 7.0))
 
 
@@ -212,8 +216,18 @@ class EdgeDescriptorMatcher(Matcher):
         latent_patch: int = 5,
         latent_rings: Rings = DEFAULT_LATENT_RINGS,
         x0_condition_weight: float = 0.7,
+        alignment: str = "similarity",
+        mirror: bool = True,
+        locality: float = DEFAULT_LOCALITY,
     ) -> None:
         where = "EdgeDescriptorMatcher"
+        self.alignment = check_choice(where, "alignment", alignment, ALIGNMENTS)
+        if not isinstance(mirror, bool):
+            raise ValueError(f"{where}: 'mirror' must be True or False, got {mirror!r}")
+        self.mirror = mirror
+        if isinstance(locality, bool) or not isinstance(locality, (int, float)) or not 0 <= locality <= 4 or not math.isfinite(locality):
+            raise ValueError(f"{where}: 'locality' must be a number in [0, 4] (prior width as a fraction of the exemplar grid; 0 = off), got {locality!r}")
+        self.locality = float(locality)
         for arg, value in (("cell_px", cell_px), ("orientations", orientations), ("points", points), ("subgrid", subgrid)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{where}: 'cell_px', 'orientations', 'points' and 'subgrid' must be integers >= 1; '{arg}' is {value!r}")
@@ -320,11 +334,18 @@ class EdgeDescriptorMatcher(Matcher):
                        "this matcher computes its cross-domain features from edges of the pixels, not from latents")
         grid = condition.grid
         channels = exemplar.latent.shape[1]
+        prior = aligned = None
         with torch.no_grad():
             dtype = condition.latent.dtype
             cond = self.condition_features(condition.image, grid)
             exem = self.exemplar_features(exemplar.image, exemplar.grid)
-            exem_in = self._in_domain(self.latent_features(exemplar.latent), exem)
+            exem_latent = self.latent_features(exemplar.latent)
+            if self.alignment != "none":
+                aligned, exem, exem_latent = self._align(cond, exem, exem_latent, exemplar)
+                if self.locality > 0:
+                    sigma = self.locality * max(exemplar.grid)
+                    prior = SpatialPrior(affine_targets(aligned.matrix, grid), sigma)
+            exem_in = self._in_domain(exem_latent, exem)
 
         def x0_features(x0_latent: Tensor) -> Tensor:
             """x0_hat latent (B, c, hx, wx), raw VAE space like the exemplar's -> (B, C', hx, wx)."""
@@ -337,8 +358,23 @@ class EdgeDescriptorMatcher(Matcher):
                 return self._in_domain(self.latent_features(x0_latent), cond).to(x0_latent.dtype)
 
         return MatchFeatures(
-            condition=cond.to(dtype), exemplar=exem.to(dtype), exemplar_in_domain=exem_in.to(dtype), x0_features=x0_features
+            condition=cond.to(dtype), exemplar=exem.to(dtype), exemplar_in_domain=exem_in.to(dtype), x0_features=x0_features,
+            prior=prior, alignment=aligned,
         )
+
+    def _align(self, cond: Tensor, exem: Tensor, exem_latent: Tensor, exemplar: MatchSide) -> tuple[Alignment, Tensor, Tensor]:
+        """Global similarity alignment of the pair; where it is mirrored, the exemplar's features
+        are those of the flipped exemplar flipped back (descriptors with a mirrored layout, so a
+        left-right reversed exemplar describes like the condition)."""
+        mirrored_exem = None
+        if self.mirror:
+            mirrored_exem = self.exemplar_features(exemplar.image.flip(-1), exemplar.grid).flip(-1)
+        aligned = search_similarity(cond, exem, mirrored_exem)
+        if bool(aligned.mirrored.any()):
+            flip = aligned.mirrored.view(-1, 1, 1, 1)
+            exem = torch.where(flip, mirrored_exem, exem)
+            exem_latent = torch.where(flip, self.latent_features(exemplar.latent.flip(-1)).flip(-1), exem_latent)
+        return aligned, exem, exem_latent
 
     def _in_domain(self, latent_desc: Tensor, cross: Tensor) -> Tensor:
         """cat[latent descriptor, weight * cross-domain descriptor], each part centred and

@@ -41,6 +41,7 @@ __all__ = [
     "canny_condition",
     "deform",
     "degrade",
+    "incoherence",
     "latent_flow_to_pixels",
     "latent_ground_truth",
     "load_photo",
@@ -406,3 +407,15 @@ def _check_mask(where: str, name: str, mask: object, shape: Union[tuple, None]) 
     if shape is not None and tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{where}: '{name}' must have shape {tuple(shape)}, got {tuple(mask.shape)}")
     return mask
+
+
+def incoherence(flow: Tensor, jump: float = 2.0) -> float:
+    """Share of neighbouring cell pairs (4-neighbourhood) whose flows differ by more than
+    ``jump`` cells: 0 for a smooth warp, high for a shredded one. flow: (B, 2, h, w)."""
+    check_tensor("incoherence", "flow", flow, 4, "(B, 2, h, w)")
+    jump = check_positive("incoherence", "jump", jump)
+    f = flow.float()
+    dx = (f[..., :, 1:] - f[..., :, :-1]).norm(dim=1)
+    dy = (f[..., 1:, :] - f[..., :-1, :]).norm(dim=1)
+    pairs = dx.numel() + dy.numel()
+    return float((dx > jump).sum() + (dy > jump).sum()) / max(pairs, 1)

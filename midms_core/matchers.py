@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from torch import Tensor
 
 from .validation import check_tensor
+
+if TYPE_CHECKING:
+    from .alignment import Alignment, SpatialPrior
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,19 @@ class MatchFeatures:
     exemplar_in_domain: (B, C', hy, wy) exemplar features that pair with ``x0_features``.
     x0_features:        x0_hat latent (B, c, hx, wx), in the space the caller documents
                         (``midms_core`` itself passes whatever the sampler holds) -> (B, C', hx, wx).
+    prior:              a :class:`~midms_core.alignment.SpatialPrior` on the condition grid, or
+                        None: the locality term every warp of this pair uses (first match and
+                        re-matches alike), from the matcher's global alignment.
+    alignment:          the :class:`~midms_core.alignment.Alignment` behind ``prior`` (or None),
+                        for previews and reports.
     """
 
     condition: Tensor
     exemplar: Tensor
     exemplar_in_domain: Tensor
     x0_features: Callable[[Tensor], Tensor]
+    prior: Optional["SpatialPrior"] = None
+    alignment: Optional["Alignment"] = None
 
 
 class Matcher(abc.ABC):

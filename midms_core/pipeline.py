@@ -41,7 +41,7 @@ def translate(
     standard normal on the condition grid (``features.condition``'s grid).
     """
     check_tensor("translate", "noise", noise, 4, "(B, C, Hx, Wx)")
-    initial = settings.warp(features.condition, features.exemplar, exemplar_latent)
+    initial = settings.warp(features.condition, features.exemplar, exemplar_latent, features.prior)
     if noise.shape[1:] != initial.warped.shape[1:]:
         raise ValueError(
             f"translate: 'noise' must have shape (B, {initial.warped.shape[1]}, "

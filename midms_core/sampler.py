@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .alignment import SpatialPrior
 from .confidence import DEFAULT_THRESHOLD_PX, MASK_MODES, WarpResult, warp_with_confidence
 from .correspondence import DEFAULT_CHUNK_BYTES, DEFAULT_TAU
 from .matchers import MatchFeatures
@@ -171,12 +172,13 @@ class RewarpSettings:
         last = step_count - 1 if self.skip_last else step_count
         return frozenset(range(last))
 
-    def warp(self, condition_features: Tensor, exemplar_features: Tensor, exemplar_latent: Tensor) -> WarpResult:
-        """:func:`warp_with_confidence` with these settings."""
+    def warp(self, condition_features: Tensor, exemplar_features: Tensor, exemplar_latent: Tensor,
+             prior: Optional[SpatialPrior] = None) -> WarpResult:
+        """:func:`warp_with_confidence` with these settings (and the match's locality prior)."""
         return warp_with_confidence(
             condition_features, exemplar_features, exemplar_latent, tau=self.tau, threshold=self.threshold,
             mask_mode=self.mask_mode, smooth=self.smooth, soft_width=self.soft_width,
-            clamp_negative=self.clamp_negative, chunk_bytes=self.chunk_bytes,
+            clamp_negative=self.clamp_negative, chunk_bytes=self.chunk_bytes, prior=prior,
         )
 
 
@@ -201,7 +203,7 @@ def rewarp_transform(
     def transform(i: int, x: Tensor, x0_hat: Tensor, sigma: Tensor):
         if i not in steps:
             return x0_hat, {"mask": None, "warped": None}
-        result = settings.warp(features.x0_features(x0_hat), features.exemplar_in_domain, exemplar_latent)
+        result = settings.warp(features.x0_features(x0_hat), features.exemplar_in_domain, exemplar_latent, features.prior)
         warped = result.warped.to(x0_hat.dtype)
         mask = result.mask.to(x0_hat.dtype)
         return blend(warped, x0_hat, mask), {"mask": mask, "warped": warped, "flow": result.forward_flow}

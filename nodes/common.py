@@ -61,7 +61,8 @@ def initial_warp(match: MIDMsMatch, device: torch.device):
     combination commutes with the model's affine latent scaling, so warping raw or scaled latents
     gives the same result)."""
     features = bind(match, device)
-    return match.settings.rewarp.warp(features.condition, features.exemplar, match.context.exemplar_latent.to(device))
+    return match.settings.rewarp.warp(features.condition, features.exemplar, match.context.exemplar_latent.to(device),
+                                     features.prior)
 
 
 def compute_device() -> torch.device:

@@ -19,7 +19,9 @@ from ..midms_core import (
     load_networks,
     strength_timesteps,
 )
+from ..midms_core.alignment import ALIGNMENTS
 from ..midms_core.confidence import MASK_MODES
+from ..midms_core.edge_matcher import DEFAULT_LOCALITY
 from ..midms_core.images import flow_to_rgb, upsample_mask
 from .common import CATEGORY, NodeInputError, compute_device, initial_warp, node_errors, output_device
 from .types import CONTEXT, MATCH, MATCHER, SETTINGS, MIDMsMatch, MIDMsSettings
@@ -38,7 +40,13 @@ class MIDMsEdgeMatcher:
                 "canny_high": ("FLOAT", {"default": 0.2, "min": 0.02, "max": 1.0, "step": 0.01, "tooltip": "Canny high threshold for the exemplar photo's edges (must exceed canny_low)."}),
                 "edge_blur": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 16.0, "step": 0.25, "tooltip": "Blur of both edge maps, in pixels, so thin and double lines describe alike."}),
                 "x0_condition_weight": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 4.0, "step": 0.05, "tooltip": "While sampling, how much of the condition's edge features is mixed into the x0 latent's features (0 = latent only)."}),
-            }
+            },
+            # optional so that workflows saved before these existed still load and run (with the defaults)
+            "optional": {
+                "alignment": (list(ALIGNMENTS), {"default": "similarity", "tooltip": "similarity: first find the scale and shift (and mirroring) that best lay the exemplar over the condition, then match locally around it; keeps the warp coherent when the exemplar is another person or object framed differently. none: match on local features alone (before 0.2)."}),
+                "mirror": ("BOOLEAN", {"default": True, "tooltip": "Also try the exemplar left-right mirrored (a face or object turned the other way); chosen only when clearly better."}),
+                "locality": ("FLOAT", {"default": DEFAULT_LOCALITY, "min": 0.0, "max": 4.0, "step": 0.01, "tooltip": "How far a match may stray from the aligned position, as a fraction of the exemplar's size (Gaussian width); smaller = more rigid and coherent, larger = freer local matching, 0 = no locality term."}),
+            },
         }
 
     RETURN_TYPES = (MATCHER,)
@@ -48,11 +56,15 @@ class MIDMsEdgeMatcher:
     DESCRIPTION = "Training-free cross-domain matching from edge maps and dense descriptors (kornia), no weights."
 
     @node_errors(DISPLAY)
-    def make(self, canny_low, canny_high, edge_blur, x0_condition_weight):
+    def make(self, canny_low, canny_high, edge_blur, x0_condition_weight, alignment="similarity", mirror=True,
+             locality=DEFAULT_LOCALITY):
         if canny_high <= canny_low:
             raise NodeInputError(f"{self.DISPLAY}: 'canny_high' ({canny_high}) must be greater than 'canny_low' ({canny_low})")
+        if alignment not in ALIGNMENTS:
+            raise NodeInputError(f"{self.DISPLAY}: 'alignment' must be one of {list(ALIGNMENTS)}, got {alignment!r}")
         return (EdgeDescriptorMatcher(canny_low=canny_low, canny_high=canny_high, edge_blur=edge_blur,
-                                      x0_condition_weight=x0_condition_weight),)
+                                      x0_condition_weight=x0_condition_weight, alignment=alignment, mirror=bool(mirror),
+                                      locality=locality),)
 
 
 class HostLearnedMatcher(LearnedMatcher):

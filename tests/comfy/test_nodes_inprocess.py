@@ -283,9 +283,12 @@ def test_rewarp_x0_is_the_warp_with_all_ones_mask(h, pack, models, family):
             assert torch.equal(x0, x0_hat)
             continue
         query = features.x0_features(base.process_latent_out(x0_hat))
-        expected = midms_core.warp(query, features.exemplar_in_domain, exemplar_scaled, tau=0.005)
+        # the default edge matcher carries a locality prior: the sampler must use it at every re-match
+        assert features.prior is not None
+        bias = features.prior.bias(tuple(exemplar_scaled.shape[-2:]))
+        expected = midms_core.warp(query, features.exemplar_in_domain, exemplar_scaled, tau=0.005, bias=bias)
         mask = midms_core.warp_with_confidence(query, features.exemplar_in_domain, exemplar_scaled,
-                                               threshold=512.0).mask
+                                               threshold=512.0, prior=features.prior).mask
         assert torch.equal(mask, torch.ones_like(mask))
         torch.testing.assert_close(x0, expected, rtol=1e-4, atol=1e-5 * scale)
         assert _rel_err(x0, x0_hat) > 1e-2  # the warp replaced the model's estimate

@@ -20,7 +20,8 @@ are skipped there with the reason; they are checked against current hosts (``COM
 
 The server gets a tiny seeded SD1.5 checkpoint (with a random full-size CLIP, so
 CLIPTextEncode works) under every name the workflows' CheckpointLoaderSimple nodes use (the
-SDXL workflow's name included: the UI and the graph do not care what the file holds), and images
+SDXL workflow's name included: the UI and the graph do not care what the file holds), a tiny
+seeded SD1.5 ControlNet under every name their ControlNetLoader nodes use, and images
 under every name their LoadImage nodes use: the one the repository ships under that name
 (``workflows/inputs/``), else a generated edge map for images feeding a ``condition`` input and
 a photo otherwise. CPU time: prompts run on 128 px copies of the images (swapped in after the
@@ -54,7 +55,7 @@ import pytest
 
 from tests.comfy.host import (REPO, REQUIRE_ENV, ComfyServer, execution_error, require_host,
                               succeeded)
-from tests.comfy.tiny_models import write_tiny_sd15_checkpoint
+from tests.comfy.tiny_models import write_tiny_sd15_checkpoint, write_tiny_sd15_controlnet
 
 WORKFLOW_DIRS = ("workflows", "example_workflows")
 # Where a workflow's LoadImage file may ship in the repo (used before generating one).
@@ -425,7 +426,7 @@ def ui_server(web_host, tmp_path_factory):
     assert WORKFLOWS, ("no UI workflow found in " + ", ".join(f"{d}/*.json" for d in WORKFLOW_DIRS)
                        + ": the pack must ship its workflows")
     tmp = tmp_path_factory.mktemp("webui")
-    ckpt = None
+    ckpt = controlnet = None
     generated = _write_test_images(tmp)
     small_inputs: Dict[Path, Path] = {}
     with ComfyServer(web_host) as srv:
@@ -443,6 +444,13 @@ def ui_server(web_host, tmp_path_factory):
                         ckpt = write_tiny_sd15_checkpoint(tmp / "tiny_sd15_clip.safetensors",
                                                           seed=0, with_clip=True)["path"]
                     srv.add_model("checkpoints", ckpt, name=name)
+            for node in _nodes_of(wf, "ControlNetLoader"):  # the tiny SD1.5 ControlNet
+                name = (node.get("widgets_values") or [None])[0]
+                if isinstance(name, str):
+                    if controlnet is None:
+                        controlnet = write_tiny_sd15_controlnet(tmp / "tiny_sd15_controlnet.safetensors",
+                                                                seed=0)["path"]
+                    srv.add_model("controlnet", controlnet, name=name)
             for name, role in image_roles(wf).items():
                 dest = srv.input_dir / name
                 if not dest.exists():

@@ -8,8 +8,10 @@ definitions, against a REAL ComfyUI over HTTP (one server for the whole module).
 * Each API workflow the host supports runs: SD1.5 ones on a tiny SD1.5-shaped checkpoint WITH a
   random full-size CLIP-L, so CLIPTextEncode runs unchanged; the SDXL one on a tiny SDXL-shaped
   checkpoint (see ``tiny_models.write_tiny_sdxl_checkpoint``). The tiny files are linked into
-  ``models/checkpoints`` under the names the workflows use, and the example inputs are
-  regenerated at 128 px (``workflows/make_example_inputs.py``) into the server's ``input/``.
+  ``models/checkpoints`` under the names the workflows use (a tiny seeded SD1.5 ControlNet,
+  ``tiny_models.write_tiny_sd15_controlnet``, into ``models/controlnet`` under the names their
+  ControlNetLoader nodes use), and the example inputs are regenerated at 128 px
+  (``workflows/make_example_inputs.py``) into the server's ``input/``.
   Substitutions, all in :func:`runnable_prompt`:
     - SDXL: CLIP-L + CLIP-G cannot be made tiny, so each CLIPTextEncode node is replaced (same id,
       so every link stays) by the harness's ``MIDMSTestZeroConditioning`` giving
@@ -39,7 +41,8 @@ import pytest
 
 from tests.comfy.host import (PACK_NAME, REPO, ComfyServer, execution_error, require_host,
                               succeeded)
-from tests.comfy.tiny_models import write_tiny_sd15_checkpoint, write_tiny_sdxl_checkpoint
+from tests.comfy.tiny_models import (write_tiny_sd15_checkpoint, write_tiny_sd15_controlnet,
+                                     write_tiny_sdxl_checkpoint)
 from tests.comfy.workflow_convert import check_ui_workflow, input_specs, ui_to_api
 
 WORKFLOW_DIR = REPO / "workflows"
@@ -47,7 +50,8 @@ API_DIR = WORKFLOW_DIR / "api"
 UI_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
 NAMES = [p.stem for p in UI_FILES]
 SHIPPED = {"midms_edge_to_photo_sd15", "midms_sampler_custom_sd15",
-           "midms_sampler_custom_advanced_sd15", "midms_edge_to_photo_sdxl", "midms_dift_sd15"}
+           "midms_sampler_custom_advanced_sd15", "midms_edge_to_photo_sdxl", "midms_dift_sd15",
+           "midms_controlnet_sd15"}
 TINY_LAST_OUTPUT_BLOCK = 1  # the tiny checkpoints' U-Nets have output blocks 0..1
 CONDITION_FILE = "midms_condition_edges.png"
 EXEMPLAR_FILE = "midms_exemplar.png"
@@ -140,6 +144,10 @@ def _ckpt_names(prompt) -> set:
     return {n["inputs"]["ckpt_name"] for n in prompt.values() if n["class_type"] == "CheckpointLoaderSimple"}
 
 
+def _controlnet_names(prompt) -> set:
+    return {n["inputs"]["control_net_name"] for n in prompt.values() if n["class_type"] == "ControlNetLoader"}
+
+
 @pytest.fixture(scope="module")
 def host():
     return require_host()
@@ -151,7 +159,8 @@ def tiny_ckpts(tmp_path_factory):
     t0 = time.monotonic()
     sd15 = write_tiny_sd15_checkpoint(d / "tiny_sd15_clip.safetensors", seed=0, with_clip=True)
     sdxl = write_tiny_sdxl_checkpoint(d / "tiny_sdxl.safetensors", seed=0)
-    return {"sd15": sd15, "sdxl": sdxl, "seconds": time.monotonic() - t0}
+    controlnet = write_tiny_sd15_controlnet(d / "tiny_sd15_controlnet.safetensors", seed=0)
+    return {"sd15": sd15, "sdxl": sdxl, "controlnet": controlnet, "seconds": time.monotonic() - t0}
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +173,8 @@ def server(host, tiny_ckpts):
                 kind = "sdxl" if "sdxl" in name else "sd15"
                 for ckpt in _ckpt_names(_read(_api_path(name))):
                     srv.add_model("checkpoints", tiny_ckpts[kind]["path"], name=ckpt)
+                for cn in _controlnet_names(_read(_api_path(name))):  # the tiny SD1.5 ControlNet
+                    srv.add_model("controlnet", tiny_ckpts["controlnet"]["path"], name=cn)
         condition, exemplar = inputs.make_inputs(TEST_SIZE)
         condition.save(srv.input_dir / CONDITION_FILE)
         exemplar.save(srv.input_dir / EXEMPLAR_FILE)

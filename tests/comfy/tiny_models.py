@@ -22,6 +22,10 @@ What ComfyUI needs to take a file for SD1.5 (checked against the 2024-03 host, c
   ``MIDMSTestZeroConditioning``). ``with_clip=True`` adds a random full-size CLIP-L so that
   ``CLIPTextEncode`` works too (~1-2 s and 247 MB more).
 
+``write_tiny_sd15_controlnet`` writes an LDM-format SD1.5 ControlNet (``control_model.*``) whose
+U-Net half is this U-Net's input side; ControlNetLoader detects and loads it (2024 host and
+0.3.64). Its zero convolutions are small and random, not zero, so it changes the output.
+
 Every tensor is initialised explicitly from its own generator seeded by ``(seed, key)``, so the
 U-Net weights are the same with or without the optional parts, and a file is bit-identical for a
 given seed and options.

@@ -112,15 +112,18 @@ def affine_targets(matrix: Tensor, condition_grid: tuple[int, int]) -> Tensor:
     return out.view(matrix.shape[0], 2, hx, wx)
 
 
-def _similarity(scale: float, shift: tuple[float, float], mirrored: bool, condition_grid, exemplar_grid) -> Tensor:
-    """(2, 3): condition centre -> exemplar centre + shift (exemplar cells), scaled by ``scale``
-    relative to the edge-to-edge map, x flipped when ``mirrored``."""
+def _similarities(scales: Tensor, shifts: Tensor, mirrored: bool, condition_grid, exemplar_grid) -> Tensor:
+    """(K,) scales, (K, 2) shifts -> (K, 2, 3) float32: condition centre -> exemplar centre +
+    shift (exemplar cells), scaled by ``scale`` relative to the edge-to-edge map, x flipped when
+    ``mirrored``."""
     (hx, wx), (hy, wy) = condition_grid, exemplar_grid
-    base = min(wy / wx, hy / hx) * scale
-    a = torch.tensor([[-base if mirrored else base, 0.0], [0.0, base]], dtype=torch.float64)
+    base = min(wy / wx, hy / hx) * scales.double()
+    a = torch.zeros(scales.shape[0], 2, 2, dtype=torch.float64)
+    a[:, 0, 0] = -base if mirrored else base
+    a[:, 1, 1] = base
     cx = torch.tensor([(wx - 1) / 2, (hx - 1) / 2], dtype=torch.float64)
-    cy = torch.tensor([(wy - 1) / 2 + shift[0], (hy - 1) / 2 + shift[1]], dtype=torch.float64)
-    return torch.cat([a, (cy - a @ cx).unsqueeze(1)], dim=1)
+    cy = torch.tensor([(wy - 1) / 2, (hy - 1) / 2], dtype=torch.float64) + shifts.double()
+    return torch.cat([a, (cy - a @ cx).unsqueeze(-1)], dim=-1).float()
 
 
 def _pool_to(features: Tensor, cells: int) -> tuple[Tensor, int]:
@@ -137,6 +140,7 @@ def _scores(cond: Tensor, exem: Tensor, matrices: Tensor, factor_x: int, factor_
     """
     hx, wx = cond.shape[-2:]
     hy, wy = exem.shape[-2:]
+    matrices = matrices.to(cond.device)
     # coarse cell centres in fine cells: (i + 0.5) * f - 0.5
     u = coordinate_grid(1, hx, wx, cond.device).flatten(2)[0]  # (2, N)
     u = (u + 0.5) * factor_x - 0.5
@@ -203,23 +207,26 @@ def search_similarity(
               for dy in range(-int(reach_y // step), int(reach_y // step) + 1)
               for dx in range(-int(reach_x // step), int(reach_x // step) + 1)]
 
+    grid = torch.tensor(shifts, dtype=torch.float64)  # (S, 2)
+    coarse_scales = torch.tensor(list(scales), dtype=torch.float64).repeat_interleave(len(shifts))
+    coarse_shifts = grid.repeat(len(scales), 1)
+    ratios = sorted(scales)
+    half_scale = (ratios[1] / ratios[0]) ** 0.5 if len(ratios) > 1 else 1.0
+    around = torch.tensor([[dx * step / 2, dy * step / 2] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], dtype=torch.float64)
+
     matrices, mirrored, scores = [], [], []
     for b in range(batch):
         cb = cond[min(b, cond.shape[0] - 1)]
         best = {}
         for flip, (exem, _) in sides:
             eb = exem[min(b, exem.shape[0] - 1)]
-            cands = [(s, t) for s in scales for t in shifts]
-            mats = torch.stack([_similarity(s, t, flip, grid_x, grid_y) for s, t in cands]).float()
-            sc = torch.cat([_scores(cb, eb, mats[i : i + 512], fx, fy) for i in range(0, len(cands), 512)])
+            mats = _similarities(coarse_scales, coarse_shifts, flip, grid_x, grid_y)
+            sc = torch.cat([_scores(cb, eb, mats[i : i + 512], fx, fy) for i in range(0, mats.shape[0], 512)])
             k = int(sc.argmax())
-            s0, (tx, ty) = cands[k]
             # one refinement at half the steps around the winner
-            ratios = sorted(scales)
-            ds = (ratios[1] / ratios[0]) ** 0.5 if len(ratios) > 1 else 1.0
-            fine = [(s0 * r, (tx + dx * step / 2, ty + dy * step / 2))
-                    for r in (1 / ds, 1.0, ds) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-            fmats = torch.stack([_similarity(s, t, flip, grid_x, grid_y) for s, t in fine]).float()
+            fine_scales = (coarse_scales[k] * torch.tensor([1 / half_scale, 1.0, half_scale], dtype=torch.float64)).repeat_interleave(9)
+            fine_shifts = (coarse_shifts[k] + around).repeat(3, 1)
+            fmats = _similarities(fine_scales, fine_shifts, flip, grid_x, grid_y)
             fsc = _scores(cb, eb, fmats, fx, fy)
             j = int(fsc.argmax())
             best[flip] = (float(fsc[j]), fmats[j])

@@ -14,7 +14,8 @@ or object. Two sets with ground truth (``midms_core.cross_instance``):
   (hue, saturation, gamma), the condition made from a thin-plate-spline-deformed copy (mean
   |d| 20 px); PCK at 1 / 2 / 4 latent cells over the truly matchable cells.
 
-For every warp: incoherence = share of neighbouring latent cells whose flows differ by more
+"aligned mirrored": the share of cases whose global alignment chose a mirrored layout (right
+for the mirrored photos, wrong for the faces). For every warp: incoherence = share of neighbouring latent cells whose flows differ by more
 than 2 cells (a shredded warp scores high, a smooth one near 0). Stages: "first match" (the
 cross-domain warp) and "re-match" (one in-domain match of the stand-in x0_hat: the condition
 photo's latent blurred and noised, as ``benchmarks.warp_quality`` does), both with the
@@ -88,8 +89,10 @@ def make_condition(image: Tensor, kind: str) -> Tensor:
     raise ValueError(f"make_condition: 'kind' must be one of {list(CONDITIONS)}, got {kind!r}")
 
 
-def match_flows(matcher: Matcher, condition: Tensor, exemplar: Tensor, x0: Tensor) -> dict[str, tuple[Tensor, Tensor, float]]:
-    """First match and re-match of one pair: {stage: (forward flow (1, 2, h, w), mask, seconds)}."""
+def match_flows(matcher: Matcher, condition: Tensor, exemplar: Tensor, x0: Tensor) -> dict[str, tuple[Tensor, Tensor, float, float]]:
+    """First match and re-match of one pair: {stage: (forward flow (1, 2, h, w), mask, seconds,
+    mirrored: 1.0 / 0.0 when the matcher's global alignment chose / did not choose a mirrored
+    layout, NaN when it has none)}."""
     cond_latent, exem_latent = stand_in_encode(condition), stand_in_encode(exemplar)
     start = time.perf_counter()
     feats = matcher.bind(MatchSide(latent=cond_latent, image=condition), MatchSide(latent=exem_latent, image=exemplar))
@@ -99,7 +102,9 @@ def match_flows(matcher: Matcher, condition: Tensor, exemplar: Tensor, x0: Tenso
     again = warp_with_confidence(feats.x0_features(x0), feats.exemplar_in_domain, exem_latent, threshold=THRESHOLD,
                                  prior=feats.prior)
     again_s = time.perf_counter() - start
-    return {"first match": (first.forward_flow, first.mask, first_s), "re-match": (again.forward_flow, again.mask, again_s)}
+    mirrored = math.nan if feats.alignment is None else float(feats.alignment.mirrored.float().mean())
+    return {"first match": (first.forward_flow, first.mask, first_s, mirrored),
+            "re-match": (again.forward_flow, again.mask, again_s, mirrored)}
 
 
 def stand_in_x0(photo: Tensor, seed: int) -> Tensor:
@@ -150,15 +155,15 @@ def run_faces(faces: Sequence[Face], matchers: dict[str, Matcher], crops=("align
                     start = time.perf_counter()
                     condition = make_condition(pair["photo_a"], kind)
                     base = {"set": f"faces, {crop}", "case": f"{pair['a']}->{pair['b']}", "condition": kind}
-                    flows = {("identity", "-"): (coordinate_grid(1, h, w), None, 0.0)}
+                    flows = {("identity", "-"): (coordinate_grid(1, h, w), None, 0.0, math.nan)}
                     x0 = stand_in_x0(pair["photo_a"], pair["seed"])
                     for name, matcher in matchers.items():
                         for stage, result in match_flows(matcher, condition, pair["photo_b"], x0).items():
                             flows[(name, stage)] = result
-                    for (name, stage), (flow, mask, seconds) in flows.items():
+                    for (name, stage), (flow, mask, seconds, mirrored) in flows.items():
                         p5, p10, n = landmark_pck(flow, pair["points_a"], pair["points_b"])
                         rows.append({**base, "matcher": name, "stage": stage, "pck_a": p5, "pck_b": p10, "pck_c": math.nan,
-                                     "landmarks": n, "incoherence": incoherence(flow),
+                                     "landmarks": n, "incoherence": incoherence(flow), "mirrored": mirrored,
                                      "coverage": math.nan if mask is None else float((mask > 0.5).float().mean()),
                                      "seconds": seconds})
                     if progress:
@@ -183,14 +188,14 @@ def run_mirrored(matchers: dict[str, Matcher], photos=PHOTOS, seeds=SEEDS, condi
                     start = time.perf_counter()
                     condition = make_condition(deformed, kind)
                     base = {"set": "mirrored photos", "case": f"{name_photo}/{seed}", "condition": kind}
-                    flows = {("identity", "-"): (coordinate_grid(1, h, w), None, 0.0)}
+                    flows = {("identity", "-"): (coordinate_grid(1, h, w), None, 0.0, math.nan)}
                     for name, matcher in matchers.items():
                         for stage, result in match_flows(matcher, condition, exemplar, x0).items():
                             flows[(name, stage)] = result
-                    for (name, stage), (flow, mask, seconds) in flows.items():
+                    for (name, stage), (flow, mask, seconds, mirrored) in flows.items():
                         rows.append({**base, "matcher": name, "stage": stage, "pck_a": pck(flow, truth, valid, 1),
                                      "pck_b": pck(flow, truth, valid, 2), "pck_c": pck(flow, truth, valid, 4),
-                                     "landmarks": int(valid.sum()), "incoherence": incoherence(flow),
+                                     "landmarks": int(valid.sum()), "incoherence": incoherence(flow), "mirrored": mirrored,
                                      "coverage": math.nan if mask is None else float((mask > 0.5).float().mean()),
                                      "seconds": seconds})
                     if progress:
@@ -200,7 +205,7 @@ def run_mirrored(matchers: dict[str, Matcher], photos=PHOTOS, seeds=SEEDS, condi
 
 # ------------------------------------------------------------------------------ summary
 
-METRICS = ("pck_a", "pck_b", "pck_c", "incoherence", "coverage", "seconds")
+METRICS = ("pck_a", "pck_b", "pck_c", "incoherence", "coverage", "mirrored", "seconds")
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -230,14 +235,14 @@ def _f(v: float) -> str:
 
 def table(summary: list[dict], set_name: str, condition: str = "all") -> str:
     faces = set_name.startswith("faces")
-    head = "| matcher | stage | PCK@5 % | PCK@10 % | incoherence | mask coverage | s/case |" if faces else \
-        "| matcher | stage | PCK@1 | PCK@2 | PCK@4 | incoherence | mask coverage | s/case |"
+    head = "| matcher | stage | PCK@5 % | PCK@10 % | incoherence | mask coverage | aligned mirrored | s/case |" if faces else \
+        "| matcher | stage | PCK@1 | PCK@2 | PCK@4 | incoherence | mask coverage | aligned mirrored | s/case |"
     lines = [head, "|---|---|" + "---:|" * (head.count("|") - 3)]
     for e in summary:
         if (e["set"], e["condition"]) != (set_name, condition):
             continue
         cells = [_f(e["pck_a"]), _f(e["pck_b"])] + ([] if faces else [_f(e["pck_c"])])
-        cells += [_f(e["incoherence"]), _f(e["coverage"]), "-" if e["stage"] == "-" else f"{e['seconds']:.2f}"]
+        cells += [_f(e["incoherence"]), _f(e["coverage"]), _f(e["mirrored"]), "-" if e["stage"] == "-" else f"{e['seconds']:.2f}"]
         lines.append(f"| {e['matcher']} | {e['stage']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

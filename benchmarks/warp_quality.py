@@ -179,8 +179,8 @@ def run_case(photo_name: str, seed: int, condition_kind: str, config: BenchConfi
         return score(flow, mask, truth, valid, photo, deformed, inside, factor)
 
     rows = [
-        {**base, "matcher": "identity", "stage": "-", "seconds": 0.0, **metrics(coordinate_grid(1, h, w), None)},
-        {**base, "matcher": "true flow", "stage": "-", "seconds": 0.0, **metrics(truth, None)},
+        {**base, "matcher": "identity", "stage": "-", "seconds": 0.0, "mirrored": math.nan, **metrics(coordinate_grid(1, h, w), None)},
+        {**base, "matcher": "true flow", "stage": "-", "seconds": 0.0, "mirrored": math.nan, **metrics(truth, None)},
     ]
     cond_side = MatchSide(latent=cond_latent, image=condition)
     exem_side = MatchSide(latent=exem_latent, image=photo)
@@ -194,15 +194,16 @@ def run_case(photo_name: str, seed: int, condition_kind: str, config: BenchConfi
         again = warp_with_confidence(feats.x0_features(x0), feats.exemplar_in_domain, exem_latent, threshold=config.threshold,
                                      prior=feats.prior)
         again_s = time.perf_counter() - start
+        mirrored = math.nan if feats.alignment is None else float(feats.alignment.mirrored.float().mean())
         for stage, result, seconds in (("first match", first, first_s), ("re-match", again, again_s)):
-            rows.append({**base, "matcher": name, "stage": stage, "seconds": seconds,
+            rows.append({**base, "matcher": name, "stage": stage, "seconds": seconds, "mirrored": mirrored,
                          **metrics(result.forward_flow, result.mask > 0.5)})
     return rows
 
 
 # ------------------------------------------------------------------------------- run + summary
 
-METRICS = ("pck@1", "pck@2", "pck@4", "psnr_conf", "psnr_all", "coverage", "precision", "recall", "seconds")
+METRICS = ("pck@1", "pck@2", "pck@4", "psnr_conf", "psnr_all", "coverage", "precision", "recall", "mirrored", "seconds")
 
 
 def _mean(values: list[float]) -> tuple[float, int]:
@@ -256,8 +257,8 @@ def _fmt(value: float, digits: int, n: int, cases: int) -> str:
 
 def summary_table(summary: list[dict], condition: str) -> str:
     lines = [
-        "| matcher | stage | PCK@1 | PCK@2 | PCK@4 | PSNR conf dB | PSNR all dB | mask coverage | mask precision | mask recall | s/case |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| matcher | stage | PCK@1 | PCK@2 | PCK@4 | PSNR conf dB | PSNR all dB | mask coverage | mask precision | mask recall | aligned mirrored | s/case |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in summary:
         if e["condition"] != condition:
@@ -266,7 +267,7 @@ def summary_table(summary: list[dict], condition: str) -> str:
         cells = [_fmt(e["pck@1"], 2, e["pck@1_n"], n), _fmt(e["pck@2"], 2, e["pck@2_n"], n), _fmt(e["pck@4"], 2, e["pck@4_n"], n),
                  _fmt(e["psnr_conf"], 2, e["psnr_conf_n"], n), _fmt(e["psnr_all"], 2, e["psnr_all_n"], n),
                  _fmt(e["coverage"], 2, e["coverage_n"], n), _fmt(e["precision"], 2, e["precision_n"], n),
-                 _fmt(e["recall"], 2, e["recall_n"], n),
+                 _fmt(e["recall"], 2, e["recall_n"], n), _fmt(e["mirrored"], 2, e["mirrored_n"], e["mirrored_n"]),
                  "-" if e["stage"] == "-" else f"{e['seconds']:.2f}"]
         lines.append(f"| {e['matcher']} | {e['stage']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

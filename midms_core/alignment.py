@@ -11,10 +11,10 @@ the warp is shredded. Two steps fix the layout first and leave the detail to the
    (Fitting an affine map to the confident matches of a first prior-guided match, by weighted
    least squares, was measured and changed landmark PCK on the face pairs by < 0.01; not kept.)
 2. :class:`SpatialPrior`: a Gaussian locality term around the aligned position T(u) added to
-   every warp logit, L(u, v) = C(u, v) / tau - |v - T(u)|^2 / (2 sigma^2). It is a rank-4 inner
-   product of per-position vectors (``bias``), so the correlation is still streamed in blocks
-   and each row's softmax is exact; the backward direction (for the cycle check) uses the same
-   logits, softmaxed over condition positions.
+   every warp logit, L(u, v) = C(u, v) / tau - |v - T(u)|^2 / (2 sigma^2). It is evaluated per
+   block of rows beside the correlation (:class:`~midms_core.correspondence.PairLocality`), so
+   the correlation is still streamed and each row's softmax is exact; the backward direction
+   (for the cycle check) uses the same logits, softmaxed over condition positions.
 
 Coordinates: (x, y) in cells of each side's grid; a transform maps condition cells to exemplar
 cells, ``T(u) = A u + t`` with A (2, 2) and t (2,), stored as a (B, 2, 3) matrix [A | t].
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .correspondence import centre_normalise, coordinate_grid
-from .validation import check_positive, check_tensor
+from .correspondence import PairLocality, centre_normalise, coordinate_grid
+from .validation import broadcast_batch, check_positive, check_tensor
 
 #: global alignment choices of a matcher: a similarity search first, or none (features alone)
 ALIGNMENTS = ("similarity", "none")
@@ -63,29 +63,22 @@ class SpatialPrior:
             raise ValueError(f"SpatialPrior: 'target' must have 2 channels (x, y), got {tuple(self.target.shape)}")
         if isinstance(self.sigma, Tensor):
             check_tensor("SpatialPrior", "sigma", self.sigma, 4, "(B, 1, Hx, Wx)")
-            if self.sigma.shape[1] != 1 or self.sigma.shape[-2:] != self.target.shape[-2:] or not bool((self.sigma > 0).all()):
-                raise ValueError(f"SpatialPrior: a per-cell 'sigma' must be (B, 1, {self.target.shape[-2]}, {self.target.shape[-1]}) "
-                                 f"and > 0, got {tuple(self.sigma.shape)}")
+            if self.sigma.shape[1] != 1 or self.sigma.shape[-2:] != self.target.shape[-2:] or not bool((self.sigma > 0).all()) \
+                    or self.sigma.shape[0] not in (1, self.target.shape[0]):
+                raise ValueError(f"SpatialPrior: a per-cell 'sigma' must be (B or 1, 1, {self.target.shape[-2]}, {self.target.shape[-1]}) "
+                                 f"with B = {self.target.shape[0]} as in 'target', and > 0; got {tuple(self.sigma.shape)}")
         else:
             check_positive("SpatialPrior", "sigma", self.sigma)
 
-    def bias(self, exemplar_grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """The pair term as (condition_bias (B, 4, Hx, Wx), exemplar_bias (1, 4, Hy, Wy)) with
-        <condition_bias(u), exemplar_bias(v)> = -|v - target(u)|^2 / (2 sigma^2).
-
-        Written as [a / s^2, -|a|^2 / (2 s^2), 1 / s^2] . [v, 1, |v|^2 / 2] with a = target(u) and
-        s = sigma(u), both measured from the exemplar grid's centre so that float32 keeps the small
-        distances.
-        """
+    def locality(self, exemplar_grid: tuple[int, int]) -> PairLocality:
+        """The term as a :class:`PairLocality` oriented condition -> exemplar: query points =
+        target(u), key points = the exemplar grid's cells, query weight = 1 / (2 sigma(u)^2).
+        Its ``swapped()`` orients it exemplar -> condition (the backward flow of the cycle check)."""
         hy, wy = exemplar_grid
-        centre = self.target.new_tensor([(wy - 1) / 2, (hy - 1) / 2]).view(1, 2, 1, 1)
-        a = self.target.float() - centre
-        sigma = self.sigma.float().to(a.device) if isinstance(self.sigma, Tensor) else torch.full_like(a[:, :1], float(self.sigma))
-        inv = 1.0 / sigma.square()  # (B, 1, Hx, Wx)
-        v = coordinate_grid(1, hy, wy, self.target.device) - centre
-        cond = torch.cat([a * inv, -0.5 * inv * a.square().sum(1, keepdim=True), inv], dim=1)
-        exem = torch.cat([v, torch.ones_like(v[:, :1]), -0.5 * v.square().sum(1, keepdim=True)], dim=1)
-        return cond, exem
+        target = self.target.float()
+        sigma = self.sigma.float().to(target.device) if isinstance(self.sigma, Tensor) else torch.full_like(target[:, :1], float(self.sigma))
+        return PairLocality(query_points=target, key_points=coordinate_grid(1, hy, wy, target.device),
+                            query_weight=0.5 / sigma.square())
 
     def to(self, device) -> "SpatialPrior":
         sigma = self.sigma.to(device) if isinstance(self.sigma, Tensor) else self.sigma
@@ -152,6 +145,26 @@ def _scores(cond: Tensor, exem: Tensor, matrices: Tensor, factor_x: int, factor_
     return (sampled[:, :, 0] * cond.flatten(1).unsqueeze(0)).sum(1).mean(1)
 
 
+def _fine_scores(cond: Tensor, exem: Tensor, matrices: Tensor, budget_bytes: int = 64 * 2**20) -> Tensor:
+    """Mean cosine over every condition cell with the exemplar sampled at T(u), at full
+    resolution: cond (C, hx, wx), exem (C, hy, wy) normalised; matrices (K, 2, 3) -> (K,).
+    Candidates are scored in chunks of ``budget_bytes`` of sampled features."""
+    c, hx, wx = cond.shape
+    hy, wy = exem.shape[-2:]
+    matrices = matrices.to(cond.device)
+    u = coordinate_grid(1, hx, wx, cond.device).flatten(2)[0]  # (2, N)
+    per = max(1, budget_bytes // (4 * c * hx * wx))
+    out = []
+    for i in range(0, matrices.shape[0], per):
+        m = matrices[i : i + per]
+        t = m[:, :, :2] @ u + m[:, :, 2:]  # (k, 2, N)
+        grid = torch.stack([(t[:, 0] + 0.5) / wy * 2 - 1, (t[:, 1] + 0.5) / hy * 2 - 1], dim=-1)
+        sampled = F.grid_sample(exem.unsqueeze(0).expand(m.shape[0], -1, -1, -1), grid.unsqueeze(1),
+                                mode="bilinear", padding_mode="zeros", align_corners=False)  # (k, C, 1, N)
+        out.append((sampled[:, :, 0] * cond.flatten(1).unsqueeze(0)).sum(1).mean(1))
+    return torch.cat(out)
+
+
 def search_similarity(
     condition_features: Tensor,
     exemplar_features: Tensor,
@@ -174,7 +187,8 @@ def search_similarity(
     per side (coarse: robust to local look-alikes, cheap). Candidates: every scale in ``scales``
     (relative to edge-to-edge) and every translation within ``max_shift`` of the exemplar's size
     in steps of one coarse cell. Score: mean cosine over condition cells; cells mapped outside
-    the exemplar count 0. The best candidate is refined once at half the step.
+    the exemplar count 0. The best candidate is then refined on the full-resolution features,
+    3 x 3 shifts x 3 scales around it, the steps halving each round down to half a cell.
     """
     where = "search_similarity"
     check_tensor(where, "condition_features", condition_features, 4, "(B, C, Hx, Wx)")
@@ -188,7 +202,11 @@ def search_similarity(
     if not scales or any(not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0) for s in scales):
         raise ValueError(f"{where}: 'scales' must be positive numbers, got {scales!r}")
     check_positive(where, "max_shift", max_shift, upper=1.0)
-    batch = max(condition_features.shape[0], exemplar_features.shape[0])
+    if isinstance(coarse_cells, bool) or not isinstance(coarse_cells, int) or coarse_cells < 1:
+        raise ValueError(f"{where}: 'coarse_cells' must be an integer >= 1, got {coarse_cells!r}")
+    if isinstance(mirror_margin, bool) or not isinstance(mirror_margin, (int, float)) or not math.isfinite(mirror_margin):
+        raise ValueError(f"{where}: 'mirror_margin' must be a finite number (mean cosine), got {mirror_margin!r}")
+    batch = broadcast_batch(where, condition_features=condition_features, exemplar_features=exemplar_features)
     grid_x, grid_y = tuple(condition_features.shape[-2:]), tuple(exemplar_features.shape[-2:])
 
     def coarse(f: Tensor) -> tuple[Tensor, int]:
@@ -196,9 +214,12 @@ def search_similarity(
         return centre_normalise(pooled), factor
 
     cond, fx = coarse(condition_features)
+    cond_full = centre_normalise(condition_features)
     sides = [(False, coarse(exemplar_features))]
+    exem_full = {False: centre_normalise(exemplar_features)}
     if mirrored_exemplar_features is not None:
         sides.append((True, coarse(mirrored_exemplar_features)))
+        exem_full[True] = centre_normalise(mirrored_exemplar_features)
     fy = sides[0][1][1]
     step = float(fy)  # one coarse exemplar cell, in fine cells
     hy, wy = grid_y
@@ -223,13 +244,23 @@ def search_similarity(
             mats = _similarities(coarse_scales, coarse_shifts, flip, grid_x, grid_y)
             sc = torch.cat([_scores(cb, eb, mats[i : i + 512], fx, fy) for i in range(0, mats.shape[0], 512)])
             k = int(sc.argmax())
-            # one refinement at half the steps around the winner
-            fine_scales = (coarse_scales[k] * torch.tensor([1 / half_scale, 1.0, half_scale], dtype=torch.float64)).repeat_interleave(9)
-            fine_shifts = (coarse_shifts[k] + around).repeat(3, 1)
-            fmats = _similarities(fine_scales, fine_shifts, flip, grid_x, grid_y)
-            fsc = _scores(cb, eb, fmats, fx, fy)
-            j = int(fsc.argmax())
-            best[flip] = (float(fsc[j]), fmats[j])
+            scale, shift = coarse_scales[k], coarse_shifts[k]
+            # refine on the full-resolution features: candidates between coarse lattice points
+            # would sample blends of pooled cells and always lose to the lattice points
+            fine_cond, fine_exem = cond_full[min(b, cond_full.shape[0] - 1)], exem_full[flip][min(b, exem_full[flip].shape[0] - 1)]
+            ratio, half = half_scale, step / 2
+            score = None
+            while True:
+                scales_k = (scale * torch.tensor([1 / ratio, 1.0, ratio], dtype=torch.float64)).repeat_interleave(9)
+                shifts_k = (shift + around * (half / (step / 2))).repeat(3, 1)
+                fmats = _similarities(scales_k, shifts_k, flip, grid_x, grid_y)
+                fsc = _fine_scores(fine_cond, fine_exem, fmats)
+                j = int(fsc.argmax())
+                scale, shift, score, matrix = scales_k[j], shifts_k[j], float(fsc[j]), fmats[j]
+                if half <= 0.5:
+                    break
+                half, ratio = half / 2, ratio ** 0.5
+            best[flip] = (score, matrix)
         flip = True in best and best[True][0] > best[False][0] + mirror_margin
         score, matrix = best[flip]
         matrices.append(matrix)

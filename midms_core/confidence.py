@@ -31,7 +31,7 @@ from .correspondence import (
     coordinate_grid,
 )
 from .alignment import SpatialPrior
-from .validation import check_choice, check_positive, check_tensor
+from .validation import broadcast_batch, check_choice, check_positive, check_tensor
 
 OFFICIAL_THRESHOLD_NORMALISED = 0.5
 DEFAULT_THRESHOLD_PX = OFFICIAL_THRESHOLD_NORMALISED * (64 - 1) / 2  # 15.75 px at 64 x 64
@@ -170,6 +170,15 @@ def warp_with_confidence(
     if passes == "auto":
         passes = "one" if condition_features.shape[1] >= ONE_PASS_MIN_CHANNELS else "two"
 
+    locality = None
+    if prior is not None:
+        if not isinstance(prior, SpatialPrior) or tuple(prior.target.shape[-2:]) != tuple(condition_features.shape[-2:]):
+            got = tuple(prior.target.shape) if isinstance(prior, SpatialPrior) else type(prior).__name__
+            raise ValueError(f"{where}: 'prior' must be a SpatialPrior with its target on the condition grid "
+                             f"(B, 2, {condition_features.shape[-2]}, {condition_features.shape[-1]}), got {got}")
+        locality = prior.to(condition_features.device).locality(tuple(exemplar_features.shape[-2:]))
+        batch = broadcast_batch(where, condition_features=condition_features, exemplar_features=exemplar_features,
+                                exemplar_values=exemplar_values, **{"prior.target": prior.target})
     cond = centre_normalise(condition_features)
     exem = centre_normalise(exemplar_features)
     hy, wy = exemplar_features.shape[-2:]
@@ -180,21 +189,13 @@ def warp_with_confidence(
     exemplar_coords = coordinate_grid(batch, hy, wy, values.device)
     exemplar_side = torch.cat([values, exemplar_coords], dim=1)
     condition_coords = coordinate_grid(1, hx, wx, values.device)
-    bias = backward_bias = None
-    if prior is not None:
-        if not isinstance(prior, SpatialPrior) or tuple(prior.target.shape[-2:]) != (hx, wx):
-            got = tuple(prior.target.shape) if isinstance(prior, SpatialPrior) else type(prior).__name__
-            raise ValueError(f"{where}: 'prior' must be a SpatialPrior with its target on the condition grid "
-                             f"(B, 2, {hx}, {wx}), got {got}")
-        bias = prior.to(values.device).bias((hy, wy))
-        backward_bias = (bias[1], bias[0])
     if passes == "one":
         forward, backward_flow = attend_both_ways(cond, exem, exemplar_side, condition_coords, tau, clamp_negative,
-                                                  chunk_bytes, normalised=True, bias=bias)
+                                                  chunk_bytes, normalised=True, locality=locality)
     else:
-        forward = attend(cond, exem, exemplar_side, tau, clamp_negative, chunk_bytes, normalised=True, bias=bias)
+        forward = attend(cond, exem, exemplar_side, tau, clamp_negative, chunk_bytes, normalised=True, locality=locality)
         backward_flow = attend(exem, cond, condition_coords, tau, clamp_negative, chunk_bytes, normalised=True,
-                               bias=backward_bias)
+                               locality=None if locality is None else locality.swapped())
 
     forward_flow = forward[:, channels:]
     distance = cycle_distance(forward_flow, backward_flow)

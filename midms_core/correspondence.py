@@ -14,7 +14,7 @@ away most of the distribution) and results come back in the caller's dtype.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -75,25 +75,66 @@ def _flat_features(features: Tensor, normalised: bool) -> Tensor:
     return (features.float() if normalised else centre_normalise(features)).flatten(2)
 
 
-def _flat_bias(
-    where: str, bias: Optional[tuple[Tensor, Tensor]], query_features: Tensor, key_features: Tensor
-) -> tuple[Optional[Tensor], Optional[Tensor]]:
-    """(query_bias (Bq, K, Hq, Wq), key_bias (Bk, K, Hk, Wk)) -> (Bq, Nq, K), (Bk, K, Nk) float32."""
-    if bias is None:
-        return None, None
-    if not isinstance(bias, (tuple, list)) or len(bias) != 2:
-        raise ValueError(f"{where}: 'bias' must be a pair (query_bias, key_bias) of (B, K, H, W) tensors or None")
-    query_bias, key_bias = bias
-    check_tensor(where, "bias[0]", query_bias, 4, "(B, K, Hq, Wq) on the query grid")
-    check_tensor(where, "bias[1]", key_bias, 4, "(B, K, Hk, Wk) on the key grid")
-    if query_bias.shape[-2:] != query_features.shape[-2:] or key_bias.shape[-2:] != key_features.shape[-2:] \
-            or query_bias.shape[1] != key_bias.shape[1]:
-        raise ValueError(
-            f"{where}: 'bias' must be (B, K, {tuple(query_features.shape[-2:])}) and (B, K, {tuple(key_features.shape[-2:])}) "
-            f"with one K, got {tuple(query_bias.shape)} and {tuple(key_bias.shape)}"
-        )
-    broadcast_batch(where, query_features=query_features, key_features=key_features, query_bias=query_bias, key_bias=key_bias)
-    return query_bias.float().flatten(2).transpose(1, 2), key_bias.float().flatten(2)
+class PairLocality(NamedTuple):
+    """A locality term of the logits: -w |query_point(u) - key_point(v)|^2, added after the clamp
+    and the division by tau, w = query_weight(u) * key_weight(v) (a missing weight is 1).
+
+    query_points: (Bq, 2, Hq, Wq) and key_points: (Bk, 2, Hk, Wk) in ONE coordinate frame;
+    query_weight: (Bq, 1, Hq, Wq) or None; key_weight: (Bk, 1, Hk, Wk) or None.
+    The squared distance is computed element by element per block (no matmul expansion), so
+    there is no cancellation and TF32 matmuls cannot touch it.
+    """
+
+    query_points: Tensor
+    key_points: Tensor
+    query_weight: Optional[Tensor] = None
+    key_weight: Optional[Tensor] = None
+
+    def swapped(self) -> "PairLocality":
+        """The same term with queries and keys exchanged (the backward direction)."""
+        return PairLocality(self.key_points, self.query_points, self.key_weight, self.query_weight)
+
+
+def _flat_locality(where: str, locality: Optional[PairLocality], query_features: Tensor, key_features: Tensor):
+    """Checked, flattened pieces of a :class:`PairLocality`: points (B, N, 2), weights (B, N, 1)
+    (query) / (B, 1, N) (key) or None. Returns None when ``locality`` is None."""
+    if locality is None:
+        return None
+    if not isinstance(locality, PairLocality):
+        raise ValueError(f"{where}: 'locality' must be a PairLocality or None, got {type(locality).__name__}")
+    qgrid, kgrid = tuple(query_features.shape[-2:]), tuple(key_features.shape[-2:])
+    parts = (("query_points", locality.query_points, 2, qgrid), ("key_points", locality.key_points, 2, kgrid),
+             ("query_weight", locality.query_weight, 1, qgrid), ("key_weight", locality.key_weight, 1, kgrid))
+    for name, t, channels, grid in parts:
+        if t is None and name.endswith("weight"):
+            continue
+        check_tensor(where, f"locality.{name}", t, 4, f"(B, {channels}, {grid[0]}, {grid[1]})")
+        if t.shape[1] != channels or tuple(t.shape[-2:]) != grid:
+            raise ValueError(f"{where}: 'locality.{name}' must be (B, {channels}, {grid[0]}, {grid[1]}), got {tuple(t.shape)}")
+    qp = locality.query_points.float().flatten(2).transpose(1, 2).contiguous()
+    kp = locality.key_points.float().flatten(2).transpose(1, 2).contiguous()
+    qw = None if locality.query_weight is None else locality.query_weight.float().flatten(2).transpose(1, 2)
+    kw = None if locality.key_weight is None else locality.key_weight.float().flatten(2)
+    return qp, kp, qw, kw
+
+
+def _locality_tensors(locality: Optional[PairLocality]) -> dict:
+    """The batch-carrying tensors of a locality term, for :func:`broadcast_batch`."""
+    if locality is None:
+        return {}
+    return {f"locality.{k}": v for k, v in locality._asdict().items() if v is not None}
+
+
+def _subtract_locality(logits: Tensor, flat, b: int, start: int, rows: int) -> None:
+    """logits (r, Nk) -= w * |query_point - key_point|^2 for query rows start:start + r of item b."""
+    qp, kp, qw, kw = flat
+    d2 = torch.cdist(_item(qp, b)[start : start + rows], _item(kp, b), compute_mode="donot_use_mm_for_euclid_dist")
+    d2.square_()
+    if qw is not None:
+        d2.mul_(_item(qw, b)[start : start + rows])
+    if kw is not None:
+        d2.mul_(_item(kw, b))
+    logits.sub_(d2)
 
 
 def _item(batch: Tensor, b: int) -> Tensor:
@@ -110,7 +151,7 @@ def attend(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     normalised: bool = False,
     _names: tuple[str, str, str, str] = ("attend", "query_features", "key_features", "values"),
-    bias: Optional[tuple[Tensor, Tensor]] = None,
+    locality: Optional[PairLocality] = None,
 ) -> Tensor:
     """Softmax-weighted average of ``values`` over key positions, for every query position.
 
@@ -122,23 +163,27 @@ def attend(
     query_features: (Bq, C, Hq, Wq); key_features: (Bk, C, Hk, Wk); values: (Bv, Cv, Hk, Wk).
     Batch sizes must match or be 1. Returns (B, Cv, Hq, Wq) in ``values.dtype``.
     ``normalised=True`` skips :func:`centre_normalise` for features the caller already normalised.
-    ``bias = (query_bias (Bq, K, Hq, Wq), key_bias (Bk, K, Hk, Wk))`` adds the low-rank pair term
-    <query_bias(u), key_bias(v)> to every logit after the clamp and the division by tau, e.g. a
-    locality prior (:class:`midms_core.alignment.SpatialPrior`); it is part of each row's
-    logits, so the blocked softmax stays exact.
+    ``locality`` (:class:`PairLocality`) subtracts w |query_point(u) - key_point(v)|^2 from every
+    logit after the clamp and the division by tau, e.g. a locality prior
+    (:class:`midms_core.alignment.SpatialPrior`); it is part of each row's logits, so the blocked
+    softmax stays exact. Its batch joins the others (1 broadcasts).
     Peak extra memory: about ``chunk_bytes`` plus the float32 features and values.
     """
     where = _names[0]
     batch = _check_pair(where, query_features, key_features, values, *_names[1:])
     tau = check_positive(where, "tau", tau)
     chunk_bytes = int(check_positive(where, "chunk_bytes", chunk_bytes))
+    flat_locality = _flat_locality(where, locality, query_features, key_features)
+    if flat_locality is not None:
+        batch = broadcast_batch(where, **{_names[1]: query_features, _names[2]: key_features, _names[3]: values},
+                                **_locality_tensors(locality))
+        chunk_bytes //= 2  # the logits block and its squared distances
 
     q = _flat_features(query_features, normalised)  # (Bq, C, Nq)
     k = _flat_features(key_features, normalised)  # (Bk, C, Nk)
     v = values.float().flatten(2).transpose(1, 2)  # (Bv, Nk, Cv)
     n_query, n_key = q.shape[-1], k.shape[-1]
     rows = rows_per_chunk(n_key, chunk_bytes)
-    qa, ka = _flat_bias(where, bias, query_features, key_features)
 
     out = values.new_empty((batch, values.shape[1], n_query), dtype=torch.float32)
     for b in range(batch):
@@ -150,8 +195,8 @@ def attend(
             # In-place stable softmax, rounded exactly as torch.softmax(C / tau) rounds; normalise
             # the small (r, Cv) product instead of the (r, Nk) block.
             logits.div_(tau)
-            if qa is not None:
-                logits.addmm_(_item(qa, b)[start : start + rows], _item(ka, b))  # + <bias_q(u), bias_k(v)>
+            if flat_locality is not None:
+                _subtract_locality(logits, flat_locality, b, start, logits.shape[0])
             logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
             total = logits.sum(dim=1, keepdim=True)  # (r, 1)
             out[b, :, start : start + rows] = ((logits @ vb) / total).transpose(0, 1)
@@ -175,7 +220,7 @@ def attend_both_ways(
     clamp_negative: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     normalised: bool = False,
-    bias: Optional[tuple[Tensor, Tensor]] = None,
+    locality: Optional[PairLocality] = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`attend` in both directions from ONE pass over the correlation blocks.
 
@@ -192,13 +237,13 @@ def attend_both_ways(
 
     query_features: (Bq, C, Hq, Wq); key_features: (Bk, C, Hk, Wk); key_values: (Bv, Cv, Hk, Wk);
     query_values: (Bu, Cu, Hq, Wq). Batch sizes must match or be 1. Results in float32.
-    ``bias`` (query_bias, key_bias) as in :func:`attend`: one pair term shared by both directions.
+    ``locality`` as in :func:`attend` (oriented query -> key): one term shared by both directions.
     """
     where = "attend_both_ways"
     _check_pair(where, query_features, key_features, key_values, "query_features", "key_features", "key_values")
     _check_pair(where, key_features, query_features, query_values, "key_features", "query_features", "query_values")
     batch = broadcast_batch(where, query_features=query_features, key_features=key_features, key_values=key_values,
-                            query_values=query_values)
+                            query_values=query_values, **_locality_tensors(locality))
     tau = check_positive(where, "tau", tau)
     chunk_bytes = int(check_positive(where, "chunk_bytes", chunk_bytes))
 
@@ -207,8 +252,9 @@ def attend_both_ways(
     kv = key_values.float().flatten(2).transpose(1, 2)  # (Bv, Nk, Cv)
     qv = query_values.float().flatten(2).transpose(1, 2)  # (Bu, Nq, Cu)
     n_query, n_key = q.shape[-1], k.shape[-1]
-    rows = rows_per_chunk(n_key, chunk_bytes // 2)  # the logits block and its column weights
-    qa, ka = _flat_bias(where, bias, query_features, key_features)
+    flat_locality = _flat_locality(where, locality, query_features, key_features)
+    # the logits block and its column weights (and the squared distances of the locality term)
+    rows = rows_per_chunk(n_key, chunk_bytes // (2 if flat_locality is None else 3))
 
     forward = q.new_empty((batch, n_query, kv.shape[-1]))
     backward = q.new_empty((batch, n_key, qv.shape[-1]))
@@ -223,8 +269,8 @@ def attend_both_ways(
             if clamp_negative:
                 logits.clamp_(min=0.0)
             logits.div_(tau)
-            if qa is not None:
-                logits.addmm_(_item(qa, b)[start : start + rows], _item(ka, b))
+            if flat_locality is not None:
+                _subtract_locality(logits, flat_locality, b, start, logits.shape[0])
             # columns: fold this block into the running softmax over queries
             new_max = torch.maximum(col_max, logits.amax(dim=0))
             rescale = torch.exp(col_max - new_max)  # 0 for the first block (max was -inf)
@@ -249,7 +295,7 @@ def attend_dense(
     values: Tensor,
     tau: float = DEFAULT_TAU,
     clamp_negative: bool = True,
-    bias: Optional[tuple[Tensor, Tensor]] = None,
+    locality: Optional[PairLocality] = None,
 ) -> Tensor:
     """The same as :func:`attend` with the whole (Nq x Nk) matrix built at once, as the official
     code does. Kept as the memory baseline for benchmarks; prefer :func:`attend`."""
@@ -262,9 +308,11 @@ def attend_dense(
     if clamp_negative:
         corr = corr.clamp(min=0.0)
     logits = corr / tau
-    qa, ka = _flat_bias(where, bias, query_features, key_features)
-    if qa is not None:
-        logits = logits + qa @ ka
+    flat = _flat_locality(where, locality, query_features, key_features)
+    if flat is not None:
+        qp, kp, qw, kw = flat
+        d2 = (qp.unsqueeze(2) - kp.unsqueeze(1)).square().sum(-1)  # (B, Nq, Nk)
+        logits = logits - d2 * (1 if qw is None else qw) * (1 if kw is None else kw)
     weights = torch.softmax(logits, dim=-1)
     out = torch.einsum("bnm,bcm->bcn", weights, values.float().flatten(2))
     return out.reshape(out.shape[0], out.shape[1], *query_features.shape[-2:]).to(values.dtype)
@@ -277,17 +325,17 @@ def warp(
     tau: float = DEFAULT_TAU,
     clamp_negative: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    bias: Optional[tuple[Tensor, Tensor]] = None,
+    locality: Optional[PairLocality] = None,
 ) -> Tensor:
     """Warp any exemplar tensor onto the condition grid (Eq. 6).
 
     condition_features: (B, C, Hx, Wx) S_x; exemplar_features: (B, C, Hy, Wy) S_y;
     exemplar_values: (B, Cv, Hy, Wy) latent, image, mask or coordinates on the exemplar grid.
-    Returns (B, Cv, Hx, Wx) in ``exemplar_values.dtype``. ``bias``: a pair term as in :func:`attend`.
+    Returns (B, Cv, Hx, Wx) in ``exemplar_values.dtype``. ``locality``: as in :func:`attend`.
     """
     return attend(
         condition_features, exemplar_features, exemplar_values, tau, clamp_negative, chunk_bytes,
-        _names=("warp", "condition_features", "exemplar_features", "exemplar_values"), bias=bias,
+        _names=("warp", "condition_features", "exemplar_features", "exemplar_values"), locality=locality,
     )
 
 
@@ -297,7 +345,7 @@ def soft_argmax_flow(
     tau: float = DEFAULT_TAU,
     clamp_negative: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    bias: Optional[tuple[Tensor, Tensor]] = None,
+    locality: Optional[PairLocality] = None,
 ) -> Tensor:
     """Soft-argmax map from the query grid into the key grid, in key-grid pixel coordinates.
 
@@ -309,5 +357,5 @@ def soft_argmax_flow(
     grid = coordinate_grid(1, key_features.shape[-2], key_features.shape[-1], key_features.device)
     return attend(
         query_features, key_features, grid, tau, clamp_negative, chunk_bytes,
-        _names=("soft_argmax_flow", "query_features", "key_features", "coordinates"), bias=bias,
+        _names=("soft_argmax_flow", "query_features", "key_features", "coordinates"), locality=locality,
     )

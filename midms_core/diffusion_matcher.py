@@ -132,6 +132,11 @@ class DiffusionFeatureMatcher(Matcher):
         exem = self.features(exemplar.latent)
         if self.cross_domain is not None:
             first = self.cross_domain.bind(condition, exemplar)
+            if first.alignment is not None and bool(first.alignment.mirrored.any()):
+                # the first match laid the exemplar mirrored: its in-domain features must describe
+                # the mirrored layout too (features of the flipped exemplar, flipped back)
+                flip = first.alignment.mirrored.to(exem.device).view(-1, 1, 1, 1)
+                exem = torch.where(flip, self.features(exemplar.latent.flip(-1)).flip(-1), exem)
             # the first matcher's global alignment and locality prior hold for the re-matches too
             return MatchFeatures(condition=first.condition, exemplar=first.exemplar, exemplar_in_domain=exem,
                                  x0_features=self.x0_features, prior=first.prior, alignment=first.alignment)

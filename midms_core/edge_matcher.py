@@ -56,7 +56,8 @@ Rings = Sequence[tuple[float, float]]
 # (blur sigma, radius) in grid cells, smallest first. Measured on the tests' deformed photos:
 # dropping the (0.5, 1) ring costs ~0.1 PCK@1, dropping the (3, 7) ring ~0.05 PCK@2.
 DEFAULT_RINGS: tuple[tuple[float, float], ...] = ((0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (3.0, 7.0))
-# Locality prior width as a fraction of the exemplar grid's larger side (1.6 cells at 32 x 32).
+# Locality prior width as a fraction of the exemplar grid's larger side (0.96 cells at 32 x 32,
+# 3.8 at 128 x 128).
 # Measured (benchmarks/cross_instance.py, warp_quality.py): see the README's table.
 DEFAULT_LOCALITY = 0.03
 DEFAULT_LATENT_RINGS: tuple[tuple[float, float], ...] = ((1.0, 2.0), (2.0, 4.0), (3.0, 7.0))
@@ -191,6 +192,14 @@ class EdgeDescriptorMatcher(Matcher):
                    side with this weight (x0_hat with S_x, the exemplar latent with S_y), as the
                    official F'(x0_hat, D_x) mixes in the condition; 0 gives pure latent
                    features.
+    alignment:     "similarity" (default): :func:`~midms_core.alignment.search_similarity` lays
+                   the exemplar over the condition first (scale, shift, mirror), and every warp of
+                   the pair gets a locality prior around that layout (``MatchFeatures.prior``);
+                   "none": features alone, no prior (``locality`` is then unused).
+    mirror:        also search mirrored layouts (the exemplar's features then describe it
+                   flipped, cross-domain and in-domain alike).
+    locality:      prior width as a fraction of the exemplar grid's larger side; 0 = alignment
+                   only changes the mirrored features, no prior.
 
     Sizes: cross-domain C = orientations * (1 + points * len(rings)); in-domain
     C' = c * latent_patch**2 + c * orientations * (1 + points * len(latent_rings)) (+ C when

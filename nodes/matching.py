@@ -45,7 +45,7 @@ class MIDMsEdgeMatcher:
             "optional": {
                 "alignment": (list(ALIGNMENTS), {"default": "similarity", "tooltip": "similarity: first find the scale and shift (and mirroring) that best lay the exemplar over the condition, then match locally around it; keeps the warp coherent when the exemplar is another person or object framed differently. none: match on local features alone (before 0.2)."}),
                 "mirror": ("BOOLEAN", {"default": True, "tooltip": "Also try the exemplar left-right mirrored (a face or object turned the other way); chosen only when clearly better."}),
-                "locality": ("FLOAT", {"default": DEFAULT_LOCALITY, "min": 0.0, "max": 4.0, "step": 0.01, "tooltip": "How far a match may stray from the aligned position, as a fraction of the exemplar's size (Gaussian width); smaller = more rigid and coherent, larger = freer local matching, 0 = no locality term."}),
+                "locality": ("FLOAT", {"default": DEFAULT_LOCALITY, "min": 0.0, "max": 4.0, "step": 0.01, "tooltip": "How far a match may stray from the aligned position, as a fraction of the exemplar's size (Gaussian width); smaller = more rigid and coherent, larger = freer local matching, 0 = no locality term. Needs alignment 'similarity' (with 'none' there is no aligned position to stay near)."}),
             },
         }
 
@@ -60,8 +60,6 @@ class MIDMsEdgeMatcher:
              locality=DEFAULT_LOCALITY):
         if canny_high <= canny_low:
             raise NodeInputError(f"{self.DISPLAY}: 'canny_high' ({canny_high}) must be greater than 'canny_low' ({canny_low})")
-        if alignment not in ALIGNMENTS:
-            raise NodeInputError(f"{self.DISPLAY}: 'alignment' must be one of {list(ALIGNMENTS)}, got {alignment!r}")
         return (EdgeDescriptorMatcher(canny_low=canny_low, canny_high=canny_high, edge_blur=edge_blur,
                                       x0_condition_weight=x0_condition_weight, alignment=alignment, mirror=bool(mirror),
                                       locality=locality),)

@@ -1,6 +1,7 @@
 """Global alignment and the locality prior (midms_core.alignment): the prior's pair term, the
-streamed warp with it against a float64 transcription, the similarity search on known
-transforms (mirrored too), the affine refinement, and the edge matcher's use of them."""
+streamed warp with it against a float64 transcription (both directions, a batch of priors), and
+the similarity search on known transforms (off the coarse lattice, mirrored too). The edge
+matcher's use of them is measured in tests/test_cross_instance.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 import midms_core as mc
 from midms_core.alignment import SpatialPrior, affine_targets, search_similarity
 from midms_core.confidence import warp_with_confidence
-from midms_core.correspondence import attend_dense, coordinate_grid
+from midms_core.correspondence import _flat_locality, _subtract_locality, attend_dense, coordinate_grid
 from tests import reference as ref
 
 
@@ -35,14 +36,23 @@ def test_prior_pair_term_is_the_gaussian_distance(per_cell):
     g = torch.Generator().manual_seed(0)
     target = torch.rand(2, 2, 3, 4, generator=g) * 6 - 1
     sigma = (torch.rand(2, 1, 3, 4, generator=g) + 0.5) if per_cell else 1.7
-    cond, exem = SpatialPrior(target, sigma).bias((5, 6))
-    got = torch.einsum("bkn,km->bnm", cond.flatten(2).double(), exem[0].flatten(1).double())
+    loc = SpatialPrior(target, sigma).locality((5, 6))
+    # one block holding every row: the subtracted term is the Gaussian distance, and swapped
+    # (exemplar rows, condition columns) it is its transpose
+    logits = torch.zeros(2, 12, 30)
+    flat = _flat_locality("t", loc, torch.zeros(2, 1, 3, 4), torch.zeros(1, 1, 5, 6))
+    back = torch.zeros(2, 30, 12)
+    flat_back = _flat_locality("t", loc.swapped(), torch.zeros(1, 1, 5, 6), torch.zeros(2, 1, 3, 4))
+    for b in range(2):
+        _subtract_locality(logits[b], flat, b, 0, 12)
+        _subtract_locality(back[b], flat_back, b, 0, 30)
     v = ref.pixel_grid(5, 6)
     for b in range(2):
         for u in range(12):
             s = float(sigma[b].flatten()[u]) if per_cell else sigma
             want = -((v - target[b].flatten(1)[:, u : u + 1].double()) ** 2).sum(0) / (2 * s * s)
-            assert torch.allclose(got[b, u], want, atol=1e-4, rtol=1e-5)
+            assert torch.allclose(logits[b, u].double(), want, atol=1e-5, rtol=1e-5)
+            assert torch.allclose(back[b, :, u].double(), want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("passes", ["one", "two"])
@@ -72,14 +82,28 @@ def test_warp_with_prior_equals_transcription_both_ways(passes, per_cell):
     assert (plain.forward_flow - res.forward_flow).abs().max() > 0.1
 
 
-def test_dense_and_streamed_agree_with_bias_and_realistic_tau():
+def test_dense_and_streamed_agree_with_locality_and_realistic_tau():
     sx, sy = smooth_features(32, 16, 16, 5), smooth_features(32, 16, 16, 6)
     prior = SpatialPrior(coordinate_grid(1, 16, 16) + 1.5, 2.0)
-    bias = prior.bias((16, 16))
+    locality = prior.locality((16, 16))
     values = coordinate_grid(1, 16, 16)
-    dense = attend_dense(sx, sy, values, tau=0.005, bias=bias)
-    streamed = mc.attend(sx, sy, values, tau=0.005, bias=bias, chunk_bytes=4 * 256 * 10)
+    dense = attend_dense(sx, sy, values, tau=0.005, locality=locality)
+    streamed = mc.attend(sx, sy, values, tau=0.005, locality=locality, chunk_bytes=4 * 256 * 10)
     assert torch.allclose(dense, streamed, atol=1e-4)
+
+
+def test_a_batch_of_priors_gives_a_batch_of_warps():
+    # features and values of batch 1, a prior of batch 2: two different warps, each equal to its own
+    sx, sy = smooth_features(16, 8, 8, 1), smooth_features(16, 8, 8, 2)
+    values = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    targets = torch.cat([coordinate_grid(1, 8, 8), coordinate_grid(1, 8, 8).flip(-1)])
+    both = warp_with_confidence(sx, sy, values, tau=0.05, prior=SpatialPrior(targets, 1.0))
+    assert both.warped.shape[0] == 2 and both.backward_flow.shape[0] == 2
+    for b in range(2):
+        one = warp_with_confidence(sx, sy, values, tau=0.05, prior=SpatialPrior(targets[b : b + 1], 1.0))
+        assert torch.allclose(both.warped[b], one.warped[0], atol=1e-6)
+        assert torch.allclose(both.backward_flow[b], one.backward_flow[0], atol=1e-5)
+    assert (both.forward_flow[0] - both.forward_flow[1]).abs().max() > 1
 
 
 def test_prior_needs_the_condition_grid():
@@ -90,15 +114,20 @@ def test_prior_needs_the_condition_grid():
         SpatialPrior(coordinate_grid(1, 4, 4), 0.0)
 
 
-@pytest.mark.parametrize("scale,shift", [(1.0, (0.0, 0.0)), (0.8, (3.0, -2.0)), (1.25, (-2.0, 1.0))])
-def test_search_recovers_a_known_similarity(scale, shift):
-    exemplar = smooth_features(24, 32, 32, 7, blur=1)
-    truth = torch.tensor([[[scale, 0.0, 15.5 * (1 - scale) + shift[0]], [0.0, scale, 15.5 * (1 - scale) + shift[1]]]])
+@pytest.mark.parametrize("side,scale,shift", [
+    (32, 1.0, (0.0, 0.0)), (32, 0.8, (3.0, -2.0)), (32, 1.25, (-2.0, 1.0)),
+    # off the coarse lattice (16 cells: steps of 4 and 8 cells at 64 and 128)
+    (64, 1.0, (2.0, -6.0)), (64, 1.1, (-3.0, 5.0)), (128, 1.1, (2.0, -5.0)), (128, 0.9, (6.0, 3.0))])
+def test_search_recovers_a_known_similarity(side, scale, shift):
+    exemplar = smooth_features(24, side, side, 7, blur=side // 32)
+    c = (side - 1) / 2
+    truth = torch.tensor([[[scale, 0.0, c * (1 - scale) + shift[0]], [0.0, scale, c * (1 - scale) + shift[1]]]])
     condition = resample(exemplar, truth)
     found = search_similarity(condition, exemplar)
     assert not bool(found.mirrored[0])
-    err = (affine_targets(found.matrix, (32, 32)) - affine_targets(truth, (32, 32))).norm(dim=1)
-    assert float(err.mean()) < 1.0, found.matrix
+    err = (affine_targets(found.matrix, (side, side)) - affine_targets(truth, (side, side))).norm(dim=1)
+    # well within the default prior width (0.03 of the grid: 1, 1.9, 3.8 cells)
+    assert float(err.mean()) < 0.5 + side / 128, found.matrix
 
 
 def test_search_finds_a_mirror_only_when_offered_and_clearly_better():

@@ -86,7 +86,7 @@ def test_mirrored_case_truth_points_at_the_same_photo_content():
     err = (seen - want).abs()[real]
     assert float(err.mean()) < 0.03
     # and a wrong truth (no mirror) does not
-    wrong = sample_pixels(exemplar, truth.flip(-1).flip(-1) * 0 + coordinate_grid(1, 128, 128))
+    wrong = sample_pixels(exemplar, coordinate_grid(1, 128, 128))
     assert float((wrong - want).abs()[real].mean()) > 3 * float(err.mean())
     latent, valid = pixel_truth_to_latent(truth, inside, 8)
     assert latent.shape == (1, 2, 16, 16) and valid.shape == (1, 16, 16) and 0.5 < float(valid.float().mean()) <= 1
@@ -150,3 +150,19 @@ def test_mirrored_photos_default_finds_the_mirror(quick_benchmark):
     assert ci.lookup(summary, mirrored, "identity", "-")["pck_b"] <= 0.2
     assert ci.lookup(summary, mirrored, BEFORE, "first match")["pck_b"] <= 0.2
     assert default["incoherence"] <= ci.lookup(summary, mirrored, BEFORE, "first match")["incoherence"] - 0.1
+
+
+def test_mirrored_exemplar_gets_mirrored_in_domain_features():
+    """With pure latent features for the re-match (x0_condition_weight 0), only the exemplar's
+    mirrored in-domain features let x0_hat (the deformed photo) find the mirrored exemplar:
+    measured PCK@2 0.84 / 0.90 (chelsea / astronaut); without the flip 0.18 / 0.26."""
+    from benchmarks import cross_instance as ci
+    from midms_core.edge_matcher import EdgeDescriptorMatcher
+    from midms_core.evaluation import pck
+
+    matcher = EdgeDescriptorMatcher(x0_condition_weight=0.0)
+    for name in ("chelsea", "astronaut"):
+        deformed, inside, exemplar, truth_px = mirrored_case(load_photo(name, ci.SIZE), 0, ci.SHIFT_PX)
+        truth, valid = pixel_truth_to_latent(truth_px, inside, ci.FACTOR)
+        flows = ci.match_flows(matcher, ci.make_condition(deformed, "canny"), exemplar, ci.stand_in_x0(deformed, 100))
+        assert pck(flows["re-match"][0], truth, valid, 2) > 0.6, name

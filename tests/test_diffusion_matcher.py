@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from midms_core import DiffusionFeatureMatcher, FeatureCapture, MatchSide
+from midms_core import DiffusionFeatureMatcher, FeatureCapture, Matcher, MatchSide
 
 
 class ToyExtract:
@@ -118,6 +118,39 @@ def test_cross_domain_matcher_makes_the_first_match_only():
     torch.testing.assert_close(f.x0_features(x0), DiffusionFeatureMatcher(ToyExtract()).features(x0))
     with pytest.raises(ValueError, match="cross_domain"):
         DiffusionFeatureMatcher(ToyExtract(), cross_domain=lambda c, e: None)
+
+
+class StubCrossDomain(Matcher):
+    """A cross-domain matcher with a known prior and alignment (mirrored or not)."""
+
+    name = "stub"
+
+    def __init__(self, mirrored: bool) -> None:
+        self.mirrored = mirrored
+
+    def bind(self, condition, exemplar):
+        from midms_core import Alignment, MatchFeatures, SpatialPrior, coordinate_grid
+
+        prior = SpatialPrior(coordinate_grid(1, *condition.grid) + 0.5, 2.0)
+        alignment = Alignment(matrix=torch.eye(2, 3).unsqueeze(0), mirrored=torch.tensor([self.mirrored]),
+                              score=torch.tensor([0.5]))
+        side = torch.ones(1, 5, *condition.grid)
+        return MatchFeatures(condition=side, exemplar=torch.ones(1, 5, *exemplar.grid), exemplar_in_domain=side,
+                             x0_features=lambda x0: x0, prior=prior, alignment=alignment)
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_cross_domain_prior_and_mirror_carry_into_the_re_matches(mirrored):
+    cond, exem = MatchSide(latent=_latent(1, 8, 12, seed=2)), MatchSide(latent=_latent(1, 8, 12, seed=3))
+    stub = StubCrossDomain(mirrored)
+    f = DiffusionFeatureMatcher(ToyExtract(), cross_domain=stub).bind(cond, exem)
+    first = stub.bind(cond, exem)
+    assert torch.equal(f.prior.target, first.prior.target) and f.prior.sigma == first.prior.sigma
+    assert bool(f.alignment.mirrored[0]) == mirrored
+    plain = DiffusionFeatureMatcher(ToyExtract()).features(exem.latent)
+    flipped = DiffusionFeatureMatcher(ToyExtract()).features(exem.latent.flip(-1)).flip(-1)
+    torch.testing.assert_close(f.exemplar_in_domain, flipped if mirrored else plain)
+    assert not torch.allclose(plain, flipped)
 
 
 def test_bad_arguments_are_named():

@@ -3,6 +3,8 @@ interleaving behaviour (Eq. 8-11)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import pytest
@@ -246,6 +248,32 @@ def test_translate_starts_from_noised_first_warp():
     assert result.latent.shape == (1, 4, 6, 10)
     with pytest.raises(ValueError, match="noise"):
         mc.translate(denoise, feats.build(condition), exemplar, sigmas, torch.randn(1, 4, 8, 8))
+
+
+def test_translate_and_every_re_match_use_the_match_prior():
+    """MatchFeatures.prior reaches the first warp (translate) and each re-warp (rewarp_transform):
+    both equal warp_with_confidence with that prior, and differ from the warp without it."""
+    model, denoise, sigmas, exemplar, _ = setup_interleaved()
+    condition = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    flipped = mc.coordinate_grid(1, 8, 8).flip(-1)  # a prior that pulls every cell to its mirror
+    prior = mc.SpatialPrior(flipped, 0.7)
+    feats = FixedFeatures(exemplar)
+    features = dataclasses.replace(feats.build(condition), prior=prior)
+    settings = mc.RewarpSettings(tau=0.05, threshold=512.0)
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    result = mc.translate(denoise, features, exemplar, sigmas, noise, settings)
+    want = mc.warp_with_confidence(condition, exemplar, exemplar, tau=0.05, threshold=512.0, prior=prior)
+    assert torch.allclose(result.initial.warped, want.warped, atol=1e-6)
+    assert (result.initial.warped - mc.warp(condition, exemplar, exemplar, tau=0.05)).abs().max() > 0.1
+
+    transform = mc.rewarp_transform(exemplar, features, settings, step_count=4)
+    x0_hat = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    x0, info = transform(0, x0_hat, x0_hat, sigmas[0])
+    rewarp = mc.warp_with_confidence(x0_hat, exemplar, exemplar, tau=0.05, threshold=512.0, prior=prior)
+    assert torch.allclose(info["warped"], rewarp.warped, atol=1e-6)
+    assert torch.allclose(x0, mc.blend(rewarp.warped, x0_hat, rewarp.mask), atol=1e-6)
+    assert torch.allclose(info["flow"], rewarp.forward_flow, atol=1e-5)
+    assert (info["warped"] - mc.warp(x0_hat, exemplar, exemplar, tau=0.05)).abs().max() > 0.1
 
 
 @pytest.mark.parametrize(

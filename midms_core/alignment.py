@@ -12,7 +12,7 @@ the warp is shredded. Two steps fix the layout first and leave the detail to the
    least squares, was measured and changed landmark PCK on the face pairs by < 0.01; not kept.)
 2. :class:`SpatialPrior`: a Gaussian locality term around the aligned position T(u) added to
    every warp logit, L(u, v) = C(u, v) / tau - |v - T(u)|^2 / (2 sigma^2). It is evaluated per
-   block of rows beside the correlation (:class:`~midms_core.correspondence.PairLocality`), so
+   block of rows beside the correlation (:class:`~midms_core.correspondence.GridLocality`), so
    the correlation is still streamed and each row's softmax is exact; the backward direction
    (for the cycle check) uses the same logits, softmaxed over condition positions.
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .correspondence import PairLocality, centre_normalise, coordinate_grid
+from .correspondence import GridLocality, centre_normalise, coordinate_grid
 from .validation import broadcast_batch, check_positive, check_tensor
 
 #: global alignment choices of a matcher: a similarity search first, or none (features alone)
@@ -70,15 +70,13 @@ class SpatialPrior:
         else:
             check_positive("SpatialPrior", "sigma", self.sigma)
 
-    def locality(self, exemplar_grid: tuple[int, int]) -> PairLocality:
-        """The term as a :class:`PairLocality` oriented condition -> exemplar: query points =
-        target(u), key points = the exemplar grid's cells, query weight = 1 / (2 sigma(u)^2).
-        Its ``swapped()`` orients it exemplar -> condition (the backward flow of the cycle check)."""
-        hy, wy = exemplar_grid
+    def locality(self) -> GridLocality:
+        """The term as a :class:`GridLocality` oriented condition -> exemplar (points target(u) on
+        the query side, the exemplar grid on the key side, weight 1 / (2 sigma(u)^2)). Its
+        ``swapped()`` orients it exemplar -> condition (the backward flow of the cycle check)."""
         target = self.target.float()
         sigma = self.sigma.float().to(target.device) if isinstance(self.sigma, Tensor) else torch.full_like(target[:, :1], float(self.sigma))
-        return PairLocality(query_points=target, key_points=coordinate_grid(1, hy, wy, target.device),
-                            query_weight=0.5 / sigma.square())
+        return GridLocality(points=target, weight=0.5 / sigma.square(), points_on="query")
 
     def to(self, device) -> "SpatialPrior":
         sigma = self.sigma.to(device) if isinstance(self.sigma, Tensor) else self.sigma

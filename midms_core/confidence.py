@@ -176,7 +176,7 @@ def warp_with_confidence(
             got = tuple(prior.target.shape) if isinstance(prior, SpatialPrior) else type(prior).__name__
             raise ValueError(f"{where}: 'prior' must be a SpatialPrior with its target on the condition grid "
                              f"(B, 2, {condition_features.shape[-2]}, {condition_features.shape[-1]}), got {got}")
-        locality = prior.to(condition_features.device).locality(tuple(exemplar_features.shape[-2:]))
+        locality = prior.to(condition_features.device).locality()
         batch = broadcast_batch(where, condition_features=condition_features, exemplar_features=exemplar_features,
                                 exemplar_values=exemplar_values, **{"prior.target": prior.target})
     cond = centre_normalise(condition_features)

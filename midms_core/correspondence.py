@@ -75,66 +75,84 @@ def _flat_features(features: Tensor, normalised: bool) -> Tensor:
     return (features.float() if normalised else centre_normalise(features)).flatten(2)
 
 
-class PairLocality(NamedTuple):
-    """A locality term of the logits: -w |query_point(u) - key_point(v)|^2, added after the clamp
-    and the division by tau, w = query_weight(u) * key_weight(v) (a missing weight is 1).
+class GridLocality(NamedTuple):
+    """A locality term of the logits between positions p of one side, each with a point and a
+    weight, and the cells g = (x, y) of the other side's grid: -w(p) |point(p) - g|^2, added
+    after the clamp and the division by tau.
 
-    query_points: (Bq, 2, Hq, Wq) and key_points: (Bk, 2, Hk, Wk) in ONE coordinate frame;
-    query_weight: (Bq, 1, Hq, Wq) or None; key_weight: (Bk, 1, Hk, Wk) or None.
-    The squared distance is computed element by element per block (no matmul expansion), so
-    there is no cancellation and TF32 matmuls cannot touch it.
+    points: (B, 2, H, W) (x, y) in the grid side's cell coordinates; weight: (B, 1, H, W) > 0;
+    points_on: "query" (the grid is the keys' grid; e.g. the forward warp with a prior around
+    T(u)) or "key" (the grid is the queries' grid; the backward direction of the same term).
+
+    The squared distance separates, |p - g|^2 = (p_x - x)^2 + (p_y - y)^2, so each block of
+    logits viewed on the grid takes two broadcast subtractions of small tables: exact (every
+    difference computed directly, no expansion that cancels, no matmul that TF32 could round),
+    no temporary of block size, and the softmax stays row-exact.
     """
 
-    query_points: Tensor
-    key_points: Tensor
-    query_weight: Optional[Tensor] = None
-    key_weight: Optional[Tensor] = None
+    points: Tensor
+    weight: Tensor
+    points_on: str = "query"
 
-    def swapped(self) -> "PairLocality":
+    def swapped(self) -> "GridLocality":
         """The same term with queries and keys exchanged (the backward direction)."""
-        return PairLocality(self.key_points, self.query_points, self.key_weight, self.query_weight)
+        return GridLocality(self.points, self.weight, "key" if self.points_on == "query" else "query")
 
 
-def _flat_locality(where: str, locality: Optional[PairLocality], query_features: Tensor, key_features: Tensor):
-    """Checked, flattened pieces of a :class:`PairLocality`: points (B, N, 2), weights (B, N, 1)
-    (query) / (B, 1, N) (key) or None. Returns None when ``locality`` is None."""
+def _check_locality(where: str, locality: Optional[GridLocality], query_features: Tensor, key_features: Tensor):
+    """Validate a :class:`GridLocality` against the pair; returns the grid side's (h, w) or None."""
     if locality is None:
         return None
-    if not isinstance(locality, PairLocality):
-        raise ValueError(f"{where}: 'locality' must be a PairLocality or None, got {type(locality).__name__}")
-    qgrid, kgrid = tuple(query_features.shape[-2:]), tuple(key_features.shape[-2:])
-    parts = (("query_points", locality.query_points, 2, qgrid), ("key_points", locality.key_points, 2, kgrid),
-             ("query_weight", locality.query_weight, 1, qgrid), ("key_weight", locality.key_weight, 1, kgrid))
-    for name, t, channels, grid in parts:
-        if t is None and name.endswith("weight"):
-            continue
-        check_tensor(where, f"locality.{name}", t, 4, f"(B, {channels}, {grid[0]}, {grid[1]})")
-        if t.shape[1] != channels or tuple(t.shape[-2:]) != grid:
-            raise ValueError(f"{where}: 'locality.{name}' must be (B, {channels}, {grid[0]}, {grid[1]}), got {tuple(t.shape)}")
-    qp = locality.query_points.float().flatten(2).transpose(1, 2).contiguous()
-    kp = locality.key_points.float().flatten(2).transpose(1, 2).contiguous()
-    qw = None if locality.query_weight is None else locality.query_weight.float().flatten(2).transpose(1, 2)
-    kw = None if locality.key_weight is None else locality.key_weight.float().flatten(2)
-    return qp, kp, qw, kw
+    if not isinstance(locality, GridLocality) or locality.points_on not in ("query", "key"):
+        raise ValueError(f"{where}: 'locality' must be a GridLocality (points_on 'query' or 'key') or None, got {locality!r:.80}")
+    points_side, grid_side = (query_features, key_features) if locality.points_on == "query" else (key_features, query_features)
+    h, w = points_side.shape[-2:]
+    for name, t, channels in (("points", locality.points, 2), ("weight", locality.weight, 1)):
+        check_tensor(where, f"locality.{name}", t, 4, f"(B, {channels}, {h}, {w}) on the {locality.points_on} grid")
+        if t.shape[1] != channels or tuple(t.shape[-2:]) != (h, w):
+            raise ValueError(f"{where}: 'locality.{name}' must be (B, {channels}, {h}, {w}) on the {locality.points_on} grid, "
+                             f"got {tuple(t.shape)}")
+    return tuple(grid_side.shape[-2:])
 
 
-def _locality_tensors(locality: Optional[PairLocality]) -> dict:
+def _locality_tensors(locality: Optional[GridLocality]) -> dict:
     """The batch-carrying tensors of a locality term, for :func:`broadcast_batch`."""
-    if locality is None:
-        return {}
-    return {f"locality.{k}": v for k, v in locality._asdict().items() if v is not None}
+    return {} if locality is None else {"locality.points": locality.points, "locality.weight": locality.weight}
 
 
-def _subtract_locality(logits: Tensor, flat, b: int, start: int, rows: int) -> None:
-    """logits (r, Nk) -= w * |query_point - key_point|^2 for query rows start:start + r of item b."""
-    qp, kp, qw, kw = flat
-    d2 = torch.cdist(_item(qp, b)[start : start + rows], _item(kp, b), compute_mode="donot_use_mm_for_euclid_dist")
-    d2.square_()
-    if qw is not None:
-        d2.mul_(_item(qw, b)[start : start + rows])
-    if kw is not None:
-        d2.mul_(_item(kw, b))
-    logits.sub_(d2)
+def _locality_tables(locality: GridLocality, grid: tuple[int, int], b: int) -> tuple[Tensor, Tensor]:
+    """Per-axis tables of item b: X = w (p_x - x)^2 and Y = w (p_y - y)^2 for the N point
+    positions against the grid's gw columns and gh rows, float32, laid out as the blocks read
+    them: (N, gw), (N, gh) for points on the query side, (gw, N), (gh, N) for points on the key side."""
+    gh, gw = grid
+    points = _item(locality.points, b).float().flatten(1)  # (2, N)
+    weight = _item(locality.weight, b).float().flatten()  # (N,)
+    xs = torch.arange(gw, device=points.device, dtype=torch.float32)
+    ys = torch.arange(gh, device=points.device, dtype=torch.float32)
+    if locality.points_on == "query":
+        return ((points[0][:, None] - xs[None, :]).square_().mul_(weight[:, None]),
+                (points[1][:, None] - ys[None, :]).square_().mul_(weight[:, None]))
+    return ((xs[:, None] - points[0][None, :]).square_().mul_(weight[None, :]),
+            (ys[:, None] - points[1][None, :]).square_().mul_(weight[None, :]))
+
+
+def _subtract_locality(logits: Tensor, tables: tuple[Tensor, Tensor], points_on: str, grid: tuple[int, int], start: int) -> None:
+    """logits (r, Nk) for query rows start:start + r -= the locality term.
+
+    points_on "query": the keys are the grid; tables (Nq, gw), (Nq, gh) of the points.
+    points_on "key": the queries are the grid and the block holds whole grid rows (start and r
+    multiples of gw); tables (gw, Nk), (gh, Nk).
+    """
+    table_x, table_y = tables
+    gh, gw = grid
+    r = logits.shape[0]
+    if points_on == "query":
+        view = logits.view(r, gh, gw)
+        view.sub_(table_y[start : start + r, :, None]).sub_(table_x[start : start + r, None, :])
+    else:
+        view = logits.view(r // gw, gw, -1)
+        row0 = start // gw
+        view.sub_(table_x[None, :, :]).sub_(table_y[row0 : row0 + r // gw, None, :])
 
 
 def _item(batch: Tensor, b: int) -> Tensor:
@@ -151,7 +169,7 @@ def attend(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     normalised: bool = False,
     _names: tuple[str, str, str, str] = ("attend", "query_features", "key_features", "values"),
-    locality: Optional[PairLocality] = None,
+    locality: Optional[GridLocality] = None,
 ) -> Tensor:
     """Softmax-weighted average of ``values`` over key positions, for every query position.
 
@@ -163,8 +181,8 @@ def attend(
     query_features: (Bq, C, Hq, Wq); key_features: (Bk, C, Hk, Wk); values: (Bv, Cv, Hk, Wk).
     Batch sizes must match or be 1. Returns (B, Cv, Hq, Wq) in ``values.dtype``.
     ``normalised=True`` skips :func:`centre_normalise` for features the caller already normalised.
-    ``locality`` (:class:`PairLocality`) subtracts w |query_point(u) - key_point(v)|^2 from every
-    logit after the clamp and the division by tau, e.g. a locality prior
+    ``locality`` (:class:`GridLocality`) subtracts a squared-distance term from every logit after
+    the clamp and the division by tau, e.g. a locality prior
     (:class:`midms_core.alignment.SpatialPrior`); it is part of each row's logits, so the blocked
     softmax stays exact. Its batch joins the others (1 broadcasts).
     Peak extra memory: about ``chunk_bytes`` plus the float32 features and values.
@@ -173,21 +191,23 @@ def attend(
     batch = _check_pair(where, query_features, key_features, values, *_names[1:])
     tau = check_positive(where, "tau", tau)
     chunk_bytes = int(check_positive(where, "chunk_bytes", chunk_bytes))
-    flat_locality = _flat_locality(where, locality, query_features, key_features)
-    if flat_locality is not None:
+    locality_grid = _check_locality(where, locality, query_features, key_features)
+    if locality is not None:
         batch = broadcast_batch(where, **{_names[1]: query_features, _names[2]: key_features, _names[3]: values},
                                 **_locality_tensors(locality))
-        chunk_bytes //= 2  # the logits block and its squared distances
 
     q = _flat_features(query_features, normalised)  # (Bq, C, Nq)
     k = _flat_features(key_features, normalised)  # (Bk, C, Nk)
     v = values.float().flatten(2).transpose(1, 2)  # (Bv, Nk, Cv)
     n_query, n_key = q.shape[-1], k.shape[-1]
     rows = rows_per_chunk(n_key, chunk_bytes)
+    if locality is not None and locality.points_on == "key":
+        rows = max(rows // locality_grid[1], 1) * locality_grid[1]  # whole rows of the query grid
 
     out = values.new_empty((batch, values.shape[1], n_query), dtype=torch.float32)
     for b in range(batch):
         qb, kb, vb = _item(q, b).transpose(0, 1), _item(k, b), _item(v, b)  # (Nq, C), (C, Nk), (Nk, Cv)
+        tables = None if locality is None else _locality_tables(locality, locality_grid, b)
         for start in range(0, n_query, rows):
             logits = qb[start : start + rows] @ kb  # (r, Nk)
             if clamp_negative:
@@ -195,8 +215,8 @@ def attend(
             # In-place stable softmax, rounded exactly as torch.softmax(C / tau) rounds; normalise
             # the small (r, Cv) product instead of the (r, Nk) block.
             logits.div_(tau)
-            if flat_locality is not None:
-                _subtract_locality(logits, flat_locality, b, start, logits.shape[0])
+            if tables is not None:
+                _subtract_locality(logits, tables, locality.points_on, locality_grid, start)
             logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
             total = logits.sum(dim=1, keepdim=True)  # (r, 1)
             out[b, :, start : start + rows] = ((logits @ vb) / total).transpose(0, 1)
@@ -220,7 +240,7 @@ def attend_both_ways(
     clamp_negative: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     normalised: bool = False,
-    locality: Optional[PairLocality] = None,
+    locality: Optional[GridLocality] = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`attend` in both directions from ONE pass over the correlation blocks.
 
@@ -237,7 +257,8 @@ def attend_both_ways(
 
     query_features: (Bq, C, Hq, Wq); key_features: (Bk, C, Hk, Wk); key_values: (Bv, Cv, Hk, Wk);
     query_values: (Bu, Cu, Hq, Wq). Batch sizes must match or be 1. Results in float32.
-    ``locality`` as in :func:`attend` (oriented query -> key): one term shared by both directions.
+    ``locality`` as in :func:`attend`, with its points on the query side (the keys' grid): one
+    term shared by both directions.
     """
     where = "attend_both_ways"
     _check_pair(where, query_features, key_features, key_values, "query_features", "key_features", "key_values")
@@ -252,9 +273,10 @@ def attend_both_ways(
     kv = key_values.float().flatten(2).transpose(1, 2)  # (Bv, Nk, Cv)
     qv = query_values.float().flatten(2).transpose(1, 2)  # (Bu, Nq, Cu)
     n_query, n_key = q.shape[-1], k.shape[-1]
-    flat_locality = _flat_locality(where, locality, query_features, key_features)
-    # the logits block and its column weights (and the squared distances of the locality term)
-    rows = rows_per_chunk(n_key, chunk_bytes // (2 if flat_locality is None else 3))
+    locality_grid = _check_locality(where, locality, query_features, key_features)
+    if locality is not None and locality.points_on != "query":
+        raise ValueError(f"{where}: 'locality' must have its points on the query side (points_on 'query')")
+    rows = rows_per_chunk(n_key, chunk_bytes // 2)  # the logits block and its column weights
 
     forward = q.new_empty((batch, n_query, kv.shape[-1]))
     backward = q.new_empty((batch, n_key, qv.shape[-1]))
@@ -264,13 +286,14 @@ def attend_both_ways(
         col_max = q.new_full((n_key,), -float("inf"))
         col_sum = q.new_zeros(n_key)
         col_acc = q.new_zeros((n_key, qvb.shape[-1]))
+        tables = None if locality is None else _locality_tables(locality, locality_grid, b)
         for start in range(0, n_query, rows):
             logits = qb[start : start + rows] @ kb  # (r, Nk)
             if clamp_negative:
                 logits.clamp_(min=0.0)
             logits.div_(tau)
-            if flat_locality is not None:
-                _subtract_locality(logits, flat_locality, b, start, logits.shape[0])
+            if tables is not None:
+                _subtract_locality(logits, tables, "query", locality_grid, start)
             # columns: fold this block into the running softmax over queries
             new_max = torch.maximum(col_max, logits.amax(dim=0))
             rescale = torch.exp(col_max - new_max)  # 0 for the first block (max was -inf)
@@ -295,7 +318,7 @@ def attend_dense(
     values: Tensor,
     tau: float = DEFAULT_TAU,
     clamp_negative: bool = True,
-    locality: Optional[PairLocality] = None,
+    locality: Optional[GridLocality] = None,
 ) -> Tensor:
     """The same as :func:`attend` with the whole (Nq x Nk) matrix built at once, as the official
     code does. Kept as the memory baseline for benchmarks; prefer :func:`attend`."""
@@ -308,11 +331,13 @@ def attend_dense(
     if clamp_negative:
         corr = corr.clamp(min=0.0)
     logits = corr / tau
-    flat = _flat_locality(where, locality, query_features, key_features)
-    if flat is not None:
-        qp, kp, qw, kw = flat
-        d2 = (qp.unsqueeze(2) - kp.unsqueeze(1)).square().sum(-1)  # (B, Nq, Nk)
-        logits = logits - d2 * (1 if qw is None else qw) * (1 if kw is None else kw)
+    grid = _check_locality(where, locality, query_features, key_features)
+    if locality is not None:
+        points = locality.points.float().flatten(2)  # (B, 2, N)
+        cells = coordinate_grid(1, *grid, device=points.device).flatten(2)  # (1, 2, G)
+        d2 = (points.unsqueeze(3) - cells.unsqueeze(2)).square().sum(1)  # (B, N, G)
+        d2 = d2 * locality.weight.float().flatten(2).transpose(1, 2)
+        logits = logits - (d2 if locality.points_on == "query" else d2.transpose(1, 2))
     weights = torch.softmax(logits, dim=-1)
     out = torch.einsum("bnm,bcm->bcn", weights, values.float().flatten(2))
     return out.reshape(out.shape[0], out.shape[1], *query_features.shape[-2:]).to(values.dtype)
@@ -325,7 +350,7 @@ def warp(
     tau: float = DEFAULT_TAU,
     clamp_negative: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    locality: Optional[PairLocality] = None,
+    locality: Optional[GridLocality] = None,
 ) -> Tensor:
     """Warp any exemplar tensor onto the condition grid (Eq. 6).
 
@@ -345,7 +370,7 @@ def soft_argmax_flow(
     tau: float = DEFAULT_TAU,
     clamp_negative: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    locality: Optional[PairLocality] = None,
+    locality: Optional[GridLocality] = None,
 ) -> Tensor:
     """Soft-argmax map from the query grid into the key grid, in key-grid pixel coordinates.
 

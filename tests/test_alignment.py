@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import midms_core as mc
 from midms_core.alignment import SpatialPrior, affine_targets, search_similarity
 from midms_core.confidence import warp_with_confidence
-from midms_core.correspondence import _flat_locality, _subtract_locality, attend_dense, coordinate_grid
+from midms_core.correspondence import _locality_tables, _subtract_locality, attend_dense, coordinate_grid
 from tests import reference as ref
 
 
@@ -36,16 +36,17 @@ def test_prior_pair_term_is_the_gaussian_distance(per_cell):
     g = torch.Generator().manual_seed(0)
     target = torch.rand(2, 2, 3, 4, generator=g) * 6 - 1
     sigma = (torch.rand(2, 1, 3, 4, generator=g) + 0.5) if per_cell else 1.7
-    loc = SpatialPrior(target, sigma).locality((5, 6))
+    loc = SpatialPrior(target, sigma).locality()
     # one block holding every row: the subtracted term is the Gaussian distance, and swapped
-    # (exemplar rows, condition columns) it is its transpose
+    # (exemplar rows, condition columns) it is its transpose; the swapped one also in blocks of
+    # whole grid rows (6 exemplar cells each)
     logits = torch.zeros(2, 12, 30)
-    flat = _flat_locality("t", loc, torch.zeros(2, 1, 3, 4), torch.zeros(1, 1, 5, 6))
     back = torch.zeros(2, 30, 12)
-    flat_back = _flat_locality("t", loc.swapped(), torch.zeros(1, 1, 5, 6), torch.zeros(2, 1, 3, 4))
     for b in range(2):
-        _subtract_locality(logits[b], flat, b, 0, 12)
-        _subtract_locality(back[b], flat_back, b, 0, 30)
+        _subtract_locality(logits[b], _locality_tables(loc, (5, 6), b), "query", (5, 6), 0)
+        tables = _locality_tables(loc.swapped(), (5, 6), b)
+        for start in range(0, 30, 12):
+            _subtract_locality(back[b, start : start + 12], tables, "key", (5, 6), start)
     v = ref.pixel_grid(5, 6)
     for b in range(2):
         for u in range(12):
@@ -85,11 +86,15 @@ def test_warp_with_prior_equals_transcription_both_ways(passes, per_cell):
 def test_dense_and_streamed_agree_with_locality_and_realistic_tau():
     sx, sy = smooth_features(32, 16, 16, 5), smooth_features(32, 16, 16, 6)
     prior = SpatialPrior(coordinate_grid(1, 16, 16) + 1.5, 2.0)
-    locality = prior.locality((16, 16))
+    locality = prior.locality()
     values = coordinate_grid(1, 16, 16)
     dense = attend_dense(sx, sy, values, tau=0.005, locality=locality)
     streamed = mc.attend(sx, sy, values, tau=0.005, locality=locality, chunk_bytes=4 * 256 * 10)
     assert torch.allclose(dense, streamed, atol=1e-4)
+    # the backward orientation: blocks of whole query-grid rows even for a budget of 10 rows
+    back_dense = attend_dense(sy, sx, values, tau=0.005, locality=locality.swapped())
+    back_streamed = mc.attend(sy, sx, values, tau=0.005, locality=locality.swapped(), chunk_bytes=4 * 256 * 10)
+    assert torch.allclose(back_dense, back_streamed, atol=1e-4)
 
 
 def test_a_batch_of_priors_gives_a_batch_of_warps():

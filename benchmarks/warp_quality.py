@@ -133,6 +133,15 @@ def stand_in_encode(image: Tensor) -> Tensor:
     return F.avg_pool2d(image, 8)
 
 
+def make_condition(image: Tensor, kind: str) -> Tensor:
+    """The condition of a photo: "canny" edges or a "quantised" segmentation-like label map."""
+    if kind == "canny":
+        return canny_condition(image)
+    if kind == "quantised":
+        return quantised_condition(image)
+    raise ValueError(f"make_condition: 'kind' must be one of {list(CONDITIONS)}, got {kind!r}")
+
+
 # ------------------------------------------------------------------------------- one case
 
 def score(flow: Tensor, mask: Optional[Tensor], truth: Tensor, valid: Tensor, photo: Tensor, deformed: Tensor,
@@ -160,12 +169,7 @@ def run_case(photo_name: str, seed: int, condition_kind: str, config: BenchConfi
     photo = load_photo(photo_name, config.size)
     displacement = tps_displacement(config.size, seed, config.shift_px, grid=config.tps_grid)
     deformed, inside = deform(photo, displacement)
-    if condition_kind == "canny":
-        condition = canny_condition(deformed)
-    elif condition_kind == "quantised":
-        condition = quantised_condition(deformed)
-    else:
-        raise ValueError(f"run_case: 'condition_kind' must be one of {list(CONDITIONS)}, got {condition_kind!r}")
+    condition = make_condition(deformed, condition_kind)
 
     cond_latent, exem_latent, deformed_latent = encode(condition), encode(photo), encode(deformed)
     factor = config.size // exem_latent.shape[-1]

@@ -123,40 +123,26 @@ def _pool_to(features: Tensor, cells: int) -> tuple[Tensor, int]:
     return (F.avg_pool2d(features, factor, ceil_mode=True) if factor > 1 else features), factor
 
 
-def _scores(cond: Tensor, exem: Tensor, matrices: Tensor, factor_x: int, factor_y: int) -> Tensor:
-    """Mean over coarse condition cells of the cosine with the exemplar sampled at T(u).
+def _scores(cond: Tensor, exem: Tensor, matrices: Tensor, factor_x: int = 1, factor_y: int = 1,
+            budget_bytes: int = 64 * 2**20) -> Tensor:
+    """Mean over condition cells of the cosine with the exemplar sampled (bilinear) at T(u).
 
-    cond: (C, hx', wx') normalised coarse condition features; exem: (C, hy', wy'); matrices:
-    (K, 2, 3) in FINE cells. Returns (K,). Positions mapped outside the exemplar score 0.
+    cond: (C, hx', wx') and exem: (C, hy', wy') normalised features, pooled by factor_x /
+    factor_y from the latent grids (1: full resolution); matrices: (K, 2, 3) in FULL-resolution
+    cells. Returns (K,). Positions mapped outside the exemplar score 0. Candidates are scored in
+    chunks of ``budget_bytes`` of sampled features.
     """
-    hx, wx = cond.shape[-2:]
-    hy, wy = exem.shape[-2:]
-    matrices = matrices.to(cond.device)
-    # coarse cell centres in fine cells: (i + 0.5) * f - 0.5
-    u = coordinate_grid(1, hx, wx, cond.device).flatten(2)[0]  # (2, N)
-    u = (u + 0.5) * factor_x - 0.5
-    fine = matrices[:, :, :2] @ u + matrices[:, :, 2:]  # (K, 2, N) fine exemplar cells
-    coarse = (fine + 0.5) / factor_y - 0.5
-    grid = torch.stack([(coarse[:, 0] + 0.5) / wy * 2 - 1, (coarse[:, 1] + 0.5) / hy * 2 - 1], dim=-1)  # (K, N, 2)
-    sampled = F.grid_sample(exem.unsqueeze(0).expand(matrices.shape[0], -1, -1, -1), grid.unsqueeze(1),
-                            mode="bilinear", padding_mode="zeros", align_corners=False)  # (K, C, 1, N)
-    return (sampled[:, :, 0] * cond.flatten(1).unsqueeze(0)).sum(1).mean(1)
-
-
-def _fine_scores(cond: Tensor, exem: Tensor, matrices: Tensor, budget_bytes: int = 64 * 2**20) -> Tensor:
-    """Mean cosine over every condition cell with the exemplar sampled at T(u), at full
-    resolution: cond (C, hx, wx), exem (C, hy, wy) normalised; matrices (K, 2, 3) -> (K,).
-    Candidates are scored in chunks of ``budget_bytes`` of sampled features."""
     c, hx, wx = cond.shape
     hy, wy = exem.shape[-2:]
     matrices = matrices.to(cond.device)
-    u = coordinate_grid(1, hx, wx, cond.device).flatten(2)[0]  # (2, N)
+    # pooled cell centres in full-resolution cells: (i + 0.5) * f - 0.5
+    u = (coordinate_grid(1, hx, wx, cond.device).flatten(2)[0] + 0.5) * factor_x - 0.5  # (2, N)
     per = max(1, budget_bytes // (4 * c * hx * wx))
     out = []
     for i in range(0, matrices.shape[0], per):
         m = matrices[i : i + per]
-        t = m[:, :, :2] @ u + m[:, :, 2:]  # (k, 2, N)
-        grid = torch.stack([(t[:, 0] + 0.5) / wy * 2 - 1, (t[:, 1] + 0.5) / hy * 2 - 1], dim=-1)
+        t = ((m[:, :, :2] @ u + m[:, :, 2:]) + 0.5) / factor_y  # (k, 2, N), in pooled exemplar cells + 0.5
+        grid = torch.stack([t[:, 0] / wy * 2 - 1, t[:, 1] / hy * 2 - 1], dim=-1)
         sampled = F.grid_sample(exem.unsqueeze(0).expand(m.shape[0], -1, -1, -1), grid.unsqueeze(1),
                                 mode="bilinear", padding_mode="zeros", align_corners=False)  # (k, C, 1, N)
         out.append((sampled[:, :, 0] * cond.flatten(1).unsqueeze(0)).sum(1).mean(1))
@@ -207,17 +193,16 @@ def search_similarity(
     batch = broadcast_batch(where, condition_features=condition_features, exemplar_features=exemplar_features)
     grid_x, grid_y = tuple(condition_features.shape[-2:]), tuple(exemplar_features.shape[-2:])
 
-    def coarse(f: Tensor) -> tuple[Tensor, int]:
-        pooled, factor = _pool_to(centre_normalise(f), coarse_cells)
+    def coarse(normalised: Tensor) -> tuple[Tensor, int]:
+        pooled, factor = _pool_to(normalised, coarse_cells)
         return centre_normalise(pooled), factor
 
-    cond, fx = coarse(condition_features)
     cond_full = centre_normalise(condition_features)
-    sides = [(False, coarse(exemplar_features))]
+    cond, fx = coarse(cond_full)
     exem_full = {False: centre_normalise(exemplar_features)}
     if mirrored_exemplar_features is not None:
-        sides.append((True, coarse(mirrored_exemplar_features)))
         exem_full[True] = centre_normalise(mirrored_exemplar_features)
+    sides = [(flip, coarse(full)) for flip, full in exem_full.items()]
     fy = sides[0][1][1]
     step = float(fy)  # one coarse exemplar cell, in fine cells
     hy, wy = grid_y
@@ -240,7 +225,7 @@ def search_similarity(
         for flip, (exem, _) in sides:
             eb = exem[min(b, exem.shape[0] - 1)]
             mats = _similarities(coarse_scales, coarse_shifts, flip, grid_x, grid_y)
-            sc = torch.cat([_scores(cb, eb, mats[i : i + 512], fx, fy) for i in range(0, mats.shape[0], 512)])
+            sc = _scores(cb, eb, mats, fx, fy)
             k = int(sc.argmax())
             scale, shift = coarse_scales[k], coarse_shifts[k]
             # refine on the full-resolution features: candidates between coarse lattice points
@@ -252,7 +237,7 @@ def search_similarity(
                 scales_k = (scale * torch.tensor([1 / ratio, 1.0, ratio], dtype=torch.float64)).repeat_interleave(9)
                 shifts_k = (shift + around * (half / (step / 2))).repeat(3, 1)
                 fmats = _similarities(scales_k, shifts_k, flip, grid_x, grid_y)
-                fsc = _fine_scores(fine_cond, fine_exem, fmats)
+                fsc = _scores(fine_cond, fine_exem, fmats)
                 j = int(fsc.argmax())
                 scale, shift, score, matrix = scales_k[j], shifts_k[j], float(fsc[j]), fmats[j]
                 if half <= 0.5:

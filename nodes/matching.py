@@ -43,7 +43,7 @@ class MIDMsEdgeMatcher:
             },
             # optional so that workflows saved before these existed still load and run (with the defaults)
             "optional": {
-                "alignment": (list(ALIGNMENTS), {"default": "similarity", "tooltip": "similarity: first find the scale and shift (and mirroring) that best lay the exemplar over the condition, then match locally around it; keeps the warp coherent when the exemplar is another person or object framed differently. none: match on local features alone (before 0.2)."}),
+                "alignment": (list(ALIGNMENTS), {"default": "similarity", "tooltip": "similarity: first find the scale and shift (and mirroring) that best lay the exemplar over the condition, then match locally around it; keeps the warp coherent when the exemplar is another person or object framed differently. none: match on local features alone (the pack's earlier behaviour)."}),
                 "mirror": ("BOOLEAN", {"default": True, "tooltip": "Also try the exemplar left-right mirrored (a face or object turned the other way); chosen only when clearly better."}),
                 "locality": ("FLOAT", {"default": DEFAULT_LOCALITY, "min": 0.0, "max": 4.0, "step": 0.01, "tooltip": "How far a match may stray from the aligned position, as a fraction of the exemplar's size (Gaussian width); smaller = more rigid and coherent, larger = freer local matching, 0 = no locality term. Needs alignment 'similarity' (with 'none' there is no aligned position to stay near)."}),
             },

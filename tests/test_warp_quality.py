@@ -103,5 +103,5 @@ def test_confidence_mask_selects_good_matches(result):
 
 def test_unknown_condition_kind_is_a_clear_error():
     config = wq.BenchConfig(size=64)
-    with pytest.raises(ValueError, match=r"run_case.*'condition_kind'"):
+    with pytest.raises(ValueError, match=r"make_condition.*'kind'.*canny"):
         wq.run_case("astronaut", 0, "pose", config, {}, wq.stand_in_encode)

@@ -4,6 +4,7 @@ Importable and testable without ComfyUI; the node pack in ``nodes/`` is a thin l
 """
 
 from .alignment import ALIGNMENTS, Alignment, SpatialPrior, affine_targets, search_similarity
+from .cancellation import cancellable, checkpoint
 from .confidence import (
     DEFAULT_THRESHOLD_PX,
     WarpResult,

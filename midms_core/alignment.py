@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .cancellation import checkpoint
 from .correspondence import GridLocality, centre_normalise, coordinate_grid
 from .validation import broadcast_batch, check_positive, check_tensor
 
@@ -140,6 +141,7 @@ def _scores(cond: Tensor, exem: Tensor, matrices: Tensor, factor_x: int = 1, fac
     per = max(1, budget_bytes // (4 * c * hx * wx))
     out = []
     for i in range(0, matrices.shape[0], per):
+        checkpoint()  # a host's interrupt, between chunks of candidates
         m = matrices[i : i + per]
         t = ((m[:, :, :2] @ u + m[:, :, 2:]) + 0.5) / factor_y  # (k, 2, N), in pooled exemplar cells + 0.5
         grid = torch.stack([t[:, 0] / wy * 2 - 1, t[:, 1] / hy * 2 - 1], dim=-1)

@@ -19,6 +19,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from .cancellation import checkpoint
 from .validation import broadcast_batch, check_positive, check_tensor
 
 DEFAULT_TAU = 0.005  # official MIDMs code (CoCosNet used 0.01)
@@ -209,6 +210,7 @@ def attend(
         qb, kb, vb = _item(q, b).transpose(0, 1), _item(k, b), _item(v, b)  # (Nq, C), (C, Nk), (Nk, Cv)
         tables = None if locality is None else _locality_tables(locality, locality_grid, b)
         for start in range(0, n_query, rows):
+            checkpoint()  # a host's interrupt, between blocks
             logits = qb[start : start + rows] @ kb  # (r, Nk)
             if clamp_negative:
                 logits.clamp_(min=0.0)
@@ -288,6 +290,7 @@ def attend_both_ways(
         col_acc = q.new_zeros((n_key, qvb.shape[-1]))
         tables = None if locality is None else _locality_tables(locality, locality_grid, b)
         for start in range(0, n_query, rows):
+            checkpoint()  # a host's interrupt, between blocks
             logits = qb[start : start + rows] @ kb  # (r, Nk)
             if clamp_negative:
                 logits.clamp_(min=0.0)

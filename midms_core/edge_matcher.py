@@ -81,6 +81,21 @@ def _shift(x: Tensor, dy: int, dx: int) -> Tensor:
     return padded[..., pad + dy : pad + dy + h, pad + dx : pad + dx + w]
 
 
+#: Sobel magnitude at or below which a condition counts as flat: kornia's sobel of a constant
+#: image is sqrt(1e-6) = 1e-3 (its eps), a step of 2/255 (the blank tolerance of the encode node)
+#: about 4e-3
+FLAT_EDGE_STRENGTH = 2e-3
+
+
+def _require_edges(edges: Tensor, name: str, why: str) -> None:
+    """Raise when an edge map (B, 1, H, W) is empty for any image of the batch: matching a blank
+    side gives a meaningless warp, and its cycle check still calls much of it "confident"."""
+    empty = [i for i, e in enumerate(edges.flatten(1).amax(dim=1).tolist()) if not e > 0]
+    if empty:
+        which = f"image {empty[0] + 1} of {edges.shape[0]}" if edges.shape[0] > 1 else "the image"
+        raise ValueError(f"EdgeDescriptorMatcher: '{name}' ({which}) has no edges: {why}")
+
+
 def condition_edge_map(image: Tensor) -> Tensor:
     """Polarity-free edge strength of a condition image.
 
@@ -90,7 +105,9 @@ def condition_edge_map(image: Tensor) -> Tensor:
     per-image maximum (descriptors are normalised anyway; this only keeps numbers tame).
     """
     mag = kornia.filters.sobel(image.float()).amax(dim=1, keepdim=True)
-    return mag / mag.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)
+    peak = mag.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+    # a flat image (up to rounding noise) is an empty map, not amplified noise
+    return torch.where(peak > FLAT_EDGE_STRENGTH, mag / peak.clamp_min(1e-6), torch.zeros_like(mag))
 
 
 def exemplar_edge_map(
@@ -296,11 +313,17 @@ class EdgeDescriptorMatcher(Matcher):
 
     def condition_features(self, image: Tensor, grid: tuple[int, int]) -> Tensor:
         """S_x: condition image (B, 3, H, W) in [0, 1] -> (B, C, h, w)."""
-        return self.edge_features(condition_edge_map(self._work(image, grid)), grid)
+        edges = condition_edge_map(self._work(image, grid))
+        _require_edges(edges, "condition", "the condition is one flat colour: there is no layout to match; "
+                       "give an edge, pose or label image with visible lines or regions")
+        return self.edge_features(edges, grid)
 
     def exemplar_features(self, image: Tensor, grid: tuple[int, int]) -> Tensor:
         """S_y: exemplar photo (B, 3, H, W) in [0, 1] -> (B, C, h, w)."""
         edges = exemplar_edge_map(self._work(image, grid), self.canny_low, self.canny_high, self.canny_sigma, self.hysteresis_steps)
+        _require_edges(edges, "exemplar", f"Canny (canny_low {self.canny_low:g}, canny_high {self.canny_high:g}) finds no edge "
+                       "in it, so nothing can be matched; lower canny_low and canny_high on the edge matcher, or use a "
+                       "photo with visible structure")
         return self.edge_features(edges, grid)
 
     # ------------------------------------------------------------------ in-domain side

@@ -35,6 +35,18 @@ def to_rgb(image: Tensor, where: str = "to_rgb", name: str = "image") -> Tensor:
     return image.clamp(0, 1).contiguous()
 
 
+#: an image whose pixel values all lie within this range (about 2 grey levels of 8 bits) is blank
+BLANK_RANGE = 2.0 / 255.0
+
+
+def blank_images(image: Tensor, tolerance: float = BLANK_RANGE) -> list[int]:
+    """Indices of the images of a batch (B, H, W, C) that are one flat colour: max - min over
+    every pixel and channel below ``tolerance``."""
+    flat = image.float().flatten(1)
+    spread = flat.amax(dim=1) - flat.amin(dim=1)
+    return [i for i, s in enumerate(spread.tolist()) if not s >= tolerance]
+
+
 def round_to_multiple(size: int, multiple: int) -> int:
     """The nearest multiple of ``multiple`` that is at least ``multiple``."""
     return max(multiple, int(round(size / multiple)) * multiple)

@@ -54,7 +54,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -362,6 +362,57 @@ def config_from_state_dict(state_dict: dict[str, Tensor]) -> CorrespondenceConfi
     )
 
 
+#: what to do with the official (pickled) checkpoint: said wherever a file is not usable networks
+CONVERSION_HINT = ("convert the official MIDMs checkpoint with `python scripts/convert_official_checkpoint.py "
+                   "<official .pth/.ckpt> <models/midms/name.safetensors>`")
+
+# key prefixes of weights people keep in other model folders: (prefixes, description)
+_FOREIGN_KINDS = (
+    (("double_blocks.", "single_blocks.", "joint_blocks.", "model.diffusion_model.double_blocks.",
+      "model.diffusion_model.joint_blocks."),
+     "a diffusion transformer (Flux / SD3 weights; they belong in models/diffusion_models)"),
+    (("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.embedders."),
+     "a Stable Diffusion checkpoint (U-Net, VAE and text encoder; it belongs in models/checkpoints)"),
+    (("control_model.", "input_hint_block.", "controlnet_cond_embedding."),
+     "a ControlNet (it belongs in models/controlnet)"),
+    (("input_blocks.", "middle_block.", "output_blocks.", "down_blocks.", "up_blocks.", "mid_block."),
+     "a diffusion U-Net (it belongs in models/diffusion_models or models/unet)"),
+    (("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"),
+     "a LoRA (it belongs in models/loras)"),
+    (("encoder.down.", "decoder.up.", "encoder.conv_in.", "decoder.conv_in."),
+     "a VAE (it belongs in models/vae)"),
+    (("text_model.", "transformer.text_model.", "text_projection", "encoder.block.", "shared.weight"),
+     "a text encoder (it belongs in models/clip or models/text_encoders)"),
+)
+_LORA_MARKERS = (".lora_up.", ".lora_down.", ".lora_A.", ".lora_B.")
+_NETWORK_PREFIXES = ("real_enc.", "seg_enc.", "iter_enc.", "theta.", "phi.")
+
+
+class ForeignWeightsError(ValueError):
+    """A weights file that holds something other than MIDMs correspondence networks."""
+
+
+def describe_foreign_weights(keys: Sequence[str]) -> Optional[str]:
+    """What a weights file holds when it is NOT MIDMs correspondence networks, judged by its keys.
+
+    Returns None when any key belongs to the networks (a mismatch is then reported key by key),
+    else a short description: "a Stable Diffusion checkpoint (...)", "a LoRA (...)", ...,
+    "an empty safetensors file (...)" or "an unrelated safetensors file (keys such as ...)".
+    """
+    keys = list(keys)
+    if any(k.startswith(_NETWORK_PREFIXES) for k in keys):
+        return None
+    if not keys:
+        return "an empty safetensors file (no tensors)"
+    if any(marker in k for k in keys for marker in _LORA_MARKERS):
+        return "a LoRA (it belongs in models/loras)"
+    for prefixes, description in _FOREIGN_KINDS:
+        if any(k.startswith(prefixes) for k in keys):
+            return description
+    sample = ", ".join(repr(k) for k in sorted(keys)[:3])
+    return f"an unrelated safetensors file (keys such as {sample})"
+
+
 def _check_safetensors_path(where: str, path: Union[str, os.PathLike]) -> str:
     path = os.fspath(path)
     if not str(path).lower().endswith(".safetensors"):
@@ -401,11 +452,21 @@ def load_networks(
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            keys = list(f.keys())
+            # the keys first: a foreign file (e.g. a 2 GB diffusion checkpoint) is named, not read
+            foreign = describe_foreign_weights(keys)
+            if foreign is not None:
+                raise ForeignWeightsError(
+                    f"load_networks: {os.path.basename(path)!r} looks like {foreign}, not MIDMs correspondence networks. "
+                    f"The midms model folder takes the paper's networks as safetensors: {CONVERSION_HINT}"
+                )
+            state = {k: f.get_tensor(k) for k in keys}
+    except ForeignWeightsError as err:
+        raise ValueError(str(err)) from None
     except Exception as err:  # safetensors raises its own error types for malformed headers
         raise ValueError(
             f"load_networks: {path!r} is not a readable safetensors file ({err}); only safetensors weights "
-            "are accepted (a torch.save/pickle file must be converted first)"
+            f"are accepted. {CONVERSION_HINT}"
         ) from None
     if config is None:
         text = metadata.get(_META_CONFIG)

@@ -165,6 +165,17 @@ class RewarpSettings:
                 raise ValueError(f"{where}: 'rewarp_steps' must be non-negative step indices, got {list(steps)}")
             object.__setattr__(self, "rewarp_steps", tuple(sorted(set(steps))))
 
+    def check_steps(self, step_count: int, where: str = "RewarpSettings") -> None:
+        """Raise when ``rewarp_steps`` names a step past the end of a run of ``step_count`` steps
+        (such a run would silently re-warp nothing at those steps)."""
+        past = [s for s in (self.rewarp_steps or ()) if s >= step_count]
+        if past:
+            raise ValueError(
+                f"{where}: 'rewarp_steps' lists step {past[0]}, but this run has {step_count} step"
+                f"{'s' if step_count != 1 else ''}, numbered 0 to {step_count - 1} (steps count from 0); "
+                f"use step numbers from 0 to {step_count - 1}, or more steps"
+            )
+
     def steps_to_rewarp(self, step_count: int) -> frozenset[int]:
         """The step indices in ``range(step_count)`` that re-warp."""
         if self.rewarp_steps is not None:
@@ -241,6 +252,7 @@ def sample_interleaved(
         raise ValueError(
             f"{where}: 'exemplar_latent' must have the latent channels of 'x' ({x.shape[1]}), got {exemplar_latent.shape[1]}"
         )
+    settings.check_steps(sigmas.shape[0] - 1, where)
     if noise_sampler is None:
         noise_sampler = default_noise_sampler(x)
     transform = rewarp_transform(exemplar_latent, features, settings, sigmas.shape[0] - 1)

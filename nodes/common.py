@@ -9,7 +9,7 @@ import torch
 
 import comfy.model_management as mm
 
-from ..midms_core import MatchFeatures, MatchSide
+from ..midms_core import MatchFeatures, MatchSide, cancellable
 from .types import MIDMsContext, MIDMsMatch
 
 CATEGORY = "MIDMs"
@@ -19,15 +19,51 @@ class NodeInputError(ValueError):
     """Bad input to a MIDMs node; the message names the node, the input and what to do."""
 
 
+# The host reports an error's type as "<module>.<name>"; current hosts import packs under their
+# folder's full path, which would put a path on screen. One stable name on every host:
+NodeInputError.__module__ = "MIDMs"
+
+
+def check_widget_values(node_class, display_name: str, values: dict) -> None:
+    """NodeInputError for a widget value outside what the node declares: a number beyond its
+    min / max, a choice not in its list, a non-boolean BOOLEAN. Hosts check only some of this
+    (the 2024 host skips optional inputs, and every input reached only through optional links),
+    and an API prompt or an old saved workflow can carry anything."""
+    spec = node_class.INPUT_TYPES()
+    own_checks = set(getattr(node_class, "VALIDATED_BY_NODE", ()))  # inputs the node checks itself
+    for group in ("required", "optional"):
+        for name, declared in (spec.get(group) or {}).items():
+            if name not in values or name in own_checks:
+                continue
+            value, kind = values[name], declared[0]
+            options = declared[1] if len(declared) > 1 and isinstance(declared[1], dict) else {}
+            if isinstance(kind, (list, tuple)):
+                if value not in kind:
+                    raise NodeInputError(f"{display_name}: '{name}' is {value!r}, not one of {list(kind)}; pick one of "
+                                         "those (a workflow saved by another version of the pack may carry an old value)")
+            elif kind == "BOOLEAN":
+                if not isinstance(value, bool):
+                    raise NodeInputError(f"{display_name}: '{name}' must be true or false, got {value!r}")
+            elif kind in ("INT", "FLOAT"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                    raise NodeInputError(f"{display_name}: '{name}' must be a number, got {value!r}")
+                low, high = options.get("min"), options.get("max")
+                if (low is not None and value < low) or (high is not None and value > high):
+                    raise NodeInputError(f"{display_name}: '{name}' is {value:g}, outside its range [{low:g}, {high:g}]; "
+                                         "set it within that range")
+
+
 def node_errors(display_name: str) -> Callable:
-    """Prefix ValueErrors from midms_core with the node's display name, so the UI says which
+    """Check the widget values against the node's declaration (:func:`check_widget_values`),
+    then prefix ValueErrors from midms_core with the node's display name, so the UI says which
     node failed; errors that already name a node pass through unchanged."""
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
-        def run(*args, **kwargs):
+        def run(self, *args, **kwargs):
             try:
-                return fn(*args, **kwargs)
+                check_widget_values(type(self), display_name, kwargs)
+                return fn(self, *args, **kwargs)
             except NodeInputError:
                 raise
             except ValueError as err:
@@ -52,8 +88,14 @@ def bind(match: MIDMsMatch, device: torch.device) -> MatchFeatures:
         prepare = getattr(match.matcher, "prepare_for_host", None)
         if prepare is not None:
             prepare()  # e.g. learned networks: loaded through the host's model management
-        match.bound[key] = match.matcher.bind(*match_sides(match.context, device))
+        with interruptible():
+            match.bound[key] = match.matcher.bind(*match_sides(match.context, device))
     return match.bound[key]
+
+
+def interruptible():
+    """Context in which midms_core's streamed loops honour the host's interrupt button."""
+    return cancellable(mm.throw_exception_if_processing_interrupted)
 
 
 def initial_warp(match: MIDMsMatch, device: torch.device):
@@ -61,8 +103,9 @@ def initial_warp(match: MIDMsMatch, device: torch.device):
     combination commutes with the model's affine latent scaling, so warping raw or scaled latents
     gives the same result)."""
     features = bind(match, device)
-    return match.settings.rewarp.warp(features.condition, features.exemplar, match.context.exemplar_latent.to(device),
-                                     features.prior)
+    with interruptible():
+        return match.settings.rewarp.warp(features.condition, features.exemplar, match.context.exemplar_latent.to(device),
+                                         features.prior)
 
 
 def compute_device() -> torch.device:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..midms_core.images import FIT_MODES, fit, to_rgb
+from ..midms_core.images import FIT_MODES, blank_images, fit, to_rgb
 from ..midms_core.validation import broadcast_batch
 from .common import CATEGORY, NodeInputError, node_errors
 from .types import CONTEXT, MIDMsContext
@@ -23,6 +23,16 @@ def _crop_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     nh, nw = (h // multiple) * multiple, (w // multiple) * multiple
     top, left = (h - nh) // 2, (w - nw) // 2
     return image[:, top : top + nh, left : left + nw]
+
+
+def _refuse_blank(image: torch.Tensor, name: str, why: str) -> None:
+    """NodeInputError when an image of the batch (B, H, W, 3) is one flat colour."""
+    blank = blank_images(image)
+    if blank:
+        i = blank[0]
+        which = f"image {i + 1} of {image.shape[0]}" if image.shape[0] > 1 else "the image"
+        colour = ", ".join(f"{v:.2f}" for v in image[i].flatten(0, 1).mean(0).tolist())
+        raise NodeInputError(f"{DISPLAY}: '{name}' ({which}) is blank, one flat colour (RGB {colour}): {why}.")
 
 
 class MIDMsExemplarEncode:
@@ -60,6 +70,12 @@ class MIDMsExemplarEncode:
                 f"{DISPLAY}: images must be at least {multiple} x {multiple} pixels; got condition "
                 f"{tuple(cond.shape[1:3])} and exemplar {tuple(exem.shape[1:3])}"
             )
+        _refuse_blank(cond, "condition", "there is no layout to follow. A line drawing with transparency arrives "
+                      "like this through LoadImage, which drops the alpha channel: connect LoadImage's IMAGE and MASK "
+                      "to 'Join Image with Alpha' and that to 'condition' (the alpha is flattened over white), or save "
+                      "the drawing on a white background")
+        _refuse_blank(exem, "exemplar", "there is no appearance to transfer; connect a photo (with transparency: "
+                      "through 'Join Image with Alpha', as for the condition)")
         cond = _crop_to_multiple(cond, multiple)
         exem = _crop_to_multiple(fit(exem, cond.shape[1], cond.shape[2], exemplar_fit, DISPLAY), multiple)
         cond = cond.expand(batch, -1, -1, -1)

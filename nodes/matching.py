@@ -90,6 +90,7 @@ class MIDMsLearnedMatcherLoader:
     RETURN_TYPES = (MATCHER,)
     RETURN_NAMES = ("matcher",)
     FUNCTION = "load"
+    VALIDATED_BY_NODE = ("networks_name",)  # a file list: a missing file gets its own message
 
     @classmethod
     def VALIDATE_INPUTS(cls, networks_name):
@@ -110,7 +111,11 @@ class MIDMsLearnedMatcherLoader:
                 f"{self.DISPLAY}: 'networks_name' {networks_name!r} was not found in {folders}; put the converted "
                 ".safetensors file there and refresh"
             )
-        nets = load_networks(path, map_location="cpu")
+        try:
+            nets = load_networks(path, map_location="cpu")
+        except ValueError as err:
+            reason = str(err).removeprefix("load_networks: ")
+            raise NodeInputError(f"{self.DISPLAY}: 'networks_name' {networks_name!r}: {reason}") from None
         return (HostLearnedMatcher(nets),)
 
 

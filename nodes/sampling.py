@@ -16,7 +16,7 @@ import latent_preview
 
 from ..midms_core import sample_interleaved, strength_sigmas
 from .diffusion import with_output_block_patch
-from .common import CATEGORY, bind, compute_device, initial_warp, node_errors
+from .common import CATEGORY, NodeInputError, bind, compute_device, initial_warp, interruptible, node_errors
 from .types import CONTEXT, MATCHER, SETTINGS, MIDMsMatch, MIDMsSettings
 
 
@@ -33,6 +33,7 @@ def sample_midms(model, x, sigmas, extra_args=None, callback=None, disable=None,
     extra_args = {} if extra_args is None else extra_args
     base = midms_model.model  # the host's BaseModel: latent format and model_sampling
     match = midms_match
+    check_latent_against_match(x, match, sigmas.shape[0] - 1)  # before any step or matching
     device = x.device
     features = bind(match, device)
     exemplar = base.process_latent_in(match.context.exemplar_latent.to(device)).to(x.dtype)
@@ -79,8 +80,49 @@ def sample_midms(model, x, sigmas, extra_args=None, callback=None, disable=None,
             done = info["i"] + 1 + (main_steps if info.get("stage") == "refine" else 0)
             callback({**info, "i": max(done * main_steps // total_steps - 1, 0)})
 
-    return sample_interleaved(denoise, x, sigmas, exemplar, in_sampler, settings.rewarp, eta=settings.eta,
-                              noise_sampler=noise_sampler, callback=report, refine_sigmas=refine_sigmas)
+    with interruptible():  # re-matches inside a step stop at the interrupt button too
+        return sample_interleaved(denoise, x, sigmas, exemplar, in_sampler, settings.rewarp, eta=settings.eta,
+                                  noise_sampler=noise_sampler, callback=report, refine_sigmas=refine_sigmas)
+
+
+SAMPLER_WHERE = "MIDMs Interleaved DDIM Sampler (run by the sampling node it is connected to)"
+
+
+def check_latent_against_match(x: torch.Tensor, match: MIDMsMatch, step_count: int, where: str = SAMPLER_WHERE) -> None:
+    """NodeInputError unless the sampler's start latent x (B, C, H, W) fits the match: the same
+    latent channels and grid as the exemplar / condition, and the same batch, or a match of one
+    pair for any batch of latents (a latent batch of 1 against a match of several is refused: the
+    blend would silently turn it into several images). Also the re-warp steps against the run."""
+    context = match.context
+    cells = tuple(context.condition_latent.shape[-2:])
+    pixels = tuple(context.condition_image.shape[-2:])
+    channels = context.exemplar_latent.shape[1]
+    pairs = context.condition_latent.shape[0]
+    warped_hint = ("connect the 'warped_latent' output of MIDMs Cross-Domain Correspondence (made from this match) "
+                   "as 'latent_image'")
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise NodeInputError(
+            f"{where}: 'latent_image' has shape {tuple(x.shape)} but the match's latents have {channels} channels "
+            f"(B, {channels}, {cells[0]}, {cells[1]}): it comes from another model family's VAE; {warped_hint}"
+        )
+    if tuple(x.shape[-2:]) != cells:
+        factor = pixels[0] // cells[0] if cells[0] else 8
+        raise NodeInputError(
+            f"{where}: 'latent_image' is {x.shape[-2]} x {x.shape[-1]} latent cells ({x.shape[-2] * factor} x "
+            f"{x.shape[-1] * factor} px) but the match was made at {cells[0]} x {cells[1]} cells "
+            f"({pixels[0]} x {pixels[1]} px, the condition's size); {warped_hint}, or make the latent "
+            f"{pixels[1]} x {pixels[0]} px"
+        )
+    if x.shape[0] != pairs and pairs != 1:
+        raise NodeInputError(
+            f"{where}: 'latent_image' has {x.shape[0]} latent{'s' if x.shape[0] != 1 else ''} but the match has {pairs} "
+            f"condition images: {warped_hint} ({pairs} latents), or repeat the latent to {pairs} "
+            f"(RepeatLatentBatch), or give MIDMs Exemplar Encode one condition image per latent"
+        )
+    try:
+        match.settings.rewarp.check_steps(step_count, "MIDMs Rewarp Settings")
+    except ValueError as err:
+        raise NodeInputError(f"{where}: {err}") from None
 
 
 def midms_sampler(model, match: MIDMsMatch) -> comfy.samplers.KSAMPLER:
@@ -141,7 +183,19 @@ class MIDMsSampler:
     @node_errors(DISPLAY)
     def sample(self, model, positive, negative, context, matcher, seed, steps, start_noise, cfg, settings=None):
         match = MIDMsMatch(context=context, matcher=matcher, settings=settings or MIDMsSettings())
-        sigmas = strength_sigmas(_model_sigmas(model.model), steps, start_noise)
+        try:
+            match.settings.rewarp.check_steps(steps, "MIDMs Rewarp Settings (connected to 'settings')")
+        except ValueError as err:
+            raise NodeInputError(f"{self.DISPLAY}: {err} (this node's 'steps' input)") from None
+        model_sigmas = _model_sigmas(model.model)
+        try:
+            sigmas = strength_sigmas(model_sigmas, steps, start_noise)
+        except ValueError:
+            fit = max(int(round(start_noise * model_sigmas.shape[0])), 1)
+            raise NodeInputError(
+                f"{self.DISPLAY}: 'steps' {steps} do not fit in 'start_noise' {start_noise:g} (the first {fit} of the "
+                f"model's {model_sigmas.shape[0]} timesteps); use at most {fit} steps or a higher start_noise"
+            ) from None
         warped = initial_warp(match, compute_device()).warped.to(mm.intermediate_device())
         noise = comfy.sample.prepare_noise(warped, seed)
         callback = latent_preview.prepare_callback(model, sigmas.shape[0] - 1)

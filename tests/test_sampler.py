@@ -184,6 +184,23 @@ def test_blend_and_update_follow_eq_8_to_11():
     assert torch.allclose(out, xi, atol=1e-5)
 
 
+def test_rewarp_steps_past_the_end_are_an_error_before_any_step():
+    settings = mc.RewarpSettings(rewarp_steps=[1, 4])
+    settings.check_steps(5)  # steps 0..4
+    with pytest.raises(ValueError, match=r"lists step 4, but this run has 4 steps, numbered 0 to 3 \(steps count from 0\)"):
+        settings.check_steps(4)
+    model, denoise, sigmas, exemplar, x = setup_interleaved()  # 4 steps
+    calls = []
+
+    def counting(xt, sigma):
+        calls.append(sigma)
+        return denoise(xt, sigma)
+
+    with pytest.raises(ValueError, match="sample_interleaved: 'rewarp_steps' lists step 4"):
+        mc.sample_interleaved(counting, x, sigmas, exemplar, FixedFeatures(exemplar).build(exemplar), settings)
+    assert calls == []  # refused before the first model call
+
+
 def test_default_rewarp_skips_last_step_and_official_preset():
     assert mc.RewarpSettings().steps_to_rewarp(4) == {0, 1, 2}
     assert mc.RewarpSettings(skip_last=False).steps_to_rewarp(4) == {0, 1, 2, 3}

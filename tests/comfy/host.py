@@ -122,6 +122,7 @@ def free_port() -> int:
 # --------------------------------------------------------------------------------------------
 HELPER_NODES_SOURCE = textwrap.dedent('''
     """Test-only nodes for the MIDMs harness (tests/comfy/host.py). Not part of the pack."""
+    import hashlib
     import os
     import torch
     import folder_paths
@@ -193,7 +194,8 @@ HELPER_NODES_SOURCE = textwrap.dedent('''
                 stats.append({"key": k, "shape": list(v.shape), "mean": v.mean().item(),
                               "std": v.std().item() if v.numel() > 1 else 0.0,
                               "min": v.min().item(), "max": v.max().item(),
-                              "finite": bool(torch.isfinite(v).all().item())})
+                              "finite": bool(torch.isfinite(v).all().item()),
+                              "sha256": hashlib.sha256(v.cpu().contiguous().numpy().tobytes()).hexdigest()})
             return {"ui": {"midms_stats": stats, "midms_file": [path]}}
 
 

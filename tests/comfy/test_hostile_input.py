@@ -1,0 +1,565 @@
+"""Hostile input through a real ComfyUI over HTTP: a careless user's graphs, table-driven.
+
+One server, a tiny seeded SD1.5 checkpoint (no CLIP: conditioning from the harness's
+``MIDMSTestZeroConditioning``), 64 px inputs made here. Every case is a graph (or a sequence of
+requests) with the outcome a user should see:
+
+* ``ok``: it runs, every MIDMs output is finite, and the same graph run again (after another
+  graph has replaced the cached results, so the MIDMs nodes really execute again) gives the
+  same bytes (sha256 of the saved tensors);
+* ``refused``: refused naming the node and the input, by the host's validation (HTTP 400) or by
+  the node when it runs (hosts validate only some inputs: the 2024 one skips optional inputs and
+  every node reached only through optional links, so the nodes check their widgets themselves);
+* ``error``: it fails while running, in the named node, with a message that names the MIDMs
+  node, the input and contains the fix (the fragments listed); run again, the same message;
+* custom: interrupts (the button must stop matching and sampling inside their node, within
+  seconds) and several prompts queued at once.
+
+After every case a valid graph must still run (the server and the pack are not left broken).
+The table (case, expected, observed) is printed and written to
+``<pytest basetemp>/hostile_input_table.md``; the README quotes its summary.
+
+Run: /work/main/.venv-comfy/bin/python -m pytest tests/comfy/test_hostile_input.py -q -s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pytest
+
+from tests.comfy.host import REPO, ComfyServer, execution_error, require_host, succeeded
+from tests.comfy.tiny_models import write_tiny_sd15_checkpoint
+
+SIZE = 64
+CKPT = "tiny_sd15_hostile.safetensors"
+SAVE = "90"  # the MIDMSTestSaveTensor node of every graph
+
+
+# --------------------------------------------------------------------------------------------
+# graphs
+# --------------------------------------------------------------------------------------------
+def match_graph(condition="cond.png", exemplar="exem.png", **overrides) -> dict:
+    """Encode -> edge matcher -> settings -> correspondence; the warped latent and flow preview
+    saved. ``overrides``: {"node_id.input": value}."""
+    g = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": condition}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": exemplar}},
+        "4": {"class_type": "MIDMsExemplarEncode", "inputs": {"condition": ["2", 0], "exemplar": ["3", 0], "vae": ["1", 2],
+                                                             "exemplar_fit": "crop"}},
+        "5": {"class_type": "MIDMsEdgeMatcher", "inputs": {"canny_low": 0.1, "canny_high": 0.2, "edge_blur": 2.0,
+                                                          "x0_condition_weight": 0.7, "alignment": "similarity",
+                                                          "mirror": True, "locality": 0.03}},
+        "6": {"class_type": "MIDMsRewarpSettings", "inputs": {"tau": 0.005, "threshold": 3.0, "mask_mode": "hard",
+                                                             "smooth_mask": True, "rewarp_steps": "", "eta": 0.0,
+                                                             "refine_strength": 0.0, "refine_steps": 20}},
+        "7": {"class_type": "MIDMsCorrespondence", "inputs": {"context": ["4", 0], "matcher": ["5", 0], "settings": ["6", 0]}},
+        SAVE: {"class_type": "MIDMSTestSaveTensor", "inputs": {"name": "hostile", "latent": ["7", 1], "image": ["7", 4]}},
+    }
+    return _apply(g, overrides)
+
+
+def sampler_custom_graph(latent=None, steps=2, **overrides) -> dict:
+    """match_graph + MIDMs Interleaved DDIM Sampler inside SamplerCustom (denoise 0.25)."""
+    g = match_graph()
+    g.update({
+        "8": {"class_type": "MIDMSTestZeroConditioning", "inputs": {"batch_size": 1, "tokens": 77, "width": 768}},
+        "9": {"class_type": "MIDMsInterleavedSampler", "inputs": {"model": ["1", 0], "match": ["7", 0]}},
+        "10": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "normal", "steps": steps,
+                                                         "denoise": 0.25}},
+        "11": {"class_type": "SamplerCustom", "inputs": {"model": ["1", 0], "add_noise": True, "noise_seed": 7, "cfg": 2.0,
+                                                        "positive": ["8", 0], "negative": ["8", 0], "sampler": ["9", 0],
+                                                        "sigmas": ["10", 0], "latent_image": latent or ["7", 1]}},
+    })
+    g[SAVE]["inputs"] = {"name": "hostile", "latent": ["11", 0]}
+    return _apply(g, overrides)
+
+
+def all_in_one_graph(**overrides) -> dict:
+    """match_graph's encode / matcher / settings + MIDMs Sampler (all-in-one)."""
+    g = match_graph()
+    del g["7"]
+    g.update({
+        "8": {"class_type": "MIDMSTestZeroConditioning", "inputs": {"batch_size": 1, "tokens": 77, "width": 768}},
+        "12": {"class_type": "MIDMsSampler", "inputs": {"model": ["1", 0], "positive": ["8", 0], "negative": ["8", 0],
+                                                       "context": ["4", 0], "matcher": ["5", 0], "seed": 3, "steps": 2,
+                                                       "start_noise": 0.25, "cfg": 2.0, "settings": ["6", 0]}},
+    })
+    g[SAVE]["inputs"] = {"name": "hostile", "latent": ["12", 0]}
+    return _apply(g, overrides)
+
+
+def _apply(g: dict, overrides: dict) -> dict:
+    g = json.loads(json.dumps(g))
+    for key, value in overrides.items():
+        nid, name = key.split(".")
+        g.setdefault(nid, {"class_type": None, "inputs": {}})["inputs"][name] = value
+    return g
+
+
+def with_nodes(g: dict, **nodes) -> dict:
+    """Add or replace whole nodes: with_nodes(g, **{"20": {...}})."""
+    g = json.loads(json.dumps(g))
+    g.update(nodes)
+    return g
+
+
+def repeat(image_link, amount):
+    return {"class_type": "RepeatImageBatch", "inputs": {"image": image_link, "amount": amount}}
+
+
+# --------------------------------------------------------------------------------------------
+# cases
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Case:
+    name: str
+    graph: Optional[Callable[[], dict]]
+    expect: str                      # "ok" | "refused" | "error" | "custom"
+    node: Optional[str] = None       # node id the error / rejection / interrupt must be in
+    input: Optional[str] = None      # input the message or rejection must name
+    says: tuple = ()                 # fragments the error message must contain (the fix)
+    runner: Optional[Callable] = None  # custom cases: runner(server) -> (passed, observed)
+    host_may_coerce: bool = False    # "refused": a host that converts the value first may run it
+    observed: str = ""
+    passed: Optional[bool] = None
+    notes: list = field(default_factory=list)
+
+
+MATCH_ERR = ("MIDMs Cross-Domain Correspondence",)
+
+
+def bounds_cases() -> list[Case]:
+    """Every MIDMs widget input at its bounds (runs) and beyond them (refused, naming the node and the input)."""
+    # (node id, input, at-min value, at-max value, below, above, graph)
+    specs = [
+        ("5", "canny_low", 0.01, 0.19, 0.0, 1.5, match_graph),
+        ("5", "canny_high", 0.11, 1.0, 0.0, 1.5, match_graph),
+        ("5", "edge_blur", 0.0, 16.0, -1.0, 17.0, match_graph),
+        ("5", "x0_condition_weight", 0.0, 4.0, -0.5, 5.0, sampler_custom_graph),
+        ("5", "locality", 0.0, 4.0, -0.5, 5.0, match_graph),
+        ("6", "tau", 0.0005, 1.0, 0.0, 2.0, match_graph),
+        ("6", "threshold", 0.1, 512.0, 0.0, 600.0, match_graph),
+        ("6", "eta", 0.0, 1.0, -0.1, 1.5, sampler_custom_graph),
+        ("6", "refine_strength", 0.0, 1.0, -0.1, 1.5, sampler_custom_graph),
+        ("6", "refine_steps", 1, 200, 0, 201, None),
+        ("12", "steps", 1, 1000, 0, 1001, lambda **o: all_in_one_graph(**{"12.start_noise": 1.0, **o})),
+        ("12", "start_noise", 0.01, 1.0, 0.0, 1.5, all_in_one_graph),
+        ("12", "cfg", 0.0, 100.0, -1.0, 101.0, all_in_one_graph),
+    ]
+    cases = []
+    for nid, name, lo, hi, below, above, graph in specs:
+        if name == "refine_steps":  # refine_steps only matter with a refinement: strength 1 fits 200 steps
+            graph = lambda **o: sampler_custom_graph(**{"6.refine_strength": 1.0, **o})  # noqa: E731
+        for label, value in (("min", lo), ("max", hi)):
+            v = value
+            over = {f"{nid}.{name}": v}
+            if name == "canny_low" and label == "max":
+                over["5.canny_high"] = 0.2
+            if name == "start_noise" and label == "min":
+                over["12.steps"] = 1  # 0.01 of 1000 timesteps holds 10 steps at most
+            cases.append(Case(f"{name} at {label} ({v})", lambda g=graph, o=over: g(**o), "ok"))
+        for label, value in (("below min", below), ("above max", above)):
+            cases.append(Case(f"{name} {label} ({value})", lambda g=graph, o={f"{nid}.{name}": value}: g(**o),
+                              "refused", node=nid, input=name))
+    # combinations the bounds alone allow but the node refuses, with the fix
+    cases += [
+        Case("canny_high <= canny_low", lambda: match_graph(**{"5.canny_low": 0.3, "5.canny_high": 0.2}), "error",
+             node="5", input="canny_high", says=("MIDMs Edge Matcher", "must be greater than 'canny_low'")),
+        Case("refine_steps beyond refine_strength", lambda: sampler_custom_graph(**{"6.refine_strength": 0.01, "6.refine_steps": 50}),
+             "error", node="6", input="refine_steps", says=("MIDMs Rewarp Settings", "use at most 10 steps")),
+        Case("steps beyond start_noise (all-in-one)", lambda: all_in_one_graph(**{"12.steps": 20, "12.start_noise": 0.01}),
+             "error", node="12", input="steps", says=("MIDMs Sampler (all-in-one)", "'start_noise' 0.01", "use at most 10 steps")),
+        Case("rewarp_steps not numbers", lambda: match_graph(**{"6.rewarp_steps": "abc"}), "error", node="6",
+             input="rewarp_steps", says=("MIDMs Rewarp Settings", "'1, 2'")),
+        Case("rewarp_steps negative", lambda: match_graph(**{"6.rewarp_steps": "-1"}), "error", node="6",
+             input="rewarp_steps", says=("MIDMs Rewarp Settings", "0 is the first step")),
+        Case("unknown alignment choice", lambda: match_graph(**{"5.alignment": "affine"}), "refused", node="5", input="alignment"),
+        # current hosts turn any value of a BOOLEAN input into a bool before the node sees it
+        Case("mirror not a boolean", lambda: match_graph(**{"5.mirror": "yes"}), "refused", node="5", input="mirror",
+             host_may_coerce=True),
+        Case("unknown mask_mode choice", lambda: match_graph(**{"6.mask_mode": "fuzzy"}), "refused", node="6", input="mask_mode"),
+        Case("unknown exemplar_fit choice", lambda: match_graph(**{"4.exemplar_fit": "zoom"}), "refused", node="4",
+             input="exemplar_fit"),
+    ]
+    return cases
+
+
+def sampler_cases() -> list[Case]:
+    two = {"20": repeat(["2", 0], 2)}
+    one_of_two = {"21": {"class_type": "LatentFromBatch", "inputs": {"samples": ["7", 1], "batch_index": 0, "length": 1}}}
+    big = {"22": {"class_type": "EmptyLatentImage", "inputs": {"width": 96, "height": 96, "batch_size": 1}}}
+    return [
+        Case("sampler: latent batch 1 vs match of 2", lambda: with_nodes(
+            sampler_custom_graph(latent=["21", 0], **{"4.condition": ["20", 0]}), **two, **one_of_two),
+            "error", node="11", input="latent_image",
+            says=("MIDMs Interleaved DDIM Sampler", "has 1 latent but the match has 2", "RepeatLatentBatch")),
+        Case("sampler: latent batch 1 vs match of 2, rewarp_steps 3 (was: silently 2 images)", lambda: with_nodes(
+            sampler_custom_graph(latent=["21", 0], steps=4, **{"4.condition": ["20", 0], "6.rewarp_steps": "3"}), **two, **one_of_two),
+            "error", node="11", input="latent_image", says=("MIDMs Interleaved DDIM Sampler", "has 1 latent but the match has 2")),
+        Case("sampler: match of 2 with its own 2 latents", lambda: with_nodes(
+            sampler_custom_graph(**{"4.condition": ["20", 0]}), **two), "ok"),
+        Case("sampler: latent of another size (96 px vs 64 px match)", lambda: with_nodes(
+            sampler_custom_graph(latent=["22", 0]), **big), "error", node="11", input="latent_image",
+            says=("MIDMs Interleaved DDIM Sampler", "12 x 12 latent cells", "8 x 8 cells", "make the latent 64 x 64 px")),
+        Case("sampler: rewarp_steps past the end (999)", lambda: sampler_custom_graph(**{"6.rewarp_steps": "999"}), "error",
+             node="11", input="rewarp_steps", says=("MIDMs Rewarp Settings", "numbered 0 to 1", "steps count from 0")),
+        Case("sampler: rewarp_steps = step count (4 of 4)", lambda: sampler_custom_graph(steps=4, **{"6.rewarp_steps": "4"}),
+             "error", node="11", input="rewarp_steps", says=("numbered 0 to 3", "steps count from 0")),
+        Case("all-in-one: rewarp_steps past the end", lambda: all_in_one_graph(**{"6.rewarp_steps": "2"}), "error",
+             node="12", input="rewarp_steps", says=("MIDMs Sampler (all-in-one)", "numbered 0 to 1", "'steps' input")),
+        Case("sampler: rewarp_steps 'none' (plain DDIM)", lambda: sampler_custom_graph(**{"6.rewarp_steps": "none"}), "ok"),
+        Case("sampler: rewarp_steps '0, 1' (the last step too)", lambda: sampler_custom_graph(**{"6.rewarp_steps": "0, 1"}), "ok"),
+    ]
+
+
+def image_cases() -> list[Case]:
+    blank_fix = ("MIDMs Exemplar Encode", "is blank", "Join Image with Alpha")
+    return [
+        Case("condition all black", lambda: match_graph(condition="black.png"), "error", node="4", input="condition", says=blank_fix),
+        Case("condition all white", lambda: match_graph(condition="white.png"), "error", node="4", input="condition", says=blank_fix),
+        Case("exemplar all black", lambda: match_graph(exemplar="black.png"), "error", node="4", input="exemplar",
+             says=("MIDMs Exemplar Encode", "is blank", "connect a photo")),
+        Case("RGBA line drawing through LoadImage (alpha dropped: all black)", lambda: match_graph(condition="rgba_lines.png"),
+             "error", node="4", input="condition", says=blank_fix),
+        Case("RGBA line drawing through Join Image with Alpha", lambda: with_nodes(
+            match_graph(**{"4.condition": ["23", 0]}),
+            **{"23": {"class_type": "JoinImageWithAlpha", "inputs": {"image": ["2", 0], "alpha": ["2", 1]}}},
+            **{"2": {"class_type": "LoadImage", "inputs": {"image": "rgba_lines.png"}}}), "ok"),
+        Case("exemplar without edges (smooth gradient)", lambda: match_graph(exemplar="gradient.png"), "error", node="7",
+             input="exemplar", says=MATCH_ERR + ("has no edges", "lower canny_low and canny_high")),
+        Case("condition 6 px (below one latent cell)", lambda: match_graph(condition="tiny6.png"), "error", node="4",
+             input="condition", says=("MIDMs Exemplar Encode", "at least 8 x 8")),
+        Case("condition 16 px (2 x 2 latent cells)", lambda: match_graph(condition="tiny16.png"), "ok"),
+        Case("condition 256 x 16 (extreme aspect)", lambda: match_graph(condition="wide.png"), "ok"),
+        Case("condition 16 x 256 (extreme aspect)", lambda: match_graph(condition="tall.png"), "ok"),
+        Case("grayscale condition (L)", lambda: match_graph(condition="gray.png"), "ok"),
+        Case("16-bit grayscale condition (I;16)", lambda: match_graph(condition="gray16.png"), "ok"),
+        Case("RGBA exemplar photo", lambda: match_graph(exemplar="exem_rgba.png"), "ok"),
+        Case("2 conditions, 3 exemplars", lambda: with_nodes(
+            match_graph(**{"4.condition": ["20", 0], "4.exemplar": ["24", 0]}), **{"20": repeat(["2", 0], 2), "24": repeat(["3", 0], 3)}),
+            "error", node="4", input="exemplar", says=("MIDMs Exemplar Encode", "'condition' has 2", "'exemplar' has 3")),
+        Case("exemplar of another size and aspect (crop)", lambda: match_graph(exemplar="wide.png"), "ok"),
+        Case("exemplar of another size (own size)", lambda: match_graph(exemplar="tiny16.png", **{"4.exemplar_fit": "own size"}), "ok"),
+    ]
+
+
+def model_file_cases() -> list[Case]:
+    def loader_graph(name):
+        g = match_graph(**{"7.matcher": ["30", 0]})
+        g["30"] = {"class_type": "MIDMsLearnedMatcherLoader", "inputs": {"networks_name": name}}
+        return g
+
+    hint = ("MIDMs Learned Matcher Loader", "'networks_name'", "convert_official_checkpoint.py")
+    return [
+        Case("models/midms: an SD checkpoint", lambda: loader_graph("sd_checkpoint.safetensors"), "error", node="30",
+             input="networks_name", says=hint + ("looks like a Stable Diffusion checkpoint", "models/checkpoints")),
+        Case("models/midms: a LoRA", lambda: loader_graph("some_lora.safetensors"), "error", node="30", input="networks_name",
+             says=hint + ("looks like a LoRA",)),
+        Case("models/midms: unrelated tensors", lambda: loader_graph("unrelated.safetensors"), "error", node="30",
+             input="networks_name", says=hint + ("unrelated safetensors file",)),
+        Case("models/midms: not a safetensors file", lambda: loader_graph("garbage.safetensors"), "error", node="30",
+             input="networks_name", says=hint + ("not a readable safetensors file",)),
+        Case("models/midms: missing file", lambda: loader_graph("missing.safetensors"), "refused", node="30",
+             input="networks_name"),
+        Case("models/midms: real networks (seeded)", lambda: loader_graph("networks.safetensors"), "ok"),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# running cases
+# --------------------------------------------------------------------------------------------
+def _message_names_input(msg: str, name: Optional[str]) -> bool:
+    return name is None or f"'{name}'" in msg or name in msg
+
+
+def _check_ok(server, graph: dict) -> tuple[bool, str]:
+    entry = server.run(graph, timeout=240, check=False)
+    if not succeeded(entry):
+        err = execution_error(entry) or {}
+        return False, f"failed in {err.get('node_type')}: {str(err.get('exception_message'))[:300]}"
+    stats = {s["key"]: s for s in server.outputs(entry)[SAVE]["midms_stats"]}
+    if not all(s["finite"] for s in stats.values()):
+        return False, "non-finite output"
+    shape = stats["latent"]["shape"]
+    return True, f"ran: latent {shape}, " + ", ".join(f"{k} {s['sha256'][:10]}" for k, s in sorted(stats.items()))
+
+
+def _run_error(server, graph: dict) -> tuple[Optional[dict], str]:
+    pid = server.queue(graph)
+    if not isinstance(pid, str):
+        return None, f"rejected at validation: {json.dumps(pid)[:300]}"
+    entry = server.wait(pid, timeout=240)
+    if succeeded(entry):
+        return None, "ran (no error)"
+    return execution_error(entry) or {}, ""
+
+
+def run_case(server, case: Case, still_serving: Callable[[], tuple[bool, str]]) -> None:
+    if case.expect == "ok":
+        ok, observed = _check_ok(server, case.graph())
+        if ok:
+            ok2, _ = still_serving()  # replaces the cached results: the rerun really executes
+            again_ok, again = _check_ok(server, case.graph())
+            if not (ok2 and again_ok and again == observed):
+                ok, observed = False, f"{observed} / rerun: {again}"
+            else:
+                observed += "; same bytes on rerun"
+    elif case.expect == "refused":
+        # the host's validation (HTTP 400) or the node itself when it runs: either way the node
+        # and the input are named (hosts validate only some inputs: the 2024 one skips optional
+        # inputs and everything reached only through them)
+        resp = server.queue(case.graph())
+        if isinstance(resp, str):
+            entry = server.wait(resp, timeout=240)
+            err = None if succeeded(entry) else (execution_error(entry) or {})
+            msg = "" if err is None else str(err.get("exception_message", ""))
+            ok = err is not None and err.get("node_id") == case.node and f"'{case.input}'" in msg
+            observed = "ran (no error)" if err is None else f"{err.get('node_type')}: {msg[:300]}"
+            if err is None and case.host_may_coerce:
+                ok, observed = True, "ran: the host converted the value before the node saw it"
+        else:
+            errors = (resp.get("node_errors") or {}).get(case.node, {}).get("errors", [])
+            named = [e for e in errors if (e.get("extra_info") or {}).get("input_name") == case.input]
+            ok = resp["http_status"] == 400 and bool(named)
+            observed = f"HTTP {resp['http_status']} (validation): " + (
+                f"{named[0]['message']}: {named[0]['details']}"[:200] if named else json.dumps(resp)[:200])
+    elif case.expect == "error":
+        err, why = _run_error(server, case.graph())
+        if err is None:
+            ok, observed = False, why
+        else:
+            msg = str(err.get("exception_message", ""))
+            missing = [f for f in case.says if f not in msg]
+            ok = (err.get("node_id") == case.node and not missing and _message_names_input(msg, case.input)
+                  and not str(err.get("exception_type", "")).startswith(("/", str(REPO))))
+            observed = f"{err.get('node_type')} [{err.get('exception_type')}]: {msg[:400]}"
+            if missing:
+                observed += f"  (MISSING: {missing})"
+            if ok:  # the same graph again (after another one): the same message
+                still_serving()
+                err2, _ = _run_error(server, case.graph())
+                if err2 is None or err2.get("exception_message") != msg:
+                    ok, observed = False, observed + " / rerun differs"
+    else:
+        ok, observed = case.runner(server)
+    alive, alive_why = still_serving()
+    if not alive:
+        ok, observed = False, f"{observed} / NEXT VALID PROMPT FAILED: {alive_why}"
+    case.passed, case.observed = ok, observed
+
+
+# --------------------------------------------------------------------------------------------
+# interrupt and queue cases (need the websocket to see which node runs)
+# --------------------------------------------------------------------------------------------
+def _events(server, prompt: dict, until: Callable[[str, dict], bool], on_event: Callable[[str, dict], None],
+            timeout: float = 240.0) -> str:
+    """Queue ``prompt`` on this client's websocket, pass every event to ``on_event`` and return
+    the prompt id once ``until(type, data)`` holds (or raise TimeoutError)."""
+    import aiohttp
+
+    result = {}
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId={server.client_id}", heartbeat=30) as ws:
+                pid = await asyncio.get_running_loop().run_in_executor(None, server.queue, prompt)
+                result["pid"] = pid
+                assert isinstance(pid, str), pid
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    msg = await ws.receive(timeout=max(deadline - time.monotonic(), 0.1))
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    event = json.loads(msg.data)
+                    kind, data = event.get("type"), event.get("data") or {}
+                    if data.get("prompt_id", pid) != pid:
+                        continue
+                    await asyncio.get_running_loop().run_in_executor(None, on_event, kind, data)
+                    if until(kind, data):
+                        return
+                raise TimeoutError("no end event")
+
+    asyncio.run(go())
+    return result["pid"]
+
+
+def interrupt_runner(graph_fn: Callable[[], dict], node: str, delay: float):
+    def runner(server) -> tuple[bool, str]:
+        seen = {}
+
+        def on_event(kind, data):
+            if kind == "executing" and data.get("node") == node and "started" not in seen:
+                seen["started"] = time.monotonic()
+                time.sleep(delay)
+                server.request("POST", "/interrupt", {})
+                seen["interrupt"] = time.monotonic()
+            if kind in ("execution_interrupted", "execution_error", "execution_success") or (
+                    kind == "executing" and data.get("node") is None):
+                seen.setdefault("end", (kind, data, time.monotonic()))
+
+        _events(server, graph_fn(), lambda k, d: "end" in seen, on_event)
+        kind, data, end = seen["end"]
+        if "interrupt" not in seen:
+            return False, f"node {node} never started; ended with {kind}"
+        lag = end - seen["interrupt"]
+        # the end event may be 'executing None' first on some hosts: look at the history too
+        entry = server.wait(data.get("prompt_id") or "", timeout=30) if data.get("prompt_id") else {}
+        status = execution_error(entry) if entry else None
+        where = (status or data).get("node_id")
+        ok = (status or {}).get("exception_type", "").endswith("InterruptProcessingException") or kind == "execution_interrupted"
+        ok = ok and where == node and lag < 5.0
+        return ok, f"interrupted in node {where} ({(status or data).get('node_type')}) {lag:.2f} s after the button"
+    return runner
+
+
+def queued_runner(server) -> tuple[bool, str]:
+    """Three prompts queued at once, the middle one broken: 1 and 3 run, 2 fails with its own error."""
+    good1 = match_graph(**{"5.edge_blur": 1.5})
+    bad = match_graph(condition="black.png", **{"5.edge_blur": 1.75})
+    good2 = match_graph(**{"5.edge_blur": 1.25})
+    pids = [server.queue(g) for g in (good1, bad, good2)]
+    if not all(isinstance(p, str) for p in pids):
+        return False, f"not all queued: {pids}"
+    entries = [server.wait(p, timeout=240) for p in pids]
+    states = [succeeded(e) for e in entries]
+    err = execution_error(entries[1]) or {}
+    ok = states == [True, False, True] and "is blank" in str(err.get("exception_message"))
+    return ok, f"succeeded: {states}; the broken one: {str(err.get('exception_message'))[:120]}"
+
+
+def special_cases() -> list[Case]:
+    big_match = lambda: match_graph(condition="big_cond.png", exemplar="big_exem.png")  # noqa: E731
+    long_sampling = lambda: sampler_custom_graph(steps=40, **{"10.denoise": 1.0})  # noqa: E731
+    return [
+        Case("interrupt during matching (128 x 128 latent grid)", None, "custom", runner=interrupt_runner(big_match, "7", 1.0)),
+        Case("interrupt during sampling (40 steps)", None, "custom", runner=interrupt_runner(long_sampling, "11", 0.5)),
+        Case("3 prompts queued at once, the middle one broken", None, "custom", runner=queued_runner),
+    ]
+
+
+ALL_CASES = bounds_cases() + sampler_cases() + image_cases() + model_file_cases() + special_cases()
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------------
+def _make_inputs(folder: Path) -> None:
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("midms_make_example_inputs", REPO / "workflows" / "make_example_inputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    condition, exemplar = module.make_inputs(SIZE)
+    condition.save(folder / "cond.png")
+    exemplar.save(folder / "exem.png")
+    big_condition, big_exemplar = module.make_inputs(1024)
+    big_condition.save(folder / "big_cond.png")
+    big_exemplar.save(folder / "big_exem.png")
+    Image.new("RGB", (SIZE, SIZE), "black").save(folder / "black.png")
+    Image.new("RGB", (SIZE, SIZE), "white").save(folder / "white.png")
+    edges = np.asarray(condition.convert("L"))
+    # black lines on a transparent background whose colour is black too (as drawing apps save)
+    rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
+    rgba[..., 3] = edges
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba_lines.png")
+    ramp = np.linspace(0.3, 0.7, SIZE)[None, :, None] * np.ones((SIZE, 1, 3))
+    Image.fromarray((ramp * 255).round().astype(np.uint8), "RGB").save(folder / "gradient.png")
+    condition.resize((6, 6)).save(folder / "tiny6.png")
+    condition.resize((16, 16)).save(folder / "tiny16.png")
+    condition.resize((256, 16)).save(folder / "wide.png")
+    condition.resize((16, 256)).save(folder / "tall.png")
+    condition.convert("L").save(folder / "gray.png")
+    Image.fromarray(edges.astype(np.uint16) * 257).save(folder / "gray16.png")  # 16-bit PNG (mode I;16)
+    exemplar.convert("RGBA").save(folder / "exem_rgba.png")
+
+
+def _make_model_files(folder: Path, sd_ckpt: Path) -> dict:
+    import torch
+    from safetensors.torch import save_file
+
+    import midms_core as mc
+
+    files = {"sd_checkpoint.safetensors": sd_ckpt}
+    save_file({"lora_unet_down_blocks_0.lora_down.weight": torch.zeros(4, 8)}, folder / "some_lora.safetensors")
+    save_file({"weight": torch.zeros(3), "bias": torch.zeros(3)}, folder / "unrelated.safetensors")
+    (folder / "garbage.safetensors").write_text("this is not a safetensors file\n")
+    config = mc.CorrespondenceConfig(latent_channels=4, label_channels=3, width=16, encoder_width=4, spade_hidden=8)
+    mc.save_networks(folder / "networks.safetensors", mc.init_networks(config, seed=0))
+    for name in ("some_lora", "unrelated", "garbage", "networks"):
+        files[f"{name}.safetensors"] = folder / f"{name}.safetensors"
+    return files
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    host = require_host()
+    d = tmp_path_factory.mktemp("hostile")
+    ckpt = write_tiny_sd15_checkpoint(d / "tiny.safetensors", seed=0)["path"]
+    models = _make_model_files(d, Path(ckpt))
+    with ComfyServer(host) as srv:
+        srv.add_model("checkpoints", ckpt, name=CKPT)
+        for name, path in models.items():
+            srv.add_model("midms", path, name=name)
+        _make_inputs(srv.input_dir)
+        yield srv
+
+
+def test_hostile_input_table(server, tmp_path_factory):
+    blur = iter(np.arange(1.0, 16.0, 0.0625))
+
+    def still_serving() -> tuple[bool, str]:
+        # a fresh edge_blur each time: the matcher and everything after it really run
+        return _check_ok_once(server, match_graph(**{"5.edge_blur": float(next(blur))}))
+
+    rows = []
+    t0 = time.monotonic()
+    for case in ALL_CASES:
+        start = time.monotonic()
+        try:
+            run_case(server, case, still_serving)
+        except Exception as err:  # a harness failure is a failed row, not a lost table
+            case.passed, case.observed = False, f"harness: {type(err).__name__}: {err}"[:400]
+        rows.append((case, time.monotonic() - start))
+    table = ["| case | expected | observed | pass |", "|---|---|---|---|"]
+    for case, seconds in rows:
+        expected = {"ok": "runs, same bytes on rerun", "custom": "see case"}.get(
+            case.expect, f"{case.expect} in node {case.node}, input '{case.input}'")
+        if case.says:
+            expected += " saying " + " / ".join(f"\"{s}\"" for s in case.says)
+        observed = case.observed.replace("|", "\\|").replace("\n", " ")
+        table.append(f"| {case.name} | {expected} | {observed} | {'yes' if case.passed else 'NO'} |")
+    passed = sum(1 for c, _ in rows if c.passed)
+    host = require_host()
+    version = "March-2024 snapshot" if host.is_2024_snapshot else _host_version(host.root)
+    summary = f"{passed} of {len(rows)} cases pass on ComfyUI {version} ({time.monotonic() - t0:.0f} s)"
+    text = "\n".join(table) + f"\n\n{summary}\n"
+    print("\n" + text)
+    out = Path(tmp_path_factory.getbasetemp()) / "hostile_input_table.md"
+    out.write_text(text)
+    failed = [f"{c.name}: {c.observed}" for c, _ in rows if not c.passed]
+    assert not failed, "\n".join(failed)
+
+
+def _check_ok_once(server, graph: dict) -> tuple[bool, str]:
+    entry = server.run(graph, timeout=240, check=False)
+    if not succeeded(entry):
+        return False, str((execution_error(entry) or {}).get("exception_message"))[:300]
+    return True, "ok"
+
+
+def _host_version(root: Path) -> str:
+    try:
+        text = (root / "comfyui_version.py").read_text()
+        return text.split('"')[1]
+    except (OSError, IndexError):
+        return str(root)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .networks import (
+    NETWORK_PREFIXES,
     CorrespondenceConfig,
     CorrespondenceNetworks,
     config_from_state_dict,
@@ -47,7 +48,6 @@ __all__ = [
     "load_official_checkpoint",
 ]
 
-NETWORK_PREFIXES = ("real_enc.", "seg_enc.", "iter_enc.", "layer.", "theta.", "phi.")
 _SPECTRAL_SUFFIXES = (".weight_orig", ".weight_u", ".weight_v")
 _PICKLE_EXTS = (".ckpt", ".pth", ".pt")
 _SAFETENSORS_EXT = ".safetensors"

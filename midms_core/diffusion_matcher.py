@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .cancellation import checkpoint
 from .matchers import Matcher, MatchFeatures, MatchSide
 from .validation import check_tensor
 
@@ -110,6 +111,7 @@ class DiffusionFeatureMatcher(Matcher):
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         total = None
         for _ in range(self.ensemble):
+            checkpoint()  # each draw costs a U-Net pass: a host's interrupt is honoured between them
             out = self.extract(latent, generator)
             check_tensor("DiffusionFeatureMatcher", "extract output", out, 4, "(B, C, h', w')")
             if out.shape[0] != latent.shape[0]:

@@ -314,8 +314,9 @@ class EdgeDescriptorMatcher(Matcher):
     def condition_features(self, image: Tensor, grid: tuple[int, int]) -> Tensor:
         """S_x: condition image (B, 3, H, W) in [0, 1] -> (B, C, h, w)."""
         edges = condition_edge_map(self._work(image, grid))
-        _require_edges(edges, "condition", "the condition is one flat colour: there is no layout to match; "
-                       "give an edge, pose or label image with visible lines or regions")
+        _require_edges(edges, "condition", "it is flat or nearly (no line or region boundary stands out), so there "
+                       "is no layout to match; give the encode node's 'condition' an edge, pose or label image with "
+                       "visible lines or regions")
         return self.edge_features(edges, grid)
 
     def exemplar_features(self, image: Tensor, grid: tuple[int, int]) -> Tensor:

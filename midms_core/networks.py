@@ -363,19 +363,26 @@ def config_from_state_dict(state_dict: dict[str, Tensor]) -> CorrespondenceConfi
 
 
 #: what to do with the official (pickled) checkpoint: said wherever a file is not usable networks
-CONVERSION_HINT = ("convert the official MIDMs checkpoint with `python scripts/convert_official_checkpoint.py "
+CONVERSION_HINT = ("Convert the official MIDMs checkpoint with `python scripts/convert_official_checkpoint.py "
                    "<official .pth/.ckpt> <models/midms/name.safetensors>`")
 
 # key prefixes of weights people keep in other model folders: (prefixes, description)
+#: key prefixes of the networks' modules (the official checkpoint's too, less its training state)
+NETWORK_PREFIXES = ("real_enc.", "seg_enc.", "iter_enc.", "layer.", "theta.", "phi.")
+
+# Weights people keep in other model folders, tried in this order (first match wins):
+# (prefixes, description). ControlNet files may carry U-Net keys, full checkpoints carry
+# transformer keys, so those two come before the bare-model kinds.
 _FOREIGN_KINDS = (
+    (("control_model.", "input_hint_block.", "controlnet_cond_embedding.", "controlnet_"),
+     "a ControlNet (it belongs in models/controlnet)"),
+    (("first_stage_model.", "cond_stage_model.", "conditioner.embedders.", "text_encoders.", "vae."),
+     "a Stable Diffusion / Flux / SD3 checkpoint (the model with its VAE and text encoder; it belongs in models/checkpoints)"),
     (("double_blocks.", "single_blocks.", "joint_blocks.", "model.diffusion_model.double_blocks.",
       "model.diffusion_model.joint_blocks."),
      "a diffusion transformer (Flux / SD3 weights; they belong in models/diffusion_models)"),
-    (("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.embedders."),
-     "a Stable Diffusion checkpoint (U-Net, VAE and text encoder; it belongs in models/checkpoints)"),
-    (("control_model.", "input_hint_block.", "controlnet_cond_embedding."),
-     "a ControlNet (it belongs in models/controlnet)"),
-    (("input_blocks.", "middle_block.", "output_blocks.", "down_blocks.", "up_blocks.", "mid_block."),
+    (("model.diffusion_model.", "input_blocks.", "middle_block.", "output_blocks.", "down_blocks.", "up_blocks.",
+      "mid_block."),
      "a diffusion U-Net (it belongs in models/diffusion_models or models/unet)"),
     (("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"),
      "a LoRA (it belongs in models/loras)"),
@@ -385,7 +392,6 @@ _FOREIGN_KINDS = (
      "a text encoder (it belongs in models/clip or models/text_encoders)"),
 )
 _LORA_MARKERS = (".lora_up.", ".lora_down.", ".lora_A.", ".lora_B.")
-_NETWORK_PREFIXES = ("real_enc.", "seg_enc.", "iter_enc.", "theta.", "phi.")
 
 
 class ForeignWeightsError(ValueError):
@@ -400,7 +406,7 @@ def describe_foreign_weights(keys: Sequence[str]) -> Optional[str]:
     "an empty safetensors file (...)" or "an unrelated safetensors file (keys such as ...)".
     """
     keys = list(keys)
-    if any(k.startswith(_NETWORK_PREFIXES) for k in keys):
+    if any(k.startswith(NETWORK_PREFIXES) for k in keys):
         return None
     if not keys:
         return "an empty safetensors file (no tensors)"
@@ -449,25 +455,27 @@ def load_networks(
         raise ValueError(f"load_networks: 'path' {path!r} does not exist or is not a file")
     from safetensors import safe_open
 
+    name = os.path.basename(path)  # what a user sees in a list; the folder may be a host path
+    if os.path.getsize(path) == 0:
+        raise ForeignWeightsError(f"load_networks: {name!r} is an empty file (0 bytes). {CONVERSION_HINT}")
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
             keys = list(f.keys())
             # the keys first: a foreign file (e.g. a 2 GB diffusion checkpoint) is named, not read
             foreign = describe_foreign_weights(keys)
-            if foreign is not None:
-                raise ForeignWeightsError(
-                    f"load_networks: {os.path.basename(path)!r} looks like {foreign}, not MIDMs correspondence networks. "
-                    f"The midms model folder takes the paper's networks as safetensors: {CONVERSION_HINT}"
-                )
-            state = {k: f.get_tensor(k) for k in keys}
-    except ForeignWeightsError as err:
-        raise ValueError(str(err)) from None
+            if foreign is None:
+                state = {k: f.get_tensor(k) for k in keys}
     except Exception as err:  # safetensors raises its own error types for malformed headers
-        raise ValueError(
-            f"load_networks: {path!r} is not a readable safetensors file ({err}); only safetensors weights "
+        raise ForeignWeightsError(
+            f"load_networks: {name!r} is not a readable safetensors file ({err}); only safetensors weights "
             f"are accepted. {CONVERSION_HINT}"
         ) from None
+    if foreign is not None:
+        raise ForeignWeightsError(
+            f"load_networks: {name!r} looks like {foreign}, not MIDMs correspondence networks. "
+            f"The midms model folder takes the paper's networks as safetensors: {CONVERSION_HINT}"
+        )
     if config is None:
         text = metadata.get(_META_CONFIG)
         config = (

@@ -169,6 +169,9 @@ class RewarpSettings:
         """Raise when ``rewarp_steps`` names a step past the end of a run of ``step_count`` steps
         (such a run would silently re-warp nothing at those steps)."""
         past = [s for s in (self.rewarp_steps or ()) if s >= step_count]
+        if past and step_count < 1:
+            raise ValueError(f"{where}: 'rewarp_steps' lists step {past[0]}, but this run has no steps; "
+                             "give the sampler a schedule of at least 2 sigmas")
         if past:
             raise ValueError(
                 f"{where}: 'rewarp_steps' lists step {past[0]}, but this run has {step_count} step"

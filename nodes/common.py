@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Callable
 
 import torch
@@ -20,7 +21,8 @@ class NodeInputError(ValueError):
 
 
 # The host reports an error's type as "<module>.<name>"; current hosts import packs under their
-# folder's full path, which would put a path on screen. One stable name on every host:
+# folder's full path, which would put a path on screen. One stable name on every host. (No module
+# "MIDMs" exists, so instances cannot be pickled; nothing in the host pickles exceptions.)
 NodeInputError.__module__ = "MIDMs"
 
 
@@ -45,11 +47,16 @@ def check_widget_values(node_class, display_name: str, values: dict) -> None:
                 if not isinstance(value, bool):
                     raise NodeInputError(f"{display_name}: '{name}' must be true or false, got {value!r}")
             elif kind in ("INT", "FLOAT"):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                    raise NodeInputError(f"{display_name}: '{name}' must be a number, got {value!r}")
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                        or (kind == "INT" and not float(value).is_integer()):
+                    raise NodeInputError(f"{display_name}: '{name}' must be {'a whole' if kind == 'INT' else 'a'} number, "
+                                         f"got {value!r}")
                 low, high = options.get("min"), options.get("max")
                 if (low is not None and value < low) or (high is not None and value > high):
-                    raise NodeInputError(f"{display_name}: '{name}' is {value:g}, outside its range [{low:g}, {high:g}]; "
+                    show = (lambda v: f"{int(v)}") if kind == "INT" else (lambda v: f"{v:g}")
+                    allowed = " and ".join(part for part in (
+                        None if low is None else f">= {show(low)}", None if high is None else f"<= {show(high)}") if part)
+                    raise NodeInputError(f"{display_name}: '{name}' is {show(value)}, but it must be {allowed}; "
                                          "set it within that range")
 
 
@@ -59,10 +66,14 @@ def node_errors(display_name: str) -> Callable:
     node failed; errors that already name a node pass through unchanged."""
 
     def wrap(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+
         @functools.wraps(fn)
         def run(self, *args, **kwargs):
             try:
-                check_widget_values(type(self), display_name, kwargs)
+                # hosts pass inputs by keyword; scripts and tests may pass them by position
+                values = signature.bind_partial(self, *args, **kwargs).arguments
+                check_widget_values(type(self), display_name, values)
                 return fn(self, *args, **kwargs)
             except NodeInputError:
                 raise

@@ -67,8 +67,8 @@ class MIDMsExemplarEncode:
         multiple = _latent_multiple(vae)
         if min(cond.shape[1:3]) < multiple or min(exem.shape[1:3]) < multiple:
             raise NodeInputError(
-                f"{DISPLAY}: images must be at least {multiple} x {multiple} pixels; got condition "
-                f"{tuple(cond.shape[1:3])} and exemplar {tuple(exem.shape[1:3])}"
+                f"{DISPLAY}: images must be at least {multiple} x {multiple} pixels (one latent cell); got 'condition' "
+                f"{tuple(cond.shape[1:3])} and 'exemplar' {tuple(exem.shape[1:3])}; upscale the small one (e.g. Upscale Image)"
             )
         _refuse_blank(cond, "condition", "there is no layout to follow. A line drawing with transparency arrives "
                       "like this through LoadImage, which drops the alpha channel: connect LoadImage's IMAGE and MASK "

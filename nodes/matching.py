@@ -114,8 +114,8 @@ class MIDMsLearnedMatcherLoader:
         try:
             nets = load_networks(path, map_location="cpu")
         except ValueError as err:
-            reason = str(err).removeprefix("load_networks: ")
-            raise NodeInputError(f"{self.DISPLAY}: 'networks_name' {networks_name!r}: {reason}") from None
+            reason = str(err).removeprefix("load_networks: ").removeprefix(f"{os.path.basename(path)!r} ")
+            raise NodeInputError(f"{self.DISPLAY}: 'networks_name' {networks_name!r} {reason}") from None
         return (HostLearnedMatcher(nets),)
 
 

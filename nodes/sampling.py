@@ -29,7 +29,23 @@ def sample_midms(model, x, sigmas, extra_args=None, callback=None, disable=None,
                  midms_match: Optional[MIDMsMatch] = None, midms_model=None):
     """KSAMPLER function: ``model(x, sigma, **extra_args)`` is the host's guided denoiser in the
     model's SCALED latent space; the exemplar latent is scaled the same way, and the matcher
-    sees x0_hat back in raw VAE space, as it saw the exemplar."""
+    sees x0_hat back in raw VAE space, as it saw the exemplar.
+
+    This runs inside the host's sampling node, so ValueErrors of midms_core are reported as
+    NodeInputErrors naming this sampler; errors raised inside the host's model call pass as
+    they are."""
+    in_host_model = [False]
+    try:
+        return _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_model, in_host_model)
+    except NodeInputError:
+        raise
+    except ValueError as err:
+        if in_host_model[0]:
+            raise
+        raise NodeInputError(f"{SAMPLER_WHERE}: {err}") from err
+
+
+def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_model, in_host_model):
     extra_args = {} if extra_args is None else extra_args
     base = midms_model.model  # the host's BaseModel: latent format and model_sampling
     match = midms_match
@@ -62,7 +78,10 @@ def sample_midms(model, x, sigmas, extra_args=None, callback=None, disable=None,
     def denoise(xt, sigma):
         if capture is not None:
             capture.clear()  # x0_features then sees only this step's records
-        return model(xt, sigma, **extra_args)
+        in_host_model[0] = True
+        out = model(xt, sigma, **extra_args)
+        in_host_model[0] = False
+        return out
 
     settings: MIDMsSettings = match.settings
     main_steps = sigmas.shape[0] - 1
@@ -108,21 +127,22 @@ def check_latent_against_match(x: torch.Tensor, match: MIDMsMatch, step_count: i
     if tuple(x.shape[-2:]) != cells:
         factor = pixels[0] // cells[0] if cells[0] else 8
         raise NodeInputError(
-            f"{where}: 'latent_image' is {x.shape[-2]} x {x.shape[-1]} latent cells ({x.shape[-2] * factor} x "
-            f"{x.shape[-1] * factor} px) but the match was made at {cells[0]} x {cells[1]} cells "
-            f"({pixels[0]} x {pixels[1]} px, the condition's size); {warped_hint}, or make the latent "
-            f"{pixels[1]} x {pixels[0]} px"
+            f"{where}: 'latent_image' is {x.shape[-1]} x {x.shape[-2]} latent cells, width x height "
+            f"({x.shape[-1] * factor} x {x.shape[-2] * factor} px), but the match was made at {cells[1]} x {cells[0]} "
+            f"cells ({pixels[1]} x {pixels[0]} px, the condition's size); {warped_hint}, or make the latent "
+            f"{pixels[1]} x {pixels[0]} px (width x height)"
         )
     if x.shape[0] != pairs and pairs != 1:
         raise NodeInputError(
             f"{where}: 'latent_image' has {x.shape[0]} latent{'s' if x.shape[0] != 1 else ''} but the match has {pairs} "
-            f"condition images: {warped_hint} ({pairs} latents), or repeat the latent to {pairs} "
-            f"(RepeatLatentBatch), or give MIDMs Exemplar Encode one condition image per latent"
+            f"condition / exemplar pairs: {warped_hint} ({pairs} latents), or repeat the latent to {pairs} "
+            f"(RepeatLatentBatch), or give MIDMs Exemplar Encode as many pairs as latents"
         )
     try:
         match.settings.rewarp.check_steps(step_count, "MIDMs Rewarp Settings")
     except ValueError as err:
-        raise NodeInputError(f"{where}: {err}") from None
+        raise NodeInputError(f"{where}: {err} (the run's steps are the 'sigmas' input's length minus 1, "
+                             "e.g. the scheduler's steps)") from None
 
 
 def midms_sampler(model, match: MIDMsMatch) -> comfy.samplers.KSAMPLER:
@@ -188,14 +208,13 @@ class MIDMsSampler:
         except ValueError as err:
             raise NodeInputError(f"{self.DISPLAY}: {err} (this node's 'steps' input)") from None
         model_sigmas = _model_sigmas(model.model)
-        try:
-            sigmas = strength_sigmas(model_sigmas, steps, start_noise)
-        except ValueError:
-            fit = max(int(round(start_noise * model_sigmas.shape[0])), 1)
+        fit = max(int(round(start_noise * model_sigmas.shape[0])), 1)  # as strength_timesteps counts
+        if steps > fit:
             raise NodeInputError(
                 f"{self.DISPLAY}: 'steps' {steps} do not fit in 'start_noise' {start_noise:g} (the first {fit} of the "
                 f"model's {model_sigmas.shape[0]} timesteps); use at most {fit} steps or a higher start_noise"
-            ) from None
+            )
+        sigmas = strength_sigmas(model_sigmas, steps, start_noise)
         warped = initial_warp(match, compute_device()).warped.to(mm.intermediate_device())
         noise = comfy.sample.prepare_noise(warped, seed)
         callback = latent_preview.prepare_callback(model, sigmas.shape[0] - 1)

@@ -10,7 +10,7 @@ import torch
 import midms_core as mc
 from midms_core.alignment import search_similarity
 from midms_core.cancellation import cancellable, checkpoint
-from midms_core.correspondence import attend
+from midms_core.correspondence import attend, attend_both_ways
 
 
 class Stop(Exception):
@@ -78,3 +78,18 @@ def test_warp_with_confidence_and_search_stop_at_the_check():
         with pytest.raises(Stop), cancellable(check):
             run()
         assert len(calls) == 1
+
+
+def test_one_pass_both_ways_checks_between_blocks():
+    g = torch.Generator().manual_seed(2)
+    q, k = torch.randn(1, 8, 16, 16, generator=g), torch.randn(1, 8, 16, 16, generator=g)
+    qv, kv = torch.randn(1, 2, 16, 16, generator=g), torch.randn(1, 2, 16, 16, generator=g)
+    chunk = 16 * 256 * 4  # 16 blocks
+    calls, check = counting_check(stop_after=2)
+    with pytest.raises(Stop), cancellable(check):
+        attend_both_ways(q, k, kv, qv, 0.05, chunk_bytes=chunk)
+    assert len(calls) == 2
+    calls, check = counting_check()
+    with cancellable(check):
+        mc.warp_with_confidence(q, k, torch.randn(1, 4, 16, 16, generator=g), passes="one", chunk_bytes=chunk)
+    assert len(calls) >= 16

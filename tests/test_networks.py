@@ -397,8 +397,13 @@ def test_to_label_channels():
 
 @pytest.mark.parametrize("keys, says", [
     (["model.diffusion_model.input_blocks.0.0.weight", "first_stage_model.encoder.conv_in.weight"],
-     r"looks like a Stable Diffusion checkpoint.*models/checkpoints"),
+     r"looks like a Stable Diffusion / Flux / SD3 checkpoint.*models/checkpoints"),
+    (["model.diffusion_model.double_blocks.0.img_attn.qkv.weight", "text_encoders.t5xxl.shared.weight"],
+     r"looks like a Stable Diffusion / Flux / SD3 checkpoint.*models/checkpoints"),  # a full Flux file
     (["double_blocks.0.img_attn.qkv.weight"], r"looks like a diffusion transformer \(Flux / SD3"),
+    (["model.diffusion_model.input_blocks.0.0.weight"], r"looks like a diffusion U-Net"),
+    (["control_model.input_blocks.0.0.weight", "model.diffusion_model.input_blocks.0.0.weight"],
+     r"looks like a ControlNet"),  # a cldm file carries the U-Net too
     (["lora_unet_down_blocks_0_attentions_0.lora_down.weight"], r"looks like a LoRA"),
     (["unet.down.lora_A.weight"], r"looks like a LoRA"),
     (["control_model.input_hint_block.0.weight"], r"looks like a ControlNet"),
@@ -444,7 +449,7 @@ def test_foreign_file_tensors_are_not_read(tmp_path, monkeypatch):
             return self.inner.get_tensor(key)
 
     monkeypatch.setattr(safetensors, "safe_open", Spy)
-    with pytest.raises(ValueError, match="Stable Diffusion checkpoint"):
+    with pytest.raises(ValueError, match="looks like a diffusion U-Net"):
         load_networks(path)
     assert reads == []
     # the networks' own keys still load through the same path
@@ -456,8 +461,28 @@ def test_foreign_file_tensors_are_not_read(tmp_path, monkeypatch):
 
 def test_networks_with_a_partial_mismatch_are_reported_key_by_key(tmp_path):
     """Files that are networks (their keys are there) are not called foreign: the strict check
-    lists what is missing."""
-    from midms_core.networks import describe_foreign_weights
+    lists what is missing, even beside keys of another kind."""
+    from midms_core.networks import NETWORK_PREFIXES, describe_foreign_weights
 
-    assert describe_foreign_weights(["real_enc.layer1.0.weight", "model.diffusion_model.x"]) is None
+    state = {k: v for k, v in init_networks(SMALL, seed=0).state_dict().items()}
+    assert {k.split(".")[0] + "." for k in state} <= set(NETWORK_PREFIXES)
+    assert describe_foreign_weights(list(state)) is None
+    state["model.diffusion_model.x"] = torch.zeros(1)
+    state.pop("theta.weight")
+    path = tmp_path / "partial.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, path)
+    with pytest.raises(ValueError, match=r"partial\.safetensors.*does not match.*missing keys \['theta\.weight'\].*unexpected keys \['model\.diffusion_model\.x'\]"):
+        load_networks(path, config=SMALL)
     assert describe_foreign_weights([]) == "an empty safetensors file (no tensors)"
+
+
+def test_empty_and_unreadable_files_name_the_file_not_its_folder(tmp_path):
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"'empty\.safetensors' is an empty file \(0 bytes\)\. Convert the official"):
+        load_networks(empty)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_text("not a safetensors file")
+    with pytest.raises(ValueError, match=r"^load_networks: 'garbage\.safetensors' is not a readable safetensors file") as info:
+        load_networks(garbage)
+    assert str(tmp_path) not in str(info.value)

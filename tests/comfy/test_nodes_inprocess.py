@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -448,6 +449,42 @@ def test_batch_two_conditions_one_exemplar_direct_context(h, pack, models):
                                      positive, negative, warped["samples"], seed=2)
     assert out.shape == (2, 4, 8, 8) and torch.isfinite(out).all()
     assert _rel_err(out[0], out[1]) > 1e-3  # two different conditions, two different results
+
+
+def test_sampler_checks_the_start_latent_before_any_step(h, pack, models):
+    """Non-empty latents of another family (16 channels) or size, or a 1-latent batch against a
+    match of 2, are refused before the first model call, naming the sampler and the input; a
+    match of 1 pair drives any batch. (Over HTTP a current host replaces an EMPTY latent of other
+    channels by one of the model's, so the channel case is checked here with a filled latent.)"""
+    import comfy.sample
+
+    model = models["sd15"]
+    match, warped, _, _, _ = _match(pack, _make_context(pack, cond_batch=2, exem_batch=1), _settings(pack))
+    sampler = pack.MIDMsInterleavedSampler().get_sampler(model, match)[0]
+    calls = []
+    options = {"model_function_wrapper": lambda apply, args: calls.append(1) or apply(args["input"], args["timestep"], **args["c"])}
+    patched = model.clone()
+    patched.model_options.update(options)
+    positive, negative = _conds("sd15")
+    bad = {
+        "has shape (2, 16, 8, 8) but the match's latents have 4 channels": torch.ones(2, 16, 8, 8),
+        "is 16 x 8 latent cells, width x height": torch.ones(2, 4, 8, 16),
+        "has 1 latent but the match has 2 condition / exemplar pairs": warped["samples"][:1],
+    }
+    for says, latent in bad.items():
+        with pytest.raises(ValueError, match=r"MIDMs Interleaved DDIM Sampler.*'latent_image' " + re.escape(says)):
+            comfy.sample.sample_custom(patched, torch.zeros_like(latent), 3.0, sampler, _sigmas(pack, model),
+                                       positive, negative, latent, seed=2)
+    assert calls == []
+    out = comfy.sample.sample_custom(patched, _noise((2, 4, 8, 8), 2), 3.0, sampler, _sigmas(pack, model),
+                                     positive, negative, warped["samples"], seed=2)
+    assert calls and torch.isfinite(out).all()  # the counter counts: the same graph with the match's own latent
+    one_pair, one_warped, _, _, _ = _match(pack, _make_context(pack, cond_batch=1, exem_batch=1), _settings(pack))
+    one_sampler = pack.MIDMsInterleavedSampler().get_sampler(model, one_pair)[0]
+    three = one_warped["samples"].repeat(3, 1, 1, 1)
+    out = comfy.sample.sample_custom(model, _noise((3, 4, 8, 8), 2), 3.0, one_sampler, _sigmas(pack, model),
+                                     positive, negative, three, seed=2)
+    assert out.shape == (3, 4, 8, 8) and torch.isfinite(out).all()
 
 
 def test_encode_node_with_host_vae_and_batches(h, pack, models, vae):

@@ -5,6 +5,7 @@ Importable and testable without ComfyUI; the node pack in ``nodes/`` is a thin l
 
 from .alignment import ALIGNMENTS, Alignment, SpatialPrior, affine_targets, search_similarity
 from .cancellation import cancellable, checkpoint
+from .noise_paths import EPSILON, RECTIFIED_FLOW, GaussianPath
 from .confidence import (
     DEFAULT_THRESHOLD_PX,
     WarpResult,

@@ -9,7 +9,8 @@ from torch import Tensor
 
 from .confidence import WarpResult
 from .matchers import MatchFeatures
-from .sampler import Callback, Denoiser, NoiseSampler, RewarpSettings, noise_latent, sample_interleaved
+from .noise_paths import EPSILON, GaussianPath
+from .sampler import Callback, Denoiser, NoiseSampler, RewarpSettings, sample_interleaved
 from .validation import check_tensor
 
 
@@ -33,12 +34,14 @@ def translate(
     callback: Optional[Callback] = None,
     refine_sigmas: Optional[Tensor] = None,
     refine_denoise: Optional[Denoiser] = None,
+    path: GaussianPath = EPSILON,
 ) -> TranslationResult:
     """Warp the exemplar onto the condition (Eq. 5-6), noise the warp to sigmas[0] (Eq. 7) and
     denoise it with the interleaved sampler (Eq. 8-11).
 
     exemplar_latent: (B, C, Hy, Wy) in the denoiser's latent space; noise: (B, C, Hx, Wx)
-    standard normal on the condition grid (``features.condition``'s grid).
+    standard normal on the condition grid (``features.condition``'s grid); ``path``: the
+    model's noise path (epsilon / v-prediction, or rectified flow for SD3 / Flux).
     """
     check_tensor("translate", "noise", noise, 4, "(B, C, Hx, Wx)")
     initial = settings.warp(features.condition, features.exemplar, exemplar_latent, features.prior)
@@ -47,9 +50,9 @@ def translate(
             f"translate: 'noise' must have shape (B, {initial.warped.shape[1]}, "
             f"{initial.warped.shape[2]}, {initial.warped.shape[3]}) on the condition grid, got {tuple(noise.shape)}"
         )
-    x = noise_latent(initial.warped, noise, sigmas[0])
+    x = path.noise(initial.warped, noise, sigmas[0])
     latent = sample_interleaved(
         denoise, x, sigmas, exemplar_latent, features, settings, eta, noise_sampler, callback,
-        refine_sigmas, refine_denoise,
+        refine_sigmas, refine_denoise, path=path,
     )
     return TranslationResult(latent=latent, initial=initial)

@@ -27,6 +27,7 @@ from .alignment import SpatialPrior
 from .confidence import DEFAULT_THRESHOLD_PX, MASK_MODES, WarpResult, warp_with_confidence
 from .correspondence import DEFAULT_CHUNK_BYTES, DEFAULT_TAU
 from .matchers import MatchFeatures
+from .noise_paths import EPSILON, GaussianPath
 from .schedules import alpha_bar_from_sigma
 from .validation import check_choice, check_in_range, check_positive, check_tensor
 
@@ -99,8 +100,12 @@ def sample_ddim(
     noise_sampler: Optional[NoiseSampler] = None,
     callback: Optional[Callback] = None,
     x0_transform: Optional[X0Transform] = None,
+    path: GaussianPath = EPSILON,
 ) -> Tensor:
     """DDIM from x at sigmas[0] down the schedule; returns x at sigmas[-1] (x0 when it ends at 0).
+
+    ``path``: the model's noise path (:mod:`midms_core.noise_paths`; epsilon / v-prediction or
+    rectified flow); it only matters for eta > 0 (eta = 0 is the same step on every path).
 
     ``x0_transform(i, x, x0_hat, sigma) -> (x0, info)`` may replace the clean estimate before
     each update (the interleaved sampler's hook); ``info`` is merged into the callback dict.
@@ -120,7 +125,7 @@ def sample_ddim(
             callback({"i": i, "x": x, "sigma": sigma, "sigma_hat": sigma, "sigma_next": sigma_next,
                       "denoised": x0, "x0_hat": x0_hat, **info})
         noise = noise_sampler(sigma, sigma_next) if eta > 0 and float(sigma_next) > 0 else None
-        x = ddim_step(x, x0, sigma, sigma_next, eta, noise)
+        x = path.step(x, x0, sigma, sigma_next, eta, noise)
     return x
 
 
@@ -238,6 +243,7 @@ def sample_interleaved(
     refine_sigmas: Optional[Tensor] = None,
     refine_denoise: Optional[Denoiser] = None,
     refine_eta: float = 1.0,
+    path: GaussianPath = EPSILON,
 ) -> Tensor:
     """The MIDMs interleaved DDIM sampler (Eq. 7-11), from an already-noised x at sigmas[0].
 
@@ -246,7 +252,8 @@ def sample_interleaved(
     With ``refine_sigmas`` (e.g. a schedule starting near 10 % noise), the result is re-noised to
     refine_sigmas[0] and denoised again by ``refine_denoise`` (default ``denoise``) with
     stochastic DDIM (``refine_eta``, official 1.0); the paper uses the original, not fine-tuned,
-    model there. Callback dicts carry "stage": "interleaved" or "refine".
+    model there. Callback dicts carry "stage": "interleaved" or "refine". ``path``: the model's
+    noise path, used by stochastic steps (eta > 0) and by the refinement's re-noising.
     """
     where = "sample_interleaved"
     _check_sigmas(where, x, sigmas)
@@ -265,10 +272,10 @@ def sample_interleaved(
             return None
         return lambda info: callback({**info, "stage": stage})
 
-    x = sample_ddim(denoise, x, sigmas, eta, noise_sampler, staged("interleaved"), transform)
+    x = sample_ddim(denoise, x, sigmas, eta, noise_sampler, staged("interleaved"), transform, path)
     if refine_sigmas is None:
         return x
     _check_sigmas(where, x, refine_sigmas)
     start = refine_sigmas[0]
-    x = noise_latent(x, noise_sampler(start, start), start)
-    return sample_ddim(refine_denoise or denoise, x, refine_sigmas, refine_eta, noise_sampler, staged("refine"))
+    x = path.noise(x, noise_sampler(start, start), start)
+    return sample_ddim(refine_denoise or denoise, x, refine_sigmas, refine_eta, noise_sampler, staged("refine"), path=path)

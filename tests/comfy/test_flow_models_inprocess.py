@@ -93,3 +93,43 @@ def test_sd3_rewarp_off_equals_host_euler_and_rewarp_on_runs(sd3, pack):
     assert _rel_err(results["none"], euler) < 1e-5, _rel_err(results["none"], euler)
     assert _rel_err(euler, latent) > 1e-2  # the model changes the latent: the comparison is not vacuous
     assert _rel_err(results[""], euler) > 1e-3  # re-warping acts
+
+
+def test_sd3_stochastic_steps_follow_the_flow_posterior(sd3, pack):
+    """eta = 1, re-warping off: the SAMPLER equals a plain loop over the host's guided denoiser
+    with the rectified-flow DDIM posterior written out here (alpha = 1 - sigma), drawing the
+    same noise; the epsilon-path step would differ."""
+    import comfy.sample
+    import comfy.samplers
+
+    def flow_posterior_loop(model, x, sigmas, extra_args=None, callback=None, disable=None, alpha=lambda s: 1 - s):
+        extra_args = extra_args or {}
+        g = torch.Generator().manual_seed(int(extra_args["seed"]) + 1)  # the SAMPLER's noise stream
+        for i in range(len(sigmas) - 1):
+            t, s = float(sigmas[i]), float(sigmas[i + 1])
+            x0 = model(x, sigmas[i] * x.new_ones(x.shape[0]), **extra_args)
+            if s == 0:
+                x = x0
+                continue
+            eps = (x - alpha(t) * x0) / t
+            var = (t**2 - (alpha(t) / alpha(s)) ** 2 * s**2) * s**2 / t**2  # eta = 1: the posterior
+            z = torch.randn(x.shape, generator=g, dtype=torch.float32).to(x.dtype)
+            x = alpha(s) * x0 + (s**2 - var) ** 0.5 * eps + var**0.5 * z
+        return x
+
+    context = _context(pack)
+    positive, negative = _conds()
+    sigmas = _sigmas(pack, sd3)
+    match, warped = _match(pack, context, _settings(pack, rewarp_steps="none", eta=1.0))[:2]
+    latent = warped["samples"]
+
+    def run(sampler):
+        return comfy.sample.sample_custom(sd3, _noise(latent.shape, 5), 3.0, sampler, sigmas, positive, negative,
+                                          latent, seed=7)
+
+    ours = run(pack.MIDMsInterleavedSampler().get_sampler(sd3, match)[0])
+    flow = run(comfy.samplers.KSAMPLER(flow_posterior_loop))
+    epsilon = run(comfy.samplers.KSAMPLER(lambda *a, **k: flow_posterior_loop(*a, **k, alpha=lambda s: 1.0)))
+    assert torch.isfinite(ours).all()
+    assert _rel_err(ours, flow) < 1e-5, _rel_err(ours, flow)
+    assert _rel_err(ours, epsilon) > 1e-3  # the path matters here

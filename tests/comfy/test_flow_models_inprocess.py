@@ -133,3 +133,43 @@ def test_sd3_stochastic_steps_follow_the_flow_posterior(sd3, pack):
     assert torch.isfinite(ours).all()
     assert _rel_err(ours, flow) < 1e-5, _rel_err(ours, flow)
     assert _rel_err(ours, epsilon) > 1e-3  # the path matters here
+
+
+@pytest.fixture(scope="module")
+def vae16(sd3):
+    """A tiny TAESD with 16 latent channels (SD3 / Flux latent space), seeded."""
+    import comfy.sd
+
+    from tests.comfy.tiny_models import taesd_shapes
+
+    with torch.inference_mode(False):
+        sd = {k: init_tensor("first_stage_model." + k, shape, 5) for k, shape in taesd_shapes(16).items()}
+        vae = comfy.sd.VAE(sd=sd)
+    assert vae.latent_channels == 16
+    return vae
+
+
+def test_16_channel_latents_through_every_node(sd3, vae16, pack, h):
+    """Encode with a 16-channel VAE, correspondence (warp, mask, decoded preview, flow preview),
+    the SAMPLER in SamplerCustom and the all-in-one sampler: shapes and finite values."""
+    import comfy.sample
+
+    condition = _edge_image(_exemplar_image(shift=8))
+    exemplar = _exemplar_image(seed=1)
+    context = pack.MIDMsExemplarEncode().encode(condition, exemplar, vae16, "crop")[0]
+    assert context.condition_latent.shape == (1, 16, H // 8, W // 8) == context.exemplar_latent.shape
+    match, warped, mask, preview, flow = _match(pack, context, _settings(pack))
+    assert warped["samples"].shape == (1, 16, H // 8, W // 8) and torch.isfinite(warped["samples"]).all()
+    assert mask.shape == (1, H, W) and preview.shape == (1, H, W, 3) and flow.shape == (1, H, W, 3)
+    assert torch.isfinite(preview).all()
+    positive, negative = _conds()
+    sampler = pack.MIDMsInterleavedSampler().get_sampler(sd3, match)[0]
+    out = comfy.sample.sample_custom(sd3, _noise(warped["samples"].shape, 5), 3.0, sampler, _sigmas(pack, sd3),
+                                     positive, negative, warped["samples"], seed=7)
+    assert out.shape == (1, 16, H // 8, W // 8) and torch.isfinite(out).all()
+    latent, start = pack.MIDMsSampler().sample(sd3, positive, negative, context, pack.MIDMsEdgeMatcher().make(
+        canny_low=0.1, canny_high=0.2, edge_blur=2.0, x0_condition_weight=0.7)[0], seed=3, steps=2, start_noise=0.25,
+        cfg=2.0)
+    assert latent["samples"].shape == (1, 16, H // 8, W // 8) and torch.isfinite(latent["samples"]).all()
+    decoded = vae16.decode(latent["samples"])
+    assert decoded.shape == (1, H, W, 3) and torch.isfinite(decoded).all()

@@ -157,9 +157,10 @@ def _taesd_block(prefix: str, c: int) -> Dict[str, Shape]:
     }
 
 
-def taesd_shapes() -> Dict[str, Shape]:
-    """TAESD (SD1.x latent space, 4 channels) keys and shapes as ComfyUI's ``comfy/taesd/taesd.py``
-    builds them: ``taesd_encoder`` / ``taesd_decoder`` nn.Sequential indices, plus scalars."""
+def taesd_shapes(latent_channels: int = LATENT_CHANNELS) -> Dict[str, Shape]:
+    """TAESD keys and shapes as ComfyUI's ``comfy/taesd/taesd.py`` builds them: ``taesd_encoder`` /
+    ``taesd_decoder`` nn.Sequential indices, plus scalars. 4 latent channels: the SD1.x latent
+    space; 16: SD3 / Flux (current hosts read the count from ``taesd_decoder.1.weight``)."""
     c = TAESD_CHANNELS
     s: Dict[str, Shape] = {"vae_scale": (), "vae_shift": ()}
     # Encoder: conv, Block, [conv(stride 2, no bias), Block x3] x3, conv(64 -> 4)
@@ -172,10 +173,10 @@ def taesd_shapes() -> Dict[str, Shape]:
         for j in range(1, 4):
             s.update(_taesd_block(f"taesd_encoder.{idx + j}.", c))
         idx += 4
-    s[f"taesd_encoder.{idx}.weight"] = (LATENT_CHANNELS, c, 3, 3)
-    s[f"taesd_encoder.{idx}.bias"] = (LATENT_CHANNELS,)
+    s[f"taesd_encoder.{idx}.weight"] = (latent_channels, c, 3, 3)
+    s[f"taesd_encoder.{idx}.bias"] = (latent_channels,)
     # Decoder: Clamp, conv(4 -> 64), ReLU, [Block x3, Upsample, conv(no bias)] x3, Block, conv(64 -> 3)
-    s["taesd_decoder.1.weight"] = (c, LATENT_CHANNELS, 3, 3)
+    s["taesd_decoder.1.weight"] = (c, latent_channels, 3, 3)
     s["taesd_decoder.1.bias"] = (c,)
     idx = 3
     for _ in range(3):

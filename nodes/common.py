@@ -125,3 +125,12 @@ def compute_device() -> torch.device:
 
 def output_device() -> torch.device:
     return mm.intermediate_device()
+
+
+def is_rectified_flow(base_model) -> bool:
+    """True for a host model sampled as rectified flow (the host's CONST: SD3.x, Flux). Hosts
+    before CONST existed (2024-03) have none."""
+    import comfy.model_sampling
+
+    const = getattr(comfy.model_sampling, "CONST", None)
+    return const is not None and isinstance(base_model.model_sampling, const)

@@ -15,8 +15,8 @@ import comfy.utils
 import latent_preview
 
 from ..midms_core import EPSILON, RECTIFIED_FLOW, GaussianPath, sample_interleaved, strength_sigmas
-from .diffusion import with_output_block_patch
-from .common import CATEGORY, NodeInputError, bind, compute_device, initial_warp, interruptible, node_errors
+from .common import (CATEGORY, NodeInputError, bind, compute_device, initial_warp, interruptible, is_rectified_flow,
+                     node_errors)
 from .types import CONTEXT, MATCHER, SETTINGS, MIDMsMatch, MIDMsSettings
 
 
@@ -29,10 +29,7 @@ def noise_path(base_model) -> GaussianPath:
     flow, x = (1 - sigma) x0 + sigma eps) or the epsilon / v-prediction relation x = x0 + sigma
     eps (every other model the host samples in its sigma space). Hosts before CONST existed
     (2024-03) have only the latter."""
-    import comfy.model_sampling
-
-    const = getattr(comfy.model_sampling, "CONST", None)
-    return RECTIFIED_FLOW if const is not None and isinstance(base_model.model_sampling, const) else EPSILON
+    return RECTIFIED_FLOW if is_rectified_flow(base_model) else EPSILON
 
 
 @torch.no_grad()  # as the host's own samplers: no autograd graph through the U-Net
@@ -80,11 +77,11 @@ def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_mod
     capture = None
     hook = getattr(match.matcher, "capture_hook", None)
     if hook is not None:
-        # The matcher records its features during the sampler's own U-Net call (no extra pass
-        # per step): a per-run copy of model_options with the recording patch appended; the
+        # The matcher records its features during the sampler's own model call (no extra pass
+        # per step): a per-run copy of model_options with the recording patch installed; the
         # user's model and its model_options are never changed.
-        patch, capture = hook()
-        extra_args = {**extra_args, "model_options": with_output_block_patch(extra_args.get("model_options", {}), patch)}
+        install, capture = hook(tuple(x.shape[-2:]))
+        extra_args = {**extra_args, "model_options": install(extra_args.get("model_options", {}))}
 
     def denoise(xt, sigma):
         if capture is not None:

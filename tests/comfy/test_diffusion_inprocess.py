@@ -42,7 +42,9 @@ def test_node_inputs_have_tooltips(node):
     required = node.INPUT_TYPES()["required"]
     assert list(required) == ["model", "timestep", "output_block", "ensemble"]
     optional = node.INPUT_TYPES()["optional"]
-    assert list(optional) == ["cross_domain_matcher", "empty_prompt"]
+    # new widgets only at the end of "optional": saved workflows keep their widget order
+    assert list(optional) == ["cross_domain_matcher", "empty_prompt", "dit_block"]
+    assert optional["dit_block"][1]["default"] == -1
     assert all(spec[1].get("tooltip") for spec in [*required.values(), *optional.values()])
     assert required["timestep"][1]["default"] == 261 and required["output_block"][1]["default"] == 6
     assert node.CATEGORY == "MIDMs"

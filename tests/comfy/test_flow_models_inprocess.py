@@ -1,6 +1,12 @@
-"""Rectified-flow models in-process: a tiny SD3-shaped MMDiT built from the host's own classes
-(``comfy.supported_models.SD3``: 16-channel latents, CONST model sampling with shift 3), seeded
-random weights, depth 1 (hidden size 64). Current hosts only: the March-2024 host predates SD3.
+"""Rectified-flow models in-process: a tiny SD3-shaped MMDiT and a tiny Flux built from the
+host's own classes (``comfy.supported_models.SD3``: 16-channel latents, CONST model sampling with
+shift 3; ``comfy.supported_models.Flux``: one double and one single stream block, guidance
+embedding, CONST sampling with Flux's resolution-dependent shift), seeded random weights, hidden
+size 64. Current hosts only: the March-2024 host predates both.
+
+(A Flux checkpoint FILE cannot be tiny: the host's detection fixes Flux's hidden size at 3072 and
+its text width at 4096, about 0.4 B parameters for the smallest block count. The model is built
+from the host's own Flux class with a small config instead; the SD3 one is also a file test.)
 
 * re-warping off, eta 0: the pack's SAMPLER through the host's ``sample_custom`` equals the
   host's Euler sampler (as for SD1.5 / SDXL in test_nodes_inprocess);
@@ -49,6 +55,38 @@ def sd3(h):
                                             offload_device=mm.unet_offload_device())
 
 
+def _flux_config() -> dict:
+    """comfy.model_detection's Flux layout, narrow: hidden 64 = 2 heads of 32 = sum(axes_dim)."""
+    return {"image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
+            "vec_in_dim": POOLED_WIDTH, "context_in_dim": CONTEXT_WIDTH, "hidden_size": 64, "mlp_ratio": 4.0,
+            "num_heads": 2, "depth": 1, "depth_single_blocks": 1, "axes_dim": [4, 14, 14], "theta": 10000,
+            "qkv_bias": True, "guidance_embed": True}
+
+
+@pytest.fixture(scope="module")
+def flux(h):
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+
+    if not hasattr(sm, "Flux"):
+        pytest.skip("the 2024-03 host predates Flux (checked on the current host)")
+    config = sm.Flux(_flux_config())
+    with torch.inference_mode(False), torch.no_grad():
+        base = config.get_model({})
+        for name, p in base.named_parameters():  # the host's ops leave weights uninitialised
+            p.copy_(0.5 * init_tensor(name, tuple(p.shape), 6))
+    assert type(base).__name__ == "Flux"
+    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
+@pytest.fixture(scope="module", params=["sd3", "flux"])
+def dit(request):
+    """Each tiny DiT in turn."""
+    return request.getfixturevalue(request.param)
+
+
 def _context(pack, seed=0):
     g = torch.Generator().manual_seed(seed)
     return pack.types.MIDMsContext(
@@ -67,27 +105,27 @@ def _conds():
     return cond(0.0), cond(2.0)
 
 
-def test_sd3_uses_the_rectified_flow_path(sd3, pack):
-    assert pack.sampling.noise_path(sd3.model).kind == "rectified_flow"
+def test_dits_use_the_rectified_flow_path(dit, pack):
+    assert pack.sampling.noise_path(dit.model).kind == "rectified_flow"
 
 
-def test_sd3_rewarp_off_equals_host_euler_and_rewarp_on_runs(sd3, pack):
+def test_dit_rewarp_off_equals_host_euler_and_rewarp_on_runs(dit, pack):
     import comfy.sample
     import comfy.samplers
 
     context = _context(pack)
     positive, negative = _conds()
-    sigmas = _sigmas(pack, sd3)
+    sigmas = _sigmas(pack, dit)
     assert float(sigmas[0]) <= 1.0  # a flow schedule
     results = {}
     for steps in ("none", ""):
         match, warped = _match(pack, context, _settings(pack, rewarp_steps=steps))[:2]
         latent = warped["samples"]
         assert latent.shape == (1, 16, H // 8, W // 8)
-        sampler = pack.MIDMsInterleavedSampler().get_sampler(sd3, match)[0]
-        results[steps] = comfy.sample.sample_custom(sd3, _noise(latent.shape, 5), 3.0, sampler, sigmas,
+        sampler = pack.MIDMsInterleavedSampler().get_sampler(dit, match)[0]
+        results[steps] = comfy.sample.sample_custom(dit, _noise(latent.shape, 5), 3.0, sampler, sigmas,
                                                     positive, negative, latent, seed=7)
-    euler = comfy.sample.sample_custom(sd3, _noise(latent.shape, 5), 3.0, comfy.samplers.ksampler("euler"), sigmas,
+    euler = comfy.sample.sample_custom(dit, _noise(latent.shape, 5), 3.0, comfy.samplers.ksampler("euler"), sigmas,
                                        positive, negative, latent, seed=7)
     assert torch.isfinite(results["none"]).all() and torch.isfinite(results[""]).all()
     assert _rel_err(results["none"], euler) < 1e-5, _rel_err(results["none"], euler)
@@ -95,7 +133,7 @@ def test_sd3_rewarp_off_equals_host_euler_and_rewarp_on_runs(sd3, pack):
     assert _rel_err(results[""], euler) > 1e-3  # re-warping acts
 
 
-def test_sd3_stochastic_steps_follow_the_flow_posterior(sd3, pack):
+def test_dit_stochastic_steps_follow_the_flow_posterior(dit, pack):
     """eta = 1, re-warping off: the SAMPLER equals a plain loop over the host's guided denoiser
     with the rectified-flow DDIM posterior written out here (alpha = 1 - sigma), drawing the
     same noise; the epsilon-path step would differ."""
@@ -119,15 +157,15 @@ def test_sd3_stochastic_steps_follow_the_flow_posterior(sd3, pack):
 
     context = _context(pack)
     positive, negative = _conds()
-    sigmas = _sigmas(pack, sd3)
+    sigmas = _sigmas(pack, dit)
     match, warped = _match(pack, context, _settings(pack, rewarp_steps="none", eta=1.0))[:2]
     latent = warped["samples"]
 
     def run(sampler):
-        return comfy.sample.sample_custom(sd3, _noise(latent.shape, 5), 3.0, sampler, sigmas, positive, negative,
+        return comfy.sample.sample_custom(dit, _noise(latent.shape, 5), 3.0, sampler, sigmas, positive, negative,
                                           latent, seed=7)
 
-    ours = run(pack.MIDMsInterleavedSampler().get_sampler(sd3, match)[0])
+    ours = run(pack.MIDMsInterleavedSampler().get_sampler(dit, match)[0])
     flow = run(comfy.samplers.KSAMPLER(flow_posterior_loop))
     epsilon = run(comfy.samplers.KSAMPLER(lambda *a, **k: flow_posterior_loop(*a, **k, alpha=lambda s: 1.0)))
     assert torch.isfinite(ours).all()

@@ -199,7 +199,45 @@ HELPER_NODES_SOURCE = textwrap.dedent('''
             return {"ui": {"midms_stats": stats, "midms_file": [path]}}
 
 
+    class MIDMSTestTinyFlux:
+        """A checkpoint loader's outputs (MODEL, CLIP, VAE) for a tiny Flux: the model built from
+        the host's own comfy.supported_models.Flux (one double and one single stream block,
+        hidden 64 = 2 heads of 32, text width 64, pooled width 32, guidance embedding), seeded
+        weights; CLIP None (its consumers are replaced by MIDMSTestZeroConditioning); the VAE
+        from a file in models/vae. A Flux FILE cannot be tiny: the host's detection fixes the
+        width at 3072."""
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"vae_name": ("STRING", {"default": ""}),
+                                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+        RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+        FUNCTION = "load"
+        CATEGORY = "midms/testing"
+
+        def load(self, vae_name, seed):
+            import comfy.model_management as mm
+            import comfy.model_patcher
+            import comfy.sd
+            import comfy.supported_models as sm
+            import comfy.utils
+            config = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
+                      "vec_in_dim": 32, "context_in_dim": 64, "hidden_size": 64, "mlp_ratio": 4.0,
+                      "num_heads": 2, "depth": 1, "depth_single_blocks": 1, "axes_dim": [4, 14, 14],
+                      "theta": 10000, "qkv_bias": True, "guidance_embed": True}
+            with torch.inference_mode(False), torch.no_grad():
+                base = sm.Flux(config).get_model({})
+                for i, (name, p) in enumerate(sorted(base.named_parameters())):
+                    g = torch.Generator().manual_seed(seed * 100003 + i)
+                    scale = p.shape[1] ** -0.5 if p.dim() > 1 else 0.1
+                    p.copy_(scale * torch.randn(p.shape, generator=g))
+            model = comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
+                                                     offload_device=mm.unet_offload_device())
+            vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(folder_paths.get_full_path("vae", vae_name)))
+            return (model, None, vae)
+
+
     NODE_CLASS_MAPPINGS = {
+        "MIDMSTestTinyFlux": MIDMSTestTinyFlux,
         "MIDMSTestZeroConditioning": MIDMSTestZeroConditioning,
         "MIDMSTestRaise": MIDMSTestRaise,
         "MIDMSTestSaveTensor": MIDMSTestSaveTensor,

@@ -68,7 +68,8 @@ SCREENSHOT_SCALE = 0.75          # graph zoom in the screenshot (widget text nee
 SCREENSHOT_MAX = (2400, 1800)
 # Nodes that current ComfyUI has and the 2024-03 snapshot does not.
 NEWER_HOST_NODES = {"SamplerCustomAdvanced", "BasicGuider", "CFGGuider", "DualCFGGuider",
-                    "RandomNoise", "DisableNoise", "AddNoise", "SamplerCFGPP", "ModelSamplingSD3"}
+                    "RandomNoise", "DisableNoise", "AddNoise", "SamplerCFGPP", "ModelSamplingSD3",
+                    "FluxGuidance"}
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",

@@ -312,6 +312,77 @@ def write_tiny_sd15_checkpoint(path: str | os.PathLike, seed: int = 0, *, with_c
     }
 
 
+def write_tiny_vae16(path: str | os.PathLike, seed: int = 0) -> dict:
+    """A 16-latent-channel TAESD (the SD3 / Flux latent space) as a VAE file for ``models/vae``:
+    the host's VAELoader and ``comfy.sd.VAE`` detect it by its keys. fp32 safetensors.
+    Returns ``{"path", "bytes"}``."""
+    from safetensors.torch import save_file
+
+    sd = {k: init_tensor(VAE_PREFIX + k, shape, seed).contiguous() for k, shape in taesd_shapes(16).items()}
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(sd, path + ".partial", metadata={"format": "pt", "midms_tiny": "taesd16", "seed": str(seed)})
+    os.replace(path + ".partial", path)
+    return {"path": path, "bytes": os.path.getsize(path)}
+
+
+# --------------------------------------------------------------------------------------------
+# SD3 (MMDiT)
+# --------------------------------------------------------------------------------------------
+SD3_HIDDEN = 64          # = 64 * depth: the host reads depth from x_embedder.proj.weight
+SD3_CONTEXT_WIDTH = 64   # text width (real SD3: 4096), read from context_embedder.weight
+SD3_POOLED_WIDTH = 32    # pooled width (real SD3: 2048), read from y_embedder.mlp.0.weight
+SD3_POS_EMBED = 16       # pos_embed_max_size: 16 x 16 tokens, 32 x 32 latent cells at most
+
+
+def sd3_mmdit_shapes() -> Dict[str, Shape]:
+    """An MMDiT of depth 1 as ``comfy.model_detection`` reads SD3 (keys without
+    ``model.diffusion_model.``): hidden 64, 16 latent channels, patch 2, one joint block whose
+    context side is "pre only" (the last block has no context projection or MLP)."""
+    d = SD3_HIDDEN
+    s: Dict[str, Shape] = {
+        "pos_embed": (1, SD3_POS_EMBED * SD3_POS_EMBED, d),
+        "x_embedder.proj.weight": (d, 16, 2, 2), "x_embedder.proj.bias": (d,),
+        "t_embedder.mlp.0.weight": (d, 256), "t_embedder.mlp.0.bias": (d,),
+        "t_embedder.mlp.2.weight": (d, d), "t_embedder.mlp.2.bias": (d,),
+        "y_embedder.mlp.0.weight": (d, SD3_POOLED_WIDTH), "y_embedder.mlp.0.bias": (d,),
+        "y_embedder.mlp.2.weight": (d, d), "y_embedder.mlp.2.bias": (d,),
+        "context_embedder.weight": (d, SD3_CONTEXT_WIDTH), "context_embedder.bias": (d,),
+        "final_layer.linear.weight": (2 * 2 * 16, d), "final_layer.linear.bias": (2 * 2 * 16,),
+        "final_layer.adaLN_modulation.1.weight": (2 * d, d), "final_layer.adaLN_modulation.1.bias": (2 * d,),
+    }
+    block = "joint_blocks.0."
+    s.update({
+        block + "context_block.attn.qkv.weight": (3 * d, d), block + "context_block.attn.qkv.bias": (3 * d,),
+        block + "context_block.adaLN_modulation.1.weight": (2 * d, d),
+        block + "context_block.adaLN_modulation.1.bias": (2 * d,),
+        block + "x_block.attn.qkv.weight": (3 * d, d), block + "x_block.attn.qkv.bias": (3 * d,),
+        block + "x_block.attn.proj.weight": (d, d), block + "x_block.attn.proj.bias": (d,),
+        block + "x_block.mlp.fc1.weight": (4 * d, d), block + "x_block.mlp.fc1.bias": (4 * d,),
+        block + "x_block.mlp.fc2.weight": (d, 4 * d), block + "x_block.mlp.fc2.bias": (d,),
+        block + "x_block.adaLN_modulation.1.weight": (6 * d, d), block + "x_block.adaLN_modulation.1.bias": (6 * d,),
+    })
+    return s
+
+
+def write_tiny_sd3_checkpoint(path: str | os.PathLike, seed: int = 0, *,
+                              dtype: torch.dtype = torch.float16) -> dict:
+    """The smallest checkpoint CheckpointLoaderSimple detects as SD3: the MMDiT above and a
+    16-channel TAESD as its VAE, no text encoders (their widths cannot be tiny; workflows get
+    zero conditioning of the tiny widths instead). Returns ``{"path", "bytes", "parameters"}``."""
+    from safetensors.torch import save_file
+
+    sd = {}
+    for prefix, shapes in ((UNET_PREFIX, sd3_mmdit_shapes()), (VAE_PREFIX, taesd_shapes(16))):
+        for k, shape in shapes.items():
+            sd[prefix + k] = init_tensor(prefix + k, shape, seed).to(dtype).contiguous()
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(sd, path + ".partial", metadata={"format": "pt", "midms_tiny": "sd3", "seed": str(seed)})
+    os.replace(path + ".partial", path)
+    return {"path": path, "bytes": os.path.getsize(path), "parameters": sum(t.numel() for t in sd.values())}
+
+
 # --------------------------------------------------------------------------------------------
 # SDXL
 # --------------------------------------------------------------------------------------------

@@ -133,44 +133,40 @@ def test_dit_rewarp_off_equals_host_euler_and_rewarp_on_runs(dit, pack):
     assert _rel_err(results[""], euler) > 1e-3  # re-warping acts
 
 
-def test_dit_stochastic_steps_follow_the_flow_posterior(dit, pack):
-    """eta = 1, re-warping off: the SAMPLER equals a plain loop over the host's guided denoiser
-    with the rectified-flow DDIM posterior written out here (alpha = 1 - sigma), drawing the
-    same noise; the epsilon-path step would differ."""
+@pytest.mark.parametrize("refine", [False, True])
+def test_dit_stochastic_steps_follow_the_flow_posterior(dit, pack, refine):
+    """eta = 1, re-warping off (and the final refinement, re-noising included): the SAMPLER
+    equals a plain loop over the host's guided denoiser with the rectified-flow DDIM posterior
+    written out in tests/comfy/reference_loops.py (alpha = 1 - sigma), drawing the same noise;
+    the epsilon-path loop would differ."""
     import comfy.sample
     import comfy.samplers
 
-    def flow_posterior_loop(model, x, sigmas, extra_args=None, callback=None, disable=None, alpha=lambda s: 1 - s):
-        extra_args = extra_args or {}
-        g = torch.Generator().manual_seed(int(extra_args["seed"]) + 1)  # the SAMPLER's noise stream
-        for i in range(len(sigmas) - 1):
-            t, s = float(sigmas[i]), float(sigmas[i + 1])
-            x0 = model(x, sigmas[i] * x.new_ones(x.shape[0]), **extra_args)
-            if s == 0:
-                x = x0
-                continue
-            eps = (x - alpha(t) * x0) / t
-            var = (t**2 - (alpha(t) / alpha(s)) ** 2 * s**2) * s**2 / t**2  # eta = 1: the posterior
-            z = torch.randn(x.shape, generator=g, dtype=torch.float32).to(x.dtype)
-            x = alpha(s) * x0 + (s**2 - var) ** 0.5 * eps + var**0.5 * z
-        return x
+    from tests.comfy.reference_loops import EPSILON_ALPHA, FLOW_ALPHA, posterior_loop
 
     context = _context(pack)
     positive, negative = _conds()
     sigmas = _sigmas(pack, dit)
-    match, warped = _match(pack, context, _settings(pack, rewarp_steps="none", eta=1.0))[:2]
+    settings = _settings(pack, rewarp_steps="none", eta=1.0, refine_strength=0.2 if refine else 0.0)
+    match, warped = _match(pack, context, settings)[:2]
     latent = warped["samples"]
+    refine_sigmas = None
+    if refine:  # the schedule the SAMPLER builds: refine_steps (3) from 20 % of the model's sigmas
+        refine_sigmas = pack.core.strength_sigmas(dit.model.model_sampling.sigmas.float().cpu(), 3, 0.2)
 
     def run(sampler):
         return comfy.sample.sample_custom(dit, _noise(latent.shape, 5), 3.0, sampler, sigmas, positive, negative,
                                           latent, seed=7)
 
     ours = run(pack.MIDMsInterleavedSampler().get_sampler(dit, match)[0])
-    flow = run(comfy.samplers.KSAMPLER(flow_posterior_loop))
-    epsilon = run(comfy.samplers.KSAMPLER(lambda *a, **k: flow_posterior_loop(*a, **k, alpha=lambda s: 1.0)))
+    flow = run(comfy.samplers.KSAMPLER(posterior_loop(FLOW_ALPHA, refine_sigmas)))
+    epsilon = run(comfy.samplers.KSAMPLER(posterior_loop(EPSILON_ALPHA, refine_sigmas)))
     assert torch.isfinite(ours).all()
     assert _rel_err(ours, flow) < 1e-5, _rel_err(ours, flow)
     assert _rel_err(ours, epsilon) > 1e-3  # the path matters here
+    if refine:
+        plain = run(comfy.samplers.KSAMPLER(posterior_loop(FLOW_ALPHA)))
+        assert _rel_err(flow, plain) > 1e-3  # the refinement acts
 
 
 @pytest.fixture(scope="module")

@@ -513,6 +513,42 @@ def test_noise_path_follows_the_models_sampling(h, pack, models):
     assert torch.allclose(pack.sampling.noise_path(models["sd15"].model).noise(x0, eps, 0.6), eps_host, atol=1e-6)
 
 
+@pytest.mark.parametrize("prediction", ["eps", "v_prediction"])
+def test_stochastic_steps_and_refinement_on_eps_and_v_models(h, pack, models, prediction):
+    """eta = 1 and the final refinement, re-warping off, on the tiny SD1.5 as an epsilon model
+    and switched to v-prediction by the host's own ModelSamplingDiscrete node: the SAMPLER picks
+    the epsilon relation (v-prediction is x = x0 + sigma eps in the host's sigma space too) and
+    equals the plain posterior loop of tests/comfy/reference_loops.py; the flow loop differs."""
+    import comfy.sample
+    import comfy.samplers
+
+    from tests.comfy.reference_loops import EPSILON_ALPHA, FLOW_ALPHA, posterior_loop
+
+    model = h.nodes.NODE_CLASS_MAPPINGS["ModelSamplingDiscrete"]().patch(models["sd15"], prediction, False)[0]
+    import comfy.model_sampling as ms
+
+    sampling = model.object_patches["model_sampling"]  # applied when the host loads the model
+    assert isinstance(sampling, ms.V_PREDICTION if prediction == "v_prediction" else ms.EPS)
+    assert pack.sampling.noise_path(SimpleNamespace(model_sampling=sampling)).kind == "epsilon"
+    context = _make_context(pack)
+    match, warped = _match(pack, context, _settings(pack, rewarp_steps="none", eta=1.0, refine_strength=0.2))[:2]
+    latent = warped["samples"]
+    sigmas = _sigmas(pack, model)
+    refine_sigmas = pack.core.strength_sigmas(model.model.model_sampling.sigmas.float().cpu(), 3, 0.2)
+    positive, negative = _conds("sd15")
+
+    def run(sampler):
+        return comfy.sample.sample_custom(model, _noise(latent.shape, 5), 3.0, sampler, sigmas, positive, negative,
+                                          latent, seed=7)
+
+    ours = run(pack.MIDMsInterleavedSampler().get_sampler(model, match)[0])
+    reference = run(comfy.samplers.KSAMPLER(posterior_loop(EPSILON_ALPHA, refine_sigmas)))
+    assert torch.isfinite(ours).all()
+    assert _rel_err(ours, reference) < 1e-5, _rel_err(ours, reference)
+    assert _rel_err(ours, run(comfy.samplers.KSAMPLER(posterior_loop(EPSILON_ALPHA)))) > 1e-3  # refinement acts
+    assert _rel_err(ours, run(comfy.samplers.KSAMPLER(posterior_loop(FLOW_ALPHA, refine_sigmas)))) > 1e-3
+
+
 def test_encode_node_with_host_vae_and_batches(h, pack, models, vae):
     model = models["sd15"]
     exemplar = _exemplar_image(72, 96)                         # other size: fit "crop"

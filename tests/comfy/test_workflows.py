@@ -131,8 +131,8 @@ ADVANCED_NODES = ("SamplerCustomAdvanced", "CFGGuider", "BasicGuider", "RandomNo
 TINY_VAE16 = "midms_tiny_vae16.safetensors"  # what MIDMSTestTinyFlux loads from models/vae
 TINY_SD3 = "midms_tiny_sd3.safetensors"
 # the shipped SD1.5 graphs that need nothing SD1.5-specific (the ControlNet one loads an SD1.5
-# ControlNet), run again on a tiny SD3 checkpoint FILE
-SD3_RUNNABLE = ("midms_edge_to_photo_sd15", "midms_sampler_custom_sd15", "midms_sampler_custom_advanced_sd15",
+# ControlNet), run again on a tiny SD3 checkpoint FILE and a tiny Flux
+DIT_RUNNABLE = ("midms_edge_to_photo_sd15", "midms_sampler_custom_sd15", "midms_sampler_custom_advanced_sd15",
                 "midms_dift_sd15")
 
 
@@ -437,25 +437,31 @@ def test_api_workflow_runs(name, server, object_info, host):
     print(f"{name}: {seconds:.1f} s")
 
 
-@pytest.mark.parametrize("name", SD3_RUNNABLE)
-def test_workflow_runs_on_an_sd3_checkpoint(name, server, object_info, host):
-    """The same graphs with a tiny SD3 checkpoint file (``tiny_models.write_tiny_sd3_checkpoint``:
-    an MMDiT the host detects as SD3, and a 16-channel TAESD as its VAE): 16-channel latents
-    through encode, matching (the DIFT workflow's matcher reads the MMDiT's joint block),
-    sampling and decode, over HTTP. Text: zero conditioning of the tiny widths, as the file has
-    no text encoders."""
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+@pytest.mark.parametrize("name", DIT_RUNNABLE)
+def test_workflow_runs_on_a_dit(name, family, server, object_info, host):
+    """The same graphs on the flow-matching DiTs: a tiny SD3 checkpoint FILE
+    (``tiny_models.write_tiny_sd3_checkpoint``: an MMDiT the host detects as SD3, and a
+    16-channel TAESD as its VAE) and the tiny Flux of ``MIDMSTestTinyFlux`` in place of the
+    checkpoint loader. 16-channel latents through encode, matching (the DIFT graph's matcher
+    reads a transformer block), sampling and decode, over HTTP. Text: zero conditioning of the
+    tiny widths (64, pooled 32), as neither has text encoders."""
     if host.is_2024_snapshot:
-        pytest.skip("the 2024 host predates SD3 (checked on current hosts)")
+        pytest.skip("the 2024 host predates SD3 and Flux (checked on current hosts)")
     prompt = _read(_api_path(name))
     missing = sorted({n["class_type"] for n in prompt.values()} - set(object_info))
     assert not missing, f"host lacks {missing}"
     for node in prompt.values():
         if node["class_type"] == "CheckpointLoaderSimple":
-            node["inputs"]["ckpt_name"] = TINY_SD3
+            if family == "sd3":
+                node["inputs"]["ckpt_name"] = TINY_SD3
+            else:
+                node["class_type"] = "MIDMSTestTinyFlux"
+                node["inputs"] = {"vae_name": TINY_VAE16, "seed": 0}
         elif node["class_type"] == "CLIPTextEncode":
             node["class_type"] = "MIDMSTestZeroConditioning"
             node["inputs"] = {"batch_size": 1, "tokens": 77, "width": SD3_CONTEXT_WIDTH, "pooled_width": SD3_POOLED_WIDTH}
-    prompt, probe, side = runnable_prompt(f"{name}_on_sd3", prompt)
+    prompt, probe, side = runnable_prompt(f"{name}_on_{family}", prompt)
     entry = server.run(prompt, timeout=240)
     assert succeeded(entry), execution_error(entry)
     stats = {s["key"]: s for s in server.outputs(entry)[probe]["midms_stats"]}
@@ -463,7 +469,8 @@ def test_workflow_runs_on_an_sd3_checkpoint(name, server, object_info, host):
     assert stats["image"]["shape"] == [1, side, side, 3] and stats["image"]["finite"]
     assert stats["latent"]["std"] > 0
     log = server.log()
-    assert "model_type FLOW" in log  # detected as a rectified-flow (SD3) model
+    if family == "sd3":
+        assert "model_type FLOW" in log  # the file was detected as a rectified-flow (SD3) model
     for w in LOAD_WARNINGS:
         assert w not in log, w
 

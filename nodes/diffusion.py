@@ -79,7 +79,9 @@ def with_dit_replacements(model_options: dict, replacements: dict) -> dict:
     replace = copy.copy(transformer.get("patches_replace", {}))
     dit = dict(replace.get("dit", {}))
     for key, patch in replacements.items():
-        patch.previous = dit.get(key)
+        previous = dit.get(key)
+        if previous is not patch:  # installing the same patch twice must not make it call itself
+            patch.previous = previous
         dit[key] = patch
     replace["dit"] = dit
     transformer["patches_replace"] = replace

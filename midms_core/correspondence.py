@@ -327,13 +327,7 @@ def attend_dense(
     code does. Kept as the memory baseline for benchmarks; prefer :func:`attend`."""
     where = "attend_dense"
     _check_pair(where, query_features, key_features, values, "query_features", "key_features")
-    tau = check_positive(where, "tau", tau)
-    q = centre_normalise(query_features).flatten(2)
-    k = centre_normalise(key_features).flatten(2)
-    corr = torch.einsum("bcn,bcm->bnm", q, k)  # (B, Nq, Nk)
-    if clamp_negative:
-        corr = corr.clamp(min=0.0)
-    logits = corr / tau
+    logits = correlation_logits(query_features, key_features, check_positive(where, "tau", tau), clamp_negative)
     grid = _check_locality(where, locality, query_features, key_features)
     if locality is not None:
         points = locality.points.float().flatten(2)  # (B, 2, N)
@@ -344,6 +338,21 @@ def attend_dense(
     weights = torch.softmax(logits, dim=-1)
     out = torch.einsum("bnm,bcm->bcn", weights, values.float().flatten(2))
     return out.reshape(out.shape[0], out.shape[1], *query_features.shape[-2:]).to(values.dtype)
+
+
+def correlation_logits(query_features: Tensor, key_features: Tensor, tau: float = DEFAULT_TAU,
+                       clamp_negative: bool = True) -> Tensor:
+    """The whole logit matrix at once, differentiable (training): (B, C, Hq, Wq), (B, C, Hk, Wk)
+    -> (B, Nq, Nk) float32 (float64 for float64 input), L(u, v) = max(0, <c(q_u), c(k_v)>) / tau with c = centre_normalise
+    (Eq. 5; without the clamp when ``clamp_negative`` is False). float64 features stay float64."""
+    def centred(f: Tensor) -> Tensor:
+        f = f.to(torch.promote_types(f.dtype, torch.float32))
+        f = f - f.mean(dim=1, keepdim=True)
+        return (f / f.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS)).flatten(2)
+
+    q, k = centred(query_features), centred(key_features)
+    corr = torch.einsum("bcn,bcm->bnm", q, k)
+    return (corr.clamp(min=0.0) if clamp_negative else corr) / tau
 
 
 def warp(

@@ -528,6 +528,13 @@ def to_label_channels(x: Tensor, channels: int, where: str = "to_label_channels"
     )
 
 
+def label_map_on_grid(label_map: Tensor, channels: int, grid: tuple[int, int], where: str = "label_map_on_grid",
+                      name: str = "label_map") -> Tensor:
+    """A (B, k, H, W) map as the networks read it: :func:`to_label_channels`, then resized
+    nearest to the latent grid (as official). The matcher and the trainer share it."""
+    return F.interpolate(to_label_channels(label_map, channels, where, name), size=grid, mode="nearest")
+
+
 def canny_edge_map(image: Tensor, low_threshold: float = 0.1, high_threshold: float = 0.2) -> Tensor:
     """Binary Canny edges of (B, 3, H, W) RGB in [0, 1] -> (B, 1, H, W) in {0, 1} (kornia).
 
@@ -595,8 +602,7 @@ class LearnedMatcher(Matcher):
         check_tensor("LearnedMatcher.bind", name, out, 4, "(B, k, H, W)")
         if out.shape[0] != image.shape[0]:
             raise ValueError(f"LearnedMatcher.bind: '{name}' returned batch {out.shape[0]}, expected {image.shape[0]}")
-        out = to_label_channels(out, self.nets.config.label_channels, "LearnedMatcher.bind", name)
-        return F.interpolate(out, size=grid, mode="nearest")
+        return label_map_on_grid(out, self.nets.config.label_channels, grid, "LearnedMatcher.bind", name)
 
     def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
         require_images("LearnedMatcher.bind", condition, exemplar,

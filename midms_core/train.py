@@ -1,0 +1,473 @@
+"""Train the correspondence networks on your own photos, on one process or many (torchrun).
+
+    python -m midms_core.train --images DIR --out models/midms/NAME.safetensors [options]
+    torchrun --nproc_per_node 8 -m midms_core.train --images DIR --out ... [options]
+
+The same script runs alone or under ``torchrun``: with WORLD_SIZE > 1 it joins a process group
+(gloo on CPU, nccl on CUDA), wraps the step in DistributedDataParallel (gradients averaged over
+processes: the same update as one process on the global batch) and splits every epoch's
+shuffled samples with a DistributedSampler; rank 0 alone logs and writes files.
+
+One step (``TrainingStep``), for a batch of pairs from :mod:`midms_core.train_data`:
+encodings F_X(x), F_Y(z), F_Y(y), head features, logits condition x exemplar and condition x
+truth (:func:`midms_core.losses.correlation_logits`), then
+
+    warm-up:  10 L_domain + L_cycle + L_latent + w_flow L_flow
+    after:    + the in-domain terms: the same cycle / latent / flow losses on the iteration
+              extractor's correlation F'(x0~, F_X(x)) x F_Y(y), x0~ = the truth latent blurred
+              and noised (the stand-in x0_hat the benchmarks use), so F' -- which drives the
+              re-matches inside the sampler -- learns too. (The paper trains F' through the
+              unrolled DDIM steps with the U-Net; this stand-in needs no denoiser.)
+
+Latents: the "stand-in" encoder (the image average-pooled by ``factor``, 3 channels) runs and is
+tested anywhere; networks trained on it match stand-in latents (the benchmarks' setting). The
+convs the official code spectral-normalises are trained under torch's spectral_norm and saved
+folded (their effective weight), in the format MIDMs Learned Matcher Loader reads.
+
+Files: ``--out`` (the networks, safetensors, written at every ``--save-every`` and at the end,
+atomically), ``<out>.resume.pt`` (networks with their spectral-norm state, AdamW state, step:
+tensors and numbers only, read back with ``torch.load(weights_only=True)``), ``<out>.jsonl``
+(one line of losses per step) and ``<out>.png`` (their plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .losses import (correlation_logits, cycle_loss, domain_alignment_loss, latent_reconstruction_loss,
+                     supervised_flow_loss)
+from .networks import CorrespondenceConfig, CorrespondenceNetworks, canny_edge_map, init_networks, label_map_on_grid
+from .train_data import CONDITIONS, DataConfig, TrainingPairs, list_images, read_image
+
+DEFAULT_LR = 1e-4
+WEIGHT_DECAY = 0.05  # the paper's AdamW weight decay
+TAU = 0.005          # the official correlation temperature, for every loss
+X0_BLUR = 0.75       # stand-in x0_hat: blur (latent cells) and noise (share of the latent's std),
+X0_NOISE = 0.2       # as benchmarks/warp_quality.py
+
+__all__ = ["LossWeights", "TrainConfig", "TrainingStep", "evaluate", "main", "stand_in_encode", "train"]
+
+
+def stand_in_encode(images: Tensor, factor: int = 8) -> Tensor:
+    """The weight-free latent: (B, 3, H, W) in [0, 1] -> (B, 3, H/f, W/f), average-pooled."""
+    return F.avg_pool2d(images, factor)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    domain: float = 10.0   # official
+    cycle: float = 1.0     # official
+    latent: float = 1.0    # official (warm-up MSE of the truth latent warped by its own correlation)
+    flow: float = 1.0      # beyond the paper: soft-argmax error on deformed self-exemplars (cells)
+    in_domain: float = 1.0  # after warm-up: the F' terms (stand-in for the unrolled-steps loss)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    warmup: int = 500
+    batch: int = 4           # per process
+    lr: float = DEFAULT_LR
+    seed: int = 0
+    save_every: int = 0      # 0: only at the end
+    workers: int = 0
+    dtype: str = "float32"   # "float64" for exact comparisons in tests
+
+
+def _gaussian_blur(latent: Tensor, sigma: float) -> Tensor:
+    import kornia
+
+    return kornia.filters.gaussian_blur2d(latent, (5, 5), (sigma, sigma), border_type="replicate")
+
+
+class TrainingStep(nn.Module):
+    """The networks and the loss of one step; ``forward(batch, full)`` returns {term: scalar}
+    with "loss" the weighted total. Wrapped whole in DDP so every parameter's gradient is
+    synchronised whichever encoder a term uses.
+
+    batch: condition_map (B, L, h, w), exemplar_map (B, L, h, w), truth_latent z (B, c, h, w),
+    exemplar_latent y (B, c, h, w), truth (B, 2, h, w), valid (B, h, w), x0 (B, c, h, w) the
+    stand-in x0_hat of z.
+    """
+
+    def __init__(self, nets: CorrespondenceNetworks, weights: LossWeights = LossWeights(), tau: float = TAU) -> None:
+        super().__init__()
+        self.nets = nets
+        self.weights = weights
+        self.tau = tau
+
+    def forward(self, batch: dict, full: bool) -> dict:
+        nets, w = self.nets, self.weights
+        cond_map, ex_map = batch["condition_map"], batch["exemplar_map"]
+        z, y = batch["truth_latent"], batch["exemplar_latent"]
+        cond_enc = nets.encode_condition(cond_map)
+        truth_enc = nets.encode_exemplar(z)
+        ex_enc = nets.encode_exemplar(y)
+        s_x = nets.condition_head(cond_enc, cond_map)
+        s_z = nets.exemplar_head(truth_enc, cond_map)  # official: the truth is aligned with the condition map
+        s_y = nets.exemplar_head(ex_enc, ex_map)
+        logits_y = correlation_logits(s_x, s_y, self.tau)
+        logits_z = correlation_logits(s_x, s_z, self.tau)
+        terms = {
+            "domain": domain_alignment_loss(cond_enc, truth_enc, ex_enc),
+            "cycle": cycle_loss(logits_y, y),
+            "latent": latent_reconstruction_loss(logits_z, z),
+            "flow": supervised_flow_loss(logits_y, batch["truth"], batch["valid"]),
+        }
+        total = w.domain * terms["domain"] + w.cycle * terms["cycle"] + w.latent * terms["latent"] + w.flow * terms["flow"]
+        if full and w.in_domain > 0:
+            x0_enc = nets.encode_iteration(batch["x0"], cond_enc)
+            logits_in = correlation_logits(x0_enc, ex_enc, self.tau)
+            logits_in_z = correlation_logits(x0_enc, truth_enc, self.tau)
+            terms["in_cycle"] = cycle_loss(logits_in, y)
+            terms["in_latent"] = latent_reconstruction_loss(logits_in_z, z)
+            terms["in_flow"] = supervised_flow_loss(logits_in, batch["truth"], batch["valid"])
+            total = total + w.in_domain * (w.cycle * terms["in_cycle"] + w.latent * terms["in_latent"]
+                                           + w.flow * terms["in_flow"])
+        terms["loss"] = total
+        return terms
+
+
+def prepare_batch(samples: dict, config: CorrespondenceConfig, factor: int, encode: Callable[[Tensor], Tensor],
+                  device: torch.device, x0_seeds: Tensor) -> dict:
+    """Collated samples of :class:`TrainingPairs` -> the tensors :class:`TrainingStep` reads.
+
+    Label maps as the LearnedMatcher makes them (the condition image itself, the exemplar's
+    Canny edges, both through :func:`label_map_on_grid`); latents by ``encode``; x0~ per sample
+    from its own seed (so a sample's noise does not depend on the process that reads it)."""
+    cond_img = samples["condition_image"].to(device)
+    ex_img = samples["exemplar_image"].to(device)
+    truth_img = samples["truth_image"].to(device)
+    grid = (truth_img.shape[-2] // factor, truth_img.shape[-1] // factor)
+    z = encode(truth_img)
+    y = encode(ex_img)
+    x0 = _gaussian_blur(z, X0_BLUR)
+    noise = torch.stack([torch.randn(z.shape[1:], generator=torch.Generator().manual_seed(int(s)), dtype=z.dtype)
+                         for s in x0_seeds])
+    x0 = x0 + X0_NOISE * z.std(dim=(1, 2, 3), keepdim=True) * noise.to(device)
+    return {
+        "condition_map": label_map_on_grid(cond_img, config.label_channels, grid, "train", "condition"),
+        "exemplar_map": label_map_on_grid(canny_edge_map(ex_img), config.label_channels, grid, "train", "exemplar map"),
+        "truth_latent": z, "exemplar_latent": y, "x0": x0,
+        "truth": samples["truth"].to(device), "valid": samples["valid"].to(device),
+    }
+
+
+@torch.no_grad()
+def evaluate(nets: CorrespondenceNetworks, dataset: TrainingPairs, indices: Sequence[int], full: bool = False,
+             epoch: int = 0) -> dict:
+    """The loss terms of ``nets`` on fixed samples (``epoch``'s draws of ``indices``), in eval
+    mode: {term: float}. Comparable across networks, unlike the per-step training log."""
+    dataset.set_epoch(epoch)
+    items = [dataset[i] for i in indices]
+    samples = {k: torch.stack([item[k] for item in items]) for k in items[0]}
+    param = next(nets.parameters())
+    samples = {k: (v.to(param.dtype) if v.is_floating_point() else v) for k, v in samples.items()}
+    factor = dataset.config.factor
+    batch = prepare_batch(samples, nets.config, factor, lambda im: stand_in_encode(im, factor), param.device,
+                          _x0_seeds(dataset.config.seed, epoch, samples["index"]))
+    training = nets.training
+    nets.eval()
+    try:
+        terms = TrainingStep(nets)(batch, full)
+    finally:
+        nets.train(training)
+    return {k: float(v) for k, v in terms.items()}
+
+
+# ---------------------------------------------------------------------------- spectral norm
+
+def spectral_convs(nets: CorrespondenceNetworks) -> list[nn.Conv2d]:
+    return [m for m in nets.modules() if getattr(m, "_midms_spectral", False)]
+
+
+def add_spectral_norm(nets: CorrespondenceNetworks, seed: int = 0) -> CorrespondenceNetworks:
+    """Train the convs the official code spectral-normalises under torch's spectral_norm. Its
+    power-iteration vectors start from ``seed`` (torch draws them from the global generator,
+    which would make every process and run start elsewhere); the global generator is left as
+    it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for conv in spectral_convs(nets):
+            torch.nn.utils.parametrizations.spectral_norm(conv)
+    return nets
+
+
+def folded_state(nets: CorrespondenceNetworks) -> dict[str, Tensor]:
+    """The networks' state with every spectral-normed weight replaced by its effective weight
+    (what the forward pass used): the plain-conv format of :func:`save_networks`."""
+    out: dict[str, Tensor] = {}
+    parametrised = {name for name, m in nets.named_modules() if getattr(m, "_midms_spectral", False)}
+    training = nets.training
+    nets.eval()  # in training mode reading a spectral-normed weight runs (and stores) a power iteration
+    try:
+        _fold_into(out, nets, parametrised)
+    finally:
+        nets.train(training)
+    return out
+
+
+def _fold_into(out: dict, nets: CorrespondenceNetworks, parametrised: set) -> None:
+    with torch.no_grad():
+        for key, value in nets.state_dict().items():
+            if ".parametrizations." not in key:
+                out[key] = value.detach().clone()
+        for name, m in nets.named_modules():
+            if name in parametrised:
+                out[f"{name}.weight"] = m.weight.detach().clone()
+
+
+def save_folded(path: Path, nets: CorrespondenceNetworks) -> None:
+    """Atomically write the networks (folded) where the Learned Matcher Loader reads them."""
+    from safetensors.torch import save_file
+
+    from .networks import _FORMAT, _META_CONFIG
+
+    tmp = path.with_name(path.name + ".partial")
+    tensors = {k: v.to("cpu").contiguous() for k, v in folded_state(nets).items()}
+    save_file(tensors, str(tmp), metadata={"format": _FORMAT, _META_CONFIG: nets.config.to_json()})
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- resume state
+
+def resume_path(out: Path) -> Path:
+    return out.with_name(out.name + ".resume.pt")
+
+
+def save_resume(path: Path, step: int, nets: CorrespondenceNetworks, optimizer, config: CorrespondenceConfig) -> None:
+    """Tensors, numbers and strings only (readable with weights_only=True); atomic."""
+    state = {"step": int(step), "config": config.to_json(), "networks": nets.state_dict(),
+             "optimizer": optimizer.state_dict()}
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_resume(path: Path, config: CorrespondenceConfig, where: str = "train") -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (any unreadable file is the same user error)
+        raise ValueError(f"{where}: cannot read the resume file '{path}' ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or not {"step", "config", "networks", "optimizer"} <= set(state):
+        raise ValueError(f"{where}: '{path}' is not a resume file of this trainer")
+    if state["config"] != config.to_json():
+        raise ValueError(f"{where}: the resume file '{path}' is for networks {state['config']}, not {config.to_json()}; "
+                         "use the same network options or another --out")
+    return state
+
+
+# ---------------------------------------------------------------------------- logging
+
+def plot_losses(records: Sequence[dict], path: Path, keys: Sequence[str] = ("loss", "domain", "cycle", "latent", "flow")) -> None:
+    """A PNG line plot (Pillow) of the logged losses against the step, each curve scaled to its
+    own range (labelled with it)."""
+    from PIL import Image, ImageDraw
+
+    width, height, margin = 900, 420, 50
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    colours = [(0, 0, 0), (214, 39, 40), (31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189)]
+    steps = [r["step"] for r in records]
+    if not steps:
+        image.save(path)
+        return
+    s0, s1 = min(steps), max(steps) if max(steps) > min(steps) else min(steps) + 1
+    draw.rectangle([margin, margin, width - margin, height - margin], outline="gray")
+    for i, key in enumerate(k for k in keys if any(k in r for r in records)):
+        pts = [(r["step"], r[key]) for r in records if key in r and math.isfinite(r[key])]
+        if not pts:
+            continue
+        lo, hi = min(v for _, v in pts), max(v for _, v in pts)
+        hi = hi if hi > lo else lo + 1e-12
+        xy = [(margin + (s - s0) / (s1 - s0) * (width - 2 * margin),
+               height - margin - (v - lo) / (hi - lo) * (height - 2 * margin)) for s, v in pts]
+        colour = colours[i % len(colours)]
+        if len(xy) > 1:
+            draw.line(xy, fill=colour, width=2)
+        draw.text((margin + 5 + 170 * i, 10), f"{key}: {pts[0][1]:.3g} -> {pts[-1][1]:.3g}", fill=colour)
+    draw.text((margin, height - margin + 10), f"step {s0}", fill="black")
+    draw.text((width - margin - 80, height - margin + 10), f"step {s1}", fill="black")
+    image.save(path)
+
+
+# ---------------------------------------------------------------------------- the loop
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: CorrespondenceConfig = CorrespondenceConfig(latent_channels=3, label_channels=3),
+          schedule: TrainConfig = TrainConfig(), weights: LossWeights = LossWeights(), resume: bool = False,
+          files: Optional[Sequence[Path]] = None, progress: bool = True) -> dict:
+    """Run the training (see the module docstring); returns {"step", "last": the last logged
+    record (rank 0), "networks": the trained (spectral-normed) networks of this process}.
+
+    Everything the user gave is checked before any work: the folder and each image (readable),
+    the condition folder, the resume file. ``files`` restricts training to those photos (a
+    held-out split)."""
+    rank, world, local = _distributed()
+    where = "midms_core.train"
+    if networks.latent_channels != 3:
+        raise ValueError(f"{where}: the stand-in encoder gives 3-channel latents; networks need latent_channels 3")
+    dataset = TrainingPairs(images, data, files=files)
+    for path in dataset.files + (dataset.condition_files or []):
+        read_image(path, where)  # unreadable files fail here, before any step
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"{where}: --out must end in .safetensors (the Learned Matcher Loader lists those), got '{out}'")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = load_resume(resume_path(out), networks, where) if resume else None
+
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(schedule.dtype)
+    if dtype is None:
+        raise ValueError(f"{where}: 'dtype' must be float32 or float64, got {schedule.dtype!r}")
+    nets = add_spectral_norm(init_networks(networks, seed=schedule.seed, dtype=dtype).train(), schedule.seed).to(device)
+    optimizer = torch.optim.AdamW(nets.parameters(), lr=schedule.lr, weight_decay=WEIGHT_DECAY)
+    start = 0
+    if state is not None:
+        nets.load_state_dict(state["networks"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+    step_module: nn.Module = TrainingStep(nets, weights)
+    if world > 1:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[local] if device.type == "cuda" else None, find_unused_parameters=True)
+
+    sampler = torch.utils.data.distributed.DistributedSampler(
+        dataset, num_replicas=world, rank=rank, shuffle=True, seed=schedule.seed, drop_last=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=schedule.batch, sampler=sampler,
+                                         num_workers=schedule.workers, drop_last=True)
+    if len(loader) == 0:
+        raise ValueError(f"{where}: {len(dataset)} photos give no batch of {schedule.batch} per process on {world} "
+                         "processes; lower --batch or add photos")
+    log_path = out.with_name(out.name[: -len(".safetensors")] + ".jsonl")
+    records: list[dict] = []
+    if rank == 0 and state is not None and log_path.is_file():
+        records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        records = [r for r in records if r["step"] <= start]
+    bar = None
+    if rank == 0 and progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=schedule.steps, initial=start, desc="train", unit="step")
+        except ImportError:
+            bar = None
+    step, epoch = start, start // len(loader)
+    batches_per_epoch = len(loader)
+    t0 = time.perf_counter()
+    while step < schedule.steps:
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        skip = step - epoch * batches_per_epoch  # resuming mid-epoch: skip what was done
+        for i, samples in enumerate(loader):
+            if i < skip:
+                continue
+            if step >= schedule.steps:
+                break
+            seeds = _x0_seeds(schedule.seed, epoch, samples["index"])
+            samples = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in samples.items()}
+            batch = prepare_batch(samples, networks, data.factor, lambda im: stand_in_encode(im, data.factor),
+                                  device, seeds)
+            terms = step_module(batch, step >= schedule.warmup)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            step += 1
+            if rank == 0:
+                record = {"step": step, **{k: float(v.detach()) for k, v in terms.items()},
+                          "seconds": time.perf_counter() - t0, "samples": step * schedule.batch * world}
+                records.append(record)
+                with open(log_path, "a" if (step > 1 or start > 0) else "w") as f:
+                    f.write(json.dumps(record) + "\n")
+                if bar is not None:
+                    rate = (step - start) * schedule.batch * world / max(record["seconds"], 1e-9)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", samples_per_s=f"{rate:.1f}")
+                    bar.update(1)
+                if schedule.save_every and step % schedule.save_every == 0:
+                    save_folded(out, nets)
+                    save_resume(resume_path(out), step, nets, optimizer, networks)
+        epoch += 1
+    if bar is not None:
+        bar.close()
+    if rank == 0:
+        save_folded(out, nets)
+        save_resume(resume_path(out), step, nets, optimizer, networks)
+        plot_losses(records, out.with_name(out.name[: -len(".safetensors")] + ".png"))
+    if world > 1:
+        dist.barrier()
+    return {"step": step, "last": records[-1] if records else None, "networks": nets}
+
+
+def _x0_seeds(seed: int, epoch: int, indices: Tensor) -> Tensor:
+    return torch.tensor([(seed * 7919 + epoch * 104_729 + int(i)) % (2**62) for i in indices])
+
+
+# ---------------------------------------------------------------------------- command line
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m midms_core.train", description=__doc__.splitlines()[0])
+    p.add_argument("--images", required=True, type=Path, help="folder of photos (recursive)")
+    p.add_argument("--out", required=True, type=Path, help="networks file, e.g. ComfyUI/models/midms/mine.safetensors")
+    p.add_argument("--condition", choices=CONDITIONS, default="canny",
+                   help="canny: edges made on the fly; labels: a label map made on the fly; folder: your own maps")
+    p.add_argument("--condition-dir", type=str, default=None, help="with --condition folder: the parallel folder of maps")
+    p.add_argument("--size", type=int, default=256, help="training crop (px)")
+    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="steps of correspondence losses only")
+    p.add_argument("--batch", type=int, default=TrainConfig.batch, help="pairs per process and step")
+    p.add_argument("--lr", type=float, default=DEFAULT_LR)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--self-exemplar", type=float, default=0.3, help="share of deformed self-exemplars (official 0.3)")
+    p.add_argument("--flow-weight", type=float, default=LossWeights.flow, help="supervised flow loss weight (0: off)")
+    p.add_argument("--save-every", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt")
+    p.add_argument("--width", type=int, default=256, help="feature channels (official 256)")
+    p.add_argument("--encoder-width", type=int, default=64, help="first encoder conv width (official 64)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        data = DataConfig(size=args.size, condition=args.condition, condition_dir=args.condition_dir,
+                          self_exemplar=args.self_exemplar, seed=args.seed)
+        nets = CorrespondenceConfig(latent_channels=3, label_channels=3, width=args.width,
+                                    encoder_width=args.encoder_width, spade_hidden=min(128, 2 * args.encoder_width))
+        schedule = TrainConfig(steps=args.steps, warmup=args.warmup, batch=args.batch, lr=args.lr, seed=args.seed,
+                               save_every=args.save_every, workers=args.workers)
+        result = train(args.images, args.out, data, nets, schedule, LossWeights(flow=args.flow_weight), args.resume)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"step": result["step"], "out": str(args.out), **(result["last"] or {})}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

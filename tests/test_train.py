@@ -1,0 +1,144 @@
+"""The trainer (midms_core.train): one process and two under torchrun, files, resume, bad input.
+
+The torchrun test runs in float64: in float32 a parameter whose gradient is zero in exact
+arithmetic (a conv bias right before an instance norm) gets rounding noise of either sign, which
+AdamW's first steps turn into a full +-lr move, so two equally valid float32 runs differ there
+by up to lr per step. In float64 that noise stays below AdamW's eps and the runs agree closely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from midms_core.networks import CorrespondenceConfig, load_networks
+from midms_core.train import TrainConfig, main, train
+from midms_core.train_data import DataConfig
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = REPO / "tests" / "train_worker.py"
+TINY = CorrespondenceConfig(latent_channels=3, label_channels=3, width=16, encoder_width=8, spade_hidden=16)
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "cat", "horse")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    import skimage.data
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("train_photos")
+    for name in PHOTOS:
+        a = np.asarray(getattr(skimage.data, name)())
+        if a.dtype == bool:
+            a = a.astype(np.uint8) * 255
+        Image.fromarray(a).save(root / f"{name}.png")
+    return root
+
+
+def _worker(photos, out, batch, steps, warmup, processes):
+    cmd = [sys.executable, str(WORKER), str(photos), str(out), str(batch), str(steps), str(warmup), "float64"]
+    if processes > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *cmd[1:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_equal_one_process_on_the_global_batch(photos, tmp_path):
+    """2 processes x batch 1 against 1 process x batch 2, 3 steps across the end of the warm-up:
+    the replicas end bit-identical, and equal the one-process run within float64 tolerance."""
+    _worker(photos, tmp_path / "two", batch=1, steps=3, warmup=1, processes=2)
+    _worker(photos, tmp_path / "one", batch=2, steps=3, warmup=1, processes=1)
+    rank0, rank1 = load_file(tmp_path / "two" / "rank0.safetensors"), load_file(tmp_path / "two" / "rank1.safetensors")
+    single = load_file(tmp_path / "one" / "rank0.safetensors")
+    assert rank0.keys() == rank1.keys() == single.keys()
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-7, atol=1e-9, msg=key)
+    # training moved the weights (the comparison is not between two untouched inits)
+    from midms_core.networks import init_networks
+
+    fresh = init_networks(TINY, seed=3, dtype=torch.float64).state_dict()
+    assert max(float((single[k] - fresh[k]).abs().max()) for k in fresh) > 1e-4
+
+
+def test_training_lowers_the_loss_and_writes_its_files(photos, tmp_path):
+    """40 warm-up steps: the loss on fixed samples (evaluate: the same pairs before and after)
+    falls clearly; the networks file loads as the Learned Matcher Loader reads it; the log,
+    its plot and the resume state are written, nothing half-written is left."""
+    from midms_core.networks import init_networks
+    from midms_core.train import evaluate
+    from midms_core.train_data import TrainingPairs
+
+    out = tmp_path / "models" / "midms" / "mine.safetensors"
+    data = DataConfig(size=64, seed=1, self_exemplar=0.5)
+    result = train(photos, out, data, TINY, TrainConfig(steps=40, warmup=40, batch=4, lr=2e-3, seed=1), progress=False)
+    assert result["step"] == 40
+    records = [json.loads(line) for line in out.with_name("mine.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 41))
+    nets = load_networks(out)  # what MIDMs Learned Matcher Loader reads
+    assert nets.config == TINY
+    fixed = TrainingPairs(photos, data)
+    before = evaluate(init_networks(TINY, seed=1), fixed, range(len(fixed)))
+    after = evaluate(nets, fixed, range(len(fixed)))
+    assert after["loss"] < 0.8 * before["loss"], (before, after)
+    assert after["flow"] < before["flow"] and after["domain"] < before["domain"], (before, after)
+    state = torch.load(out.with_name("mine.safetensors.resume.pt"), weights_only=True)
+    assert state["step"] == 40 and "optimizer" in state
+    from PIL import Image
+
+    with Image.open(out.with_name("mine.png")) as im:
+        assert im.size[0] > 400
+    assert not list(out.parent.glob("*.partial"))
+
+
+def test_resume_continues_as_if_never_stopped(photos, tmp_path):
+    cfg = dict(warmup=2, batch=2, lr=1e-3, seed=2, dtype="float64")
+    data = DataConfig(size=64, seed=2)
+    straight = train(photos, tmp_path / "a.safetensors", data, TINY, TrainConfig(steps=5, **cfg), progress=False)
+    train(photos, tmp_path / "b.safetensors", data, TINY, TrainConfig(steps=3, **cfg), progress=False)
+    resumed = train(photos, tmp_path / "b.safetensors", data, TINY, TrainConfig(steps=5, **cfg), resume=True,
+                    progress=False)
+    assert resumed["step"] == 5
+    a, b = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "b.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-10, atol=1e-12, msg=key)
+    log = [json.loads(line)["step"] for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4, 5]
+
+
+def test_bad_input_is_refused_before_any_work(photos, tmp_path, capsys):
+    out = tmp_path / "o" / "x.safetensors"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--images", str(empty), "--out", str(out)]) == 2
+    assert "no images in" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("a.png", "b.png"):
+        (broken / name).write_bytes((photos / "coffee.png").read_bytes())
+    (broken / "c.png").write_bytes(b"\x89PNG garbage")
+    assert main(["--images", str(broken), "--out", str(out), "--size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "c.png" in err
+    assert not out.exists() and not out.with_name("x.jsonl").exists()
+    assert main(["--images", str(photos), "--out", str(tmp_path / "x.pt")]) == 2
+    assert ".safetensors" in capsys.readouterr().err
+    # a resume file of other networks
+    train(photos, out, DataConfig(size=64), TINY, TrainConfig(steps=1, warmup=1, batch=2), progress=False)
+    other = CorrespondenceConfig(latent_channels=3, label_channels=3, width=32, encoder_width=8, spade_hidden=16)
+    with pytest.raises(ValueError, match="resume file .* is for networks"):
+        train(photos, out, DataConfig(size=64), other, TrainConfig(steps=2, warmup=1, batch=2), resume=True,
+              progress=False)
+    with pytest.raises(ValueError, match="no batch of 9"):
+        train(photos, tmp_path / "y.safetensors", DataConfig(size=64), TINY, TrainConfig(steps=1, batch=9),
+              progress=False)

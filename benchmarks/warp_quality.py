@@ -339,10 +339,10 @@ def import_pack(package: str = "comfyui_midms"):
     return module
 
 
-def host_setup(checkpoint: str, timestep: int, output_block: int, ensemble: int) -> tuple[Encode, Matcher]:
-    """ComfyUI in-process: the checkpoint's VAE as the encoder and its U-Net as a DIFT matcher."""
+def load_checkpoint(checkpoint: str, where: str = "warp_quality"):
+    """ComfyUI in-process (CPU unless CUDA is there): (model, vae) of a checkpoint file."""
     if not os.path.isfile(checkpoint):
-        raise SystemExit(f"warp_quality: '--checkpoint' {checkpoint!r} is not a file")
+        raise SystemExit(f"{where}: '--checkpoint' {checkpoint!r} is not a file")
     root = comfyui_root()
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -361,15 +361,26 @@ def host_setup(checkpoint: str, timestep: int, output_block: int, ensemble: int)
     loaded = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=True, output_clip=False, embedding_directory=None)
     model, vae = loaded[0], loaded[2]
     if vae is None:
-        raise SystemExit(f"warp_quality: {checkpoint!r} holds no VAE; the benchmark encodes with the checkpoint's VAE")
+        raise SystemExit(f"{where}: {checkpoint!r} holds no VAE; latents are made with the checkpoint's VAE")
+    return model, vae
+
+
+def vae_encoder(vae) -> Encode:
+    """(B, 3, H, W) in [0, 1] -> raw latents (B, c, H/8, W/8) float32 on the CPU, by a host VAE."""
+
+    def encode(image: Tensor) -> Tensor:
+        return vae.encode(image.permute(0, 2, 3, 1)).float().cpu()  # the VAE takes (B, H, W, 3)
+
+    return encode
+
+
+def host_setup(checkpoint: str, timestep: int, output_block: int, ensemble: int) -> tuple[Encode, Matcher]:
+    """ComfyUI in-process: the checkpoint's VAE as the encoder and its U-Net as a DIFT matcher."""
+    model, vae = load_checkpoint(checkpoint)
     pack = import_pack()
     diffusion = importlib.import_module(f"{pack.__name__}.nodes.diffusion")
     matcher = diffusion.HostDiffusionMatcher(model, timestep, output_block, ensemble)
-
-    def encode(image: Tensor) -> Tensor:
-        return vae.encode(image.permute(0, 2, 3, 1)).float().cpu()  # VAE takes (B, H, W, 3); raw latent out
-
-    return encode, matcher
+    return vae_encoder(vae), matcher
 
 
 # ------------------------------------------------------------------------------- CLI

@@ -153,8 +153,9 @@ def prepare_batch(samples: dict, config: CorrespondenceConfig, factor: int, enco
     ex_img = samples["exemplar_image"].to(device)
     truth_img = samples["truth_image"].to(device)
     grid = (truth_img.shape[-2] // factor, truth_img.shape[-1] // factor)
-    z = encode(truth_img)
-    y = encode(ex_img)
+    with torch.no_grad():  # the encoder is frozen; clone: a host VAE may return inference-mode tensors
+        z = encode(truth_img).to(device=device, dtype=truth_img.dtype).clone()
+        y = encode(ex_img).to(device=device, dtype=truth_img.dtype).clone()
     x0 = _gaussian_blur(z, X0_BLUR)
     noise = torch.stack([torch.randn(z.shape[1:], generator=torch.Generator().manual_seed(int(s)), dtype=z.dtype)
                          for s in x0_seeds])
@@ -169,7 +170,7 @@ def prepare_batch(samples: dict, config: CorrespondenceConfig, factor: int, enco
 
 @torch.no_grad()
 def evaluate(nets: CorrespondenceNetworks, dataset: TrainingPairs, indices: Sequence[int], full: bool = False,
-             epoch: int = 0) -> dict:
+             epoch: int = 0, encode: Optional[Callable[[Tensor], Tensor]] = None) -> dict:
     """The loss terms of ``nets`` on fixed samples (``epoch``'s draws of ``indices``), in eval
     mode: {term: float}. Comparable across networks, unlike the per-step training log."""
     dataset.set_epoch(epoch)
@@ -178,7 +179,8 @@ def evaluate(nets: CorrespondenceNetworks, dataset: TrainingPairs, indices: Sequ
     param = next(nets.parameters())
     samples = {k: (v.to(param.dtype) if v.is_floating_point() else v) for k, v in samples.items()}
     factor = dataset.config.factor
-    batch = prepare_batch(samples, nets.config, factor, lambda im: stand_in_encode(im, factor), param.device,
+    encode = encode if encode is not None else (lambda im: stand_in_encode(im, factor))
+    batch = prepare_batch(samples, nets.config, factor, encode, param.device,
                           _x0_seeds(dataset.config.seed, epoch, samples["index"]))
     training = nets.training
     nets.eval()
@@ -315,17 +317,24 @@ def _distributed() -> tuple[int, int, int]:
 
 def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: CorrespondenceConfig = CorrespondenceConfig(latent_channels=3, label_channels=3),
           schedule: TrainConfig = TrainConfig(), weights: LossWeights = LossWeights(), resume: bool = False,
-          files: Optional[Sequence[Path]] = None, progress: bool = True) -> dict:
+          files: Optional[Sequence[Path]] = None, progress: bool = True,
+          encode: Optional[Callable[[Tensor], Tensor]] = None) -> dict:
     """Run the training (see the module docstring); returns {"step", "last": the last logged
     record (rank 0), "networks": the trained (spectral-normed) networks of this process}.
 
     Everything the user gave is checked before any work: the folder and each image (readable),
-    the condition folder, the resume file. ``files`` restricts training to those photos (a
-    held-out split)."""
+    the condition folder, the resume file, the encoder's channels. ``files`` restricts training
+    to those photos (a held-out split). ``encode``: images (B, 3, H, W) in [0, 1] -> raw latents
+    (B, c, H/f, W/f), run without gradients (a frozen VAE); default the stand-in."""
     rank, world, local = _distributed()
     where = "midms_core.train"
-    if networks.latent_channels != 3:
-        raise ValueError(f"{where}: the stand-in encoder gives 3-channel latents; networks need latent_channels 3")
+    encode = encode if encode is not None else (lambda images: stand_in_encode(images, data.factor))
+    with torch.no_grad():
+        probe = encode(torch.zeros(1, 3, data.size, data.size))
+    grid = (data.size // data.factor, data.size // data.factor)
+    if probe.dim() != 4 or tuple(probe.shape[-2:]) != grid or probe.shape[1] != networks.latent_channels:
+        raise ValueError(f"{where}: the encoder turns a {data.size} px image into {tuple(probe.shape)}, but the networks "
+                         f"take ({networks.latent_channels}, {grid[0]}, {grid[1]}) latents (latent_channels, size / factor)")
     dataset = TrainingPairs(images, data, files=files)
     for path in dataset.files + (dataset.condition_files or []):
         read_image(path, where)  # unreadable files fail here, before any step
@@ -390,8 +399,7 @@ def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: Co
                 break
             seeds = _x0_seeds(schedule.seed, epoch, samples["index"])
             samples = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in samples.items()}
-            batch = prepare_batch(samples, networks, data.factor, lambda im: stand_in_encode(im, data.factor),
-                                  device, seeds)
+            batch = prepare_batch(samples, networks, data.factor, encode, device, seeds)
             terms = step_module(batch, step >= schedule.warmup)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
@@ -428,7 +436,7 @@ def _x0_seeds(seed: int, epoch: int, indices: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------------- command line
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m midms_core.train", description=__doc__.splitlines()[0])
     p.add_argument("--images", required=True, type=Path, help="folder of photos (recursive)")
     p.add_argument("--out", required=True, type=Path, help="networks file, e.g. ComfyUI/models/midms/mine.safetensors")
@@ -451,16 +459,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None, encode: Optional[Callable[[Tensor], Tensor]] = None,
+         latent_channels: int = 3, arg_parser: Optional[argparse.ArgumentParser] = None) -> int:
+    """The command line; ``encode`` / ``latent_channels``: another encoder than the stand-in
+    (``scripts/train_midms.py --checkpoint`` passes a checkpoint's VAE)."""
+    args = (arg_parser or build_parser()).parse_args(argv)
     try:
         data = DataConfig(size=args.size, condition=args.condition, condition_dir=args.condition_dir,
                           self_exemplar=args.self_exemplar, seed=args.seed)
-        nets = CorrespondenceConfig(latent_channels=3, label_channels=3, width=args.width,
+        nets = CorrespondenceConfig(latent_channels=latent_channels, label_channels=3, width=args.width,
                                     encoder_width=args.encoder_width, spade_hidden=min(128, 2 * args.encoder_width))
         schedule = TrainConfig(steps=args.steps, warmup=args.warmup, batch=args.batch, lr=args.lr, seed=args.seed,
                                save_every=args.save_every, workers=args.workers)
-        result = train(args.images, args.out, data, nets, schedule, LossWeights(flow=args.flow_weight), args.resume)
+        result = train(args.images, args.out, data, nets, schedule, LossWeights(flow=args.flow_weight), args.resume,
+                       encode=encode)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import struct
 import time
 from pathlib import Path
@@ -493,15 +494,39 @@ def test_dift_workflow_runs_on_an_sdxl_checkpoint(server):
     # (a 2048-wide context with a pooled output only runs on an SDXL-family U-Net)
 
 
-def test_learned_networks_from_models_midms_drive_the_sampler(server, tmp_path):
-    """Networks saved to models/midms (seeded random init, SD latents) load through the loader
-    node under the host's model management and drive the first warp and every re-warp of the
-    SamplerCustom workflow in place of the edge matcher."""
+@pytest.mark.parametrize("origin", ["random", "trained"])
+def test_learned_networks_from_models_midms_drive_the_sampler(origin, server, host, tiny_ckpts, tmp_path):
+    """Networks in models/midms load through the loader node under the host's model management
+    and drive the first warp and every re-warp of the SamplerCustom workflow in place of the
+    edge matcher: seeded random ones (SD latents), and ones the trainer made
+    (``scripts/train_midms.py --checkpoint``: 3 steps on the tiny SD1.5 checkpoint's VAE latents,
+    in the host's python) as they are, without conversion."""
+    import subprocess
+    import sys
+
     import midms_core as mc
 
-    config = mc.CorrespondenceConfig(latent_channels=4, label_channels=3, width=16, encoder_width=4, spade_hidden=8)
-    path = tmp_path / "midms_test_networks.safetensors"
-    mc.save_networks(path, mc.init_networks(config, seed=0))
+    path = tmp_path / f"midms_{origin}_networks.safetensors"
+    if origin == "random":
+        config = mc.CorrespondenceConfig(latent_channels=4, label_channels=3, width=16, encoder_width=4, spade_hidden=8)
+        mc.save_networks(path, mc.init_networks(config, seed=0))
+    else:
+        import numpy as np
+        import skimage.data
+        from PIL import Image
+
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        for name in ("astronaut", "coffee", "chelsea", "rocket"):
+            Image.fromarray(np.asarray(getattr(skimage.data, name)())).save(photos / f"{name}.png")
+        done = subprocess.run(
+            [host.python, str(REPO / "scripts" / "train_midms.py"), "--checkpoint", tiny_ckpts["sd15"]["path"],
+             "--images", str(photos), "--out", str(path), "--size", "64", "--steps", "3", "--warmup", "2",
+             "--batch", "2", "--width", "16", "--encoder-width", "4"],
+            capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "COMFYUI_PATH": host.comfyui})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "4 channels" in done.stderr
+        assert mc.load_networks(path).config.latent_channels == 4
     name = server.add_model("midms", path)
     prompt, probe, side = runnable_prompt("midms_sampler_custom_sd15", _read(_api_path("midms_sampler_custom_sd15")))
     edge = _node_id(prompt, "MIDMsEdgeMatcher")

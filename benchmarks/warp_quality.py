@@ -128,6 +128,20 @@ def default_matchers(latent_channels: int) -> dict[str, Matcher]:
     }
 
 
+def trained_matchers(paths: Sequence[str]) -> dict[str, Matcher]:
+    """A row per trained networks file (``python -m midms_core.train``) and one for the same
+    architecture untrained (seed 0): what training bought."""
+    from midms_core.networks import load_networks
+
+    out: dict[str, Matcher] = {}
+    for path in paths:
+        nets = load_networks(path)
+        stem = os.path.basename(path)[: -len(".safetensors")] if path.endswith(".safetensors") else os.path.basename(path)
+        out[f"learned: {stem}"] = LearnedMatcher(nets)
+        out[f"learned: {stem}, untrained"] = LearnedMatcher(init_networks(nets.config, seed=0))
+    return out
+
+
 def stand_in_encode(image: Tensor) -> Tensor:
     """(B, 3, H, W) -> (B, 3, H/8, W/8): the image average-pooled by 8 (an f8 latent grid)."""
     return F.avg_pool2d(image, 8)
@@ -402,8 +416,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", default=None, help="write config, per-case rows and summary here")
     parser.add_argument("--markdown", default=None,
                         help=f"write the tables here (default {DEFAULT_MARKDOWN.relative_to(ROOT)} for a full stand-in run; "
-                        "quick and --checkpoint runs write only when asked)")
+                        "quick, --checkpoint and --networks runs write only when asked)")
     parser.add_argument("--per-case", action="store_true", help="also tabulate every case")
+    parser.add_argument("--networks", nargs="+", default=[],
+                        help="trained networks files (python -m midms_core.train) to add as rows, each with its untrained init")
     args = parser.parse_args(argv)
     if args.size % 8 or args.size < 64:
         parser.error(f"'--size' must be a multiple of 8 and >= 64, got {args.size}")
@@ -417,6 +433,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cases=args.cases,
     )
     encode, matchers, latents = stand_in_encode, None, "stand-ins (each image average-pooled by 8, 3 channels)"
+    if args.networks:
+        matchers = {**default_matchers(3), **trained_matchers(args.networks)}
     if args.checkpoint:
         encode, diffusion = host_setup(args.checkpoint, args.timestep, args.output_block, args.ensemble)
         with torch.inference_mode():
@@ -431,7 +449,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     text = report(result, latents, elapsed, per_case=args.per_case)
     print(text)
     markdown = args.markdown if args.markdown is not None else (
-        None if args.quick or args.checkpoint or args.photos or args.seeds or args.cases else str(DEFAULT_MARKDOWN))
+        None if args.quick or args.checkpoint or args.networks or args.photos or args.seeds or args.cases
+        else str(DEFAULT_MARKDOWN))
     if markdown:
         Path(markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(markdown).write_text(text)

@@ -7,13 +7,15 @@ L(u, v) = max(0, <c(S_x(u)), c(S_y(v))>) / tau, c = channel-centred, channel-L2-
 (:func:`correlation_logits`, Eq. 5-6). n(f) = f / (||f||_2 over channels + eps), the official
 ``feature_normalize``. Means run over every element (PyTorch's ``l1_loss`` / ``mse_loss``).
 
-Each loss is a small pure function; tests compare them with float64 transcriptions. The VGG
-losses (feature, perceptual, contextual) live in ``midms_core.vgg`` because they need a network.
+Each loss is a small pure function; tests compare them with float64 transcriptions. The image
+losses (feature matching, perceptual = one feature term, contextual) take feature maps; the
+VGG-19 that makes them is ``midms_core.vgg`` (weights the user supplies).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +28,12 @@ from .validation import check_tensor
 NORMALISE_EPS = sys.float_info.epsilon
 
 __all__ = [
+    "FEATURE_WEIGHTS",
+    "contextual_loss",
     "correlation_logits",
     "cycle_loss",
     "domain_alignment_loss",
+    "feature_matching_loss",
     "feature_normalize",
     "latent_reconstruction_loss",
     "supervised_flow_loss",
@@ -130,3 +135,42 @@ def _exemplar_grid(m: int, hx: int, wx: int) -> tuple[int, int]:
         raise ValueError(f"supervised_flow_loss: the exemplar has {m} positions but the condition grid is "
                          f"{hx} x {wx}; training pairs must share one latent grid")
     return hx, wx
+
+
+# ---------------------------------------------------------------------------- image losses (VGG)
+
+#: official feature-loss weights of relu1_2 ... relu5_2
+FEATURE_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+
+
+def feature_matching_loss(features: Sequence[Tensor], targets: Sequence[Tensor],
+                          weights: Sequence[float] = FEATURE_WEIGHTS) -> Tensor:
+    """L_feat = sum_i w_i mean|phi_i(a) - sg(phi_i(b))| over matching feature maps (official:
+    VGG relu1_2 ... relu5_2, weights 1/32, 1/16, 1/8, 1/4, 1; the target side detached)."""
+    if not (len(features) == len(targets) == len(weights)):
+        raise ValueError(f"feature_matching_loss: {len(features)} features, {len(targets)} targets and "
+                         f"{len(weights)} weights must be as many")
+    return sum(w * F.l1_loss(a, b.detach()) for a, b, w in zip(features, targets, weights))
+
+
+def contextual_loss(x: Tensor, y: Tensor, bandwidth: float = 0.1) -> Tensor:
+    """Contextual loss (Mechrez et al. 2018) in the official MIDMs / CoCosNet "forward" form:
+
+        x, y centred by y's mean over channels at each position, n() over channels;
+        d_ij = 1 - <x_i, y_j>;  d~_ij = d_ij / (min_k d_ik + 1e-3);
+        A_ij = softmax_j((1 - d~_ij) / h);  CX = mean_i max_j A_ij;  L = mean_b -log(CX)
+
+    x, y: (B, C, h, w) features (e.g. VGG of the warped exemplar and of the exemplar); h =
+    ``bandwidth`` (official 0.1). The official code additionally drops rows whose best affinity
+    is below 0.3 and those failing a forward-backward check; this is the loss without them.
+    """
+    check_tensor("contextual_loss", "x", x, 4, "(B, C, h, w)", finite=False)
+    check_tensor("contextual_loss", "y", y, 4, "(B, C, h, w)", finite=False)
+    centre = y.mean(dim=1, keepdim=True)
+    xn = feature_normalize(x - centre).flatten(2)
+    yn = feature_normalize(y - centre).flatten(2)
+    d = 1 - torch.einsum("bci,bcj->bij", xn, yn)
+    d_norm = d / (d.min(dim=-1, keepdim=True).values + 1e-3)
+    affinity = torch.softmax((1 - d_norm) / bandwidth, dim=-1)
+    cx = affinity.max(dim=-1).values.mean(dim=-1)
+    return (-torch.log(cx)).mean()

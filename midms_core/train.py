@@ -48,8 +48,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .losses import (correlation_logits, cycle_loss, domain_alignment_loss, latent_reconstruction_loss,
-                     supervised_flow_loss)
+from .losses import (contextual_loss, correlation_logits, cycle_loss, domain_alignment_loss, feature_matching_loss,
+                     latent_reconstruction_loss, supervised_flow_loss)
 from .networks import CorrespondenceConfig, CorrespondenceNetworks, canny_edge_map, init_networks, label_map_on_grid
 from .train_data import CONDITIONS, DataConfig, TrainingPairs, list_images, read_image
 
@@ -74,6 +74,9 @@ class LossWeights:
     latent: float = 1.0    # official (warm-up MSE of the truth latent warped by its own correlation)
     flow: float = 1.0      # beyond the paper: soft-argmax error on deformed self-exemplars (cells)
     in_domain: float = 1.0  # after warm-up: the F' terms (stand-in for the unrolled-steps loss)
+    feature: float = 1.0     # official, with VGG weights: relu1_2..relu5_2 of the truth warped by its own match
+    perceptual: float = 0.002  # official: relu4_2 of the warped exemplar against the truth
+    contextual: float = 1.0  # official, after warm-up: relu5_2 x8, relu4_2 x4, pool2(relu3_2) x2, pool4(relu2_2) x1
 
 
 @dataclass(frozen=True)
@@ -104,11 +107,15 @@ class TrainingStep(nn.Module):
     stand-in x0_hat of z.
     """
 
-    def __init__(self, nets: CorrespondenceNetworks, weights: LossWeights = LossWeights(), tau: float = TAU) -> None:
+    def __init__(self, nets: CorrespondenceNetworks, weights: LossWeights = LossWeights(), tau: float = TAU,
+                 vgg: Optional[nn.Module] = None, decode: Optional[Callable[[Tensor], Tensor]] = None) -> None:
         super().__init__()
         self.nets = nets
         self.weights = weights
         self.tau = tau
+        # frozen, and not a submodule: DDP must not treat it as trained state
+        self._vgg = [vgg] if vgg is not None else []
+        self.decode = decode
 
     def forward(self, batch: dict, full: bool) -> dict:
         nets, w = self.nets, self.weights
@@ -138,8 +145,38 @@ class TrainingStep(nn.Module):
             terms["in_flow"] = supervised_flow_loss(logits_in, batch["truth"], batch["valid"])
             total = total + w.in_domain * (w.cycle * terms["in_cycle"] + w.latent * terms["in_latent"]
                                            + w.flow * terms["in_flow"])
+        if self._vgg and self.decode is not None:
+            total = total + self._image_terms(terms, logits_y, logits_z, batch, full)
         terms["loss"] = total
         return terms
+
+    def _image_terms(self, terms: dict, logits_y: Tensor, logits_z: Tensor, batch: dict, full: bool) -> Tensor:
+        """The official VGG losses on decoded warps (adds them to ``terms``; returns their sum)."""
+        vgg, w = self._vgg[0], self.weights
+        z, y = batch["truth_latent"], batch["exemplar_latent"]
+        grid = z.shape[-2:]
+
+        def warped(logits: Tensor, latent: Tensor) -> Tensor:
+            flat = torch.softmax(logits, dim=-1) @ latent.flatten(2).transpose(1, 2)
+            return flat.transpose(1, 2).reshape(latent.shape[0], latent.shape[1], *grid)
+
+        truth_image, exemplar_image = batch["truth_image"], batch["exemplar_image"]
+        self_warp = vgg(self.decode(warped(logits_z, z)).clamp(0, 1))
+        exemplar_warp = vgg(self.decode(warped(logits_y, y)).clamp(0, 1))
+        with torch.no_grad():
+            truth_feats = vgg(truth_image)
+        terms["feature"] = feature_matching_loss(self_warp, truth_feats)
+        terms["perceptual"] = F.l1_loss(exemplar_warp[3], truth_feats[3])
+        total = w.feature * terms["feature"] + w.perceptual * terms["perceptual"]
+        if full:
+            with torch.no_grad():
+                ex_feats = vgg(exemplar_image)
+            terms["contextual"] = (8 * contextual_loss(exemplar_warp[4], ex_feats[4])
+                                   + 4 * contextual_loss(exemplar_warp[3], ex_feats[3])
+                                   + 2 * contextual_loss(F.avg_pool2d(exemplar_warp[2], 2), F.avg_pool2d(ex_feats[2], 2))
+                                   + contextual_loss(F.avg_pool2d(exemplar_warp[1], 4), F.avg_pool2d(ex_feats[1], 4)))
+            total = total + w.contextual * terms["contextual"]
+        return total
 
 
 def prepare_batch(samples: dict, config: CorrespondenceConfig, factor: int, encode: Callable[[Tensor], Tensor],
@@ -163,7 +200,7 @@ def prepare_batch(samples: dict, config: CorrespondenceConfig, factor: int, enco
     return {
         "condition_map": label_map_on_grid(cond_img, config.label_channels, grid, "train", "condition"),
         "exemplar_map": label_map_on_grid(canny_edge_map(ex_img), config.label_channels, grid, "train", "exemplar map"),
-        "truth_latent": z, "exemplar_latent": y, "x0": x0,
+        "truth_latent": z, "exemplar_latent": y, "x0": x0, "truth_image": truth_img, "exemplar_image": ex_img,
         "truth": samples["truth"].to(device), "valid": samples["valid"].to(device),
     }
 
@@ -318,17 +355,35 @@ def _distributed() -> tuple[int, int, int]:
 def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: CorrespondenceConfig = CorrespondenceConfig(latent_channels=3, label_channels=3),
           schedule: TrainConfig = TrainConfig(), weights: LossWeights = LossWeights(), resume: bool = False,
           files: Optional[Sequence[Path]] = None, progress: bool = True,
-          encode: Optional[Callable[[Tensor], Tensor]] = None) -> dict:
+          encode: Optional[Callable[[Tensor], Tensor]] = None, decode: Optional[Callable[[Tensor], Tensor]] = None,
+          vgg: Optional[Path] = None) -> dict:
     """Run the training (see the module docstring); returns {"step", "last": the last logged
     record (rank 0), "networks": the trained (spectral-normed) networks of this process}.
 
     Everything the user gave is checked before any work: the folder and each image (readable),
     the condition folder, the resume file, the encoder's channels. ``files`` restricts training
     to those photos (a held-out split). ``encode``: images (B, 3, H, W) in [0, 1] -> raw latents
-    (B, c, H/f, W/f), run without gradients (a frozen VAE); default the stand-in."""
+    (B, c, H/f, W/f), run without gradients (a frozen VAE); default the stand-in. ``decode``:
+    latents -> images in [0, 1], differentiable, for the VGG losses (the stand-in's: bilinear
+    upsampling). ``vgg``: a VGG-19 safetensors file (:mod:`midms_core.vgg`); without it the
+    feature, perceptual and contextual losses are off (said once on rank 0)."""
     rank, world, local = _distributed()
     where = "midms_core.train"
-    encode = encode if encode is not None else (lambda images: stand_in_encode(images, data.factor))
+    if encode is None:
+        encode = lambda images: stand_in_encode(images, data.factor)  # noqa: E731
+        decode = decode or (lambda latents: F.interpolate(latents, scale_factor=data.factor, mode="bilinear",
+                                                          align_corners=False))
+    vgg_net = None
+    if vgg is not None:
+        from .vgg import load_vgg19
+
+        if decode is None:
+            raise ValueError(f"{where}: the VGG losses need a differentiable decoder for these latents; only the "
+                             "stand-in latents have one so far (train without --vgg, or without --checkpoint)")
+        vgg_net = load_vgg19(vgg, where)
+    elif rank == 0:
+        print(f"{where}: no VGG-19 weights (--vgg): the feature, perceptual and contextual losses are off",
+              file=sys.stderr)
     with torch.no_grad():
         probe = encode(torch.zeros(1, 3, data.size, data.size))
     grid = (data.size // data.factor, data.size // data.factor)
@@ -360,7 +415,9 @@ def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: Co
         nets.load_state_dict(state["networks"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
-    step_module: nn.Module = TrainingStep(nets, weights)
+    if vgg_net is not None:
+        vgg_net = vgg_net.to(device=device, dtype=dtype)
+    step_module: nn.Module = TrainingStep(nets, weights, vgg=vgg_net, decode=decode)
     if world > 1:
         step_module = nn.parallel.DistributedDataParallel(
             step_module, device_ids=[local] if device.type == "cuda" else None, find_unused_parameters=True)
@@ -451,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--self-exemplar", type=float, default=0.3, help="share of deformed self-exemplars (official 0.3)")
     p.add_argument("--flow-weight", type=float, default=LossWeights.flow, help="supervised flow loss weight (0: off)")
+    p.add_argument("--vgg", type=Path, default=None,
+                   help="VGG-19 weights (.safetensors, CoCosNet's vgg19_conv or torchvision's layout) for the "
+                        "feature, perceptual and contextual losses; without it they are off")
     p.add_argument("--save-every", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
     p.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt")
@@ -472,7 +532,7 @@ def main(argv: Optional[Sequence[str]] = None, encode: Optional[Callable[[Tensor
         schedule = TrainConfig(steps=args.steps, warmup=args.warmup, batch=args.batch, lr=args.lr, seed=args.seed,
                                save_every=args.save_every, workers=args.workers)
         result = train(args.images, args.out, data, nets, schedule, LossWeights(flow=args.flow_weight), args.resume,
-                       encode=encode)
+                       encode=encode, vgg=args.vgg)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -127,3 +127,41 @@ def test_supervised_flow_loss_is_the_mean_soft_argmax_error_over_valid_cells():
     assert supervised_flow_loss(logits, truth, torch.zeros(1, 2, 3)).item() == 0.0
     with pytest.raises(ValueError, match="share one latent grid"):
         supervised_flow_loss(_randn(1, 6, 4), truth, valid)
+
+
+def test_feature_matching_is_the_weighted_l1_with_detached_targets():
+    from midms_core.losses import FEATURE_WEIGHTS, feature_matching_loss
+
+    a = [_randn(1, 2, 3, 3, seed=20 + i).requires_grad_(True) for i in range(5)]
+    b = [_randn(1, 2, 3, 3, seed=30 + i).requires_grad_(True) for i in range(5)]
+    expected = sum(w * (x - y).abs().mean() for x, y, w in zip(a, b, (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)))
+    loss = feature_matching_loss(a, b)
+    torch.testing.assert_close(loss, expected)
+    assert FEATURE_WEIGHTS == (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+    loss.backward()
+    assert all(t.grad is not None for t in a) and all(t.grad is None for t in b)
+    with pytest.raises(ValueError, match="as many"):
+        feature_matching_loss(a[:2], b)
+
+
+def test_contextual_loss_matches_the_transcription():
+    from midms_core.losses import contextual_loss
+
+    x, y = _randn(2, 4, 2, 3, seed=40), _randn(2, 4, 2, 3, seed=41)
+    total = 0.0
+    for b in range(2):
+        centre = y[b].mean(0)  # per position, over channels
+        xs = [(x[b, :, i // 3, i % 3] - centre[i // 3, i % 3]) for i in range(6)]
+        ys = [(y[b, :, j // 3, j % 3] - centre[j // 3, j % 3]) for j in range(6)]
+        xs = [v / (math.sqrt(float((v * v).sum())) + 2.220446049250313e-16) for v in xs]
+        ys = [v / (math.sqrt(float((v * v).sum())) + 2.220446049250313e-16) for v in ys]
+        best = []
+        for i in range(6):
+            d = [1 - float((xs[i] * ys[j]).sum()) for j in range(6)]
+            dn = [v / (min(d) + 1e-3) for v in d]
+            e = [math.exp((1 - v) / 0.1) for v in dn]
+            best.append(max(e) / sum(e))
+        total += -math.log(sum(best) / 6)
+    assert contextual_loss(x, y).item() == pytest.approx(total / 2, rel=1e-9)
+    # identical features: every row's best match is itself, the loss is lower than for unrelated ones
+    assert contextual_loss(y, y).item() < contextual_loss(x, y).item()

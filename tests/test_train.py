@@ -9,6 +9,7 @@ by up to lr per step. In float64 that noise stays below AdamW's eps and the runs
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -142,3 +143,31 @@ def test_bad_input_is_refused_before_any_work(photos, tmp_path, capsys):
     with pytest.raises(ValueError, match="no batch of 9"):
         train(photos, tmp_path / "y.safetensors", DataConfig(size=64), TINY, TrainConfig(steps=1, batch=9),
               progress=False)
+
+
+def test_vgg_losses_join_when_weights_are_given(photos, tmp_path, capsys):
+    """With a VGG-19 file (random weights here, CoCosNet layout) the feature and perceptual
+    terms run from the first step and the contextual one after the warm-up; without it the
+    trainer says they are off; a wrong file is refused before any work."""
+    from safetensors.torch import save_file as save
+
+    from midms_core.vgg import vgg19_shapes
+
+    g = torch.Generator().manual_seed(0)
+    save({k: 0.05 * torch.randn(s, generator=g) for k, s in vgg19_shapes("cocosnet").items()},
+         str(tmp_path / "vgg.safetensors"))
+    out = tmp_path / "v.safetensors"
+    train(photos, out, DataConfig(size=64, seed=0), TINY, TrainConfig(steps=2, warmup=1, batch=2), progress=False,
+          vgg=tmp_path / "vgg.safetensors")
+    records = [json.loads(line) for line in out.with_name("v.jsonl").read_text().splitlines()]
+    assert {"feature", "perceptual"} <= set(records[0]) and "contextual" not in records[0]
+    assert "contextual" in records[1] and all(math.isfinite(records[1][k]) for k in ("feature", "perceptual", "contextual"))
+    capsys.readouterr()
+    train(photos, tmp_path / "n.safetensors", DataConfig(size=64), TINY, TrainConfig(steps=1, warmup=1, batch=2),
+          progress=False)
+    assert "losses are off" in capsys.readouterr().err
+    save({"weight": torch.zeros(1)}, str(tmp_path / "notvgg.safetensors"))
+    with pytest.raises(ValueError, match="not VGG-19"):
+        train(photos, tmp_path / "w.safetensors", DataConfig(size=64), TINY, TrainConfig(steps=1, batch=2),
+              progress=False, vgg=tmp_path / "notvgg.safetensors")
+    assert not (tmp_path / "w.safetensors").exists()

@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, type=Path, help="folder of photos (recursive)")
     p.add_argument("--out", required=True, type=Path, help="networks file, e.g. ComfyUI/models/midms/mine.safetensors")
     p.add_argument("--condition", choices=CONDITIONS, default="canny",
-                   help="canny: edges made on the fly; labels: a label map made on the fly; folder: your own maps")
+                   help="canny: edges made on the fly; labels: a label map made on the fly; mixed: either per "
+                        "sample; folder: your own maps")
     p.add_argument("--condition-dir", type=str, default=None, help="with --condition folder: the parallel folder of maps")
     p.add_argument("--size", type=int, default=256, help="training crop (px)")
     p.add_argument("--steps", type=int, default=TrainConfig.steps)

@@ -15,7 +15,8 @@ an exemplar y, as the official trainer draws them (``midms-reference.md``, "Trai
 Conditions: "canny" (:func:`midms_core.evaluation.canny_condition`: kornia's Canny of the
 luminance, thresholds 0.1 / 0.2, Gaussian sigma 1, white lines on black) or "labels"
 (:func:`midms_core.evaluation.quantised_condition`: blurred photo, 3 levels per channel,
-majority filter, arbitrary label colours), both made from the ground truth on the fly; or
+majority filter, arbitrary label colours), both made from the ground truth on the fly, or
+"mixed" (either, half and half, seeded per sample); or
 "folder": a parallel folder of condition maps the user made (pose, segmentation), the same
 relative path with any image suffix, cropped, flipped and deformed with the photo (nearest).
 
@@ -42,7 +43,7 @@ from .correspondence import coordinate_grid
 from .evaluation import canny_condition, deform, quantised_condition, tps_displacement
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-CONDITIONS = ("canny", "labels", "folder")
+CONDITIONS = ("canny", "labels", "mixed", "folder")
 SCALE_BEFORE_CROP = 286 / 256  # the official resize before the random crop
 
 __all__ = ["CONDITIONS", "IMAGE_SUFFIXES", "DataConfig", "TrainingPairs", "list_images", "read_image"]
@@ -240,9 +241,12 @@ class TrainingPairs(torch.utils.data.Dataset):
             other += other >= index  # any photo but this one
             truth_image = photo
             exemplar, _ = self._photo(other, g)
-        if cfg.condition == "canny":
+        kind = cfg.condition
+        if kind == "mixed":
+            kind = "canny" if _uniform(g) < 0.5 else "labels"
+        if kind == "canny":
             condition = canny_condition(truth_image[None])[0]
-        elif cfg.condition == "labels":
+        elif kind == "labels":
             condition = quantised_condition(truth_image[None])[0]
         else:
             condition = cond_map

@@ -92,6 +92,15 @@ def test_other_photo_exemplars_have_no_truth(photos):
         assert not torch.equal(s["exemplar_image"], s["truth_image"])
 
 
+def test_mixed_conditions_draw_both_kinds(photos):
+    ds = TrainingPairs(photos, DataConfig(size=64, condition="mixed", seed=0))
+    binary = []
+    for epoch in range(6):  # 24 draws: both kinds occur unless the coin is broken
+        ds.set_epoch(epoch)
+        binary += [set(torch.unique(ds[i]["condition_image"]).tolist()) <= {0.0, 1.0} for i in range(len(ds))]
+    assert 4 <= sum(binary) <= 20, binary  # Canny edges (0 / 1) and label colours both occur
+
+
 @pytest.mark.parametrize("kind", ["canny", "labels"])
 def test_conditions_made_on_the_fly(photos, kind):
     s = TrainingPairs(photos, DataConfig(size=64, condition=kind, seed=0))[0]

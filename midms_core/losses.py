@@ -37,6 +37,7 @@ __all__ = [
     "feature_normalize",
     "latent_reconstruction_loss",
     "supervised_flow_loss",
+    "supervised_match_loss",
     "warp_weights",
 ]
 
@@ -128,11 +129,33 @@ def supervised_flow_loss(logits: Tensor, truth: Tensor, valid: Tensor) -> Tensor
     return ((err * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)).mean()
 
 
+def supervised_match_loss(logits: Tensor, truth: Tensor, valid: Tensor) -> Tensor:
+    """Beyond the paper, the training form of the known correspondence: the negative log
+    probability the warp gives the exemplar cell nearest to the truth,
+
+        L_match = mean_b [ sum_u valid(u) * -log P(u, round(t(u))) / max(1, sum_u valid(u)) ]
+
+    (cross-entropy over exemplar positions: every logit of the row gets a gradient, unlike the
+    soft-argmax error of :func:`supervised_flow_loss`, which the sharp softmax of tau = 0.005
+    leaves nearly flat). logits (B, N, M), truth (B, 2, hx, wx) exemplar cells, valid (B, hx, wx);
+    both sides on one grid; truths are clamped to the grid.
+    """
+    check_tensor("supervised_match_loss", "truth", truth, 4, "(B, 2, hx, wx)")
+    b, _, hx, wx = truth.shape
+    hy, wy = _exemplar_grid(logits.shape[-1], hx, wx)
+    col = truth[:, 0].round().clamp(0, wy - 1).long().flatten(1)
+    row = truth[:, 1].round().clamp(0, hy - 1).long().flatten(1)
+    target = row * wy + col  # (B, N)
+    nll = -torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, N)
+    weight = valid.flatten(1).to(nll.dtype)
+    return ((nll * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)).mean()
+
+
 def _exemplar_grid(m: int, hx: int, wx: int) -> tuple[int, int]:
     """The exemplar grid of M positions: the condition's (hx, wx) when M = hx*wx (training
-    pairs share a grid); otherwise an error (say the grid explicitly)."""
+    pairs share a grid); otherwise an error."""
     if m != hx * wx:
-        raise ValueError(f"supervised_flow_loss: the exemplar has {m} positions but the condition grid is "
+        raise ValueError(f"supervised flow / match loss: the exemplar has {m} positions but the condition grid is "
                          f"{hx} x {wx}; training pairs must share one latent grid")
     return hx, wx
 

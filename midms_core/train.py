@@ -12,8 +12,8 @@ One step (``TrainingStep``), for a batch of pairs from :mod:`midms_core.train_da
 encodings F_X(x), F_Y(z), F_Y(y), head features, logits condition x exemplar and condition x
 truth (:func:`midms_core.losses.correlation_logits`), then
 
-    warm-up:  10 L_domain + L_cycle + L_latent + w_flow L_flow
-    after:    + the in-domain terms: the same cycle / latent / flow losses on the iteration
+    warm-up:  10 L_domain + L_cycle + L_latent + w_flow L_match
+    after:    + the in-domain terms: the same cycle / latent / match losses on the iteration
               extractor's correlation F'(x0~, F_X(x)) x F_Y(y), x0~ = the truth latent blurred
               and noised (the stand-in x0_hat the benchmarks use), so F' -- which drives the
               re-matches inside the sampler -- learns too. (The paper trains F' through the
@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .losses import (contextual_loss, correlation_logits, cycle_loss, domain_alignment_loss, feature_matching_loss,
-                     latent_reconstruction_loss, supervised_flow_loss)
+                     latent_reconstruction_loss, supervised_flow_loss, supervised_match_loss)
 from .networks import CorrespondenceConfig, CorrespondenceNetworks, canny_edge_map, init_networks, label_map_on_grid
 from .train_data import CONDITIONS, DataConfig, TrainingPairs, list_images, read_image
 
@@ -72,7 +72,7 @@ class LossWeights:
     domain: float = 10.0   # official
     cycle: float = 1.0     # official
     latent: float = 1.0    # official (warm-up MSE of the truth latent warped by its own correlation)
-    flow: float = 1.0      # beyond the paper: soft-argmax error on deformed self-exemplars (cells)
+    flow: float = 1.0      # beyond the paper: cross-entropy of the true cell on deformed self-exemplars
     in_domain: float = 1.0  # after warm-up: the F' terms (stand-in for the unrolled-steps loss)
     feature: float = 1.0     # official, with VGG weights: relu1_2..relu5_2 of the truth warped by its own match
     perceptual: float = 0.002  # official: relu4_2 of the warped exemplar against the truth
@@ -108,11 +108,21 @@ class TrainingStep(nn.Module):
     """
 
     def __init__(self, nets: CorrespondenceNetworks, weights: LossWeights = LossWeights(), tau: float = TAU,
-                 vgg: Optional[nn.Module] = None, decode: Optional[Callable[[Tensor], Tensor]] = None) -> None:
+                 vgg: Optional[nn.Module] = None, decode: Optional[Callable[[Tensor], Tensor]] = None,
+                 clamp_negative: bool = False, match_tau: float = 0.05) -> None:
         super().__init__()
         self.nets = nets
         self.weights = weights
         self.tau = tau
+        # The official code trains on cosines clamped at 0, as the warp uses them. Measured here:
+        # a row whose cosines all fall <= 0 then gets no gradient at all, and at lr 1e-3 the
+        # features collapsed that way within 100 steps (every warp uniform). Unclamped training
+        # keeps every row learning; the warp clamps as before.
+        self.clamp_negative = clamp_negative
+        # the match cross-entropy at a softer temperature than the warp's: at 0.005 a random
+        # init puts all of a row's mass on one wrong cell, and the quickest way down is to make
+        # every row uniform (collapsed features), measured within 100 steps
+        self.match_scale = tau / match_tau
         # frozen, and not a submodule: DDP must not treat it as trained state
         self._vgg = [vgg] if vgg is not None else []
         self.decode = decode
@@ -127,24 +137,28 @@ class TrainingStep(nn.Module):
         s_x = nets.condition_head(cond_enc, cond_map)
         s_z = nets.exemplar_head(truth_enc, cond_map)  # official: the truth is aligned with the condition map
         s_y = nets.exemplar_head(ex_enc, ex_map)
-        logits_y = correlation_logits(s_x, s_y, self.tau)
-        logits_z = correlation_logits(s_x, s_z, self.tau)
+        logits_y = correlation_logits(s_x, s_y, self.tau, self.clamp_negative)
+        logits_z = correlation_logits(s_x, s_z, self.tau, self.clamp_negative)
         terms = {
             "domain": domain_alignment_loss(cond_enc, truth_enc, ex_enc),
             "cycle": cycle_loss(logits_y, y),
             "latent": latent_reconstruction_loss(logits_z, z),
-            "flow": supervised_flow_loss(logits_y, batch["truth"], batch["valid"]),
+            "match": supervised_match_loss(logits_y * self.match_scale, batch["truth"], batch["valid"]),
         }
-        total = w.domain * terms["domain"] + w.cycle * terms["cycle"] + w.latent * terms["latent"] + w.flow * terms["flow"]
+        with torch.no_grad():  # logged, not trained: the soft-argmax error in cells
+            terms["flow"] = supervised_flow_loss(logits_y, batch["truth"], batch["valid"])
+        total = w.domain * terms["domain"] + w.cycle * terms["cycle"] + w.latent * terms["latent"] + w.flow * terms["match"]
         if full and w.in_domain > 0:
             x0_enc = nets.encode_iteration(batch["x0"], cond_enc)
-            logits_in = correlation_logits(x0_enc, ex_enc, self.tau)
-            logits_in_z = correlation_logits(x0_enc, truth_enc, self.tau)
+            logits_in = correlation_logits(x0_enc, ex_enc, self.tau, self.clamp_negative)
+            logits_in_z = correlation_logits(x0_enc, truth_enc, self.tau, self.clamp_negative)
             terms["in_cycle"] = cycle_loss(logits_in, y)
             terms["in_latent"] = latent_reconstruction_loss(logits_in_z, z)
-            terms["in_flow"] = supervised_flow_loss(logits_in, batch["truth"], batch["valid"])
+            terms["in_match"] = supervised_match_loss(logits_in * self.match_scale, batch["truth"], batch["valid"])
+            with torch.no_grad():
+                terms["in_flow"] = supervised_flow_loss(logits_in, batch["truth"], batch["valid"])
             total = total + w.in_domain * (w.cycle * terms["in_cycle"] + w.latent * terms["in_latent"]
-                                           + w.flow * terms["in_flow"])
+                                           + w.flow * terms["in_match"])
         if self._vgg and self.decode is not None:
             total = total + self._image_terms(terms, logits_y, logits_z, batch, full)
         terms["loss"] = total
@@ -312,12 +326,26 @@ def load_resume(path: Path, config: CorrespondenceConfig, where: str = "train") 
 
 # ---------------------------------------------------------------------------- logging
 
-def plot_losses(records: Sequence[dict], path: Path, keys: Sequence[str] = ("loss", "domain", "cycle", "latent", "flow")) -> None:
-    """A PNG line plot (Pillow) of the logged losses against the step, each curve scaled to its
-    own range (labelled with it)."""
+def _moving_average(values: Sequence[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_losses(records: Sequence[dict], path: Path,
+                keys: Sequence[str] = ("loss", "domain", "cycle", "latent", "match", "flow"),
+                warmup: Optional[int] = None) -> None:
+    """A PNG (Pillow) of the logged terms against the step: each a moving average over 1/40 of
+    the run (single steps are noisy: a batch holds a varying number of self-exemplars), scaled
+    to its own range and labelled with its first and last smoothed value; a grey line marks the
+    end of the warm-up."""
     from PIL import Image, ImageDraw
 
-    width, height, margin = 900, 420, 50
+    width, height, margin, top = 960, 460, 50, 70
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     colours = [(0, 0, 0), (214, 39, 40), (31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189)]
@@ -325,20 +353,27 @@ def plot_losses(records: Sequence[dict], path: Path, keys: Sequence[str] = ("los
     if not steps:
         image.save(path)
         return
-    s0, s1 = min(steps), max(steps) if max(steps) > min(steps) else min(steps) + 1
-    draw.rectangle([margin, margin, width - margin, height - margin], outline="gray")
-    for i, key in enumerate(k for k in keys if any(k in r for r in records)):
+    s0, s1 = min(steps), max(max(steps), min(steps) + 1)
+    x_of = lambda s: margin + (s - s0) / (s1 - s0) * (width - 2 * margin)  # noqa: E731
+    draw.rectangle([margin, top, width - margin, height - margin], outline="gray")
+    if warmup is not None and s0 < warmup < s1:
+        draw.line([(x_of(warmup), top), (x_of(warmup), height - margin)], fill=(170, 170, 170), width=1)
+        draw.text((x_of(warmup) + 4, height - margin - 14), "end of warm-up", fill=(120, 120, 120))
+    window = max(1, len(records) // 40)
+    shown = [k for k in keys if any(k in r for r in records)]
+    for i, key in enumerate(shown):
         pts = [(r["step"], r[key]) for r in records if key in r and math.isfinite(r[key])]
         if not pts:
             continue
-        lo, hi = min(v for _, v in pts), max(v for _, v in pts)
+        smooth = _moving_average([v for _, v in pts], window)
+        lo, hi = min(smooth), max(smooth)
         hi = hi if hi > lo else lo + 1e-12
-        xy = [(margin + (s - s0) / (s1 - s0) * (width - 2 * margin),
-               height - margin - (v - lo) / (hi - lo) * (height - 2 * margin)) for s, v in pts]
+        xy = [(x_of(s), height - margin - (v - lo) / (hi - lo) * (height - margin - top)) for (s, _), v in zip(pts, smooth)]
         colour = colours[i % len(colours)]
         if len(xy) > 1:
             draw.line(xy, fill=colour, width=2)
-        draw.text((margin + 5 + 170 * i, 10), f"{key}: {pts[0][1]:.3g} -> {pts[-1][1]:.3g}", fill=colour)
+        draw.text((margin + 150 * (i % 6), 12 + 18 * (i // 6)), f"{key}: {smooth[0]:.3g} -> {smooth[-1]:.3g}", fill=colour)
+    draw.text((margin, 44), f"moving average over {window} steps; each curve scaled to its own range", fill=(90, 90, 90))
     draw.text((margin, height - margin + 10), f"step {s0}", fill="black")
     draw.text((width - margin - 80, height - margin + 10), f"step {s1}", fill="black")
     image.save(path)
@@ -440,7 +475,7 @@ def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: Co
             from tqdm import tqdm
 
             bar = tqdm(total=schedule.steps, initial=start, desc="train", unit="step")
-        except ImportError:
+        except ImportError:  # plain lines instead (pip install tqdm, or the pack's "train" extra)
             bar = None
     step, epoch = start, start // len(loader)
     batches_per_epoch = len(loader)
@@ -468,10 +503,13 @@ def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: Co
                 records.append(record)
                 with open(log_path, "a" if (step > 1 or start > 0) else "w") as f:
                     f.write(json.dumps(record) + "\n")
+                rate = (step - start) * schedule.batch * world / max(record["seconds"], 1e-9)
                 if bar is not None:
-                    rate = (step - start) * schedule.batch * world / max(record["seconds"], 1e-9)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", samples_per_s=f"{rate:.1f}")
                     bar.update(1)
+                elif progress and (step % max(1, schedule.steps // 20) == 0 or step == schedule.steps):
+                    print(f"{where}: step {step}/{schedule.steps}, loss {record['loss']:.4f}, {rate:.1f} samples/s",
+                          file=sys.stderr, flush=True)
                 if schedule.save_every and step % schedule.save_every == 0:
                     save_folded(out, nets)
                     save_resume(resume_path(out), step, nets, optimizer, networks)
@@ -481,7 +519,7 @@ def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: Co
     if rank == 0:
         save_folded(out, nets)
         save_resume(resume_path(out), step, nets, optimizer, networks)
-        plot_losses(records, out.with_name(out.name[: -len(".safetensors")] + ".png"))
+        plot_losses(records, out.with_name(out.name[: -len(".safetensors")] + ".png"), warmup=schedule.warmup)
     if world > 1:
         dist.barrier()
     return {"step": step, "last": records[-1] if records else None, "networks": nets}

@@ -31,8 +31,13 @@ def main(argv=None) -> int:
     args, _ = parser.parse_known_args(argv)
     if args.checkpoint is None:
         return trainer.main(argv, arg_parser=parser)
+    import os
+
     from benchmarks.warp_quality import load_checkpoint, vae_encoder
 
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        # under torchrun: this process's GPU before ComfyUI picks its device (it takes the current one)
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     _, vae = load_checkpoint(args.checkpoint, "train_midms")
     encode = vae_encoder(vae)
     with torch.no_grad():

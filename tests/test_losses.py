@@ -165,3 +165,24 @@ def test_contextual_loss_matches_the_transcription():
     assert contextual_loss(x, y).item() == pytest.approx(total / 2, rel=1e-9)
     # identical features: every row's best match is itself, the loss is lower than for unrelated ones
     assert contextual_loss(y, y).item() < contextual_loss(x, y).item()
+
+
+def test_supervised_match_loss_is_the_nll_of_the_nearest_true_cell():
+    from midms_core.losses import supervised_match_loss
+
+    logits = 2.0 * _randn(1, 6, 6, seed=50)  # a 2 x 3 grid on both sides
+    truth = torch.tensor([[[0.2, 1.6, 2.4], [0.9, -0.3, 5.0]], [[0.0, 0.6, 1.4], [0.7, 0.2, 1.1]]],
+                         dtype=torch.float64).unsqueeze(0)
+    valid = torch.tensor([[[1, 1, 0], [1, 1, 1]]], dtype=torch.float64)
+    total, count = 0.0, 0
+    for u in range(6):
+        if not valid[0, u // 3, u % 3]:
+            continue
+        x = min(max(round(float(truth[0, 0, u // 3, u % 3])), 0), 2)
+        y = min(max(round(float(truth[0, 1, u // 3, u % 3])), 0), 1)
+        row = [float(v) for v in logits[0, u]]
+        log_z = math.log(sum(math.exp(v) for v in row))
+        total += log_z - row[y * 3 + x]
+        count += 1
+    assert supervised_match_loss(logits, truth, valid).item() == pytest.approx(total / count, rel=1e-9)
+    assert supervised_match_loss(logits, truth, 0 * valid).item() == 0.0

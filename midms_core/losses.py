@@ -177,7 +177,9 @@ def feature_matching_loss(features: Sequence[Tensor], targets: Sequence[Tensor],
 
 
 def contextual_loss(x: Tensor, y: Tensor, bandwidth: float = 0.1) -> Tensor:
-    """Contextual loss (Mechrez et al. 2018) in the official MIDMs / CoCosNet "forward" form:
+    """Contextual loss (Mechrez et al. 2018) in the official MIDMs trainer's form
+    (``ContextualLoss_forward`` with its PONO-style centring; CoCosNet centres by y's mean over
+    positions instead):
 
         x, y centred by y's mean over channels at each position, n() over channels;
         d_ij = 1 - <x_i, y_j>;  d~_ij = d_ij / (min_k d_ik + 1e-3);

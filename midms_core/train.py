@@ -90,6 +90,20 @@ class TrainConfig:
     workers: int = 0
     dtype: str = "float32"   # "float64" for exact comparisons in tests
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig: '{name}' must be an integer >= 1, got {value!r}")
+        for name in ("warmup", "save_every", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"TrainConfig: '{name}' must be an integer >= 0, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig: 'lr' must be a positive number, got {self.lr!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"TrainConfig: 'dtype' must be 'float32' or 'float64', got {self.dtype!r}")
+
 
 def _gaussian_blur(latent: Tensor, sigma: float) -> Tensor:
     import kornia
@@ -302,16 +316,24 @@ def resume_path(out: Path) -> Path:
     return out.with_name(out.name + ".resume.pt")
 
 
-def save_resume(path: Path, step: int, nets: CorrespondenceNetworks, optimizer, config: CorrespondenceConfig) -> None:
-    """Tensors, numbers and strings only (readable with weights_only=True); atomic."""
-    state = {"step": int(step), "config": config.to_json(), "networks": nets.state_dict(),
+def save_resume(path: Path, step: int, nets: CorrespondenceNetworks, optimizer, config: CorrespondenceConfig,
+                run: str) -> None:
+    """Tensors, numbers and strings only (readable with weights_only=True); atomic. ``run``: the
+    options a resumed run must share (:func:`_run_identity`)."""
+    state = {"step": int(step), "config": config.to_json(), "run": run, "networks": nets.state_dict(),
              "optimizer": optimizer.state_dict()}
     tmp = path.with_name(path.name + ".partial")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
-def load_resume(path: Path, config: CorrespondenceConfig, where: str = "train") -> dict:
+def _run_identity(data: DataConfig, schedule: "TrainConfig", world: int) -> str:
+    """What fixes the order of the samples and the numbers: a resumed run must match it."""
+    return json.dumps({"batch": schedule.batch, "world": world, "seed": schedule.seed, "dtype": schedule.dtype,
+                       "data": asdict(data)}, sort_keys=True)
+
+
+def load_resume(path: Path, config: CorrespondenceConfig, run: str, where: str = "train") -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (any unreadable file is the same user error)
@@ -321,7 +343,27 @@ def load_resume(path: Path, config: CorrespondenceConfig, where: str = "train") 
     if state["config"] != config.to_json():
         raise ValueError(f"{where}: the resume file '{path}' is for networks {state['config']}, not {config.to_json()}; "
                          "use the same network options or another --out")
+    if state.get("run") != run:
+        raise ValueError(f"{where}: the resume file '{path}' was written by a run with other data or batch options "
+                         f"({state.get('run')}); resuming needs the same ({run}), or another --out")
     return state
+
+
+def _read_log(path: Path, start: int) -> list[dict]:
+    """The log's records up to ``start`` (a crash may leave a half line or steps past the saved
+    state), the file rewritten to hold exactly those."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= start:
+            records.append(record)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
+    return records
 
 
 # ---------------------------------------------------------------------------- logging
@@ -426,29 +468,46 @@ def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: Co
         raise ValueError(f"{where}: the encoder turns a {data.size} px image into {tuple(probe.shape)}, but the networks "
                          f"take ({networks.latent_channels}, {grid[0]}, {grid[1]}) latents (latent_channels, size / factor)")
     dataset = TrainingPairs(images, data, files=files)
-    for path in dataset.files + (dataset.condition_files or []):
-        read_image(path, where)  # unreadable files fail here, before any step
+    for i, path in enumerate(dataset.files):  # unreadable files and mismatched maps fail here, before any step
+        photo = read_image(path, where)
+        if dataset.condition_files is not None:
+            cond = read_image(dataset.condition_files[i], where)
+            if cond.shape[-2:] != photo.shape[-2:]:
+                raise ValueError(f"{where}: condition map '{dataset.condition_files[i]}' is {tuple(cond.shape[-2:])} "
+                                 f"but its photo '{path}' is {tuple(photo.shape[-2:])} (H, W); they must match")
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"{where}: --out must end in .safetensors (the Learned Matcher Loader lists those), got '{out}'")
     out.parent.mkdir(parents=True, exist_ok=True)
-    state = load_resume(resume_path(out), networks, where) if resume else None
+    run = _run_identity(data, schedule, world)
+    state = load_resume(resume_path(out), networks, run, where) if resume else None
 
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device)  # before the process group, so NCCL binds this process's GPU
+    own_group = world > 1 and not dist.is_initialized()
+    if own_group:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        return _train_loop(dataset, out, data, networks, schedule, weights, state, encode, decode, vgg_net, device,
+                           rank, world, local, run, progress, where)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
 
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(schedule.dtype)
-    if dtype is None:
-        raise ValueError(f"{where}: 'dtype' must be float32 or float64, got {schedule.dtype!r}")
+
+def _train_loop(dataset, out, data, networks, schedule, weights, state, encode, decode, vgg_net, device, rank, world,
+                local, run, progress, where) -> dict:
+    """:func:`train` after every check, inside its process group."""
+    dtype = {"float32": torch.float32, "float64": torch.float64}[schedule.dtype]
     nets = add_spectral_norm(init_networks(networks, seed=schedule.seed, dtype=dtype).train(), schedule.seed).to(device)
     optimizer = torch.optim.AdamW(nets.parameters(), lr=schedule.lr, weight_decay=WEIGHT_DECAY)
     start = 0
     if state is not None:
         nets.load_state_dict(state["networks"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # the saved state carries the old run's --lr
+            group["lr"] = schedule.lr
         start = int(state["step"])
     if vgg_net is not None:
         vgg_net = vgg_net.to(device=device, dtype=dtype)
@@ -467,8 +526,7 @@ def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: Co
     log_path = out.with_name(out.name[: -len(".safetensors")] + ".jsonl")
     records: list[dict] = []
     if rank == 0 and state is not None and log_path.is_file():
-        records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-        records = [r for r in records if r["step"] <= start]
+        records = _read_log(log_path, start)
     bar = None
     if rank == 0 and progress:
         try:
@@ -512,13 +570,13 @@ def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: Co
                           file=sys.stderr, flush=True)
                 if schedule.save_every and step % schedule.save_every == 0:
                     save_folded(out, nets)
-                    save_resume(resume_path(out), step, nets, optimizer, networks)
+                    save_resume(resume_path(out), step, nets, optimizer, networks, run)
         epoch += 1
     if bar is not None:
         bar.close()
     if rank == 0:
         save_folded(out, nets)
-        save_resume(resume_path(out), step, nets, optimizer, networks)
+        save_resume(resume_path(out), step, nets, optimizer, networks, run)
         plot_losses(records, out.with_name(out.name[: -len(".safetensors")] + ".png"), warmup=schedule.warmup)
     if world > 1:
         dist.barrier()

@@ -102,14 +102,15 @@ def list_images(folder: os.PathLike | str, where: str = "list_images") -> list[P
 def read_image(path: os.PathLike | str, where: str = "read_image") -> Tensor:
     """An image file -> (3, H, W) float32 in [0, 1]: RGB, alpha composited over white."""
     try:
-        from PIL import Image
+        from PIL import Image, ImageOps
     except ImportError:
         raise ImportError(f"{where}: reading images needs Pillow (pip install pillow)") from None
     import numpy as np
 
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as opened:
+            opened.load()
+            im = ImageOps.exif_transpose(opened)  # the camera's orientation
             if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -174,10 +175,14 @@ class TrainingPairs(torch.utils.data.Dataset):
         self.epoch = 0
 
     def _condition_file(self, photo: Path) -> Path:
-        relative = photo.relative_to(self.root).with_suffix("")
-        base = Path(self.config.condition_dir) / relative
+        try:
+            relative = photo.relative_to(self.root)
+        except ValueError:
+            raise ValueError(f"TrainingPairs: '{photo}' is not under '{self.root}'; condition maps are found by the "
+                             "photo's path relative to the images folder") from None
+        base = Path(self.config.condition_dir) / relative.parent / relative.stem  # "frame.0001.jpg" -> "frame.0001"
         for suffix in IMAGE_SUFFIXES:
-            for candidate in (base.with_suffix(suffix), base.with_suffix(suffix.upper())):
+            for candidate in (base.with_name(base.name + suffix), base.with_name(base.name + suffix.upper())):
                 if candidate.is_file():
                     return candidate
         raise ValueError(f"TrainingPairs: no condition map for '{photo}' in '{self.config.condition_dir}' (expected "
@@ -193,13 +198,13 @@ class TrainingPairs(torch.utils.data.Dataset):
         mixed = (self.config.seed * 1_000_003 + self.epoch * 10_007 + index) % (2**63)
         return torch.Generator().manual_seed(mixed)
 
-    def _photo(self, index: int, g: torch.Generator) -> tuple[Tensor, Optional[Tensor]]:
+    def _photo(self, index: int, g: torch.Generator, with_condition: bool = True) -> tuple[Tensor, Optional[Tensor]]:
         """(photo (3, S, S), condition map (3, S, S) from the folder or None), one crop."""
         size = self.config.size
         photo = read_image(self.files[index], "TrainingPairs")
         box = _crop_box(tuple(photo.shape[-2:]), size, g)
         cond = None
-        if self.condition_files is not None:
+        if self.condition_files is not None and with_condition:
             cond_full = read_image(self.condition_files[index], "TrainingPairs")
             if cond_full.shape[-2:] != photo.shape[-2:]:
                 raise ValueError(f"TrainingPairs: condition map '{self.condition_files[index]}' is "
@@ -240,7 +245,7 @@ class TrainingPairs(torch.utils.data.Dataset):
             other = int(torch.randint(0, len(self.files) - 1, (), generator=g))
             other += other >= index  # any photo but this one
             truth_image = photo
-            exemplar, _ = self._photo(other, g)
+            exemplar, _ = self._photo(other, g, with_condition=False)
         kind = cfg.condition
         if kind == "mixed":
             kind = "canny" if _uniform(g) < 0.5 else "labels"

@@ -91,16 +91,33 @@ def with_dit_replacements(model_options: dict, replacements: dict) -> dict:
 
 # ---------------------------------------------------------------------------------- DiT blocks
 
+def _is_class(module, dotted: str) -> bool:
+    """isinstance against a host class by module path, False when this host has no such class."""
+    import importlib
+
+    path, name = dotted.rsplit(".", 1)
+    try:
+        cls = getattr(importlib.import_module(path), name)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(module, cls)
+
+
 def dit_blocks(diffusion_model) -> list[tuple[str, int, torch.nn.Module]] | None:
     """The transformer blocks of a DiT in the order they run, as the host's "dit" replace keys:
     Flux: ("double_block", i) then ("single_block", j); SD3 (MMDiT): ("double_block", i) for its
-    joint blocks. None for a model without them (a U-Net)."""
-    if hasattr(diffusion_model, "double_blocks") and hasattr(diffusion_model, "single_blocks"):
+    joint blocks. None for a U-Net. Other DiTs with Flux-like blocks (HunyuanVideo and Chroma
+    order or modulate their tokens differently) are refused by name rather than misread."""
+    if type(diffusion_model).__name__ == "Flux" and _is_class(diffusion_model, "comfy.ldm.flux.model.Flux"):
         return ([("double_block", i, b) for i, b in enumerate(diffusion_model.double_blocks)]
                 + [("single_block", i, b) for i, b in enumerate(diffusion_model.single_blocks)])
-    if hasattr(diffusion_model, "joint_blocks"):
+    if _is_class(diffusion_model, "comfy.ldm.modules.diffusionmodules.mmdit.MMDiT"):
         return [("double_block", i, b) for i, b in enumerate(diffusion_model.joint_blocks)]
-    return None
+    if hasattr(diffusion_model, "output_blocks"):
+        return None
+    raise NodeInputError(f"{MIDMsDiffusionFeatureMatcher.DISPLAY}: this model's {type(diffusion_model).__name__} is "
+                         "neither a U-Net (SD1.x/2.x, SDXL) nor a Flux or SD3 transformer, the families this node "
+                         "reads features from; use the Edge Matcher or learned networks with it")
 
 
 def block_modulation(kind: str, block: torch.nn.Module, vec: torch.Tensor, hidden: int):
@@ -229,9 +246,6 @@ class HostDiffusionMatcher(DiffusionFeatureMatcher):
             if self.dit_block >= len(self.blocks):
                 raise NodeInputError(f"{MIDMsDiffusionFeatureMatcher.DISPLAY}: 'dit_block' {self.dit_block} is not in "
                                      f"this model, which has blocks 0..{len(self.blocks) - 1} (-1: the default)")
-        elif not hasattr(base.diffusion_model, "output_blocks"):
-            raise NodeInputError(f"{MIDMsDiffusionFeatureMatcher.DISPLAY}: this model ({type(base).__name__}) is neither "
-                                 "a U-Net with output blocks nor a Flux / SD3 DiT")
         self.widths = text_widths(base)
         # checked here, so a wrong prompt is reported by this node, not later by the one that binds
         self.prompt = None

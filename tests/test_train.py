@@ -117,6 +117,21 @@ def test_resume_continues_as_if_never_stopped(photos, tmp_path):
     assert log == [1, 2, 3, 4, 5]
 
 
+def test_resume_refuses_other_batches_takes_the_new_lr_and_repairs_its_log(photos, tmp_path):
+    out = tmp_path / "r.safetensors"
+    data = DataConfig(size=64, seed=4)
+    train(photos, out, data, TINY, TrainConfig(steps=2, warmup=1, batch=2, seed=4), progress=False)
+    with pytest.raises(ValueError, match="other data or batch options"):
+        train(photos, out, data, TINY, TrainConfig(steps=3, warmup=1, batch=4, seed=4), resume=True, progress=False)
+    log = out.with_name("r.jsonl")
+    log.write_text(log.read_text() + '{"step": 9, "loss": 1.0}\n{"step": 3, "lo')  # a crash mid-line, a stale step
+    result = train(photos, out, data, TINY, TrainConfig(steps=3, warmup=1, batch=2, seed=4, lr=5e-4), resume=True,
+                   progress=False)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    state = torch.load(out.with_name("r.safetensors.resume.pt"), weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == 5e-4 and result["step"] == 3
+
+
 def test_bad_input_is_refused_before_any_work(photos, tmp_path, capsys):
     out = tmp_path / "o" / "x.safetensors"
     empty = tmp_path / "empty"

@@ -116,7 +116,7 @@ def test_condition_folder_maps_follow_the_crop_and_the_deformation(photos, tmp_p
     from PIL import Image
 
     for p in list_images(photos):
-        target = tmp_path / p.relative_to(photos).with_suffix(".png")
+        target = tmp_path / p.relative_to(photos).parent / (p.stem + ".png")
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.open(p).convert("RGB").save(target)
     ds = TrainingPairs(photos, DataConfig(size=64, condition="folder", condition_dir=str(tmp_path), self_exemplar=0.5,
@@ -141,3 +141,18 @@ def test_config_errors():
     with pytest.raises(ValueError, match="probability"):
         DataConfig(self_exemplar=1.5)
     assert math.isclose(DataConfig().deform * 256, 20.48)
+
+
+def test_condition_maps_of_dotted_names_are_their_own(tmp_path):
+    """frame.0001.png and frame.0002.png each find their own map (not 'frame.png')."""
+    from PIL import Image
+
+    photos, maps = tmp_path / "photos", tmp_path / "maps"
+    photos.mkdir()
+    maps.mkdir()
+    for i, colour in ((1, (255, 0, 0)), (2, (0, 0, 255))):
+        Image.new("RGB", (80, 80), (128, 128, 128)).save(photos / f"frame.000{i}.png")
+        Image.new("RGB", (80, 80), colour).save(maps / f"frame.000{i}.jpg")
+    ds = TrainingPairs(photos, DataConfig(size=64, condition="folder", condition_dir=str(maps), self_exemplar=0.0))
+    assert [p.name for p in ds.condition_files] == ["frame.0001.jpg", "frame.0002.jpg"]
+    assert ds[0]["condition_image"][0].mean() > 0.9 and ds[1]["condition_image"][2].mean() > 0.9

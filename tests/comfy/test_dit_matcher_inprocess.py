@@ -242,3 +242,19 @@ def test_wrong_block_and_prompt_are_named(node, dit):
     default = _matcher(node, dit).features(latent)
     torch.testing.assert_close(_matcher(node, dit, empty_prompt=zero).features(latent), default, rtol=0, atol=0)
     assert not torch.allclose(_matcher(node, dit, empty_prompt=prompt).features(latent), default, atol=1e-4)
+
+
+def test_other_transformers_are_refused_by_name(node, dit):
+    """A model whose transformer is neither Flux, SD3 nor a U-Net (here a stand-in module with
+    Flux-like block lists, as HunyuanVideo has) is refused when the node runs, not misread."""
+    from types import SimpleNamespace
+
+    class LooksLikeFlux(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.double_blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+            self.single_blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+
+    fake = SimpleNamespace(model=SimpleNamespace(diffusion_model=LooksLikeFlux(), model_config=dit.model.model_config))
+    with pytest.raises(ValueError, match="LooksLikeFlux is neither a U-Net .* nor a Flux or SD3 transformer"):
+        _matcher(node, fake)

@@ -353,8 +353,9 @@ def import_pack(package: str = "comfyui_midms"):
     return module
 
 
-def load_checkpoint(checkpoint: str, where: str = "warp_quality"):
-    """ComfyUI in-process (CPU unless CUDA is there): (model, vae) of a checkpoint file."""
+def load_checkpoint(checkpoint: str, where: str = "warp_quality", with_model: bool = True):
+    """ComfyUI in-process (CPU unless CUDA is there): (model or None, vae) of a checkpoint file;
+    ``with_model=False`` leaves the diffusion model unloaded (the trainer needs the VAE only)."""
     if not os.path.isfile(checkpoint):
         raise SystemExit(f"{where}: '--checkpoint' {checkpoint!r} is not a file")
     root = comfyui_root()
@@ -372,7 +373,8 @@ def load_checkpoint(checkpoint: str, where: str = "warp_quality"):
             sys.argv = saved
     import comfy.sd
 
-    loaded = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=True, output_clip=False, embedding_directory=None)
+    loaded = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=True, output_clip=False, embedding_directory=None,
+                                                   output_model=with_model)
     model, vae = loaded[0], loaded[2]
     if vae is None:
         raise SystemExit(f"{where}: {checkpoint!r} holds no VAE; latents are made with the checkpoint's VAE")

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         # under torchrun: this process's GPU before ComfyUI picks its device (it takes the current one)
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    _, vae = load_checkpoint(args.checkpoint, "train_midms")
+    _, vae = load_checkpoint(args.checkpoint, "train_midms", with_model=False)  # the VAE only, on every rank
     encode = vae_encoder(vae)
     with torch.no_grad():
         channels = int(encode(torch.zeros(1, 3, args.size, args.size)).shape[1])

@@ -28,7 +28,6 @@ from .confidence import DEFAULT_THRESHOLD_PX, MASK_MODES, WarpResult, warp_with_
 from .correspondence import DEFAULT_CHUNK_BYTES, DEFAULT_TAU
 from .matchers import MatchFeatures
 from .noise_paths import EPSILON, GaussianPath
-from .schedules import alpha_bar_from_sigma
 from .validation import check_choice, check_in_range, check_positive, check_tensor
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -47,8 +46,9 @@ def default_noise_sampler(x: Tensor, generator: Optional[torch.Generator] = None
 
 
 def noise_latent(latent: Tensor, noise: Tensor, sigma: float | Tensor) -> Tensor:
-    """x = x0 + sigma * eps: a clean latent noised to ``sigma`` (epsilon-model convention)."""
-    return latent + noise * sigma
+    """x = x0 + sigma * eps: a clean latent noised to ``sigma`` (epsilon-model convention;
+    :data:`~midms_core.noise_paths.EPSILON`'s ``noise``)."""
+    return EPSILON.noise(latent, noise, sigma)
 
 
 def ddim_step(
@@ -59,26 +59,12 @@ def ddim_step(
     eta: float = 0.0,
     noise: Optional[Tensor] = None,
 ) -> Tensor:
-    """One DDIM update from sigma to sigma_next given the clean estimate x0 (module docstring).
+    """One DDIM update from sigma to sigma_next given the clean estimate x0, epsilon convention
+    (:data:`~midms_core.noise_paths.EPSILON`'s ``step``; other models: ``GaussianPath.step``).
 
     x, x0, noise: (B, C, H, W); sigma, sigma_next: scalars (0-d tensors or floats).
     """
-    sigma = torch.as_tensor(sigma, dtype=torch.float64)
-    sigma_next = torch.as_tensor(sigma_next, dtype=torch.float64)
-    if float(sigma_next) == 0.0:
-        return x0
-    eps = (x - x0) / sigma.to(x.dtype)
-    if eta == 0.0:
-        return x0 + eps * sigma_next.to(x.dtype)
-    if noise is None:
-        raise ValueError("ddim_step: eta > 0 needs 'noise' (B, C, H, W)")
-    a, a_next = alpha_bar_from_sigma(sigma), alpha_bar_from_sigma(sigma_next)
-    var = eta**2 * (1 - a_next) / (1 - a) * (1 - a / a_next)
-    # A step that goes up in noise has a > a_next; clamp so the square roots stay real.
-    var = var.clamp(min=0.0, max=float(1 - a_next))
-    eps_scale = ((1 - a_next - var) / a_next).sqrt()
-    noise_scale = (var / a_next).sqrt()
-    return x0 + eps * eps_scale.to(x.dtype) + noise * noise_scale.to(x.dtype)
+    return EPSILON.step(x, x0, sigma, sigma_next, eta, noise)
 
 
 def _check_sigmas(where: str, x: Tensor, sigmas: Tensor) -> None:

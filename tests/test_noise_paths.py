@@ -52,13 +52,24 @@ def test_eta_zero_is_the_hosts_euler_step(kind):
         assert torch.allclose(path.step(x_t, x0, t, s), path.noise(x0, eps, s), rtol=0, atol=1e-12)
 
 
+def ddim_vp(x_t, x0, t, s, eta, z):
+    """Song et al. (2021) Eq. 12 in the variance-preserving form, written in the k-diffusion
+    space x = z / sqrt(alpha_bar), alpha_bar = 1 / (1 + sigma^2)."""
+    a_t, a_s = 1 / (1 + t**2), 1 / (1 + s**2)
+    z_t = x_t * a_t**0.5
+    eps = (z_t - a_t**0.5 * x0) / (1 - a_t) ** 0.5
+    var = eta**2 * (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)
+    z_s = a_s**0.5 * x0 + (1 - a_s - var) ** 0.5 * eps + var**0.5 * z
+    return z_s / a_s**0.5
+
+
 @pytest.mark.parametrize("eta", [0.0, 0.3, 1.0])
-def test_epsilon_path_equals_ddim_step(eta):
+def test_epsilon_path_is_ddim_in_its_variance_preserving_form(eta):
     x0, eps, z = _tensors(3)
     for t, s in STEPS["epsilon"]:
         x_t = EPSILON.noise(x0, eps, t)
-        assert torch.allclose(EPSILON.step(x_t, x0, t, s, eta, z), ddim_step(x_t, x0, torch.tensor(t, dtype=torch.float64), torch.tensor(s, dtype=torch.float64), eta, z),
-                              rtol=0, atol=1e-12)
+        assert torch.allclose(EPSILON.step(x_t, x0, t, s, eta, z), ddim_vp(x_t, x0, t, s, eta, z), rtol=0, atol=1e-10)
+        assert torch.equal(ddim_step(x_t, x0, t, s, eta, z), EPSILON.step(x_t, x0, t, s, eta, z))  # the public alias
 
 
 @pytest.mark.parametrize("kind", list(PATHS))

@@ -42,6 +42,7 @@ from .edge_matcher import (
     orientation_histograms,
     ring_descriptor,
 )
+from .inversion import bridge, invert_ddim, inversion_sigmas, relative_error
 from .matchers import Matcher, MatchFeatures, MatchSide
 from .networks import (
     CorrespondenceConfig,

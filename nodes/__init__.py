@@ -5,6 +5,7 @@ Node IDs (the keys below) are stable: renaming one breaks every saved workflow.
 
 from .diffusion import MIDMsDiffusionFeatureMatcher
 from .encode import MIDMsExemplarEncode
+from .inversion import MIDMsDDIBTranslate, MIDMsDDIMInversionSampler, MIDMsDDIMRoundTrip
 from .matching import (
     MIDMsCorrespondence,
     MIDMsEdgeMatcher,
@@ -22,6 +23,9 @@ _NODES = {
     "MIDMsCorrespondence": (MIDMsCorrespondence, MIDMsCorrespondence.DISPLAY),
     "MIDMsInterleavedSampler": (MIDMsInterleavedSampler, MIDMsInterleavedSampler.DISPLAY),
     "MIDMsSampler": (MIDMsSampler, MIDMsSampler.DISPLAY),
+    "MIDMsDDIMInversionSampler": (MIDMsDDIMInversionSampler, MIDMsDDIMInversionSampler.DISPLAY),
+    "MIDMsDDIBTranslate": (MIDMsDDIBTranslate, MIDMsDDIBTranslate.DISPLAY),
+    "MIDMsDDIMRoundTrip": (MIDMsDDIMRoundTrip, MIDMsDDIMRoundTrip.DISPLAY),
 }
 
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in _NODES.items()}

@@ -46,3 +46,32 @@ def posterior_loop(alpha: Callable[[float], float], refine_sigmas: Optional[torc
         return x
 
     return sample
+
+
+def inversion_loop(alpha: Callable[[float], float]):
+    """A host KSAMPLER function: DDIM inversion written out as the ODE dx/dsigma = eps_hat + alpha'(sigma) x0_hat
+    in its plain Euler form for the two paths the host samples:
+
+        x_next = x + (s - t) * (eps_hat + alpha'(t) x0_hat),   eps_hat = (x - alpha(t) x0_hat) / t,
+
+    alpha' = 0 (epsilon) or -1 (rectified flow), from the host's clean latent up the reversed
+    schedule; from sigma 0, x0_hat is the clean latent and eps_hat is read at the next sigma.
+    Returns the top state divided by alpha(top), the host's convention for a noisy LATENT."""
+    slope = 0.0 if alpha(0.5) == 1.0 else -1.0
+
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        extra_args = extra_args or {}
+        up = [float(s) for s in sigmas.flip(0)]
+        x = model.latent_image.to(x.dtype)
+        ones = x.new_ones(x.shape[0])
+        for t, s in zip(up[:-1], up[1:]):
+            if t == 0:
+                pred = model(x, s * ones, **extra_args)
+                x0_hat, eps_hat = x, (x - alpha(s) * pred) / s
+            else:
+                x0_hat = model(x, t * ones, **extra_args)
+                eps_hat = (x - alpha(t) * x0_hat) / t
+            x = x + (s - t) * (eps_hat + slope * x0_hat)
+        return x / alpha(up[-1])
+
+    return sample

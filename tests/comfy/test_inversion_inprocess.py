@@ -1,0 +1,212 @@
+"""DDIM inversion and DDIB nodes inside a real ComfyUI, in-process, on the tiny SD1.5 / SDXL
+models (both hosts) and the tiny SD3 / Flux (current hosts).
+
+* the inversion SAMPLER through the host's SamplerCustom equals a plain inversion loop written
+  in tests/comfy/reference_loops.py (epsilon and rectified-flow paths);
+* SamplerCustom(inversion) -> SamplerCustom(euler), both without added noise, equals the round-
+  trip node: the LATENT it passes on follows the host's convention for a noisy latent;
+* the round-trip error falls monotonically with the step count (cfg 1), for every family;
+* the bridge inverts with model A and regenerates with model B; inputs are not mutated;
+* interrupting mid-inversion stops it; one progress callback per step;
+* refusals: added noise, a flipped schedule, a flow model's full-depth LATENT, an empty latent,
+  two latent spaces.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.comfy.reference_loops import EPSILON_ALPHA, FLOW_ALPHA, inversion_loop
+from tests.comfy.test_flow_models_inprocess import _conds as _dit_conds
+from tests.comfy.test_flow_models_inprocess import flux, sd3  # noqa: F401  (fixtures)
+from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
+    _build_model, _conds, _fingerprint, _like_the_executor, _rel_err, h, models, pack)
+
+FAMILIES = ["sd15", "sdxl", "sd3", "flux"]
+
+
+@pytest.fixture(scope="module")
+def nodes(h, pack):
+    mapping = h.nodes.NODE_CLASS_MAPPINGS
+    for name in ("MIDMsDDIMInversionSampler", "MIDMsDDIBTranslate", "MIDMsDDIMRoundTrip"):
+        assert name in mapping, f"{name} not registered by the host"
+    return mapping
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request, models):
+    """(name, model, positive, negative, latent, alpha, scheduler) for each tiny model."""
+    name = request.param
+    if name in ("sd3", "flux"):
+        model = request.getfixturevalue(name)
+        positive, negative = _dit_conds()
+        channels, alpha, scheduler = 16, FLOW_ALPHA, "simple"
+    else:
+        model = models[name]
+        positive, negative = _conds(name)
+        channels, alpha, scheduler = 4, EPSILON_ALPHA, "normal"
+    latent = 0.8 * torch.randn(1, channels, 8, 8, generator=torch.Generator().manual_seed(3))
+    return name, model, positive, negative, latent, alpha, scheduler
+
+
+def _schedule(pack, model, scheduler, steps, depth):
+    return pack.BasicScheduler().get_sigmas(model, scheduler, steps, depth)[0]
+
+
+def _sampler_custom(pack, model, sampler, sigmas, positive, negative, latent, cfg=1.0):
+    return pack.SamplerCustom().sample(model, False, 0, cfg, positive, negative, sampler, sigmas,
+                                       {"samples": latent})[0]["samples"]
+
+
+def _flow(name):
+    return name in ("sd3", "flux")
+
+
+def test_inversion_sampler_equals_a_plain_inversion_loop(pack, nodes, family):
+    import comfy.samplers
+
+    name, model, positive, negative, latent, alpha, scheduler = family
+    depth = 0.7 if _flow(name) else 1.0  # a flow model's full depth has no LATENT form (refused below)
+    sigmas = _schedule(pack, model, scheduler, 6, depth)
+    sampler = nodes["MIDMsDDIMInversionSampler"]().get_sampler(model)[0]
+    ours = _sampler_custom(pack, model, sampler, sigmas, positive, negative, latent, cfg=2.0)
+    plain = _sampler_custom(pack, model, comfy.samplers.KSAMPLER(inversion_loop(alpha)), sigmas, positive,
+                            negative, latent, cfg=2.0)
+    assert torch.isfinite(ours).all()
+    assert _rel_err(ours, plain) < 1e-5, _rel_err(ours, plain)
+    assert _rel_err(ours, latent) > 0.1  # it went somewhere
+
+
+def test_two_sampler_custom_nodes_chain_like_the_round_trip_node(pack, nodes, family):
+    import comfy.samplers
+
+    name, model, positive, negative, latent, alpha, scheduler = family
+    steps, depth = 5, (0.8 if _flow(name) else 1.0)
+    sigmas = _schedule(pack, model, scheduler, steps, depth)
+    inverted = _sampler_custom(pack, model, nodes["MIDMsDDIMInversionSampler"]().get_sampler(model)[0], sigmas,
+                               positive, negative, latent)
+    chained = _sampler_custom(pack, model, comfy.samplers.ksampler("euler"), sigmas, positive, negative, inverted)
+    out = nodes["MIDMsDDIMRoundTrip"]().round_trip(model, positive, negative, {"samples": latent}, steps, depth,
+                                                  scheduler, 1.0)
+    reconstruction, error, report = out["result"]
+    assert _rel_err(chained, reconstruction["samples"]) < 1e-4, _rel_err(chained, reconstruction["samples"])
+    assert error == pytest.approx(_rel_err(reconstruction["samples"], latent), rel=1e-4)
+    assert out["ui"]["text"] == [report] and f"{error:.4f}" in report
+
+
+def test_round_trip_error_falls_with_steps(pack, nodes, family):
+    name, model, positive, negative, latent, alpha, scheduler = family
+    errors = []
+    for steps in (2, 4, 8, 16, 32):
+        out = nodes["MIDMsDDIMRoundTrip"]().round_trip(model, positive, negative, {"samples": latent}, steps, 1.0,
+                                                      scheduler, 1.0)
+        errors.append(out["result"][1])
+    print(name, [round(e, 4) for e in errors])
+    assert all(b < a for a, b in zip(errors, errors[1:])), (name, errors)
+    assert errors[-1] < 0.5 * errors[0], (name, errors)
+
+
+def test_bridge_inverts_with_a_and_regenerates_with_b(h, pack, nodes, models):
+    import comfy.samplers
+
+    model_a = models["sd15"]
+    with torch.inference_mode(False):
+        model_b = _build_model(h, "sd15", 5)
+    positive, negative = _conds("sd15")
+    latent = 0.8 * torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    before_a, before_b = _fingerprint(model_a), _fingerprint(model_b)
+    latent_before = latent.clone()
+
+    out, noise = nodes["MIDMsDDIBTranslate"]().translate(model_a, positive, negative, model_b, positive, negative,
+                                                         {"samples": latent}, 6, 1.0, "normal", 1.0, 3.0)
+    sigmas = _schedule(pack, model_a, "normal", 6, 1.0)
+    inverted = _sampler_custom(pack, model_a, nodes["MIDMsDDIMInversionSampler"]().get_sampler(model_a)[0], sigmas,
+                               positive, negative, latent)
+    want = _sampler_custom(pack, model_b, comfy.samplers.ksampler("euler"), sigmas, positive, negative, inverted,
+                           cfg=3.0)
+    assert _rel_err(out["samples"], want) < 1e-4
+    # the noise in the model's own latent space, at unit scale
+    unit = model_a.model.process_latent_in(inverted) / float(sigmas[0])
+    assert _rel_err(noise["samples"], unit) < 1e-4
+    same = nodes["MIDMsDDIBTranslate"]().translate(model_a, positive, negative, model_a, positive, negative,
+                                                   {"samples": latent}, 6, 1.0, "normal", 1.0, 3.0)[0]
+    assert _rel_err(out["samples"], same["samples"]) > 0.05  # model B matters
+    assert _fingerprint(model_a) == before_a and _fingerprint(model_b) == before_b
+    assert torch.equal(latent, latent_before)
+
+
+def test_interrupt_mid_inversion_and_progress(pack, nodes, models):
+    import comfy.model_management as mm
+    import comfy.sample
+
+    model = models["sd15"]
+    positive, negative = _conds("sd15")
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    sigmas = _schedule(pack, model, "normal", 5, 1.0)
+    sampler = nodes["MIDMsDDIMInversionSampler"]().get_sampler(model)[0]
+    zeros = torch.zeros_like(latent)
+    calls = []
+    comfy.sample.sample_custom(model, zeros, 1.0, sampler, sigmas, positive, negative, latent,
+                               callback=lambda i, x0, x, total: calls.append((i, total)))
+    assert calls == [(i, 5) for i in range(5)]
+
+    seen = []
+
+    def interrupting(i, x0, x, total):
+        seen.append(i)
+        if i == 1:
+            mm.interrupt_current_processing(True)
+
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            comfy.sample.sample_custom(model, zeros, 1.0, sampler, sigmas, positive, negative, latent,
+                                       callback=interrupting)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert seen == [0, 1]
+
+
+def _error_type(pack):
+    import importlib
+
+    return importlib.import_module(f"{pack.package}.nodes.common").NodeInputError
+
+
+def test_bad_inversion_setups_are_named(pack, nodes, models, request):
+    import comfy.samplers
+
+    error = _error_type(pack)
+    model = models["sd15"]
+    positive, negative = _conds("sd15")
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    sampler = nodes["MIDMsDDIMInversionSampler"]().get_sampler(model)[0]
+    sigmas = _schedule(pack, model, "normal", 4, 1.0)
+    with pytest.raises(error, match="add_noise"):
+        pack.SamplerCustom().sample(model, True, 0, 1.0, positive, negative, sampler, sigmas, {"samples": latent})
+    flipped = sigmas.flip(0).clone()
+    flipped[0] = 1e-4  # what the host's FlipSigmas makes
+    with pytest.raises(error, match="FlipSigmas"):
+        _sampler_custom(pack, model, sampler, flipped, positive, negative, latent)
+    with pytest.raises(error, match="all zeros"):
+        _sampler_custom(pack, model, sampler, sigmas, positive, negative, torch.zeros_like(latent))
+    with pytest.raises(error, match="MIDMs DDIB Translate: model_a and model_b work in different latent spaces"):
+        nodes["MIDMsDDIBTranslate"]().translate(model, positive, negative, models["sdxl"], *_conds("sdxl"),
+                                                {"samples": latent}, 4, 1.0, "normal", 1.0, 1.0)
+    with pytest.raises(error, match="MIDMs DDIM Round Trip: 'steps' is 0"):
+        nodes["MIDMsDDIMRoundTrip"]().round_trip(model, positive, negative, {"samples": latent}, 0, 1.0, "normal", 1.0)
+    assert comfy.samplers  # imported for the host's sampler registry
+
+
+def test_flow_model_full_depth_latent_is_refused_but_the_bridge_runs(pack, nodes, sd3):
+    error = _error_type(pack)
+    positive, negative = _dit_conds()
+    latent = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(2))
+    sigmas = _schedule(pack, sd3, "simple", 4, 1.0)
+    assert float(sigmas[0]) == pytest.approx(1.0)
+    sampler = nodes["MIDMsDDIMInversionSampler"]().get_sampler(sd3)[0]
+    with pytest.raises(error, match="pure noise.*MIDMs DDIB Translate"):
+        _sampler_custom(pack, sd3, sampler, sigmas, positive, negative, latent)
+    out, noise = nodes["MIDMsDDIBTranslate"]().translate(sd3, positive, negative, sd3, negative, positive,
+                                                         {"samples": latent}, 4, 1.0, "simple", 1.0, 1.0)
+    assert torch.isfinite(out["samples"]).all() and torch.isfinite(noise["samples"]).all()

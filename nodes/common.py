@@ -10,7 +10,7 @@ import torch
 
 import comfy.model_management as mm
 
-from ..midms_core import MatchFeatures, MatchSide, cancellable
+from ..midms_core import EPSILON, RECTIFIED_FLOW, GaussianPath, MatchFeatures, MatchSide, cancellable
 from .types import MIDMsContext, MIDMsMatch
 
 CATEGORY = "MIDMs"
@@ -134,3 +134,11 @@ def is_rectified_flow(base_model) -> bool:
 
     const = getattr(comfy.model_sampling, "CONST", None)
     return const is not None and isinstance(base_model.model_sampling, const)
+
+
+def noise_path(base_model) -> GaussianPath:
+    """The model's noise path from the host's model sampling: CONST (SD3.x, Flux: rectified
+    flow, x = (1 - sigma) x0 + sigma eps) or the epsilon / v-prediction relation x = x0 + sigma
+    eps (every other model the host samples in its sigma space). Hosts before CONST existed
+    (2024-03) have only the latter."""
+    return RECTIFIED_FLOW if is_rectified_flow(base_model) else EPSILON

@@ -15,8 +15,7 @@ import latent_preview
 from comfy_extras.nodes_custom_sampler import BasicScheduler
 
 from ..midms_core import invert_ddim, inversion_sigmas, relative_error, sample_ddim
-from .common import CATEGORY, NodeInputError, interruptible, node_errors
-from .sampling import noise_path
+from .common import CATEGORY, NodeInputError, interruptible, node_errors, noise_path
 
 INVERSION_WHERE = "MIDMs DDIM Inversion Sampler (run by the sampling node it is connected to)"
 

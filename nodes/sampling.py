@@ -14,22 +14,14 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..midms_core import EPSILON, RECTIFIED_FLOW, GaussianPath, sample_interleaved, strength_sigmas
-from .common import (CATEGORY, NodeInputError, bind, compute_device, initial_warp, interruptible, is_rectified_flow,
-                     node_errors)
+from ..midms_core import sample_interleaved, strength_sigmas
+from .common import CATEGORY, NodeInputError, bind, compute_device, initial_warp, interruptible, node_errors, noise_path
+from .inversion import inversion_sampler
 from .types import CONTEXT, MATCHER, SETTINGS, MIDMsMatch, MIDMsSettings
 
 
 def _model_sigmas(base_model) -> torch.Tensor:
     return base_model.model_sampling.sigmas.float().cpu()
-
-
-def noise_path(base_model) -> GaussianPath:
-    """The model's noise path from the host's model sampling: CONST (SD3.x, Flux: rectified
-    flow, x = (1 - sigma) x0 + sigma eps) or the epsilon / v-prediction relation x = x0 + sigma
-    eps (every other model the host samples in its sigma space). Hosts before CONST existed
-    (2024-03) have only the latter."""
-    return RECTIFIED_FLOW if is_rectified_flow(base_model) else EPSILON
 
 
 @torch.no_grad()  # as the host's own samplers: no autograd graph through the U-Net
@@ -114,6 +106,7 @@ def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_mod
 
 
 SAMPLER_WHERE = "MIDMs Interleaved DDIM Sampler (run by the sampling node it is connected to)"
+START_MODES = ["noise", "ddim inversion"]
 
 
 def check_latent_against_match(x: torch.Tensor, match: MIDMsMatch, step_count: int, where: str = SAMPLER_WHERE) -> None:
@@ -200,6 +193,10 @@ class MIDMsSampler:
             },
             "optional": {
                 "settings": (SETTINGS, {"tooltip": "Re-warp settings; paper defaults when absent."}),
+                "start": (START_MODES, {"default": "noise", "tooltip": "How the warped exemplar reaches start_noise: "
+                          "'noise' adds seeded random noise (the paper); 'ddim inversion' runs DDIM backwards from "
+                          "it with this model at cfg 1: deterministic (the seed only matters with eta > 0), and with "
+                          "re-warping off at cfg 1 it regenerates the warp itself (within the inversion error)."}),
             },
         }
 
@@ -210,7 +207,8 @@ class MIDMsSampler:
     DESCRIPTION = "Warps the exemplar onto the condition, noises it to start_noise and denoises it with the interleaved DDIM sampler."
 
     @node_errors(DISPLAY)
-    def sample(self, model, positive, negative, context, matcher, seed, steps, start_noise, cfg, settings=None):
+    def sample(self, model, positive, negative, context, matcher, seed, steps, start_noise, cfg, settings=None,
+               start="noise"):
         match = MIDMsMatch(context=context, matcher=matcher, settings=settings or MIDMsSettings())
         try:
             match.settings.rewarp.check_steps(steps, "MIDMs Rewarp Settings (connected to 'settings')")
@@ -225,10 +223,21 @@ class MIDMsSampler:
             )
         sigmas = strength_sigmas(model_sigmas, steps, start_noise)
         warped = initial_warp(match, compute_device()).warped.to(mm.intermediate_device())
-        noise = comfy.sample.prepare_noise(warped, seed)
+        start_latent, noise = warped, comfy.sample.prepare_noise(warped, seed)
+        if start == "ddim inversion":
+            start_latent, noise = self._inverted_start(model, positive, negative, warped, sigmas), torch.zeros_like(warped)
         callback = latent_preview.prepare_callback(model, sigmas.shape[0] - 1)
         samples = comfy.sample.sample_custom(
-            model, noise, cfg, midms_sampler(model, match), sigmas, positive, negative, warped,
+            model, noise, cfg, midms_sampler(model, match), sigmas, positive, negative, start_latent,
             callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
         )
         return ({"samples": samples}, {"samples": warped})
+
+    def _inverted_start(self, model, positive, negative, warped, sigmas):
+        """The warp DDIM-inverted (this model, cfg 1) to sigmas[0], as a LATENT the run starts
+        from without added noise."""
+        if float(noise_path(model.model).alpha(sigmas[0].double())) <= 1e-6:
+            raise NodeInputError(f"{self.DISPLAY}: start 'ddim inversion' needs a start_noise whose sigma is below 1 on "
+                                 "this rectified-flow model (pure noise has no LATENT form); lower start_noise")
+        return comfy.sample.sample_custom(model, torch.zeros_like(warped), 1.0, inversion_sampler(model), sigmas,
+                                          positive, negative, warped, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED)

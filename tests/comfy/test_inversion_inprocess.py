@@ -5,7 +5,8 @@ models (both hosts) and the tiny SD3 / Flux (current hosts).
   in tests/comfy/reference_loops.py (epsilon and rectified-flow paths);
 * SamplerCustom(inversion) -> SamplerCustom(euler), both without added noise, equals the round-
   trip node: the LATENT it passes on follows the host's convention for a noisy latent;
-* the round-trip error falls monotonically with the step count (cfg 1), for every family;
+* the round-trip error falls monotonically with the step count (cfg 1), for every family and for
+  v-prediction (the host's ModelSamplingDiscrete node on the tiny SD1.5);
 * the bridge inverts with model A and regenerates with model B; inputs are not mutated;
 * interrupting mid-inversion stops it; one progress callback per step;
 * refusals: added noise, a flipped schedule, a flow model's full-depth LATENT, an empty latent,
@@ -23,7 +24,7 @@ from tests.comfy.test_flow_models_inprocess import flux, sd3  # noqa: F401  (fix
 from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
     _build_model, _conds, _fingerprint, _like_the_executor, _rel_err, h, models, pack)
 
-FAMILIES = ["sd15", "sdxl", "sd3", "flux"]
+FAMILIES = ["sd15", "sd15_v", "sdxl", "sd3", "flux"]
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +36,19 @@ def nodes(h, pack):
 
 
 @pytest.fixture(params=FAMILIES)
-def family(request, models):
-    """(name, model, positive, negative, latent, alpha, scheduler) for each tiny model."""
+def family(request, h, models):
+    """(name, model, positive, negative, latent, alpha, scheduler) for each tiny model; sd15_v is
+    the tiny SD1.5 switched to v-prediction by the host's ModelSamplingDiscrete node."""
     name = request.param
     if name in ("sd3", "flux"):
         model = request.getfixturevalue(name)
         positive, negative = _dit_conds()
         channels, alpha, scheduler = 16, FLOW_ALPHA, "simple"
     else:
-        model = models[name]
-        positive, negative = _conds(name)
+        model = models["sd15" if name == "sd15_v" else name]
+        if name == "sd15_v":
+            model = h.nodes.NODE_CLASS_MAPPINGS["ModelSamplingDiscrete"]().patch(model, "v_prediction", False)[0]
+        positive, negative = _conds("sdxl" if name == "sdxl" else "sd15")
         channels, alpha, scheduler = 4, EPSILON_ALPHA, "normal"
     latent = 0.8 * torch.randn(1, channels, 8, 8, generator=torch.Generator().manual_seed(3))
     return name, model, positive, negative, latent, alpha, scheduler
@@ -210,3 +214,42 @@ def test_flow_model_full_depth_latent_is_refused_but_the_bridge_runs(pack, nodes
     out, noise = nodes["MIDMsDDIBTranslate"]().translate(sd3, positive, negative, sd3, negative, positive,
                                                          {"samples": latent}, 4, 1.0, "simple", 1.0, 1.0)
     assert torch.isfinite(out["samples"]).all() and torch.isfinite(noise["samples"]).all()
+
+
+def test_midms_sampler_can_start_from_the_inverted_warp(pack, nodes, models):
+    """start 'ddim inversion': the all-in-one node inverts the warp to its start sigma instead of
+    adding noise. The result does not depend on the seed (eta 0), equals the same two steps made
+    with SamplerCustom, and with re-warping off at cfg 1 it regenerates the warp."""
+    import comfy.samplers
+
+    from tests.comfy.test_nodes_inprocess import _make_context, _match, _matcher, _settings
+
+    model = models["sd15"]
+    positive, negative = _conds("sd15")
+    context = _make_context(pack)
+    settings = _settings(pack, rewarp_steps="none")
+
+    def run(seed, start, cfg=1.0, steps=8, rewarp=settings):
+        return pack.MIDMsSampler().sample(model, positive, negative, context, _matcher(pack), seed=seed, steps=steps,
+                                          start_noise=0.5, cfg=cfg, settings=rewarp, start=start)
+
+    inverted, warped = run(1, "ddim inversion")
+    noised = run(1, "noise")[0]
+    assert torch.equal(inverted["samples"], run(2, "ddim inversion")[0]["samples"])
+    assert not torch.equal(noised["samples"], run(2, "noise")[0]["samples"])
+    # with re-warping off at cfg 1 the round trip gives the warp back, within the inversion error
+    back, away = _rel_err(inverted["samples"], warped["samples"]), _rel_err(noised["samples"], warped["samples"])
+    print(f"inverted start {back:.4f}, noised start {away:.4f}")
+    assert back < 0.25 * away, (back, away)
+    # the same as inverting with the SAMPLER node and running the interleaved SAMPLER on it
+    match = _match(pack, context, settings)[0]
+    sigmas = pack.core.strength_sigmas(model.model.model_sampling.sigmas.float().cpu(), 8, 0.5)
+    start = _sampler_custom(pack, model, nodes["MIDMsDDIMInversionSampler"]().get_sampler(model)[0], sigmas,
+                            positive, negative, warped["samples"])
+    chained = _sampler_custom(pack, model, pack.MIDMsInterleavedSampler().get_sampler(model, match)[0], sigmas,
+                              positive, negative, start, cfg=1.0)
+    assert _rel_err(inverted["samples"], chained) < 1e-4
+    # re-warping on: still deterministic, and it runs
+    rewarping = run(3, "ddim inversion", cfg=2.0, steps=4, rewarp=_settings(pack))[0]["samples"]
+    assert torch.equal(rewarping, run(4, "ddim inversion", cfg=2.0, steps=4, rewarp=_settings(pack))[0]["samples"])
+    assert comfy.samplers

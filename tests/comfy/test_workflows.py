@@ -124,8 +124,31 @@ EXPECTED_NODES = {
         "required": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                      ("context", "MIDMS_CONTEXT"), ("matcher", "MIDMS_MATCHER"), ("seed", "INT"),
                      ("steps", "INT"), ("start_noise", "FLOAT"), ("cfg", "FLOAT")],
-        "optional": [("settings", "MIDMS_SETTINGS")],
+        "optional": [("settings", "MIDMS_SETTINGS"), ("start", ["noise", "ddim inversion"])],
         "outputs": [("latent", "LATENT"), ("warped_latent", "LATENT")],
+    },
+    "MIDMsDDIMInversionSampler": {
+        "display": "MIDMs DDIM Inversion Sampler",
+        "required": [("model", "MODEL")],
+        "optional": [],
+        "outputs": [("sampler", "SAMPLER")],
+    },
+    "MIDMsDDIBTranslate": {
+        "display": "MIDMs DDIB Translate",
+        "required": [("model_a", "MODEL"), ("positive_a", "CONDITIONING"), ("negative_a", "CONDITIONING"),
+                     ("model_b", "MODEL"), ("positive_b", "CONDITIONING"), ("negative_b", "CONDITIONING"),
+                     ("latent_image", "LATENT"), ("steps", "INT"), ("depth", "FLOAT"), ("scheduler", COMBO),
+                     ("cfg_a", "FLOAT"), ("cfg_b", "FLOAT")],
+        "optional": [],
+        "outputs": [("latent", "LATENT"), ("noise_latent", "LATENT")],
+    },
+    "MIDMsDDIMRoundTrip": {
+        "display": "MIDMs DDIM Round Trip",
+        "required": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                     ("latent_image", "LATENT"), ("steps", "INT"), ("depth", "FLOAT"), ("scheduler", COMBO),
+                     ("cfg", "FLOAT")],
+        "optional": [],
+        "outputs": [("reconstruction", "LATENT"), ("error", "FLOAT"), ("report", "STRING")],
     },
 }
 ADVANCED_NODES = ("SamplerCustomAdvanced", "CFGGuider", "BasicGuider", "RandomNoise", "FluxGuidance")

@@ -13,6 +13,8 @@ except ModuleNotFoundError as err:  # not inside ComfyUI
         raise
     folder_paths = None
 
+WEB_DIRECTORY = "./web/js"  # front-end extension: the round-trip error shown on its node
+
 if folder_paths is None:
     NODE_CLASS_MAPPINGS = {}
     NODE_DISPLAY_NAME_MAPPINGS = {}
@@ -29,4 +31,4 @@ else:
 
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -162,7 +162,8 @@ def run_bridge(model_a, positive_a, negative_a, cfg_a, model_b, positive_b, nega
         raise NodeInputError(f"{where}: model_a and model_b sample on different noise paths; use two models of one family")
     samples = latent["samples"]
     if latent.get("noise_mask") is not None:
-        raise NodeInputError(f"{where}: the latent has a noise mask; a bridge inverts the whole latent (remove the mask)")
+        raise NodeInputError(f"{where}: 'latent_image' has a noise mask; a bridge inverts the whole latent (remove the "
+                             "mask: connect the latent before SetLatentNoiseMask)")
     if not bool(samples.any()):
         raise NodeInputError(f"{where}: 'latent_image' is all zeros (an empty latent); connect the VAE Encode of the "
                              "image to translate")

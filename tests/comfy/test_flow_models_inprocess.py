@@ -29,6 +29,11 @@ POOLED_WIDTH = 32   # pooled-text width (real SD3: 2048)
 
 @pytest.fixture(scope="module")
 def sd3(h):
+    return build_sd3()
+
+
+def build_sd3():
+    """The tiny SD3 ModelPatcher (skips on hosts without SD3)."""
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models as sm
@@ -65,6 +70,11 @@ def _flux_config() -> dict:
 
 @pytest.fixture(scope="module")
 def flux(h):
+    return build_flux()
+
+
+def build_flux():
+    """The tiny Flux ModelPatcher (skips on hosts without Flux)."""
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models as sm

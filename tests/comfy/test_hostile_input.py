@@ -108,6 +108,50 @@ def all_in_one_graph(**overrides) -> dict:
     return _apply(g, overrides)
 
 
+def _ddib_base(exemplar="exem.png") -> dict:
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": exemplar}},
+        "35": {"class_type": "VAEEncode", "inputs": {"pixels": ["3", 0], "vae": ["1", 2]}},
+        "8": {"class_type": "MIDMSTestZeroConditioning", "inputs": {"batch_size": 1, "tokens": 77, "width": 768}},
+    }
+
+
+def ddib_graph(exemplar="exem.png", **overrides) -> dict:
+    """Photo -> VAE Encode -> MIDMs DDIB Translate (the tiny model both ways) -> saved latent."""
+    g = _ddib_base(exemplar)
+    g["40"] = {"class_type": "MIDMsDDIBTranslate", "inputs": {
+        "model_a": ["1", 0], "positive_a": ["8", 0], "negative_a": ["8", 0], "model_b": ["1", 0],
+        "positive_b": ["8", 0], "negative_b": ["8", 0], "latent_image": ["35", 0], "steps": 4, "depth": 1.0,
+        "scheduler": "normal", "cfg_a": 1.0, "cfg_b": 1.0}}
+    g[SAVE] = {"class_type": "MIDMSTestSaveTensor", "inputs": {"name": "hostile", "latent": ["40", 0]}}
+    return _apply(g, overrides)
+
+
+def round_trip_graph(**overrides) -> dict:
+    g = _ddib_base()
+    g["41"] = {"class_type": "MIDMsDDIMRoundTrip", "inputs": {
+        "model": ["1", 0], "positive": ["8", 0], "negative": ["8", 0], "latent_image": ["35", 0], "steps": 4,
+        "depth": 1.0, "scheduler": "normal", "cfg": 1.0}}
+    g[SAVE] = {"class_type": "MIDMSTestSaveTensor", "inputs": {"name": "hostile", "latent": ["41", 0]}}
+    return _apply(g, overrides)
+
+
+def inversion_graph(**overrides) -> dict:
+    """The inversion SAMPLER inside SamplerCustom (add_noise off), the schedule from BasicScheduler."""
+    g = _ddib_base()
+    g.update({
+        "42": {"class_type": "MIDMsDDIMInversionSampler", "inputs": {"model": ["1", 0]}},
+        "10": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "normal", "steps": 4,
+                                                         "denoise": 1.0}},
+        "11": {"class_type": "SamplerCustom", "inputs": {"model": ["1", 0], "add_noise": False, "noise_seed": 7, "cfg": 1.0,
+                                                        "positive": ["8", 0], "negative": ["8", 0], "sampler": ["42", 0],
+                                                        "sigmas": ["10", 0], "latent_image": ["35", 0]}},
+    })
+    g[SAVE] = {"class_type": "MIDMSTestSaveTensor", "inputs": {"name": "hostile", "latent": ["11", 0]}}
+    return _apply(g, overrides)
+
+
 def _apply(g: dict, overrides: dict) -> dict:
     g = json.loads(json.dumps(g))
     for key, value in overrides.items():
@@ -170,6 +214,13 @@ def bounds_cases() -> list[Case]:
         ("31", "timestep", 0, 999, -1, 1000, dift_graph),
         ("31", "output_block", 0, 1, -1, 65, dift_graph),  # the tiny U-Net has output blocks 0..1
         ("31", "ensemble", 1, 64, 0, 65, dift_graph),
+        ("40", "steps", 1, 1000, 0, 1001, ddib_graph),
+        ("40", "depth", 0.01, 1.0, 0.0, 1.5, ddib_graph),
+        ("40", "cfg_a", 0.0, 100.0, -1.0, 101.0, ddib_graph),
+        ("40", "cfg_b", 0.0, 100.0, -1.0, 101.0, ddib_graph),
+        ("41", "steps", 1, 1000, 0, 1001, round_trip_graph),
+        ("41", "depth", 0.01, 1.0, 0.0, 1.5, round_trip_graph),
+        ("41", "cfg", 0.0, 100.0, -1.0, 101.0, round_trip_graph),
     ]
     cases = []
     for nid, name, lo, hi, below, above, graph in specs:
@@ -253,6 +304,27 @@ def sampler_cases() -> list[Case]:
              "error", node="11", input="rewarp_steps", says=("numbered 0 to 3", "steps count from 0")),
         Case("all-in-one: rewarp_steps past the end", lambda: all_in_one_graph(**{"6.rewarp_steps": "2"}), "error",
              node="12", input="rewarp_steps", says=("MIDMs Sampler (all-in-one)", "numbered 0 to 1", "'steps' input")),
+        Case("inversion: the sampling node adds noise", lambda: inversion_graph(**{"11.add_noise": True}), "error",
+             node="11", input="add_noise", says=("MIDMs DDIM Inversion Sampler", "DisableNoise")),
+        Case("inversion: a flipped schedule (FlipSigmas)", lambda: with_nodes(
+            inversion_graph(**{"11.sigmas": ["43", 0]}), **{"43": {"class_type": "FlipSigmas", "inputs": {"sigmas": ["10", 0]}}}),
+            "error", node="11", input="sigmas", says=("MIDMs DDIM Inversion Sampler", "without FlipSigmas")),
+        Case("inversion: an empty latent", lambda: with_nodes(
+            inversion_graph(**{"11.latent_image": ["44", 0]}), **{"44": {"class_type": "EmptyLatentImage", "inputs": {
+                "width": 64, "height": 64, "batch_size": 1}}}),
+            "error", node="11", input="latent_image", says=("all zeros", "VAE Encode")),
+        Case("DDIB: an empty latent", lambda: with_nodes(
+            ddib_graph(**{"40.latent_image": ["44", 0]}), **{"44": {"class_type": "EmptyLatentImage", "inputs": {
+                "width": 64, "height": 64, "batch_size": 1}}}),
+            "error", node="40", input="latent_image", says=("MIDMs DDIB Translate", "all zeros")),
+        Case("DDIB: a latent with a noise mask", lambda: with_nodes(
+            ddib_graph(**{"40.latent_image": ["45", 0]}), **{
+                "46": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 64}},
+                "45": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["35", 0], "mask": ["46", 0]}}}),
+            "error", node="40", input="latent_image", says=("MIDMs DDIB Translate", "remove the mask")),
+        Case("inversion: the SAMPLER path runs", lambda: inversion_graph(), "ok"),
+        Case("DDIB: batch of 2 photos", lambda: with_nodes(ddib_graph(**{"35.pixels": ["47", 0]}), **{"47": repeat(["3", 0], 2)}),
+             "ok"),
         Case("sampler: rewarp_steps 'none' (plain DDIM)", lambda: sampler_custom_graph(**{"6.rewarp_steps": "none"}), "ok"),
         Case("sampler: rewarp_steps '0, 1' (the last step too)", lambda: sampler_custom_graph(**{"6.rewarp_steps": "0, 1"}), "ok"),
     ]
@@ -485,6 +557,8 @@ def special_cases() -> list[Case]:
     return [
         Case("interrupt during matching (128 x 128 latent grid)", None, "custom", runner=interrupt_runner(big_match, "7", 1.0)),
         Case("interrupt during sampling (40 steps)", None, "custom", runner=interrupt_runner(long_sampling, "11", 0.5)),
+        Case("interrupt during DDIM inversion (DDIB, 128 x 128 latent grid, 100 steps)", None, "custom",
+             runner=interrupt_runner(lambda: ddib_graph("big_exem.png", **{"40.steps": 100}), "40", 0.5)),
         Case("3 prompts queued at once, the middle one broken", None, "custom", runner=queued_runner),
     ]
 
@@ -557,7 +631,7 @@ def server(tmp_path_factory):
 
 
 def test_hostile_input_table(server, tmp_path_factory, capsys):
-    blur = iter(np.arange(1.0, 16.0, 0.0625))
+    blur = iter(np.arange(1.0, 16.0, 0.015625))  # a fresh value per check: 960 of them
 
     def still_serving() -> tuple[bool, str]:
         # a fresh edge_blur each time: the matcher and everything after it really run

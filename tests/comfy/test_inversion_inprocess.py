@@ -177,9 +177,7 @@ def _error_type(pack):
     return importlib.import_module(f"{pack.package}.nodes.common").NodeInputError
 
 
-def test_bad_inversion_setups_are_named(pack, nodes, models, request):
-    import comfy.samplers
-
+def test_bad_inversion_setups_are_named(pack, nodes, models):
     error = _error_type(pack)
     model = models["sd15"]
     positive, negative = _conds("sd15")
@@ -199,7 +197,6 @@ def test_bad_inversion_setups_are_named(pack, nodes, models, request):
                                                 {"samples": latent}, 4, 1.0, "normal", 1.0, 1.0)
     with pytest.raises(error, match="MIDMs DDIM Round Trip: 'steps' is 0"):
         nodes["MIDMsDDIMRoundTrip"]().round_trip(model, positive, negative, {"samples": latent}, 0, 1.0, "normal", 1.0)
-    assert comfy.samplers  # imported for the host's sampler registry
 
 
 def test_flow_model_full_depth_latent_is_refused_but_the_bridge_runs(pack, nodes, sd3):
@@ -220,8 +217,6 @@ def test_midms_sampler_can_start_from_the_inverted_warp(pack, nodes, models):
     """start 'ddim inversion': the all-in-one node inverts the warp to its start sigma instead of
     adding noise. The result does not depend on the seed (eta 0), equals the same two steps made
     with SamplerCustom, and with re-warping off at cfg 1 it regenerates the warp."""
-    import comfy.samplers
-
     from tests.comfy.test_nodes_inprocess import _make_context, _match, _matcher, _settings
 
     model = models["sd15"]
@@ -252,4 +247,36 @@ def test_midms_sampler_can_start_from_the_inverted_warp(pack, nodes, models):
     # re-warping on: still deterministic, and it runs
     rewarping = run(3, "ddim inversion", cfg=2.0, steps=4, rewarp=_settings(pack))[0]["samples"]
     assert torch.equal(rewarping, run(4, "ddim inversion", cfg=2.0, steps=4, rewarp=_settings(pack))[0]["samples"])
-    assert comfy.samplers
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl"])
+def test_guidance_makes_the_inversion_drift(pack, nodes, models, name):
+    """The README's table in small: with a prompt that differs from the negative, the round trip
+    at cfg 2 and 5 ends further from the input than at cfg 1 (the default on the inversion side)."""
+    model = models[name]
+    positive, negative = _conds(name)
+    latent = 0.8 * torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    errors = [nodes["MIDMsDDIMRoundTrip"]().round_trip(model, positive, negative, {"samples": latent}, 16, 1.0,
+                                                       "normal", cfg)["result"][1] for cfg in (1.0, 2.0, 5.0)]
+    assert errors[0] < errors[1] < errors[2], errors
+    assert errors[2] > 3 * errors[0], errors
+
+
+def test_inversion_sampler_in_sampler_custom_advanced(h, pack, nodes, models):
+    """SamplerCustomAdvanced with DisableNoise and a CFGGuider (current hosts) gives the same
+    inverted latent as SamplerCustom with add_noise off; RandomNoise is refused."""
+    mapping = h.nodes.NODE_CLASS_MAPPINGS
+    if "SamplerCustomAdvanced" not in mapping:
+        pytest.skip("the 2024-03 host has no SamplerCustomAdvanced (checked on current hosts)")
+    model = models["sd15"]
+    positive, negative = _conds("sd15")
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(6))
+    sigmas = _schedule(pack, model, "normal", 5, 1.0)
+    sampler = nodes["MIDMsDDIMInversionSampler"]().get_sampler(model)[0]
+    guider = mapping["CFGGuider"]().get_guider(model, positive, negative, 1.0)[0]
+    advanced = mapping["SamplerCustomAdvanced"]()
+    out = advanced.sample(mapping["DisableNoise"]().get_noise()[0], guider, sampler, sigmas, {"samples": latent})[0]
+    want = _sampler_custom(pack, model, sampler, sigmas, positive, negative, latent)
+    assert _rel_err(out["samples"], want) < 1e-6
+    with pytest.raises(_error_type(pack), match="DisableNoise"):
+        advanced.sample(mapping["RandomNoise"]().get_noise(3)[0], guider, sampler, sigmas, {"samples": latent})

@@ -638,6 +638,21 @@ def _queue_from_ui(driver, server: ComfyServer):
     return server.wait(res["prompt_id"], timeout=RUN_TIMEOUT), how
 
 
+READOUT_NODES = {"MIDMsDDIMRoundTrip"}  # nodes whose ui text web/js/midms_readout.js shows
+
+
+def _wait_for_readouts(page, node_ids, timeout: float = 15.0) -> Dict[Any, Any]:
+    """{node id: the readout text the extension holds for it} once all have one (or at timeout)."""
+    script = ("return Object.fromEntries(arguments[0].map(id => "
+              "[id, (app.graph.getNodeById(id) || {}).midmsReadout || null]))")
+    deadline = time.monotonic() + timeout
+    shown = page.execute_script(script, list(node_ids))
+    while not all(shown.values()) and time.monotonic() < deadline:
+        time.sleep(0.25)
+        shown = page.execute_script(script, list(node_ids))
+    return shown
+
+
 # --------------------------------------------------------------------------------------------
 # tests
 # --------------------------------------------------------------------------------------------
@@ -693,6 +708,10 @@ def test_workflow_loads_and_queues_in_web_ui(path, page, ui_server, web_host, tm
         assert entry["outputs"].get(node_id, {}).get("images"), f"SaveImage {node_id} wrote nothing"
     for f in ui_server.output_files(entry):
         assert f.is_file(), f
+    readouts = sorted(n["id"] for n in wf["nodes"] if n.get("type") in READOUT_NODES and n.get("mode", 0) == 0)
+    if readouts:  # the pack's front-end extension draws the node's ui text on the node
+        shown = _wait_for_readouts(page, readouts)
+        assert all("round-trip error" in (text or "") for text in shown.values()), shown
     errors = severe_console_entries(page, ui_server.url)
     assert not errors, f"browser console errors while running {path.name}: {errors}"
     print(f"{path.name}: loaded in {load_s:.2f} s, queued with {how}, ran in {run_s:.2f} s"

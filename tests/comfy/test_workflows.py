@@ -60,7 +60,9 @@ UI_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
 NAMES = [p.stem for p in UI_FILES]
 SHIPPED = {"midms_edge_to_photo_sd15", "midms_sampler_custom_sd15",
            "midms_sampler_custom_advanced_sd15", "midms_edge_to_photo_sdxl", "midms_dift_sd15",
-           "midms_controlnet_sd15", "midms_flux"}
+           "midms_controlnet_sd15", "midms_flux", "midms_ddib_two_checkpoints_sd15", "midms_ddib_two_prompts_sd15"}
+# DDIB graphs translate ONE input photo (no condition / exemplar pair)
+DDIB = {name for name in NAMES if "_ddib_" in name}
 TINY_LAST_OUTPUT_BLOCK = 1  # the tiny checkpoints' U-Nets have output blocks 0..1
 CONDITION_FILE = "midms_condition_edges.png"
 EXEMPLAR_FILE = "midms_exemplar.png"
@@ -263,7 +265,7 @@ def test_ui_workflow_is_well_formed(name):
     for required in ("CheckpointLoaderSimple", "CLIPTextEncode", "LoadImage", "VAEDecode", "SaveImage"):
         assert required in types, required
     images = sorted(n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "LoadImage")
-    assert images == sorted([CONDITION_FILE, EXEMPLAR_FILE])
+    assert images == ([EXEMPLAR_FILE] if name in DDIB else sorted([CONDITION_FILE, EXEMPLAR_FILE]))
     # every socket of a MIDMs / sampler node is connected (optional 'settings' included)
     for n in ui["nodes"]:
         if n["type"].startswith("MIDMs") or n["type"].startswith("Sampler"):

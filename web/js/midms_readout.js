@@ -1,0 +1,50 @@
+// MIDMs: shows the text a node returns under "ui.text" (the DDIM round-trip error) on the node
+// itself, drawn on the canvas, so it is never saved as a widget value of the workflow.
+import { app } from "../../scripts/app.js";
+
+const NODES_WITH_READOUT = new Set(["MIDMsDDIMRoundTrip"]);
+const LINE_HEIGHT = 16;
+
+function wrap(ctx, text, width) {
+  const lines = [];
+  let line = "";
+  for (const word of text.split(/\s+/)) {
+    const next = line ? `${line} ${word}` : word;
+    if (line && ctx.measureText(next).width > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = next;
+    }
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+app.registerExtension({
+  name: "MIDMs.Readout",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!NODES_WITH_READOUT.has(nodeData?.name)) return;
+
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      onExecuted?.apply(this, arguments);
+      this.midmsReadout = (message?.text ?? []).join(" ");
+      this.setDirtyCanvas?.(true, true);
+    };
+
+    const onDrawForeground = nodeType.prototype.onDrawForeground;
+    nodeType.prototype.onDrawForeground = function (ctx) {
+      onDrawForeground?.apply(this, arguments);
+      if (!this.midmsReadout || this.flags?.collapsed) return;
+      ctx.save();
+      ctx.font = "12px sans-serif";
+      const lines = wrap(ctx, this.midmsReadout, this.size[0] - 20);
+      const needed = (this.computeSize?.()[1] ?? 0) + lines.length * LINE_HEIGHT + 8;
+      if (this.size[1] < needed) this.size[1] = needed;
+      ctx.fillStyle = "#9fd49f";
+      lines.forEach((text, i) => ctx.fillText(text, 10, this.size[1] - 8 - (lines.length - 1 - i) * LINE_HEIGHT));
+      ctx.restore();
+    };
+  },
+});

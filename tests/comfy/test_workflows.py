@@ -457,6 +457,11 @@ def test_api_workflow_runs(name, server, object_info, host):
     assert stats["image"]["shape"] == [1, side, side, 3] and stats["image"]["finite"]
     assert 0.0 <= stats["image"]["min"] <= stats["image"]["max"] <= 1.0
     assert stats["latent"]["std"] > 0
+    # the round-trip readout reaches the client as the node's ui text (the web extension draws it)
+    for nid in (nid for nid, n in prompt.items() if n["class_type"] == "MIDMsDDIMRoundTrip"):
+        text = outputs.get(nid, {}).get("text") or [""]
+        assert text[0].startswith("round-trip error "), (nid, outputs.get(nid))
+        assert float(text[0].split()[2]) >= 0
     log = server.log()
     for w in LOAD_WARNINGS:
         assert w not in log, w

@@ -555,8 +555,12 @@ def _train_loop(dataset, out, data, networks, schedule, weights, state, encode, 
             terms["loss"].backward()
             optimizer.step()
             step += 1
+            values = torch.stack([v.detach().to(torch.float64) for v in terms.values()])
+            if world > 1:  # the log shows the loss of the GLOBAL batch: the mean over the processes
+                dist.all_reduce(values)
+                values /= world
             if rank == 0:
-                record = {"step": step, **{k: float(v.detach()) for k, v in terms.items()},
+                record = {"step": step, **dict(zip(terms, values.tolist())),
                           "seconds": time.perf_counter() - t0, "samples": step * schedule.batch * world}
                 records.append(record)
                 with open(log_path, "a" if (step > 1 or start > 0) else "w") as f:

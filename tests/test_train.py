@@ -65,6 +65,14 @@ def test_two_processes_under_torchrun_equal_one_process_on_the_global_batch(phot
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
         torch.testing.assert_close(rank0[key], single[key], rtol=1e-7, atol=1e-9, msg=key)
+    # the log of the two-process run shows the global batch's losses: those of the one-process run
+    two_log = [json.loads(line) for line in (tmp_path / "two" / "nets.jsonl").read_text().splitlines()]
+    one_log = [json.loads(line) for line in (tmp_path / "one" / "nets.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in two_log] == [r["step"] for r in one_log] == [1, 2, 3]
+    for two, one in zip(two_log, one_log):
+        assert two.keys() == one.keys()
+        for key in set(one) - {"seconds"}:
+            assert two[key] == pytest.approx(one[key], rel=1e-9, abs=1e-12), (two["step"], key)
     # training moved the weights (the comparison is not between two untouched inits)
     from midms_core.networks import init_networks
 

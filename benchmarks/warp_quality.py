@@ -390,6 +390,23 @@ def vae_encoder(vae) -> Encode:
     return encode
 
 
+def vae_decoder(vae) -> Encode:
+    """Raw latents (B, c, h, w) -> images (B, 3, 8h, 8w) in [0, 1] by a host VAE's decoder, WITH
+    gradients to the latents (the trainer's VGG losses); the decoder's own weights stay frozen.
+    The result is on the latents' device and dtype."""
+    model = vae.first_stage_model
+    model.requires_grad_(False)
+
+    def decode(latents: Tensor) -> Tensor:
+        import comfy.model_management
+
+        comfy.model_management.load_models_gpu([vae.patcher])  # a no-op while the encoder keeps it loaded
+        images = model.decode(latents.to(device=vae.device, dtype=vae.vae_dtype))
+        return vae.process_output(images.float()).to(device=latents.device, dtype=latents.dtype)
+
+    return decode
+
+
 def host_setup(checkpoint: str, timestep: int, output_block: int, ensemble: int) -> tuple[Encode, Matcher]:
     """ComfyUI in-process: the checkpoint's VAE as the encoder and its U-Net as a DIFT matcher."""
     model, vae = load_checkpoint(checkpoint)

@@ -455,8 +455,8 @@ def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: Co
         from .vgg import load_vgg19
 
         if decode is None:
-            raise ValueError(f"{where}: the VGG losses need a differentiable decoder for these latents; only the "
-                             "stand-in latents have one so far (train without --vgg, or without --checkpoint)")
+            raise ValueError(f"{where}: the VGG losses need a differentiable decoder for these latents (the "
+                             "stand-in's, or the checkpoint VAE's through scripts/train_midms.py); train without --vgg")
         vgg_net = load_vgg19(vgg, where)
     elif rank == 0:
         print(f"{where}: no VGG-19 weights (--vgg): the feature, perceptual and contextual losses are off",
@@ -621,9 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None, encode: Optional[Callable[[Tensor], Tensor]] = None,
-         latent_channels: int = 3, arg_parser: Optional[argparse.ArgumentParser] = None) -> int:
-    """The command line; ``encode`` / ``latent_channels``: another encoder than the stand-in
-    (``scripts/train_midms.py --checkpoint`` passes a checkpoint's VAE)."""
+         latent_channels: int = 3, arg_parser: Optional[argparse.ArgumentParser] = None,
+         decode: Optional[Callable[[Tensor], Tensor]] = None) -> int:
+    """The command line; ``encode`` / ``latent_channels`` / ``decode``: another encoder (and its
+    differentiable decoder, for the VGG losses) than the stand-in (``scripts/train_midms.py
+    --checkpoint`` passes a checkpoint's VAE)."""
     args = (arg_parser or build_parser()).parse_args(argv)
     try:
         data = DataConfig(size=args.size, condition=args.condition, condition_dir=args.condition_dir,
@@ -633,7 +635,7 @@ def main(argv: Optional[Sequence[str]] = None, encode: Optional[Callable[[Tensor
         schedule = TrainConfig(steps=args.steps, warmup=args.warmup, batch=args.batch, lr=args.lr, seed=args.seed,
                                save_every=args.save_every, workers=args.workers)
         result = train(args.images, args.out, data, nets, schedule, LossWeights(flow=args.flow_weight), args.resume,
-                       encode=encode, vgg=args.vgg)
+                       encode=encode, decode=decode, vgg=args.vgg)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
         return trainer.main(argv, arg_parser=parser)
     import os
 
-    from benchmarks.warp_quality import load_checkpoint, vae_encoder
+    from benchmarks.warp_quality import load_checkpoint, vae_decoder, vae_encoder
 
     if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         # under torchrun: this process's GPU before ComfyUI picks its device (it takes the current one)
@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     with torch.no_grad():
         channels = int(encode(torch.zeros(1, 3, args.size, args.size)).shape[1])
     print(f"train_midms: latents from the VAE of {Path(args.checkpoint).name}: {channels} channels", file=sys.stderr)
-    return trainer.main(argv, encode=encode, latent_channels=channels, arg_parser=parser)
+    # the VGG losses (--vgg) see the warps decoded by the same VAE, with gradients to the latents
+    return trainer.main(argv, encode=encode, latent_channels=channels, arg_parser=parser, decode=vae_decoder(vae))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ away most of the distribution) and results come back in the caller's dtype.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .cancellation import checkpoint
@@ -171,6 +173,7 @@ def attend(
     normalised: bool = False,
     _names: tuple[str, str, str, str] = ("attend", "query_features", "key_features", "values"),
     locality: Optional[GridLocality] = None,
+    fused: bool = True,
 ) -> Tensor:
     """Softmax-weighted average of ``values`` over key positions, for every query position.
 
@@ -186,6 +189,8 @@ def attend(
     the clamp and the division by tau, e.g. a locality prior
     (:class:`midms_core.alignment.SpatialPrior`); it is part of each row's logits, so the blocked
     softmax stays exact. Its batch joins the others (1 broadcasts).
+    ``fused`` (default, without ``locality``): the host's fused attention kernel, certified row by
+    row against the clamp and falling back to the exact loop where it cannot be (:func:`_fused_rows`).
     Peak extra memory: about ``chunk_bytes`` plus the float32 features and values.
     """
     where = _names[0]
@@ -208,22 +213,92 @@ def attend(
     out = values.new_empty((batch, values.shape[1], n_query), dtype=torch.float32)
     for b in range(batch):
         qb, kb, vb = _item(q, b).transpose(0, 1), _item(k, b), _item(v, b)  # (Nq, C), (C, Nk), (Nk, Cv)
+        if locality is None and fused:
+            out[b] = _fused_rows(qb, kb, vb, tau, clamp_negative, rows, key_features.shape[-2:]).transpose(0, 1)
+            continue
         tables = None if locality is None else _locality_tables(locality, locality_grid, b)
         for start in range(0, n_query, rows):
             checkpoint()  # a host's interrupt, between blocks
-            logits = qb[start : start + rows] @ kb  # (r, Nk)
-            if clamp_negative:
-                logits.clamp_(min=0.0)
-            # In-place stable softmax, rounded exactly as torch.softmax(C / tau) rounds; normalise
-            # the small (r, Cv) product instead of the (r, Nk) block.
-            logits.div_(tau)
-            if tables is not None:
-                _subtract_locality(logits, tables, locality.points_on, locality_grid, start)
-            logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
-            total = logits.sum(dim=1, keepdim=True)  # (r, 1)
-            out[b, :, start : start + rows] = ((logits @ vb) / total).transpose(0, 1)
-            del logits
+            block = _exact_rows(qb[start : start + rows], kb, vb, tau, clamp_negative,
+                                None if tables is None else (tables, locality.points_on, locality_grid, start))
+            out[b, :, start : start + rows] = block.transpose(0, 1)
     return out.view(batch, values.shape[1], *query_features.shape[-2:]).to(values.dtype)
+
+
+def _exact_rows(q_rows: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: bool,
+                locality_args: Optional[tuple] = None) -> Tensor:
+    """The definition, for a block of query rows: (r, C) against keys (C, Nk) and values
+    (Nk, Cv) -> (r, Cv) float32. In-place stable softmax, rounded exactly as torch.softmax(L)
+    rounds; the small (r, Cv) product is normalised instead of the (r, Nk) block."""
+    logits = q_rows @ kb  # (r, Nk)
+    if clamp_negative:
+        logits.clamp_(min=0.0)
+    logits.div_(tau)
+    if locality_args is not None:
+        _subtract_locality(logits, *locality_args)
+    logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
+    total = logits.sum(dim=1, keepdim=True)  # (r, 1)
+    return (logits @ vb) / total
+
+
+# A row's clamped and unclamped softmax averages differ by at most Nk exp(-m / tau) times the
+# values' range, m = the row's best cosine (proof in _fused_rows). Below 2^-24 that is under
+# float32's resolution of the values.
+FUSED_CERTIFICATE_EPS = 2.0**-24
+
+
+def _fused_rows(qb: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: bool, rows: int,
+                key_grid) -> Tensor:
+    """:func:`attend` for one item through the host's fused attention kernel
+    (``scaled_dot_product_attention``: no (r, Nk) block of logits in memory on kernels that fuse),
+    exact with respect to the clamped definition within float32 resolution.
+
+    The kernel computes the UNCLAMPED softmax. For a row u with best cosine m >= 0, unclamped
+    weights a_v = exp(c_v / tau) and clamped ones b_v = exp(max(c_v, 0) / tau) differ only where
+    c_v < 0, by d_v = 1 - a_v in [0, 1); with D = sum d_v <= Nk and Z_b = sum b_v >= exp(m / tau),
+    the clamped average is (Z_a out_a + D y) / Z_b (y an average of the values), so
+    |out_b - out_a| <= D / Z_b * range(values) <= Nk exp(-m / tau) * range(values).
+    m is bounded from below by c(u, v') for cells v' near the row's soft-argmax position (read
+    from two extra value channels: the key coordinates), the best of a 3 x 3 neighbourhood. Rows
+    where Nk exp(-c(u, v') / tau) > 2^-24 are recomputed by the exact loop (:func:`_exact_rows`).
+
+    qb: (Nq, C); kb: (C, Nk); vb: (Nk, Cv); key_grid: (Hk, Wk). Returns (Nq, Cv) float32.
+    """
+    n_query, n_key = qb.shape[0], kb.shape[1]
+    keys = kb.transpose(0, 1).contiguous()  # (Nk, C)
+    hk, wk = int(key_grid[0]), int(key_grid[1])
+    augmented = vb
+    if clamp_negative:
+        cells = coordinate_grid(1, hk, wk, device=vb.device).flatten(2)[0].transpose(0, 1)  # (Nk, 2): x, y
+        augmented = torch.cat([vb, cells], dim=1)
+    out = vb.new_empty((n_query, vb.shape[1]))
+    threshold = tau * (math.log(n_key) + math.log(1 / FUSED_CERTIFICATE_EPS))
+    for start in range(0, n_query, rows):
+        checkpoint()  # a host's interrupt, between blocks
+        q_rows = qb[start : start + rows]
+        fused = F.scaled_dot_product_attention(q_rows[None, None], keys[None, None], augmented[None, None],
+                                               scale=1.0 / tau)[0, 0]  # (r, Cv [+ 2])
+        out[start : start + rows] = fused[:, : vb.shape[1]]
+        if not clamp_negative:
+            continue
+        best = _best_cosine_near(q_rows, keys, fused[:, vb.shape[1]:], hk, wk)  # (r,) <= the row's max
+        unsafe = torch.nonzero(best < threshold).flatten()
+        if unsafe.numel():
+            out[start + unsafe] = _exact_rows(q_rows[unsafe], kb, vb, tau, True)
+    return out
+
+
+def _best_cosine_near(q_rows: Tensor, keys: Tensor, position: Tensor, hk: int, wk: int) -> Tensor:
+    """max over the 3 x 3 key cells around each row's (x, y) ``position`` of q . k: (r,), a lower
+    bound of the row's best cosine (it is one of the row's cosines)."""
+    x = position[:, 0].round().clamp(0, wk - 1).long()
+    y = position[:, 1].round().clamp(0, hk - 1).long()
+    best = q_rows.new_full((q_rows.shape[0],), -float("inf"))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            index = (y + dy).clamp(0, hk - 1) * wk + (x + dx).clamp(0, wk - 1)
+            best = torch.maximum(best, (q_rows * keys[index]).sum(dim=1))
+    return best
 
 
 # From this feature width on, one pass over the correlation for both directions is faster than

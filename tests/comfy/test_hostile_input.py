@@ -557,8 +557,8 @@ def special_cases() -> list[Case]:
     return [
         Case("interrupt during matching (128 x 128 latent grid)", None, "custom", runner=interrupt_runner(big_match, "7", 1.0)),
         Case("interrupt during sampling (40 steps)", None, "custom", runner=interrupt_runner(long_sampling, "11", 0.5)),
-        Case("interrupt during DDIM inversion (DDIB, 128 x 128 latent grid, 100 steps)", None, "custom",
-             runner=interrupt_runner(lambda: ddib_graph("big_exem.png", **{"40.steps": 100}), "40", 0.5)),
+        Case("interrupt during DDIM inversion (DDIB, 1000 steps each way)", None, "custom",
+             runner=interrupt_runner(lambda: ddib_graph(**{"40.steps": 1000}), "40", 0.5)),
         Case("3 prompts queued at once, the middle one broken", None, "custom", runner=queued_runner),
     ]
 

@@ -391,9 +391,11 @@ def vae_encoder(vae) -> Encode:
 
 
 def vae_decoder(vae) -> Encode:
-    """Raw latents (B, c, h, w) -> images (B, 3, 8h, 8w) in [0, 1] by a host VAE's decoder, WITH
-    gradients to the latents (the trainer's VGG losses); the decoder's own weights stay frozen.
-    The result is on the latents' device and dtype."""
+    """Raw latents (B, c, h, w) -> images (B, 3, f h, f w) in [0, 1] (f: the VAE's upscale, 8 for
+    SD / Flux VAEs) by a host VAE's decoder, WITH gradients to the latents (the trainer's VGG
+    losses); the decoder's own weights stay frozen. The result is on the latents' device and
+    dtype. Backpropagating through a full SD decoder stores all its activations (at full
+    image resolution), so memory grows quickly with --batch and --size when --vgg is on."""
     model = vae.first_stage_model
     model.requires_grad_(False)
 

@@ -8,10 +8,12 @@ maps a clean latent to the noise that regenerates it (Song et al. 2021, section 
     x_{i+1} = alpha_{i+1} x0_hat + sigma_{i+1} eps_hat,          sigma_{i+1} > sigma_i,
 
 the same update as the descending DDIM step, with the clean estimate read at the START of the
-step (the usual approximation; it is exact when x0_hat does not change along the step's line).
+step: explicit Euler on the ODE, exact when x0_hat does not change along the step's line.
+(diffusers' DDIMInverseScheduler pipelines read the denoiser on x_i at the NEXT timestep
+instead; both are first order, their numbers differ.)
 
 The first step of an inversion that starts from a clean latent (sigma_0 = 0) cannot read eps at
-sigma 0. As diffusers' DDIM inversion does, the clean latent is its own x0_hat there, and eps_hat
+sigma 0. As in diffusers' DDIM inversion, the clean latent is its own x0_hat there, and eps_hat
 is read from the denoiser evaluated on the clean latent at the next sigma:
 
     eps_hat = (x0 - alpha_1 D(x0, sigma_1)) / sigma_1,  x_1 = alpha_1 x0 + sigma_1 eps_hat.
@@ -78,7 +80,7 @@ def invert_ddim(
         if float(sigma) == 0.0:
             # from a clean latent: x0_hat = x, eps read at the next sigma (module docstring)
             at_next = denoise(x, sigma_next * s_in)
-            alpha = path.alpha(sigma_next.double()).to(x.dtype)
+            alpha = path.alpha(torch.tensor(float(sigma_next), dtype=torch.float64)).to(x.dtype)
             eps = (x - alpha * at_next) / sigma_next.to(x.dtype)
             x0_hat = at_next
             x = alpha * x + sigma_next.to(x.dtype) * eps

@@ -55,7 +55,7 @@ class GaussianPath:
 
     def noise(self, x0: Tensor, eps: Tensor, sigma: float | Tensor) -> Tensor:
         """A clean latent noised to ``sigma``: alpha(sigma) * x0 + sigma * eps."""
-        s = torch.as_tensor(sigma, dtype=torch.float64)
+        s = torch.tensor(float(sigma), dtype=torch.float64)
         return x0 * self.alpha(s).to(x0.dtype) + eps * s.to(x0.dtype)
 
     def step(self, x: Tensor, x0: Tensor, sigma: float | Tensor, sigma_next: float | Tensor,
@@ -63,8 +63,8 @@ class GaussianPath:
         """One DDIM update from ``sigma`` to ``sigma_next`` (module docstring) given the clean
         estimate ``x0``; ``noise`` (like x) is needed when eta > 0 and sigma_next > 0."""
         check_in_range("GaussianPath.step", "eta", eta, 0.0, 1.0)
-        t = torch.as_tensor(sigma, dtype=torch.float64)
-        s = torch.as_tensor(sigma_next, dtype=torch.float64)
+        t = torch.tensor(float(sigma), dtype=torch.float64)  # on the CPU: some devices (MPS) have no float64
+        s = torch.tensor(float(sigma_next), dtype=torch.float64)
         if float(s) == 0.0:
             return x0
         a_t, a_s = self.alpha(t), self.alpha(s)

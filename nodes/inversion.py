@@ -7,12 +7,13 @@ from typing import Optional
 
 import torch
 
+from types import SimpleNamespace
+
 import comfy.model_management as mm
 import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
-from comfy_extras.nodes_custom_sampler import BasicScheduler
 
 from ..midms_core import invert_ddim, inversion_sigmas, relative_error, sample_ddim
 from .common import CATEGORY, NodeInputError, interruptible, node_errors, noise_path
@@ -61,9 +62,20 @@ def _check_descending(sigmas: torch.Tensor, where: str) -> None:
                              "clean latent, so connect a schedule that ends at 0 (any scheduler with its own steps)")
 
 
+def _sampling_path(model, fallback):
+    """The noise path of the model a KSAMPLER function is handed (KSamplerX0Inpaint -> the host's
+    model wrapper -> its BaseModel), else of ``fallback`` (a ModelPatcher)."""
+    base = getattr(getattr(model, "inner_model", None), "inner_model", None)
+    return noise_path(base if hasattr(base, "model_sampling") else fallback.model)
+
+
+def _alpha(path, sigma) -> float:
+    return float(path.alpha(torch.tensor(float(sigma), dtype=torch.float64)))  # float64 on the CPU (not on MPS)
+
+
 @torch.no_grad()
 def sample_inversion(model, x, sigmas, extra_args=None, callback=None, disable=None, midms_model=None,
-                     midms_state: Optional[dict] = None):
+                     midms_state: Optional[dict] = None, midms_where: str = INVERSION_WHERE):
     """KSAMPLER function: DDIM-inverts the host's clean latent up the run's (descending) schedule
     to sigmas[0] with the host's guided denoiser ``model``.
 
@@ -73,13 +85,13 @@ def sample_inversion(model, x, sigmas, extra_args=None, callback=None, disable=N
     1 - sigma for rectified flow), so it is stored divided by alpha. ``midms_state`` (internal)
     receives the raw state, which the bridge nodes use directly."""
     extra_args = {} if extra_args is None else extra_args
-    where = INVERSION_WHERE
+    where = midms_where
     if extra_args.get("denoise_mask") is not None:
         raise NodeInputError(f"{where}: a noise mask is set on the latent; invert the whole latent (remove the mask)")
     _check_descending(sigmas, where)
-    path = noise_path(midms_model.model)
+    path = _sampling_path(model, midms_model)
     top = sigmas[0]
-    alpha_top = float(path.alpha(top.double()))
+    alpha_top = _alpha(path, top)
     if midms_state is None and alpha_top <= 1e-6:
         raise NodeInputError(
             f"{where}: this rectified-flow model's schedule starts at sigma {float(top):g}, where a latent is pure noise "
@@ -112,11 +124,14 @@ def sample_from_state(model, x, sigmas, extra_args=None, callback=None, disable=
 
     with interruptible():
         return sample_ddim(denoise, state, sigmas, 0.0, callback=_host_callback(callback, sigmas.shape[0] - 1),
-                           path=noise_path(midms_model.model))
+                           path=_sampling_path(model, midms_model))
 
 
-def inversion_sampler(model, state: Optional[dict] = None) -> comfy.samplers.KSAMPLER:
-    return comfy.samplers.KSAMPLER(sample_inversion, extra_options={"midms_model": model, "midms_state": state})
+def inversion_sampler(model, state: Optional[dict] = None, where: str = INVERSION_WHERE) -> comfy.samplers.KSAMPLER:
+    """The inversion as a host SAMPLER; ``state`` (internal) receives the raw top state and
+    ``where`` names the node in its errors."""
+    return comfy.samplers.KSAMPLER(sample_inversion, extra_options={"midms_model": model, "midms_state": state,
+                                                                      "midms_where": where})
 
 
 class MIDMsDDIMInversionSampler:
@@ -141,9 +156,26 @@ class MIDMsDDIMInversionSampler:
         return (inversion_sampler(model),)
 
 
+def _model_sampling(model):
+    """The model sampling the host will run (with a ModelSamplingDiscrete / -Flux patch applied)."""
+    get = getattr(model, "get_model_object", None)
+    if get is not None:
+        return get("model_sampling")
+    return model.object_patches.get("model_sampling", model.model.model_sampling)  # the 2024 host
+
+
 def _schedule(model, scheduler: str, steps: int, depth: float) -> torch.Tensor:
-    """The host's own BasicScheduler schedule: ``steps`` steps over the last ``depth`` of it."""
-    return BasicScheduler().get_sigmas(model, scheduler, steps, depth)[0]
+    """What the host's BasicScheduler gives for (scheduler, steps, denoise = depth): ``steps``
+    steps over the last ``depth`` of a schedule of int(steps / depth) steps (made here from the
+    host's scheduler functions, not by calling that node, whose class is not a stable API)."""
+    total = steps if depth >= 1.0 else int(steps / depth)
+    sampling = _model_sampling(model)
+    calculate = getattr(comfy.samplers, "calculate_sigmas", None)
+    if calculate is not None:
+        sigmas = calculate(sampling, scheduler, total)
+    else:  # the 2024 host's scheduler functions read model.model_sampling
+        sigmas = comfy.samplers.calculate_sigmas_scheduler(SimpleNamespace(model_sampling=sampling), scheduler, total)
+    return sigmas.cpu()[-(steps + 1):]
 
 
 def _latent_format(model) -> str:
@@ -153,7 +185,10 @@ def _latent_format(model) -> str:
 def run_bridge(model_a, positive_a, negative_a, cfg_a, model_b, positive_b, negative_b, cfg_b, latent: dict,
                steps: int, depth: float, scheduler: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Invert ``latent`` with model A (cfg_a) up the schedule, regenerate with model B (cfg_b).
-    Returns (B's clean latent, A's raw top state), latents in the host's LATENT space."""
+    Returns (B's clean latent, the inverted latent), both in the host's LATENT space; the inverted
+    one in the host's convention for a latent carrying the noise of the schedule's first sigma
+    (what MIDMs DDIM Inversion Sampler gives), or, where that has no value (a rectified-flow
+    model at sigma 1: the state is pure noise), the inverted noise itself."""
     if _latent_format(model_a) != _latent_format(model_b):
         raise NodeInputError(
             f"{where}: model_a and model_b work in different latent spaces ({_latent_format(model_a)} vs "
@@ -171,12 +206,16 @@ def run_bridge(model_a, positive_a, negative_a, cfg_a, model_b, positive_b, nega
     state: dict = {}
     zeros = torch.zeros_like(samples)
     disable = not comfy.utils.PROGRESS_BAR_ENABLED
-    comfy.sample.sample_custom(model_a, zeros, cfg_a, inversion_sampler(model_a, state), sigmas, positive_a, negative_a,
-                               samples, callback=latent_preview.prepare_callback(model_a, steps), disable_pbar=disable)
+    comfy.sample.sample_custom(model_a, zeros, cfg_a, inversion_sampler(model_a, state, where), sigmas, positive_a,
+                               negative_a, samples, callback=latent_preview.prepare_callback(model_a, steps),
+                               disable_pbar=disable)
     regenerate = comfy.samplers.KSAMPLER(sample_from_state, extra_options={"midms_model": model_b, "midms_state": state})
     out = comfy.sample.sample_custom(model_b, zeros, cfg_b, regenerate, sigmas, positive_b, negative_b, samples,
                                      callback=latent_preview.prepare_callback(model_b, steps), disable_pbar=disable)
-    return out, state["state"]
+    alpha_top = _alpha(noise_path(model_a.model), sigmas[0])
+    inverted = state["state"] / alpha_top if alpha_top > 1e-6 else state["state"]
+    inverted = model_a.model.process_latent_out(inverted).to(mm.intermediate_device())
+    return out, inverted
 
 
 def _bridge_inputs(steps_default: int = 20) -> dict:
@@ -216,22 +255,21 @@ class MIDMsDDIBTranslate:
         }
 
     RETURN_TYPES = ("LATENT", "LATENT")
-    RETURN_NAMES = ("latent", "noise_latent")
+    RETURN_NAMES = ("latent", "inverted_latent")
     FUNCTION = "translate"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Dual Diffusion Implicit Bridge (Su et al. 2023): DDIM-inverts the image with model_a / positive_a, "
                    "then regenerates the same noise with model_b / positive_b. No matching, no paired data: a whole-"
-                   "domain translation (two checkpoints, or two prompts on one). noise_latent is the inverted "
-                   "noise, for inspection (divided by its sigma to unit scale).")
+                   "domain translation (two checkpoints, or two prompts on one). inverted_latent is model_a's "
+                   "inversion as MIDMs DDIM Inversion Sampler gives it (SamplerCustom with add_noise off and the same "
+                   "schedule regenerates from it); a rectified-flow model inverted to sigma 1 gives its noise instead.")
 
     @node_errors(DISPLAY)
     def translate(self, model_a, positive_a, negative_a, model_b, positive_b, negative_b, latent_image, steps, depth,
                   scheduler, cfg_a, cfg_b):
-        out, state = run_bridge(model_a, positive_a, negative_a, cfg_a, model_b, positive_b, negative_b, cfg_b,
-                                latent_image, steps, depth, scheduler, self.DISPLAY)
-        top = float(_schedule(model_a, scheduler, steps, depth)[0])
-        unit_noise = (state / top).to(mm.intermediate_device())
-        return ({"samples": out}, {"samples": unit_noise})
+        out, inverted = run_bridge(model_a, positive_a, negative_a, cfg_a, model_b, positive_b, negative_b, cfg_b,
+                                   latent_image, steps, depth, scheduler, self.DISPLAY)
+        return ({"samples": out}, {"samples": inverted})
 
 
 class MIDMsDDIMRoundTrip:
@@ -257,8 +295,9 @@ class MIDMsDDIMRoundTrip:
     FUNCTION = "round_trip"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Inverts the latent with DDIM and regenerates it with the SAME model and prompt: the reconstruction "
-                   "and its relative RMS error in latent space (0 = exact), shown on the node. Use it to check that "
-                   "a model, prompt, cfg and step count invert before building a DDIB or MIDMs graph on them.")
+                   "and its relative RMS error in latent space (0 = exact; the worst image of a batch), shown on the "
+                   "node. Use it to check that a model, prompt, cfg and step count invert before building a DDIB or "
+                   "MIDMs graph on them; it costs a full inversion and regeneration each run.")
 
     @node_errors(DISPLAY)
     def round_trip(self, model, positive, negative, latent_image, steps, depth, scheduler, cfg):
@@ -266,8 +305,8 @@ class MIDMsDDIMRoundTrip:
                             scheduler, self.DISPLAY)
         errors = relative_error(out.float().cpu(), latent_image["samples"].float().cpu())
         error = float(errors.max())
-        report = (f"round-trip error {error:.4f} (relative RMS in latent space; {steps} steps, depth {depth:g}, "
-                  f"cfg {cfg:g}, {scheduler})")
+        report = (f"round-trip error {error:.4f} (relative RMS in latent space{', worst image' if errors.shape[0] > 1 else ''}; "
+                  f"{steps} steps, depth {depth:g}, cfg {cfg:g}, {scheduler})")
         if errors.shape[0] > 1:
             report += "; per image " + ", ".join(f"{float(e):.4f}" for e in errors)
         print(f"[MIDMs] {report}")

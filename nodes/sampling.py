@@ -195,8 +195,9 @@ class MIDMsSampler:
                 "settings": (SETTINGS, {"tooltip": "Re-warp settings; paper defaults when absent."}),
                 "start": (START_MODES, {"default": "noise", "tooltip": "How the warped exemplar reaches start_noise: "
                           "'noise' adds seeded random noise (the paper); 'ddim inversion' runs DDIM backwards from "
-                          "it with this model at cfg 1: deterministic (the seed only matters with eta > 0), and with "
-                          "re-warping off at cfg 1 it regenerates the warp itself (within the inversion error)."}),
+                          "it with this model at cfg 1: deterministic (the seed only matters with eta > 0 or a "
+                          "refinement), and with re-warping off at cfg 1 it regenerates the warp itself (within the "
+                          "inversion error)."}),
             },
         }
 
@@ -236,8 +237,10 @@ class MIDMsSampler:
     def _inverted_start(self, model, positive, negative, warped, sigmas):
         """The warp DDIM-inverted (this model, cfg 1) to sigmas[0], as a LATENT the run starts
         from without added noise."""
-        if float(noise_path(model.model).alpha(sigmas[0].double())) <= 1e-6:
+        if float(noise_path(model.model).alpha(torch.tensor(float(sigmas[0]), dtype=torch.float64))) <= 1e-6:
             raise NodeInputError(f"{self.DISPLAY}: start 'ddim inversion' needs a start_noise whose sigma is below 1 on "
                                  "this rectified-flow model (pure noise has no LATENT form); lower start_noise")
-        return comfy.sample.sample_custom(model, torch.zeros_like(warped), 1.0, inversion_sampler(model), sigmas,
-                                          positive, negative, warped, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED)
+        return comfy.sample.sample_custom(model, torch.zeros_like(warped), 1.0, inversion_sampler(model, where=self.DISPLAY),
+                                          sigmas, positive, negative, warped,
+                                          callback=latent_preview.prepare_callback(model, sigmas.shape[0] - 1),
+                                          disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED)

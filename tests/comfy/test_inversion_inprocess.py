@@ -130,9 +130,8 @@ def test_bridge_inverts_with_a_and_regenerates_with_b(h, pack, nodes, models):
     want = _sampler_custom(pack, model_b, comfy.samplers.ksampler("euler"), sigmas, positive, negative, inverted,
                            cfg=3.0)
     assert _rel_err(out["samples"], want) < 1e-4
-    # the noise in the model's own latent space, at unit scale
-    unit = model_a.model.process_latent_in(inverted) / float(sigmas[0])
-    assert _rel_err(noise["samples"], unit) < 1e-4
+    # the inverted latent is the inversion SAMPLER's, in the host's convention
+    assert _rel_err(noise["samples"], inverted) < 1e-5
     same = nodes["MIDMsDDIBTranslate"]().translate(model_a, positive, negative, model_a, positive, negative,
                                                    {"samples": latent}, 6, 1.0, "normal", 1.0, 3.0)[0]
     assert _rel_err(out["samples"], same["samples"]) > 0.05  # model B matters
@@ -175,6 +174,23 @@ def _error_type(pack):
     import importlib
 
     return importlib.import_module(f"{pack.package}.nodes.common").NodeInputError
+
+
+def test_schedule_is_the_hosts_basic_scheduler(h, pack, nodes, models):
+    """The bridge nodes make their schedule from the host's scheduler functions; it is what the
+    host's BasicScheduler node gives, for every scheduler and depths below 1 (also with a
+    ModelSamplingDiscrete patch, which only takes effect when the host loads the model)."""
+    import importlib
+
+    schedule = importlib.import_module(f"{pack.package}.nodes.inversion")._schedule
+    import comfy.samplers
+
+    v_model = h.nodes.NODE_CLASS_MAPPINGS["ModelSamplingDiscrete"]().patch(models["sd15"], "v_prediction", True)[0]
+    for model in (models["sd15"], models["sdxl"], v_model):
+        for scheduler in comfy.samplers.SCHEDULER_NAMES:
+            for steps, depth in ((7, 1.0), (5, 0.6), (20, 0.95), (3, 0.05)):
+                want = pack.BasicScheduler().get_sigmas(model, scheduler, steps, depth)[0]
+                assert torch.equal(schedule(model, scheduler, steps, depth), want), (scheduler, steps, depth)
 
 
 def test_bad_inversion_setups_are_named(pack, nodes, models):

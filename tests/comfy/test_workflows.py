@@ -142,7 +142,7 @@ EXPECTED_NODES = {
                      ("latent_image", "LATENT"), ("steps", "INT"), ("depth", "FLOAT"), ("scheduler", COMBO),
                      ("cfg_a", "FLOAT"), ("cfg_b", "FLOAT")],
         "optional": [],
-        "outputs": [("latent", "LATENT"), ("noise_latent", "LATENT")],
+        "outputs": [("latent", "LATENT"), ("inverted_latent", "LATENT")],
     },
     "MIDMsDDIMRoundTrip": {
         "display": "MIDMs DDIM Round Trip",

@@ -1,0 +1,126 @@
+"""The fused attention path of ``attend`` (scaled_dot_product_attention with a per-row
+certificate for the clamp at 0, the exact loop where the certificate fails) against a float64
+transcription of the clamped definition (Eq. 5-6), including rows built so that the clamp
+changes them, where the kernel alone would be wrong."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import midms_core.correspondence as corr
+from midms_core.correspondence import attend, centre_normalise
+
+
+def clamped_warp_float64(query, key, values, tau):
+    """out(u) = sum_v softmax_v(max(0, C(u, v)) / tau) values(v), C the centred cosine; float64."""
+    q = query.double() - query.double().mean(1, keepdim=True)
+    k = key.double() - key.double().mean(1, keepdim=True)
+    q = q / q.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    k = k / k.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    c = torch.einsum("bcn,bcm->bnm", q.flatten(2), k.flatten(2)).clamp(min=0)
+    w = torch.softmax(c / tau, dim=-1)
+    out = torch.einsum("bnm,bcm->bcn", w, values.double().flatten(2))
+    return out.view(values.shape[0], values.shape[1], *query.shape[-2:])
+
+
+def _pair(seed, side=16, channels=32, shift=2, noise=0.4):
+    """Condition features = the exemplar's shifted plus noise: peaked rows, as real matches are."""
+    g = torch.Generator().manual_seed(seed)
+    key = torch.randn(1, channels, side, side, generator=g)
+    query = key.roll(shift, dims=-1) + noise * torch.randn(1, channels, side, side, generator=g)
+    values = torch.randn(1, 3, side, side, generator=g)
+    return query, key, values
+
+
+def _adversarial(seed, side=12, channels=16):
+    """Keys spread around one direction d, and for half of the query rows a query near -d: its
+    cosine with every key is negative, so the clamp makes its softmax uniform, while without
+    the clamp it would concentrate on the least negative keys. The other rows are ordinary."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randn(channels, 1, 1, generator=g)
+    key = d + 0.5 * torch.randn(1, channels, side, side, generator=g)
+    query = key.roll(1, dims=-1) + 0.3 * torch.randn(1, channels, side, side, generator=g)
+    flat = query.view(channels, -1)
+    bad = torch.arange(0, side * side, 2)
+    flat[:, bad] = -d.view(channels, 1) + 0.05 * torch.randn(channels, bad.numel(), generator=g)
+    values = torch.randn(1, 2, side, side, generator=g)
+    return query, key, values, bad
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("tau", [0.005, 0.05])
+def test_fused_equals_the_clamped_definition(seed, tau):
+    query, key, values = _pair(seed)
+    want = clamped_warp_float64(query, key, values, tau)
+    got = attend(query, key, values, tau=tau)
+    assert torch.allclose(got.double(), want, rtol=0, atol=2e-5), float((got.double() - want).abs().max())
+    loop = attend(query, key, values, tau=tau, fused=False)
+    assert torch.allclose(got, loop, rtol=0, atol=2e-5)
+
+
+def test_unclamped_fused_equals_the_loop():
+    query, key, values = _pair(3)
+    got = attend(query, key, values, clamp_negative=False)
+    assert torch.allclose(got, attend(query, key, values, clamp_negative=False, fused=False), rtol=0, atol=1e-5)
+
+
+def test_rows_the_clamp_changes_fall_back_to_the_exact_loop(monkeypatch):
+    query, key, values, bad = _adversarial(4)
+    tau = 0.005
+    want = clamped_warp_float64(query, key, values, tau)
+    # the kernel alone (unclamped softmax) is far off on those rows: the test is not vacuous
+    unclamped = attend(query, key, values, tau=tau, clamp_negative=False, fused=False)
+    off = (unclamped.double() - want).abs().flatten(2)[0]
+    assert float(off[:, bad].max()) > 0.1
+
+    fallen = []
+    exact = corr._exact_rows
+
+    def spy(q_rows, *args, **kwargs):
+        fallen.append(q_rows.shape[0])
+        return exact(q_rows, *args, **kwargs)
+
+    monkeypatch.setattr(corr, "_exact_rows", spy)
+    got = attend(query, key, values, tau=tau)
+    assert torch.allclose(got.double(), want, rtol=0, atol=2e-5), float((got.double() - want).abs().max())
+    assert sum(fallen) >= bad.numel()  # every adversarial row was recomputed exactly
+    assert sum(fallen) < query.shape[-1] * query.shape[-2]  # and not everything
+
+
+def test_certified_rows_are_within_the_bound():
+    """The certificate's inequality itself: for every row it accepts, the unclamped softmax
+    average is within Nk exp(-m / tau) * range(values) of the clamped one (float64)."""
+    query, key, values = _pair(5, side=10, channels=8, noise=1.0)  # broad rows: some accepted, some not
+    tau = 0.05
+    q = centre_normalise(query).double().flatten(2)[0]
+    k = centre_normalise(key).double().flatten(2)[0]
+    c = q.transpose(0, 1) @ k  # (Nq, Nk)
+    v = values.double().flatten(2)[0].transpose(0, 1)  # (Nk, Cv)
+    clamped = torch.softmax(c.clamp(min=0) / tau, dim=1) @ v
+    unclamped = torch.softmax(c / tau, dim=1) @ v
+    best = c.amax(dim=1)
+    bound = c.shape[1] * torch.exp(-best.clamp(min=0) / tau) * (v.amax(0) - v.amin(0)).max()
+    assert bool(((clamped - unclamped).abs().amax(dim=1) <= bound + 1e-12).all())
+
+
+def test_fused_path_keeps_interrupts_batches_and_dtype():
+    query, key, values = _pair(6)
+    batch_q = torch.cat([query, query.flip(-1)])
+    got = attend(batch_q, key, values.half())
+    assert got.dtype == torch.float16 and got.shape == (2, 3, 16, 16)
+    for i in range(2):
+        one = attend(batch_q[i : i + 1], key, values.half())
+        assert torch.equal(got[i], one[0])
+
+
+def test_threshold_is_the_resolution_argument():
+    """Nk exp(-threshold / tau) = 2^-24 exactly: a row whose best cosine reaches the threshold
+    changes by less than float32's resolution of the values' range."""
+    tau, n = 0.005, 128 * 128
+    threshold = tau * (math.log(n) + math.log(1 / corr.FUSED_CERTIFICATE_EPS))
+    assert math.isclose(n * math.exp(-threshold / tau), 2.0**-24, rel_tol=1e-9)
+    assert F.scaled_dot_product_attention  # the host kernel the path uses exists in this torch

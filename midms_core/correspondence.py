@@ -189,8 +189,9 @@ def attend(
     the clamp and the division by tau, e.g. a locality prior
     (:class:`midms_core.alignment.SpatialPrior`); it is part of each row's logits, so the blocked
     softmax stays exact. Its batch joins the others (1 broadcasts).
-    ``fused`` (default, without ``locality``): the host's fused attention kernel, certified row by
-    row against the clamp and falling back to the exact loop where it cannot be (:func:`_fused_rows`).
+    ``fused`` (default): the host's fused attention kernel (with the locality term as its additive
+    mask), certified row by row against the clamp and falling back to the exact loop where it
+    cannot be (:func:`_fused_rows`).
     Peak extra memory: about ``chunk_bytes`` plus the float32 features and values.
     """
     where = _names[0]
@@ -213,10 +214,11 @@ def attend(
     out = values.new_empty((batch, values.shape[1], n_query), dtype=torch.float32)
     for b in range(batch):
         qb, kb, vb = _item(q, b).transpose(0, 1), _item(k, b), _item(v, b)  # (Nq, C), (C, Nk), (Nk, Cv)
-        if locality is None and fused:
-            out[b] = _fused_rows(qb, kb, vb, tau, clamp_negative, rows, key_features.shape[-2:]).transpose(0, 1)
-            continue
         tables = None if locality is None else _locality_tables(locality, locality_grid, b)
+        if fused:
+            loc = None if tables is None else (tables, locality.points_on, locality_grid)
+            out[b] = _fused_rows(qb, kb, vb, tau, clamp_negative, rows, key_features.shape[-2:], loc).transpose(0, 1)
+            continue
         for start in range(0, n_query, rows):
             checkpoint()  # a host's interrupt, between blocks
             block = _exact_rows(qb[start : start + rows], kb, vb, tau, clamp_negative,
@@ -248,7 +250,7 @@ FUSED_CERTIFICATE_EPS = 2.0**-24
 
 
 def _fused_rows(qb: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: bool, rows: int,
-                key_grid) -> Tensor:
+                key_grid, locality: Optional[tuple] = None) -> Tensor:
     """:func:`attend` for one item through the host's fused attention kernel
     (``scaled_dot_product_attention``: no (r, Nk) block of logits in memory on kernels that fuse),
     exact with respect to the clamped definition within float32 resolution.
@@ -262,6 +264,13 @@ def _fused_rows(qb: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: 
     from two extra value channels: the key coordinates), the best of a 3 x 3 neighbourhood. Rows
     where Nk exp(-c(u, v') / tau) > 2^-24 are recomputed by the exact loop (:func:`_exact_rows`).
 
+    With a locality term (``locality`` = (tables, points_on, grid) of :func:`_locality_tables`)
+    the kernel gets it as an additive mask, block by block (the mask block is the size of the
+    loop's logits block, made by the same exact subtractions): logits c / tau - l(u, v), l >= 0.
+    The clamp then adds at most exp(-l_v) <= 1 per key and the row's total is at least
+    exp(c(u, v') / tau - l(u, v')) for any v', so the same bound holds with m / tau replaced by
+    the best c(u, v') / tau - l(u, v') of the 3 x 3 cells.
+
     qb: (Nq, C); kb: (C, Nk); vb: (Nk, Cv); key_grid: (Hk, Wk). Returns (Nq, Cv) float32.
     """
     n_query, n_key = qb.shape[0], kb.shape[1]
@@ -272,32 +281,60 @@ def _fused_rows(qb: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: 
         cells = coordinate_grid(1, hk, wk, device=vb.device).flatten(2)[0].transpose(0, 1)  # (Nk, 2): x, y
         augmented = torch.cat([vb, cells], dim=1)
     out = vb.new_empty((n_query, vb.shape[1]))
-    threshold = tau * (math.log(n_key) + math.log(1 / FUSED_CERTIFICATE_EPS))
+    threshold = math.log(n_key) + math.log(1 / FUSED_CERTIFICATE_EPS)  # on the logit scale
     for start in range(0, n_query, rows):
         checkpoint()  # a host's interrupt, between blocks
         q_rows = qb[start : start + rows]
+        mask = None
+        if locality is not None:
+            tables, points_on, grid = locality
+            mask = q_rows.new_zeros((q_rows.shape[0], n_key))
+            _subtract_locality(mask, tables, points_on, grid, start)  # -l(u, v), exactly as the loop
         fused = F.scaled_dot_product_attention(q_rows[None, None], keys[None, None], augmented[None, None],
+                                               attn_mask=None if mask is None else mask[None, None],
                                                scale=1.0 / tau)[0, 0]  # (r, Cv [+ 2])
         out[start : start + rows] = fused[:, : vb.shape[1]]
         if not clamp_negative:
             continue
-        best = _best_cosine_near(q_rows, keys, fused[:, vb.shape[1]:], hk, wk)  # (r,) <= the row's max
+        best = _best_logit_near(q_rows, keys, fused[:, vb.shape[1]:], hk, wk, tau, mask)  # <= the row's max
         unsafe = torch.nonzero(best < threshold).flatten()
         if unsafe.numel():
-            out[start + unsafe] = _exact_rows(q_rows[unsafe], kb, vb, tau, True)
+            loc = None if locality is None else (tables, points_on, grid, start)
+            rows_out = _exact_rows_subset(q_rows, unsafe, kb, vb, tau, loc)
+            out[start + unsafe] = rows_out
     return out
 
 
-def _best_cosine_near(q_rows: Tensor, keys: Tensor, position: Tensor, hk: int, wk: int) -> Tensor:
-    """max over the 3 x 3 key cells around each row's (x, y) ``position`` of q . k: (r,), a lower
-    bound of the row's best cosine (it is one of the row's cosines)."""
+def _exact_rows_subset(q_rows: Tensor, unsafe: Tensor, kb: Tensor, vb: Tensor, tau: float,
+                       locality_args: Optional[tuple]) -> Tensor:
+    """:func:`_exact_rows` for the rows ``unsafe`` of a block (their locality term taken from the
+    block's own mask layout)."""
+    if locality_args is None:
+        return _exact_rows(q_rows[unsafe], kb, vb, tau, True)
+    tables, points_on, grid, start = locality_args
+    mask = q_rows.new_zeros((q_rows.shape[0], kb.shape[1]))
+    _subtract_locality(mask, tables, points_on, grid, start)
+    logits = (q_rows[unsafe] @ kb).clamp_(min=0.0).div_(tau).add_(mask[unsafe])
+    logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
+    return (logits @ vb) / logits.sum(dim=1, keepdim=True)
+
+
+def _best_logit_near(q_rows: Tensor, keys: Tensor, position: Tensor, hk: int, wk: int, tau: float,
+                     mask: Optional[Tensor]) -> Tensor:
+    """max over the 3 x 3 key cells v' around each row's (x, y) ``position`` of the unclamped logit
+    c(u, v') / tau (+ the mask's -l(u, v')): (r,), a lower bound of the row's largest logit (it
+    is one of the row's logits)."""
     x = position[:, 0].round().clamp(0, wk - 1).long()
     y = position[:, 1].round().clamp(0, hk - 1).long()
+    rows = torch.arange(q_rows.shape[0], device=q_rows.device)
     best = q_rows.new_full((q_rows.shape[0],), -float("inf"))
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             index = (y + dy).clamp(0, hk - 1) * wk + (x + dx).clamp(0, wk - 1)
-            best = torch.maximum(best, (q_rows * keys[index]).sum(dim=1))
+            logit = (q_rows * keys[index]).sum(dim=1) / tau
+            if mask is not None:
+                logit = logit + mask[rows, index]
+            best = torch.maximum(best, logit)
     return best
 
 

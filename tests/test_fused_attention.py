@@ -124,3 +124,56 @@ def test_threshold_is_the_resolution_argument():
     threshold = tau * (math.log(n) + math.log(1 / corr.FUSED_CERTIFICATE_EPS))
     assert math.isclose(n * math.exp(-threshold / tau), 2.0**-24, rel_tol=1e-9)
     assert F.scaled_dot_product_attention  # the host kernel the path uses exists in this torch
+
+
+def clamped_warp_with_locality_float64(query, key, values, tau, points, weight, points_on):
+    """The clamped definition with the locality term -w(p) |p - g|^2 added after the division by
+    tau (points on the query side: g the key cells; on the key side: g the query cells)."""
+    q = query.double() - query.double().mean(1, keepdim=True)
+    k = key.double() - key.double().mean(1, keepdim=True)
+    q = q / q.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    k = k / k.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    logits = torch.einsum("bcn,bcm->bnm", q.flatten(2), k.flatten(2)).clamp(min=0) / tau
+    grid_side = key if points_on == "query" else query
+    gy, gx = torch.meshgrid(torch.arange(grid_side.shape[-2], dtype=torch.float64),
+                            torch.arange(grid_side.shape[-1], dtype=torch.float64), indexing="ij")
+    p = points.double().flatten(2)[0]  # (2, Np)
+    d2 = (p[0][:, None] - gx.flatten()[None]) ** 2 + (p[1][:, None] - gy.flatten()[None]) ** 2  # (Np, G)
+    term = weight.double().flatten()[:, None] * d2
+    logits = logits - (term if points_on == "query" else term.transpose(0, 1))[None]
+    w = torch.softmax(logits, dim=-1)
+    out = torch.einsum("bnm,bcm->bcn", w, values.double().flatten(2))
+    return out.view(values.shape[0], values.shape[1], *query.shape[-2:])
+
+
+@pytest.mark.parametrize("points_on", ["query", "key"])
+def test_fused_with_a_locality_term_equals_the_definition(points_on, monkeypatch):
+    """The locality prior goes into the kernel as its additive mask; adversarial rows (all
+    cosines negative) still fall back and the whole result equals the float64 definition."""
+    from midms_core.correspondence import GridLocality
+
+    query, key, values, bad = _adversarial(7)
+    side = query.shape[-1]
+    g = torch.Generator().manual_seed(8)
+    points = torch.stack(torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
+                                        indexing="xy")).unsqueeze(0) + torch.randn(1, 2, side, side, generator=g)
+    weight = torch.full((1, 1, side, side), 0.5 / 1.5**2)
+    locality = GridLocality(points, weight, points_on)
+    if points_on == "key":
+        query, key = key, query  # the backward direction: the points live on the key side
+        values = torch.randn(1, 2, side, side, generator=g)
+    tau = 0.005
+    want = clamped_warp_with_locality_float64(query, key, values, tau, points, weight, points_on)
+    fallen = []
+    exact = corr._exact_rows_subset
+
+    def spy(q_rows, unsafe, *args, **kwargs):
+        fallen.append(unsafe.numel())
+        return exact(q_rows, unsafe, *args, **kwargs)
+
+    monkeypatch.setattr(corr, "_exact_rows_subset", spy)
+    got = attend(query, key, values, tau=tau, locality=locality, chunk_bytes=4 * side * side * 3 * side)
+    assert torch.allclose(got.double(), want, rtol=0, atol=5e-5), float((got.double() - want).abs().max())
+    assert torch.allclose(got, attend(query, key, values, tau=tau, locality=locality, fused=False), rtol=0, atol=5e-5)
+    if points_on == "query":  # (swapped, the adversarial rows are keys: nothing needs to fall back)
+        assert bad.numel() <= sum(fallen) < side * side

@@ -22,7 +22,8 @@ from tests.comfy.reference_loops import EPSILON_ALPHA, FLOW_ALPHA, inversion_loo
 from tests.comfy.test_flow_models_inprocess import _conds as _dit_conds
 from tests.comfy.test_flow_models_inprocess import flux, sd3  # noqa: F401  (fixtures)
 from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
-    _build_model, _conds, _fingerprint, _like_the_executor, _rel_err, h, models, pack)
+    _build_model, _conds, _fingerprint, _like_the_executor, _rel_err, assert_interrupt_stops_at_the_next_step, h,
+    models, pack)
 
 FAMILIES = ["sd15", "sd15_v", "sdxl", "sd3", "flux"]
 
@@ -140,7 +141,6 @@ def test_bridge_inverts_with_a_and_regenerates_with_b(h, pack, nodes, models):
 
 
 def test_interrupt_mid_inversion_and_progress(pack, nodes, models):
-    import comfy.model_management as mm
     import comfy.sample
 
     model = models["sd15"]
@@ -154,20 +154,8 @@ def test_interrupt_mid_inversion_and_progress(pack, nodes, models):
                                callback=lambda i, x0, x, total: calls.append((i, total)))
     assert calls == [(i, 5) for i in range(5)]
 
-    seen = []
-
-    def interrupting(i, x0, x, total):
-        seen.append(i)
-        if i == 1:
-            mm.interrupt_current_processing(True)
-
-    try:
-        with pytest.raises(mm.InterruptProcessingException):
-            comfy.sample.sample_custom(model, zeros, 1.0, sampler, sigmas, positive, negative, latent,
-                                       callback=interrupting)
-    finally:
-        mm.interrupt_current_processing(False)
-    assert seen == [0, 1]
+    assert_interrupt_stops_at_the_next_step(lambda callback: comfy.sample.sample_custom(
+        model, zeros, 1.0, sampler, sigmas, positive, negative, latent, callback=callback))
 
 
 def _error_type(pack):

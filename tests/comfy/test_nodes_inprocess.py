@@ -374,6 +374,27 @@ def test_same_seed_same_output_sampler_custom(h, pack, models):
     assert _rel_err(d, e) > 1e-4
 
 
+def assert_interrupt_stops_at_the_next_step(run) -> None:
+    """``run(callback)`` samples with the host's progress callback; the interrupt flag set at
+    step 1 must raise the host's InterruptProcessingException before step 2 reports."""
+    import comfy.model_management as mm
+
+    seen = []
+
+    def interrupting(i, x0, x, total):
+        seen.append(i)
+        if i == 1:
+            mm.interrupt_current_processing(True)
+
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run(interrupting)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert seen == [0, 1]
+    assert not mm.processing_interrupted()
+
+
 def test_callback_once_per_step_and_interrupt(h, pack, models):
     import comfy.model_management as mm
     import comfy.sample
@@ -394,20 +415,8 @@ def test_callback_once_per_step_and_interrupt(h, pack, models):
     assert calls == [(i, STEPS) for i in range(STEPS)]
 
     # cancel: the host's interrupt flag, set while sampling, stops the run at the next step
-    seen = []
-
-    def interrupting(i, x0, x, total):
-        seen.append(i)
-        if i == 1:
-            mm.interrupt_current_processing(True)
-
-    try:
-        with pytest.raises(mm.InterruptProcessingException):
-            comfy.sample.sample_custom(model, noise, 2.0, sampler, sigmas, positive, negative, latent,
-                                       callback=interrupting, seed=1)
-    finally:
-        mm.interrupt_current_processing(False)
-    assert seen == [0, 1]
+    assert_interrupt_stops_at_the_next_step(lambda callback: comfy.sample.sample_custom(
+        model, noise, 2.0, sampler, sigmas, positive, negative, latent, callback=callback, seed=1))
     assert not mm.processing_interrupted()
 
     # the all-in-one node drives the host's progress bar once per step

@@ -299,21 +299,16 @@ def _fused_rows(qb: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: 
         best = _best_logit_near(q_rows, keys, fused[:, vb.shape[1]:], hk, wk, tau, mask)  # <= the row's max
         unsafe = torch.nonzero(best < threshold).flatten()
         if unsafe.numel():
-            loc = None if locality is None else (tables, points_on, grid, start)
-            rows_out = _exact_rows_subset(q_rows, unsafe, kb, vb, tau, loc)
-            out[start + unsafe] = rows_out
+            out[start + unsafe] = _exact_rows_subset(q_rows, unsafe, kb, vb, tau, mask)
     return out
 
 
 def _exact_rows_subset(q_rows: Tensor, unsafe: Tensor, kb: Tensor, vb: Tensor, tau: float,
-                       locality_args: Optional[tuple]) -> Tensor:
-    """:func:`_exact_rows` for the rows ``unsafe`` of a block (their locality term taken from the
-    block's own mask layout)."""
-    if locality_args is None:
+                       mask: Optional[Tensor]) -> Tensor:
+    """The clamped definition for the rows ``unsafe`` of a block, with the block's locality mask
+    (-l(u, v), (r, Nk)) when there is one."""
+    if mask is None:
         return _exact_rows(q_rows[unsafe], kb, vb, tau, True)
-    tables, points_on, grid, start = locality_args
-    mask = q_rows.new_zeros((q_rows.shape[0], kb.shape[1]))
-    _subtract_locality(mask, tables, points_on, grid, start)
     logits = (q_rows[unsafe] @ kb).clamp_(min=0.0).div_(tau).add_(mask[unsafe])
     logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
     return (logits @ vb) / logits.sum(dim=1, keepdim=True)

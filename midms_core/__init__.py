@@ -4,6 +4,7 @@ Importable and testable without ComfyUI; the node pack in ``nodes/`` is a thin l
 """
 
 from .alignment import ALIGNMENTS, Alignment, SpatialPrior, affine_targets, search_similarity
+from .attention import AttentionSettings, GridLocality
 from .cancellation import cancellable, checkpoint
 from .noise_paths import EPSILON, RECTIFIED_FLOW, GaussianPath
 from .confidence import (
@@ -58,7 +59,7 @@ from .networks import (
 )
 from .pipeline import TranslationResult, translate
 from .sampler import (
-    RewarpSettings,
+    WarpSettings,
     blend,
     ddim_step,
     default_noise_sampler,

@@ -14,23 +14,28 @@ Distances are in latent pixels of the condition grid. The official threshold is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .correspondence import (
-    DEFAULT_CHUNK_BYTES,
-    DEFAULT_TAU,
-    ONE_PASS_MIN_CHANNELS,
-    _check_pair,
-    attend,
-    attend_both_ways,
-    centre_normalise,
-    coordinate_grid,
-)
 from .alignment import SpatialPrior
+from .attention import (
+    ONE_PASS_MIN_CHANNELS,
+    AttentionSettings,
+    GridLocality,
+    softmax_average,
+    softmax_average_both_ways,
+)
+from .correspondence import (
+    centre_normalise,
+    check_feature_pair,
+    check_settings,
+    coordinate_grid,
+    flat_features,
+    flat_values,
+)
 from .validation import broadcast_batch, check_choice, check_positive, check_tensor
 
 OFFICIAL_THRESHOLD_NORMALISED = 0.5
@@ -69,6 +74,12 @@ def cycle_distance(forward_flow: Tensor, backward_flow: Tensor) -> Tensor:
     check_tensor("cycle_distance", "backward_flow", backward_flow, 4, "(B, 2, Hy, Wy)")
     if forward_flow.shape[1] != 2 or backward_flow.shape[1] != 2:
         raise ValueError("cycle_distance: flows must have 2 channels (x, y)")
+    broadcast_batch("cycle_distance", forward_flow=forward_flow, backward_flow=backward_flow)
+    return _cycle_distance(forward_flow, backward_flow)
+
+
+def _cycle_distance(forward_flow: Tensor, backward_flow: Tensor) -> Tensor:
+    """:func:`cycle_distance` without the checks."""
     batch = max(forward_flow.shape[0], backward_flow.shape[0])
     back = sample_bilinear(backward_flow.expand(batch, -1, -1, -1), forward_flow.expand(batch, -1, -1, -1))
     height, width = forward_flow.shape[-2:]
@@ -128,48 +139,34 @@ class WarpResult:
     distance: Tensor
 
 
-def warp_with_confidence(
-    condition_features: Tensor,
-    exemplar_features: Tensor,
-    exemplar_values: Tensor,
-    tau: float = DEFAULT_TAU,
-    threshold: float = DEFAULT_THRESHOLD_PX,
-    mask_mode: str = "hard",
-    smooth: bool = True,
-    soft_width: Optional[float] = None,
-    clamp_negative: bool = True,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    passes: str = "auto",
-    prior: Optional[SpatialPrior] = None,
-) -> WarpResult:
-    """Warp ``exemplar_values`` onto the condition grid and mark the cycle-consistent positions.
+class ExemplarSide(NamedTuple):
+    """The exemplar side of a match, validated and prepared once for any number of matches
+    against it (the sampler re-matches every step against the same exemplar).
 
-    Streamed over the correlation: condition -> exemplar gives the warp and the forward flow
-    together (the coordinates ride along as extra value channels), exemplar -> condition gives
-    the backward flow. ``passes``: "two" computes the correlation once per direction
-    (:func:`attend` twice), "one" once for both (:func:`attend_both_ways`), "auto" picks one
-    pass for features of at least ``ONE_PASS_MIN_CHANNELS`` channels, where it is faster. The
-    results agree to float rounding. Memory stays linear in the number of positions.
-
-    condition_features: (B, C, Hx, Wx); exemplar_features: (B, C, Hy, Wy);
-    exemplar_values: (B, Cv, Hy, Wy). Batch sizes must match or be 1.
-    ``prior``: a :class:`SpatialPrior` (target on the condition grid) whose locality term joins
-    every logit of both directions; None matches on the features alone.
+    features: (B, C, Ny) centre-normalised float32; values: (B, Ny, Cv + 2) float32, the values
+    with the exemplar grid's (x, y) coordinates appended (the forward flow rides along);
+    grid: (Hy, Wy); channels: Cv; dtype: the values' dtype; locality: the prior's term (points on
+    the condition grid) or None.
     """
-    where = "warp_with_confidence"
-    batch = _check_pair(
-        where, condition_features, exemplar_features, exemplar_values,
-        "condition_features", "exemplar_features", "exemplar_values",
-    )
-    check_positive(where, "tau", tau)
-    check_positive(where, "threshold", threshold)
-    check_choice(where, "mask_mode", mask_mode, MASK_MODES)
-    if soft_width is not None:
-        check_positive(where, "soft_width", soft_width)
-    check_choice(where, "passes", passes, PASSES)
-    if passes == "auto":
-        passes = "one" if condition_features.shape[1] >= ONE_PASS_MIN_CHANNELS else "two"
 
+    features: Tensor
+    values: Tensor
+    grid: tuple[int, int]
+    channels: int
+    dtype: torch.dtype
+    locality: Optional[GridLocality]
+
+
+def prepare_exemplar(where: str, condition_features: Tensor, exemplar_features: Tensor, exemplar_values: Tensor,
+                     prior: Optional[SpatialPrior] = None) -> ExemplarSide:
+    """Validate a condition/exemplar pair once and prepare the exemplar side (:class:`ExemplarSide`).
+
+    condition_features: (B, C, Hx, Wx) (only its shape and values are checked here);
+    exemplar_features: (B, C, Hy, Wy); exemplar_values: (B, Cv, Hy, Wy); ``prior``: a
+    :class:`SpatialPrior` with its target on the condition grid, or None.
+    """
+    batch = check_feature_pair(where, condition_features, exemplar_features, exemplar_values,
+                               "condition_features", "exemplar_features", "exemplar_values")
     locality = None
     if prior is not None:
         if not isinstance(prior, SpatialPrior) or tuple(prior.target.shape[-2:]) != tuple(condition_features.shape[-2:]):
@@ -179,34 +176,111 @@ def warp_with_confidence(
         locality = prior.to(condition_features.device).locality()
         batch = broadcast_batch(where, condition_features=condition_features, exemplar_features=exemplar_features,
                                 exemplar_values=exemplar_values, **{"prior.target": prior.target})
-    cond = centre_normalise(condition_features)
-    exem = centre_normalise(exemplar_features)
     hy, wy = exemplar_features.shape[-2:]
+    values = exemplar_values.float().expand(max(batch, exemplar_values.shape[0]), -1, -1, -1)
+    side = torch.cat([values, coordinate_grid(values.shape[0], hy, wy, values.device)], dim=1)
+    return ExemplarSide(flat_features(exemplar_features, False), flat_values(side), (int(hy), int(wy)),
+                        int(exemplar_values.shape[1]), exemplar_values.dtype, locality)
+
+
+def warp_prepared(
+    condition_features: Tensor,
+    exemplar: ExemplarSide,
+    settings: AttentionSettings,
+    threshold: float,
+    mask_mode: str,
+    smooth: bool,
+    soft_width: Optional[float],
+    passes: str,
+) -> WarpResult:
+    """:func:`warp_with_confidence` against a prepared exemplar, WITHOUT argument checks: the
+    caller validated the pair (:func:`prepare_exemplar`) and the settings once; this is the
+    sampler's per-step re-match. ``passes`` is "one" or "two" (resolve "auto" first,
+    :func:`resolve_passes`).
+
+    condition_features: (B, C, Hx, Wx), any float dtype (normalised here).
+    """
     hx, wx = condition_features.shape[-2:]
-    channels = exemplar_values.shape[1]
-
-    values = exemplar_values.float().expand(batch, -1, -1, -1)
-    exemplar_coords = coordinate_grid(batch, hy, wy, values.device)
-    exemplar_side = torch.cat([values, exemplar_coords], dim=1)
-    condition_coords = coordinate_grid(1, hx, wx, values.device)
+    cond = flat_features(condition_features, False)  # (B, C, Nx)
+    condition_coords = flat_values(coordinate_grid(1, hx, wx, cond.device))  # (1, Nx, 2)
+    locality = exemplar.locality
     if passes == "one":
-        forward, backward_flow = attend_both_ways(cond, exem, exemplar_side, condition_coords, tau, clamp_negative,
-                                                  chunk_bytes, normalised=True, locality=locality)
+        forward, backward = softmax_average_both_ways(cond, exemplar.features, exemplar.values, condition_coords,
+                                                      exemplar.grid, settings, locality)
+        forward, backward = forward.transpose(1, 2), backward.transpose(1, 2)
     else:
-        forward = attend(cond, exem, exemplar_side, tau, clamp_negative, chunk_bytes, normalised=True, locality=locality)
-        backward_flow = attend(exem, cond, condition_coords, tau, clamp_negative, chunk_bytes, normalised=True,
-                               locality=None if locality is None else locality.swapped())
-
-    forward_flow = forward[:, channels:]
-    distance = cycle_distance(forward_flow, backward_flow)
+        forward = softmax_average(cond, exemplar.features, exemplar.values, exemplar.grid, settings, locality,
+                                  (hx, wx))
+        backward = softmax_average(exemplar.features, cond, condition_coords, (hx, wx), settings,
+                                   None if locality is None else locality.swapped(), exemplar.grid)
+    batch = forward.shape[0]
+    forward = forward.reshape(batch, -1, hx, wx)
+    backward_flow = backward.reshape(backward.shape[0], 2, *exemplar.grid)
+    forward_flow = forward[:, exemplar.channels:]
+    distance = _cycle_distance(forward_flow, backward_flow)
     if mask_mode == "hard":
-        mask = hard_confidence(distance, threshold, smooth)
+        mask = smooth_mask((distance < threshold).float()) if smooth else (distance < threshold).float()
     else:
-        mask = soft_confidence(distance, threshold, soft_width)
+        width = threshold / 4 if soft_width is None else soft_width
+        mask = torch.sigmoid((threshold - distance) / width)
     return WarpResult(
-        warped=forward[:, :channels].to(exemplar_values.dtype),
-        mask=mask.to(exemplar_values.dtype),
+        warped=forward[:, : exemplar.channels].to(exemplar.dtype),
+        mask=mask.to(exemplar.dtype),
         forward_flow=forward_flow,
         backward_flow=backward_flow,
         distance=distance,
     )
+
+
+def resolve_passes(passes: str, channels: int) -> str:
+    """"auto" -> "one" for features of at least ``ONE_PASS_MIN_CHANNELS`` channels, where one
+    pass over the correlation is faster, else "two"; other values pass through."""
+    if passes == "auto":
+        return "one" if channels >= ONE_PASS_MIN_CHANNELS else "two"
+    return passes
+
+
+def check_confidence_settings(where: str, threshold: float, mask_mode: str, soft_width: Optional[float],
+                              passes: str) -> None:
+    """Validate the confidence arguments of :func:`warp_with_confidence` (names as given)."""
+    check_positive(where, "threshold", threshold)
+    check_choice(where, "mask_mode", mask_mode, MASK_MODES)
+    if soft_width is not None:
+        check_positive(where, "soft_width", soft_width)
+    check_choice(where, "passes", passes, PASSES)
+
+
+def warp_with_confidence(
+    condition_features: Tensor,
+    exemplar_features: Tensor,
+    exemplar_values: Tensor,
+    settings: AttentionSettings = AttentionSettings(),
+    threshold: float = DEFAULT_THRESHOLD_PX,
+    mask_mode: str = "hard",
+    smooth: bool = True,
+    soft_width: Optional[float] = None,
+    passes: str = "auto",
+    prior: Optional[SpatialPrior] = None,
+) -> WarpResult:
+    """Warp ``exemplar_values`` onto the condition grid and mark the cycle-consistent positions.
+
+    Streamed over the correlation: condition -> exemplar gives the warp and the forward flow
+    together (the coordinates ride along as extra value channels), exemplar -> condition gives
+    the backward flow. ``passes``: "two" computes the correlation once per direction
+    (the kernel of :func:`~midms_core.correspondence.attend` twice), "one" once for both
+    (:func:`~midms_core.correspondence.attend_both_ways`), "auto" picks one pass for features of
+    at least ``ONE_PASS_MIN_CHANNELS`` channels, where it is faster. The results agree to float
+    rounding. Memory stays linear in the number of positions.
+
+    condition_features: (B, C, Hx, Wx); exemplar_features: (B, C, Hy, Wy);
+    exemplar_values: (B, Cv, Hy, Wy). Batch sizes must match or be 1.
+    ``settings``: tau, clamp, block size, fused kernel (:class:`~midms_core.attention.AttentionSettings`).
+    ``prior``: a :class:`SpatialPrior` (target on the condition grid) whose locality term joins
+    every logit of both directions; None matches on the features alone.
+    """
+    where = "warp_with_confidence"
+    check_settings(where, settings)
+    check_confidence_settings(where, threshold, mask_mode, soft_width, passes)
+    exemplar = prepare_exemplar(where, condition_features, exemplar_features, exemplar_values, prior)
+    return warp_prepared(condition_features, exemplar, settings, float(threshold), mask_mode, smooth, soft_width,
+                         resolve_passes(passes, condition_features.shape[1]))

@@ -10,7 +10,7 @@ from torch import Tensor
 from .confidence import WarpResult
 from .matchers import MatchFeatures
 from .noise_paths import EPSILON, GaussianPath
-from .sampler import Callback, Denoiser, NoiseSampler, RewarpSettings, sample_interleaved
+from .sampler import Callback, Denoiser, NoiseSampler, WarpSettings, sample_interleaved
 from .validation import check_tensor
 
 
@@ -28,7 +28,7 @@ def translate(
     exemplar_latent: Tensor,
     sigmas: Tensor,
     noise: Tensor,
-    settings: RewarpSettings = RewarpSettings(),
+    settings: WarpSettings = WarpSettings(),
     eta: float = 0.0,
     noise_sampler: Optional[NoiseSampler] = None,
     callback: Optional[Callback] = None,
@@ -44,7 +44,7 @@ def translate(
     model's noise path (epsilon / v-prediction, or rectified flow for SD3 / Flux).
     """
     check_tensor("translate", "noise", noise, 4, "(B, C, Hx, Wx)")
-    initial = settings.warp(features.condition, features.exemplar, exemplar_latent, features.prior)
+    initial = settings.warp_with_confidence(features.condition, features.exemplar, exemplar_latent, features.prior)
     if noise.shape[1:] != initial.warped.shape[1:]:
         raise ValueError(
             f"translate: 'noise' must have shape (B, {initial.warped.shape[1]}, "

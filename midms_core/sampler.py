@@ -24,8 +24,17 @@ import torch
 from torch import Tensor
 
 from .alignment import SpatialPrior
-from .confidence import DEFAULT_THRESHOLD_PX, MASK_MODES, WarpResult, warp_with_confidence
-from .correspondence import DEFAULT_CHUNK_BYTES, DEFAULT_TAU
+from .attention import DEFAULT_CHUNK_BYTES, DEFAULT_TAU, AttentionSettings
+from .confidence import (
+    DEFAULT_THRESHOLD_PX,
+    MASK_MODES,
+    PASSES,
+    WarpResult,
+    prepare_exemplar,
+    resolve_passes,
+    warp_prepared,
+    warp_with_confidence,
+)
 from .matchers import MatchFeatures
 from .noise_paths import EPSILON, GaussianPath
 from .validation import check_choice, check_in_range, check_positive, check_tensor
@@ -116,8 +125,10 @@ def sample_ddim(
 
 
 @dataclass(frozen=True)
-class RewarpSettings:
-    """How the interleaved sampler re-matches and re-warps.
+class WarpSettings:
+    """How a match becomes a warp and a confidence mask: the first warp and every re-warp of the
+    interleaved sampler use these, and ``rewarp_steps`` / ``skip_last`` say when the sampler
+    re-matches.
 
     tau:           softmax temperature of the warp (official 0.005).
     threshold:     cycle-consistency threshold in latent pixels (official 0.5 normalised = 15.75
@@ -130,6 +141,8 @@ class RewarpSettings:
                    ``skip_last`` (paper appendix: skipping the last warp helps).
     skip_last:     only used when rewarp_steps is None.
     chunk_bytes:   memory budget for one block of correlation logits.
+    passes:        "auto", "one" or "two" passes over the correlation for the two directions
+                   (:func:`~midms_core.confidence.warp_with_confidence`); the same result.
     """
 
     tau: float = DEFAULT_TAU
@@ -141,22 +154,24 @@ class RewarpSettings:
     rewarp_steps: Optional[Sequence[int]] = None
     skip_last: bool = True
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    passes: str = "auto"
 
     def __post_init__(self) -> None:
-        where = "RewarpSettings"
+        where = "WarpSettings"
         check_positive(where, "tau", self.tau)
         check_positive(where, "threshold", self.threshold)
         check_choice(where, "mask_mode", self.mask_mode, MASK_MODES)
         if self.soft_width is not None:
             check_positive(where, "soft_width", self.soft_width)
         check_positive(where, "chunk_bytes", self.chunk_bytes)
+        check_choice(where, "passes", self.passes, PASSES)
         if self.rewarp_steps is not None:
             steps = tuple(self.rewarp_steps)
             if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in steps):
                 raise ValueError(f"{where}: 'rewarp_steps' must be non-negative step indices, got {list(steps)}")
             object.__setattr__(self, "rewarp_steps", tuple(sorted(set(steps))))
 
-    def check_steps(self, step_count: int, where: str = "RewarpSettings") -> None:
+    def check_steps(self, step_count: int, where: str = "WarpSettings") -> None:
         """Raise when ``rewarp_steps`` names a step past the end of a run of ``step_count`` steps
         (such a run would silently re-warp nothing at those steps)."""
         past = [s for s in (self.rewarp_steps or ()) if s >= step_count]
@@ -177,13 +192,18 @@ class RewarpSettings:
         last = step_count - 1 if self.skip_last else step_count
         return frozenset(range(last))
 
-    def warp(self, condition_features: Tensor, exemplar_features: Tensor, exemplar_latent: Tensor,
-             prior: Optional[SpatialPrior] = None) -> WarpResult:
-        """:func:`warp_with_confidence` with these settings (and the match's locality prior)."""
+    @property
+    def attention(self) -> AttentionSettings:
+        """The softmax part of these settings (:class:`~midms_core.attention.AttentionSettings`)."""
+        return AttentionSettings(tau=self.tau, clamp_negative=bool(self.clamp_negative), chunk_bytes=self.chunk_bytes)
+
+    def warp_with_confidence(self, condition_features: Tensor, exemplar_features: Tensor, exemplar_values: Tensor,
+                             prior: Optional[SpatialPrior] = None) -> WarpResult:
+        """:func:`~midms_core.confidence.warp_with_confidence` with these settings (and the
+        match's locality prior): the warp, its flows and its confidence mask."""
         return warp_with_confidence(
-            condition_features, exemplar_features, exemplar_latent, tau=self.tau, threshold=self.threshold,
-            mask_mode=self.mask_mode, smooth=self.smooth, soft_width=self.soft_width,
-            clamp_negative=self.clamp_negative, chunk_bytes=self.chunk_bytes, prior=prior,
+            condition_features, exemplar_features, exemplar_values, self.attention, threshold=self.threshold,
+            mask_mode=self.mask_mode, smooth=self.smooth, soft_width=self.soft_width, passes=self.passes, prior=prior,
         )
 
 
@@ -195,20 +215,37 @@ def blend(rewarp: Tensor, x0_hat: Tensor, mask: Tensor) -> Tensor:
 def rewarp_transform(
     exemplar_latent: Tensor,
     features: MatchFeatures,
-    settings: RewarpSettings,
+    settings: WarpSettings,
     step_count: int,
 ) -> X0Transform:
     """The interleaving hook for :func:`sample_ddim`: at each re-warp step, match x0_hat to the
     exemplar in-domain, re-warp the ORIGINAL exemplar latent and blend by confidence.
 
-    exemplar_latent: (B, C, Hy, Wy) in the sampler's latent space.
+    exemplar_latent: (B, C, Hy, Wy) in the sampler's latent space. The exemplar side (its
+    in-domain features, the latent, the prior) is validated and prepared once, here; each step
+    then runs the unchecked kernel on the new x0_hat features
+    (:func:`~midms_core.confidence.warp_prepared`).
     """
     steps = settings.steps_to_rewarp(step_count)
+    where = "rewarp_transform"
+    exemplar_features = features.exemplar_in_domain
+    check_tensor(where, "features.exemplar_in_domain", exemplar_features, 4, "(B, C', Hy, Wy)")
+    prepared = {}  # the exemplar side, per condition grid (known at the first re-warp)
+    attention = settings.attention
+    passes = resolve_passes(settings.passes, exemplar_features.shape[1])
 
     def transform(i: int, x: Tensor, x0_hat: Tensor, sigma: Tensor):
         if i not in steps:
             return x0_hat, {"mask": None, "warped": None}
-        result = settings.warp(features.x0_features(x0_hat), features.exemplar_in_domain, exemplar_latent, features.prior)
+        query = features.x0_features(x0_hat)
+        grid = tuple(query.shape[-2:])
+        if grid not in prepared:  # validates the pair once (shapes, finiteness, prior)
+            prepared[grid] = prepare_exemplar(where, query, exemplar_features, exemplar_latent, features.prior)
+        elif query.dim() != 4 or query.shape[1] != exemplar_features.shape[1]:
+            raise ValueError(f"{where}: x0_hat features must be (B, {exemplar_features.shape[1]}, h, w), "
+                             f"got {tuple(query.shape)}")
+        result = warp_prepared(query, prepared[grid], attention, settings.threshold, settings.mask_mode,
+                               settings.smooth, settings.soft_width, passes)
         warped = result.warped.to(x0_hat.dtype)
         mask = result.mask.to(x0_hat.dtype)
         return blend(warped, x0_hat, mask), {"mask": mask, "warped": warped, "flow": result.forward_flow}
@@ -222,7 +259,7 @@ def sample_interleaved(
     sigmas: Tensor,
     exemplar_latent: Tensor,
     features: MatchFeatures,
-    settings: RewarpSettings = RewarpSettings(),
+    settings: WarpSettings = WarpSettings(),
     eta: float = 0.0,
     noise_sampler: Optional[NoiseSampler] = None,
     callback: Optional[Callback] = None,

@@ -13,8 +13,10 @@ import torch.nn.functional as F
 import midms_core as mc
 from midms_core.alignment import SpatialPrior, affine_targets, search_similarity
 from midms_core.confidence import warp_with_confidence
-from midms_core.correspondence import _locality_tables, _subtract_locality, attend_dense, coordinate_grid
+from midms_core.attention import locality_tables, subtract_locality
+from midms_core.correspondence import attend_dense, coordinate_grid
 from tests import reference as ref
+from midms_core.attention import AttentionSettings
 
 
 def smooth_features(channels, h, w, seed, blur=2):
@@ -43,10 +45,10 @@ def test_prior_pair_term_is_the_gaussian_distance(per_cell):
     logits = torch.zeros(2, 12, 30)
     back = torch.zeros(2, 30, 12)
     for b in range(2):
-        _subtract_locality(logits[b], _locality_tables(loc, (5, 6), b), "query", (5, 6), 0)
-        tables = _locality_tables(loc.swapped(), (5, 6), b)
+        subtract_locality(logits[b], locality_tables(loc, (5, 6), b), "query", (5, 6), 0)
+        tables = locality_tables(loc.swapped(), (5, 6), b)
         for start in range(0, 30, 12):
-            _subtract_locality(back[b, start : start + 12], tables, "key", (5, 6), start)
+            subtract_locality(back[b, start : start + 12], tables, "key", (5, 6), start)
     v = ref.pixel_grid(5, 6)
     for b in range(2):
         for u in range(12):
@@ -68,7 +70,7 @@ def test_warp_with_prior_equals_transcription_both_ways(passes, per_cell):
     tau = 0.05
     prior = SpatialPrior(target, sigma)
     # a tiny block budget: several blocks of rows, so the streaming is exercised
-    res = warp_with_confidence(sx, sy, values, tau=tau, prior=prior, passes=passes, chunk_bytes=4 * hy * wy * 3)
+    res = warp_with_confidence(sx, sy, values, AttentionSettings(tau=tau, chunk_bytes=4 * hy * wy * 3), prior=prior, passes=passes)
     args = (sx[0].flatten(1), sy[0].flatten(1))
     t = target[0].flatten(1)
     s = sigma[0, 0] if per_cell else sigma
@@ -79,7 +81,7 @@ def test_warp_with_prior_equals_transcription_both_ways(passes, per_cell):
     assert torch.allclose(res.forward_flow[0].flatten(1).double(), want_flow, atol=2e-4)
     assert torch.allclose(res.backward_flow[0].flatten(1).double(), want_back, atol=2e-4)
     # and the prior matters: without it the answer differs
-    plain = warp_with_confidence(sx, sy, values, tau=tau, passes=passes)
+    plain = warp_with_confidence(sx, sy, values, AttentionSettings(tau=tau), passes=passes)
     assert (plain.forward_flow - res.forward_flow).abs().max() > 0.1
 
 
@@ -88,12 +90,12 @@ def test_dense_and_streamed_agree_with_locality_and_realistic_tau():
     prior = SpatialPrior(coordinate_grid(1, 16, 16) + 1.5, 2.0)
     locality = prior.locality()
     values = coordinate_grid(1, 16, 16)
-    dense = attend_dense(sx, sy, values, tau=0.005, locality=locality)
-    streamed = mc.attend(sx, sy, values, tau=0.005, locality=locality, chunk_bytes=4 * 256 * 10)
+    dense = attend_dense(sx, sy, values, AttentionSettings(tau=0.005), locality=locality)
+    streamed = mc.attend(sx, sy, values, AttentionSettings(tau=0.005, chunk_bytes=4 * 256 * 10), locality=locality)
     assert torch.allclose(dense, streamed, atol=1e-4)
     # the backward orientation: blocks of whole query-grid rows even for a budget of 10 rows
-    back_dense = attend_dense(sy, sx, values, tau=0.005, locality=locality.swapped())
-    back_streamed = mc.attend(sy, sx, values, tau=0.005, locality=locality.swapped(), chunk_bytes=4 * 256 * 10)
+    back_dense = attend_dense(sy, sx, values, AttentionSettings(tau=0.005), locality=locality.swapped())
+    back_streamed = mc.attend(sy, sx, values, AttentionSettings(tau=0.005, chunk_bytes=4 * 256 * 10), locality=locality.swapped())
     assert torch.allclose(back_dense, back_streamed, atol=1e-4)
 
 
@@ -102,10 +104,10 @@ def test_a_batch_of_priors_gives_a_batch_of_warps():
     sx, sy = smooth_features(16, 8, 8, 1), smooth_features(16, 8, 8, 2)
     values = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     targets = torch.cat([coordinate_grid(1, 8, 8), coordinate_grid(1, 8, 8).flip(-1)])
-    both = warp_with_confidence(sx, sy, values, tau=0.05, prior=SpatialPrior(targets, 1.0))
+    both = warp_with_confidence(sx, sy, values, AttentionSettings(tau=0.05), prior=SpatialPrior(targets, 1.0))
     assert both.warped.shape[0] == 2 and both.backward_flow.shape[0] == 2
     for b in range(2):
-        one = warp_with_confidence(sx, sy, values, tau=0.05, prior=SpatialPrior(targets[b : b + 1], 1.0))
+        one = warp_with_confidence(sx, sy, values, AttentionSettings(tau=0.05), prior=SpatialPrior(targets[b : b + 1], 1.0))
         assert torch.allclose(both.warped[b], one.warped[0], atol=1e-6)
         assert torch.allclose(both.backward_flow[b], one.backward_flow[0], atol=1e-5)
     assert (both.forward_flow[0] - both.forward_flow[1]).abs().max() > 1

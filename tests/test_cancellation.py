@@ -11,6 +11,7 @@ import midms_core as mc
 from midms_core.alignment import search_similarity
 from midms_core.cancellation import cancellable, checkpoint
 from midms_core.correspondence import attend, attend_both_ways
+from midms_core.attention import AttentionSettings
 
 
 class Stop(Exception):
@@ -60,12 +61,12 @@ def test_attend_checks_between_blocks_and_stops():
     chunk = 16 * 256 * 4  # 16 query rows per block: 16 blocks
     calls, check = counting_check()
     with cancellable(check):
-        out = attend(q, k, values, 0.05, chunk_bytes=chunk)
+        out = attend(q, k, values, AttentionSettings(tau=0.05, chunk_bytes=chunk))
     assert len(calls) == 16
-    assert torch.equal(out, attend(q, k, values, 0.05, chunk_bytes=chunk))  # checks change nothing
+    assert torch.equal(out, attend(q, k, values, AttentionSettings(tau=0.05, chunk_bytes=chunk)))  # checks change nothing
     calls, check = counting_check(stop_after=3)
     with pytest.raises(Stop), cancellable(check):
-        attend(q, k, values, 0.05, chunk_bytes=chunk)
+        attend(q, k, values, AttentionSettings(tau=0.05, chunk_bytes=chunk))
     assert len(calls) == 3
 
 
@@ -87,9 +88,9 @@ def test_one_pass_both_ways_checks_between_blocks():
     chunk = 16 * 256 * 4  # 16 blocks
     calls, check = counting_check(stop_after=2)
     with pytest.raises(Stop), cancellable(check):
-        attend_both_ways(q, k, kv, qv, 0.05, chunk_bytes=chunk)
+        attend_both_ways(q, k, kv, qv, AttentionSettings(tau=0.05, chunk_bytes=chunk))
     assert len(calls) == 2
     calls, check = counting_check()
     with cancellable(check):
-        mc.warp_with_confidence(q, k, torch.randn(1, 4, 16, 16, generator=g), passes="one", chunk_bytes=chunk)
+        mc.warp_with_confidence(q, k, torch.randn(1, 4, 16, 16, generator=g), AttentionSettings(chunk_bytes=chunk), passes="one")
     assert len(calls) >= 16

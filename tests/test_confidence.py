@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import midms_core as mc
 from tests import reference as ref
+from midms_core.attention import AttentionSettings
 
 
 def smooth_random_features(channels: int, h: int, w: int, seed: int, blur: int = 2) -> torch.Tensor:
@@ -116,10 +117,10 @@ def test_warp_with_confidence_matches_separate_computations():
     cond = torch.randn(2, 16, 6, 7, generator=g)
     exem = torch.randn(1, 16, 5, 5, generator=g)
     values = torch.randn(2, 3, 5, 5, generator=g)
-    res = mc.warp_with_confidence(cond, exem, values, tau=0.05, threshold=1.5, smooth=False, chunk_bytes=100)
-    assert torch.allclose(res.warped, mc.warp(cond, exem, values, tau=0.05), atol=1e-5)
-    assert torch.allclose(res.forward_flow, mc.soft_argmax_flow(cond, exem, tau=0.05), atol=1e-4)
-    backward = mc.soft_argmax_flow(exem, cond, tau=0.05)
+    res = mc.warp_with_confidence(cond, exem, values, AttentionSettings(tau=0.05, chunk_bytes=100), threshold=1.5, smooth=False)
+    assert torch.allclose(res.warped, mc.warp(cond, exem, values, AttentionSettings(tau=0.05)), atol=1e-5)
+    assert torch.allclose(res.forward_flow, mc.soft_argmax_flow(cond, exem, AttentionSettings(tau=0.05)), atol=1e-4)
+    backward = mc.soft_argmax_flow(exem, cond, AttentionSettings(tau=0.05))
     assert torch.allclose(res.backward_flow, backward, atol=1e-4)
     for b in range(2):
         want = ref.cycle_distance(res.forward_flow[b].double(), backward[b].double())
@@ -134,7 +135,7 @@ def test_one_pass_equals_two_passes(mask_mode):
     cond = torch.randn(2, 24, 9, 7, generator=g)
     exem = torch.randn(1, 24, 6, 8, generator=g)
     values = torch.randn(2, 4, 6, 8, generator=g)
-    kwargs = dict(tau=0.02, threshold=2.0, mask_mode=mask_mode, chunk_bytes=2 * 4 * 48 * 5)
+    kwargs = dict(settings=AttentionSettings(tau=0.02, chunk_bytes=2 * 4 * 48 * 5), threshold=2.0, mask_mode=mask_mode)
     one = mc.warp_with_confidence(cond, exem, values, passes="one", **kwargs)
     two = mc.warp_with_confidence(cond, exem, values, passes="two", **kwargs)
     for name in ("warped", "forward_flow", "backward_flow", "distance", "mask"):
@@ -146,8 +147,8 @@ def test_auto_takes_one_pass_for_wide_features_only(monkeypatch):
     import midms_core.confidence as confidence
 
     calls = []
-    real = confidence.attend_both_ways
-    monkeypatch.setattr(confidence, "attend_both_ways", lambda *a, **k: calls.append(a[0].shape[1]) or real(*a, **k))
+    real = confidence.softmax_average_both_ways
+    monkeypatch.setattr(confidence, "softmax_average_both_ways", lambda *a, **k: calls.append(a[0].shape[1]) or real(*a, **k))
     g = torch.Generator().manual_seed(9)
     values = torch.randn(1, 4, 3, 3, generator=g)
     for channels in (confidence.ONE_PASS_MIN_CHANNELS - 1, confidence.ONE_PASS_MIN_CHANNELS):
@@ -208,7 +209,7 @@ def test_soft_mode_through_fused_op():
         (dict(threshold=float("inf")), ["threshold"]),
         (dict(mask_mode="fuzzy"), ["mask_mode", "hard", "soft"]),
         (dict(soft_width=-1.0), ["soft_width"]),
-        (dict(tau=0), ["tau"]),
+        (dict(settings=0.005), ["settings", "AttentionSettings"]),
         (dict(exemplar_values=torch.randn(1, 3, 5, 5)), ["exemplar_values", "grid"]),
     ],
 )

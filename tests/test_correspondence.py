@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 import midms_core as mc
 from tests import reference as ref
+from midms_core.attention import AttentionSettings
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -58,7 +59,7 @@ def test_warp_equals_float64_transcription(c, hx, wx, hy, wy, cv, tau, clamp, ch
     q = torch.randn(1, c, hx, wx, generator=g)
     k = torch.randn(1, c, hy, wy, generator=g)
     v = torch.randn(1, cv, hy, wy, generator=g)
-    got = mc.warp(q, k, v, tau=tau, clamp_negative=clamp, chunk_bytes=4 * hy * wy * chunk_rows)
+    got = mc.warp(q, k, v, AttentionSettings(tau=tau, clamp_negative=clamp, chunk_bytes=4 * hy * wy * chunk_rows))
     want = reference_warp(q, k, v, tau, clamp)
     assert got.shape == (1, cv, hx, wx)
     # Forward-error bound of a float32 softmax at temperature tau: cosines carry ~eps rounding,
@@ -66,7 +67,7 @@ def test_warp_equals_float64_transcription(c, hx, wx, hy, wy, cv, tau, clamp, ch
     bound = 2 * torch.finfo(torch.float32).eps / tau * float(v.abs().max())
     assert float((got.double() - want).abs().max()) <= bound
     # Chunking changes nothing but summation order: the blocked result is the dense one.
-    dense = mc.attend_dense(q, k, v, tau=tau, clamp_negative=clamp)
+    dense = mc.attend_dense(q, k, v, AttentionSettings(tau=tau, clamp_negative=clamp))
     assert float((got - dense).abs().max()) <= bound
 
 
@@ -87,8 +88,7 @@ def test_attend_both_ways_equals_two_float64_transcriptions(c, hx, wx, hy, wy, c
     kv = torch.randn(1, cv, hy, wy, generator=g)
     qv = torch.randn(1, cu, hx, wx, generator=g)
     # chunk_bytes holds two blocks of chunk_rows rows
-    forward, backward = mc.correspondence.attend_both_ways(q, k, kv, qv, tau=tau, clamp_negative=clamp,
-                                                           chunk_bytes=2 * 4 * hy * wy * chunk_rows)
+    forward, backward = mc.correspondence.attend_both_ways(q, k, kv, qv, AttentionSettings(tau=tau, clamp_negative=clamp, chunk_bytes=2 * 4 * hy * wy * chunk_rows))
     assert forward.shape == (1, cv, hx, wx) and backward.shape == (1, cu, hy, wy)
     eps = torch.finfo(torch.float32).eps
     # the same float32 softmax bound as test_warp_equals_float64_transcription; the backward
@@ -109,8 +109,7 @@ def test_attend_both_ways_rescales_columns_whose_maximum_grows_late():
     q = (1 - mix) * noise + mix * k
     kv = torch.randn(1, 2, 1, n, generator=g)
     qv = torch.arange(float(n)).view(1, 1, 1, n)
-    forward, backward = mc.correspondence.attend_both_ways(q, k, kv, qv, tau=0.01, clamp_negative=False,
-                                                           chunk_bytes=2 * 4 * n)  # one row per block
+    forward, backward = mc.correspondence.attend_both_ways(q, k, kv, qv, AttentionSettings(tau=0.01, clamp_negative=False, chunk_bytes=2 * 4 * n))  # one row per block
     assert torch.allclose(forward.double(), reference_warp(q, k, kv, 0.01, False), atol=1e-4)
     assert torch.allclose(backward.double(), reference_warp(k, q, qv, 0.01, False), atol=1e-4)
 
@@ -120,11 +119,11 @@ def test_attend_both_ways_broadcasts_batches(bq, bk, bv, bu):
     g = torch.Generator().manual_seed(5)
     q, k = torch.randn(bq, 6, 3, 4, generator=g), torch.randn(bk, 6, 4, 2, generator=g)
     kv, qv = torch.randn(bv, 3, 4, 2, generator=g), torch.randn(bu, 2, 3, 4, generator=g)
-    forward, backward = mc.correspondence.attend_both_ways(q, k, kv, qv, tau=0.05, chunk_bytes=2 * 4 * 8 * 5)
-    assert torch.allclose(forward, mc.attend(q, k, kv, tau=0.05), atol=1e-5)
-    assert torch.allclose(backward, mc.attend(k, q, qv, tau=0.05), atol=1e-5)
+    forward, backward = mc.correspondence.attend_both_ways(q, k, kv, qv, AttentionSettings(tau=0.05, chunk_bytes=2 * 4 * 8 * 5))
+    assert torch.allclose(forward, mc.attend(q, k, kv, AttentionSettings(tau=0.05)), atol=1e-5)
+    assert torch.allclose(backward, mc.attend(k, q, qv, AttentionSettings(tau=0.05)), atol=1e-5)
     with pytest.raises(ValueError, match="attend_both_ways.*batch"):
-        mc.correspondence.attend_both_ways(q, k, kv, torch.randn(3, 2, 3, 4), tau=0.05)
+        mc.correspondence.attend_both_ways(q, k, kv, torch.randn(3, 2, 3, 4), AttentionSettings(tau=0.05))
 
 
 @pytest.mark.parametrize("shape", [(64, 16, 16, 24, 20), (256, 32, 32, 32, 32), (8, 5, 40, 40, 5)])
@@ -135,7 +134,7 @@ def test_chunked_equals_dense_at_realistic_sizes(shape):
     k = torch.randn(1, c, hy, wy, generator=g)
     v = torch.randn(1, 4, hy, wy, generator=g)
     want = reference_warp(q, k, v, 0.005)
-    small = mc.attend(q, k, v, chunk_bytes=4 * hy * wy * 7)  # 7 rows per block: a ragged last block
+    small = mc.attend(q, k, v, AttentionSettings(chunk_bytes=4 * hy * wy * 7))  # 7 rows per block: a ragged last block
     dense = mc.attend_dense(q, k, v)
     assert rel_err(small, want) < 1e-5
     assert rel_err(small, dense) < 1e-5  # the memory-lean result equals the dense computation
@@ -145,7 +144,7 @@ def test_soft_argmax_flow_is_expected_exemplar_position():
     g = torch.Generator().manual_seed(2)
     q = torch.randn(1, 12, 4, 6, generator=g)
     k = torch.randn(1, 12, 5, 3, generator=g)
-    flow = mc.soft_argmax_flow(q, k, tau=0.05)
+    flow = mc.soft_argmax_flow(q, k, AttentionSettings(tau=0.05))
     want = ref.soft_warp(q[0].flatten(1), k[0].flatten(1), ref.pixel_grid(5, 3), 0.05).view(2, 4, 6)
     assert flow.shape == (1, 2, 4, 6)
     assert rel_err(flow[0], want) < 1e-5
@@ -165,11 +164,11 @@ def test_batch_broadcasting_equals_per_item(bq, bk, bv):
     q = torch.randn(bq, 8, 4, 5, generator=g)
     k = torch.randn(bk, 8, 3, 3, generator=g)
     v = torch.randn(bv, 2, 3, 3, generator=g)
-    got = mc.warp(q, k, v, chunk_bytes=4 * 9 * 3)
+    got = mc.warp(q, k, v, AttentionSettings(chunk_bytes=4 * 9 * 3))
     batch = max(bq, bk, bv)
     assert got.shape == (batch, 2, 4, 5)
     for b in range(batch):
-        one = mc.warp(q[min(b, bq - 1):][:1], k[min(b, bk - 1):][:1], v[min(b, bv - 1):][:1], chunk_bytes=4 * 9 * 3)
+        one = mc.warp(q[min(b, bq - 1):][:1], k[min(b, bk - 1):][:1], v[min(b, bv - 1):][:1], AttentionSettings(chunk_bytes=4 * 9 * 3))
         assert torch.allclose(got[b], one[0], atol=2 * torch.finfo(torch.float32).eps / 0.005 * float(v.abs().max()))
 
 
@@ -216,10 +215,7 @@ GOOD_V = torch.randn(1, 2, 3, 3)
         (dict(condition_features=torch.full((1, 4, 3, 3), float("nan"))), ["condition_features", "NaN"]),
         (dict(exemplar_values=torch.full((1, 2, 3, 3), float("inf"))), ["exemplar_values", "Inf"]),
         (dict(condition_features=torch.randn(1, 4, 0, 3)), ["condition_features", "empty"]),
-        (dict(tau=0.0), ["tau", "> 0"]),
-        (dict(tau=-1.0), ["tau"]),
-        (dict(tau=float("nan")), ["tau"]),
-        (dict(chunk_bytes=0), ["chunk_bytes"]),
+        (dict(settings=dict(tau=0.05)), ["settings", "AttentionSettings"]),
         (dict(condition_features=torch.ones(1, 4, 3, 3, dtype=torch.int64)), ["floating-point"]),
     ],
 )
@@ -231,3 +227,22 @@ def test_bad_input_raises_clear_value_error(kwargs, words):
     for word in words:
         assert word in str(info.value), str(info.value)
     assert str(info.value).startswith("warp:")
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(tau=0.0), ["tau", "> 0"]),
+        (dict(tau=-1.0), ["tau"]),
+        (dict(tau=float("nan")), ["tau"]),
+        (dict(chunk_bytes=0), ["chunk_bytes"]),
+        (dict(clamp_negative=1), ["clamp_negative", "True or False"]),
+        (dict(fused="yes"), ["fused", "True or False"]),
+    ],
+)
+def test_bad_attention_settings_are_refused_where_they_are_made(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        AttentionSettings(**kwargs)
+    assert str(info.value).startswith("AttentionSettings:")
+    for word in words:
+        assert word in str(info.value), str(info.value)

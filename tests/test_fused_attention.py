@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import midms_core.correspondence as corr
+import midms_core.attention as kernel
 from midms_core.correspondence import attend, centre_normalise
+from midms_core.attention import AttentionSettings
 
 
 def clamped_warp_float64(query, key, values, tau):
@@ -56,16 +57,16 @@ def _adversarial(seed, side=12, channels=16):
 def test_fused_equals_the_clamped_definition(seed, tau):
     query, key, values = _pair(seed)
     want = clamped_warp_float64(query, key, values, tau)
-    got = attend(query, key, values, tau=tau)
+    got = attend(query, key, values, AttentionSettings(tau=tau))
     assert torch.allclose(got.double(), want, rtol=0, atol=2e-5), float((got.double() - want).abs().max())
-    loop = attend(query, key, values, tau=tau, fused=False)
+    loop = attend(query, key, values, AttentionSettings(tau=tau, fused=False))
     assert torch.allclose(got, loop, rtol=0, atol=2e-5)
 
 
 def test_unclamped_fused_equals_the_loop():
     query, key, values = _pair(3)
-    got = attend(query, key, values, clamp_negative=False)
-    assert torch.allclose(got, attend(query, key, values, clamp_negative=False, fused=False), rtol=0, atol=1e-5)
+    got = attend(query, key, values, AttentionSettings(clamp_negative=False))
+    assert torch.allclose(got, attend(query, key, values, AttentionSettings(clamp_negative=False, fused=False)), rtol=0, atol=1e-5)
 
 
 def test_rows_the_clamp_changes_fall_back_to_the_exact_loop(monkeypatch):
@@ -73,19 +74,19 @@ def test_rows_the_clamp_changes_fall_back_to_the_exact_loop(monkeypatch):
     tau = 0.005
     want = clamped_warp_float64(query, key, values, tau)
     # the kernel alone (unclamped softmax) is far off on those rows: the test is not vacuous
-    unclamped = attend(query, key, values, tau=tau, clamp_negative=False, fused=False)
+    unclamped = attend(query, key, values, AttentionSettings(tau=tau, clamp_negative=False, fused=False))
     off = (unclamped.double() - want).abs().flatten(2)[0]
     assert float(off[:, bad].max()) > 0.1
 
     fallen = []
-    exact = corr._exact_rows
+    exact = kernel.exact_rows_subset
 
-    def spy(q_rows, *args, **kwargs):
-        fallen.append(q_rows.shape[0])
-        return exact(q_rows, *args, **kwargs)
+    def spy(q_rows, unsafe, *args, **kwargs):
+        fallen.append(unsafe.numel())
+        return exact(q_rows, unsafe, *args, **kwargs)
 
-    monkeypatch.setattr(corr, "_exact_rows", spy)
-    got = attend(query, key, values, tau=tau)
+    monkeypatch.setattr(kernel, "exact_rows_subset", spy)
+    got = attend(query, key, values, AttentionSettings(tau=tau))
     assert torch.allclose(got.double(), want, rtol=0, atol=2e-5), float((got.double() - want).abs().max())
     assert sum(fallen) >= bad.numel()  # every adversarial row was recomputed exactly
     assert sum(fallen) < query.shape[-1] * query.shape[-2]  # and not everything
@@ -121,7 +122,7 @@ def test_threshold_is_the_resolution_argument():
     """Nk exp(-threshold / tau) = 2^-24 exactly: a row whose best cosine reaches the threshold
     changes by less than float32's resolution of the values' range."""
     tau, n = 0.005, 128 * 128
-    threshold = tau * (math.log(n) + math.log(1 / corr.FUSED_CERTIFICATE_EPS))
+    threshold = tau * (math.log(n) + math.log(1 / kernel.FUSED_CERTIFICATE_EPS))
     assert math.isclose(n * math.exp(-threshold / tau), 2.0**-24, rel_tol=1e-9)
     assert F.scaled_dot_product_attention  # the host kernel the path uses exists in this torch
 
@@ -165,15 +166,15 @@ def test_fused_with_a_locality_term_equals_the_definition(points_on, monkeypatch
     tau = 0.005
     want = clamped_warp_with_locality_float64(query, key, values, tau, points, weight, points_on)
     fallen = []
-    exact = corr._exact_rows_subset
+    exact = kernel.exact_rows_subset
 
     def spy(q_rows, unsafe, *args, **kwargs):
         fallen.append(unsafe.numel())
         return exact(q_rows, unsafe, *args, **kwargs)
 
-    monkeypatch.setattr(corr, "_exact_rows_subset", spy)
-    got = attend(query, key, values, tau=tau, locality=locality, chunk_bytes=4 * side * side * 3 * side)
+    monkeypatch.setattr(kernel, "exact_rows_subset", spy)
+    got = attend(query, key, values, AttentionSettings(tau=tau, chunk_bytes=4 * side * side * 3 * side), locality=locality)
     assert torch.allclose(got.double(), want, rtol=0, atol=5e-5), float((got.double() - want).abs().max())
-    assert torch.allclose(got, attend(query, key, values, tau=tau, locality=locality, fused=False), rtol=0, atol=5e-5)
+    assert torch.allclose(got, attend(query, key, values, AttentionSettings(tau=tau, fused=False), locality=locality), rtol=0, atol=5e-5)
     if points_on == "query":  # (swapped, the adversarial rows are keys: nothing needs to fall back)
         assert bad.numel() <= sum(fallen) < side * side

@@ -129,7 +129,7 @@ def test_the_samplers_step_and_renoise_on_the_given_path():
     feats = mc.MatchFeatures(condition=torch.ones(1, 3, 6, 6), exemplar=torch.ones(1, 3, 6, 6),
                              exemplar_in_domain=torch.ones(1, 3, 6, 6), x0_features=lambda t: torch.ones(1, 3, 6, 6))
     seen = []
-    mc.sample_interleaved(lambda xt, s: x0, x, sigmas, x0, feats, mc.RewarpSettings(rewarp_steps=()),
+    mc.sample_interleaved(lambda xt, s: x0, x, sigmas, x0, feats, mc.WarpSettings(rewarp_steps=()),
                           noise_sampler=lambda a, b: z, callback=lambda info: seen.append((info["stage"], info["x"])),
                           refine_sigmas=torch.tensor([0.3, 0.0]), path=RECTIFIED_FLOW)
     (stage, first_refine), = [(st, xi) for st, xi in seen if st == "refine"]

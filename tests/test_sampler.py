@@ -12,6 +12,7 @@ import torch
 
 import midms_core as mc
 from tests import reference as ref
+from midms_core.attention import AttentionSettings
 
 
 class ToyEpsModel:
@@ -134,7 +135,7 @@ def setup_interleaved(steps=4, seed=0):
 def test_interleaved_without_rewarp_is_exactly_ddim():
     model, denoise, sigmas, exemplar, x = setup_interleaved()
     feats = FixedFeatures(exemplar)
-    settings = mc.RewarpSettings(rewarp_steps=())
+    settings = mc.WarpSettings(rewarp_steps=())
     got = mc.sample_interleaved(denoise, x, sigmas, exemplar, feats.build(exemplar), settings)
     assert torch.equal(got, mc.sample_ddim(denoise, x, sigmas))
     assert feats.calls == []
@@ -146,7 +147,7 @@ def test_all_ones_mask_feeds_the_warp_as_x0():
     model, denoise, sigmas, exemplar, x = setup_interleaved()
     feats = FixedFeatures(exemplar)
     # A threshold far beyond the grid accepts every position: the mask is all ones.
-    settings = mc.RewarpSettings(threshold=1e6, rewarp_steps=(0, 1, 2, 3))
+    settings = mc.WarpSettings(threshold=1e6, rewarp_steps=(0, 1, 2, 3))
     seen = []
     mc.sample_interleaved(denoise, x, sigmas, exemplar, feats.build(exemplar), settings, callback=seen.append)
     assert len(seen) == 4 and len(feats.calls) == 4
@@ -163,7 +164,7 @@ def test_blend_and_update_follow_eq_8_to_11():
     x0 = M * rewarp + (1 - M) * x0_hat."""
     model, denoise, sigmas, exemplar, x = setup_interleaved(steps=3, seed=2)
     feats = FixedFeatures(exemplar)
-    settings = mc.RewarpSettings(threshold=3.0, tau=0.05, smooth=False, rewarp_steps=(0, 1))
+    settings = mc.WarpSettings(threshold=3.0, tau=0.05, smooth=False, rewarp_steps=(0, 1))
     seen = []
     out = mc.sample_interleaved(denoise, x, sigmas, exemplar, feats.build(exemplar), settings, callback=seen.append)
     xi = x
@@ -171,7 +172,7 @@ def test_blend_and_update_follow_eq_8_to_11():
         x0_hat = denoise(xi, sigmas[i] * torch.ones(1))
         assert torch.allclose(info["x0_hat"], x0_hat)
         if i in (0, 1):
-            res = mc.warp_with_confidence(x0_hat, exemplar, exemplar, tau=0.05, threshold=3.0, smooth=False)
+            res = mc.warp_with_confidence(x0_hat, exemplar, exemplar, AttentionSettings(tau=0.05), threshold=3.0, smooth=False)
             x0 = res.mask * res.warped + (1 - res.mask) * x0_hat
             assert 0 < float(res.mask.mean()) < 1  # a real mix, not a trivial mask
             assert torch.allclose(info["mask"], res.mask)
@@ -185,7 +186,7 @@ def test_blend_and_update_follow_eq_8_to_11():
 
 
 def test_rewarp_steps_past_the_end_are_an_error_before_any_step():
-    settings = mc.RewarpSettings(rewarp_steps=[1, 4])
+    settings = mc.WarpSettings(rewarp_steps=[1, 4])
     settings.check_steps(5)  # steps 0..4
     with pytest.raises(ValueError, match=r"lists step 4, but this run has 4 steps, numbered 0 to 3 \(steps count from 0\)"):
         settings.check_steps(4)
@@ -202,9 +203,9 @@ def test_rewarp_steps_past_the_end_are_an_error_before_any_step():
 
 
 def test_default_rewarp_skips_last_step_and_official_preset():
-    assert mc.RewarpSettings().steps_to_rewarp(4) == {0, 1, 2}
-    assert mc.RewarpSettings(skip_last=False).steps_to_rewarp(4) == {0, 1, 2, 3}
-    assert mc.RewarpSettings(rewarp_steps=[2, 1, 1, 9]).steps_to_rewarp(4) == {1, 2}
+    assert mc.WarpSettings().steps_to_rewarp(4) == {0, 1, 2}
+    assert mc.WarpSettings(skip_last=False).steps_to_rewarp(4) == {0, 1, 2, 3}
+    assert mc.WarpSettings(rewarp_steps=[2, 1, 1, 9]).steps_to_rewarp(4) == {1, 2}
     model, denoise, sigmas, exemplar, x = setup_interleaved()
     feats = FixedFeatures(exemplar)
     seen = []
@@ -276,27 +277,27 @@ def test_translate_and_every_re_match_use_the_match_prior():
     prior = mc.SpatialPrior(flipped, 0.7)
     feats = FixedFeatures(exemplar)
     features = dataclasses.replace(feats.build(condition), prior=prior)
-    settings = mc.RewarpSettings(tau=0.05, threshold=512.0)
+    settings = mc.WarpSettings(tau=0.05, threshold=512.0)
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
     result = mc.translate(denoise, features, exemplar, sigmas, noise, settings)
-    want = mc.warp_with_confidence(condition, exemplar, exemplar, tau=0.05, threshold=512.0, prior=prior)
+    want = mc.warp_with_confidence(condition, exemplar, exemplar, AttentionSettings(tau=0.05), threshold=512.0, prior=prior)
     assert torch.allclose(result.initial.warped, want.warped, atol=1e-6)
-    assert (result.initial.warped - mc.warp(condition, exemplar, exemplar, tau=0.05)).abs().max() > 0.1
+    assert (result.initial.warped - mc.warp(condition, exemplar, exemplar, AttentionSettings(tau=0.05))).abs().max() > 0.1
 
     transform = mc.rewarp_transform(exemplar, features, settings, step_count=4)
     x0_hat = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
     x0, info = transform(0, x0_hat, x0_hat, sigmas[0])
-    rewarp = mc.warp_with_confidence(x0_hat, exemplar, exemplar, tau=0.05, threshold=512.0, prior=prior)
+    rewarp = mc.warp_with_confidence(x0_hat, exemplar, exemplar, AttentionSettings(tau=0.05), threshold=512.0, prior=prior)
     assert torch.allclose(info["warped"], rewarp.warped, atol=1e-6)
     assert torch.allclose(x0, mc.blend(rewarp.warped, x0_hat, rewarp.mask), atol=1e-6)
     assert torch.allclose(info["flow"], rewarp.forward_flow, atol=1e-5)
-    assert (info["warped"] - mc.warp(x0_hat, exemplar, exemplar, tau=0.05)).abs().max() > 0.1
+    assert (info["warped"] - mc.warp(x0_hat, exemplar, exemplar, AttentionSettings(tau=0.05))).abs().max() > 0.1
 
 
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        (dict(tau=0), ["RewarpSettings", "tau"]),
+        (dict(tau=0), ["WarpSettings", "tau"]),
         (dict(threshold=-1), ["threshold"]),
         (dict(mask_mode="x"), ["mask_mode"]),
         (dict(rewarp_steps=[-1]), ["rewarp_steps"]),
@@ -305,7 +306,7 @@ def test_translate_and_every_re_match_use_the_match_prior():
 )
 def test_settings_validation(kwargs, words):
     with pytest.raises(ValueError) as info:
-        mc.RewarpSettings(**kwargs)
+        mc.WarpSettings(**kwargs)
     for w in words:
         assert w in str(info.value)
 

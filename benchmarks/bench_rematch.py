@@ -1,0 +1,150 @@
+"""Time per re-match of the interleaved sampler, this tree against an earlier revision, in one run.
+
+One re-match is one call of the sampler's interleaving hook (:func:`midms_core.sampler.rewarp_transform`)
+at a re-warp step: the x0_hat features, the warp with its forward and backward flows, the cycle
+check and the blend. Both versions run the same inputs alternately in this process, so the
+machine's load hits both alike; the table gives medians and their ratio.
+
+    python -m benchmarks.bench_rematch                      # against the revision before issue 9
+    python -m benchmarks.bench_rematch --baseline HEAD~3 --sides 64 --repeats 5
+
+Cases: the edge matcher's own re-match features (1164 channels, with its alignment prior, on
+real photos from scikit-image) and feature maps of DIFT's widths (SD1.5 1280, SDXL 640
+channels; smooth seeded random fields, the x0_hat side a shifted noisy copy, no prior). The
+earlier revision's ``midms_core`` is read with ``git show`` into a temporary folder and imported
+under another name; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import midms_core as mc
+
+ROOT = Path(__file__).resolve().parents[1]
+BEFORE_ISSUE_9 = "3dca661"  # the tree before the structural pass
+
+
+def load_revision(rev: str, into: Path):
+    """``midms_core`` as it was at ``rev``, imported as the package ``midms_core_at_<rev>``."""
+    name = "midms_core_at_" + "".join(c if c.isalnum() else "_" for c in rev)
+    files = subprocess.run(["git", "ls-tree", "--name-only", rev, "midms_core/"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.split()
+    target = into / name
+    target.mkdir(parents=True)
+    for path in files:
+        if path.endswith(".py"):
+            text = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True).stdout
+            (target / Path(path).name).write_bytes(text)
+    sys.path.insert(0, str(into))
+    return importlib.import_module(name)
+
+
+def smooth_field(channels: int, side: int, generator: torch.Generator) -> torch.Tensor:
+    """(1, C, side, side) spatially smooth random features (a blurred seeded field)."""
+    field = torch.randn(1, channels, side // 4 + 1, side // 4 + 1, generator=generator)
+    return F.interpolate(field, size=(side, side), mode="bicubic", align_corners=False)
+
+
+def dift_like(channels: int, side: int):
+    """Exemplar features, x0_hat features (the exemplar's shifted by 3 cells plus noise) and a latent."""
+    g = torch.Generator().manual_seed(channels + side)
+    exemplar = smooth_field(channels, side, g)
+    x0 = torch.roll(exemplar, shifts=(3, -2), dims=(2, 3)) + 0.3 * torch.randn(exemplar.shape, generator=g)
+    latent = torch.randn(1, 4, side, side, generator=g)
+    return exemplar, (lambda _x0_hat: x0), latent, None
+
+
+def edge_matcher_case(side: int):
+    """The edge matcher bound on two photos (astronaut's edges -> coffee... no: chelsea), at a
+    latent grid of ``side``: its in-domain exemplar features, x0 feature function and prior."""
+    from skimage import data
+
+    def image(array) -> torch.Tensor:
+        t = torch.from_numpy(array).float().div(255).permute(2, 0, 1).unsqueeze(0)
+        return F.interpolate(t, size=(side * 8, side * 8), mode="bilinear", align_corners=False)
+
+    condition_photo, exemplar_photo = image(data.astronaut()), image(data.chelsea())
+    edges = mc.canny_edge_map(condition_photo)
+    edges = edges.expand(-1, 3, -1, -1) if edges.shape[1] == 1 else edges
+
+    def latent(img: torch.Tensor) -> torch.Tensor:  # a stand-in latent: the photo at the latent grid
+        small = F.avg_pool2d(img, 8)
+        return torch.cat([small, small.mean(1, keepdim=True)], dim=1) * 2 - 1
+
+    features = mc.EdgeDescriptorMatcher().bind(mc.MatchSide(latent(edges), edges),
+                                               mc.MatchSide(latent(exemplar_photo), exemplar_photo))
+    x0 = latent(condition_photo)
+    return features.exemplar_in_domain, (lambda _x0_hat: features.x0_features(x0)), latent(exemplar_photo), features.prior
+
+
+def hook(package, exemplar, x0_features, latent, prior, **settings):
+    """The version's interleaving hook at step 0 of a 2-step run, ready to call."""
+    base_prior = None if prior is None else package.SpatialPrior(prior.target, prior.sigma)
+    features = package.MatchFeatures(condition=exemplar, exemplar=exemplar, exemplar_in_domain=exemplar,
+                                     x0_features=x0_features, prior=base_prior)
+    settings_class = getattr(package, "WarpSettings", None) or getattr(package, "RewarpSettings")
+    transform = package.sampler.rewarp_transform(latent, features, settings_class(rewarp_steps=(0,), **settings), 2)
+    x = torch.zeros_like(latent)
+    return lambda: transform(0, x, x, torch.tensor(1.0))
+
+
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline", default=BEFORE_ISSUE_9, help="git revision to compare against")
+    parser.add_argument("--sides", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        before = load_revision(args.baseline, Path(tmp))
+        cases = [("edge matcher (1164 ch, prior)", edge_matcher_case),
+                 ("DIFT SD1.5 width (1280 ch)", lambda s: dift_like(1280, s)),
+                 ("DIFT SDXL width (640 ch)", lambda s: dift_like(640, s))]
+        rows = []
+        for label, make in cases:
+            for side in args.sides:
+                inputs = make(side)
+                versions = [hook(before, *inputs), hook(mc, *inputs), hook(mc, *inputs, passes="two")]
+                outs = [run() for run in versions]  # warm-up, and all must agree
+                gap = max(max(float((o[0] - outs[0][0]).abs().max()), float((o[1]["mask"] - outs[0][1]["mask"]).abs().max()))
+                          for o in outs[1:])
+                times = [[] for _ in versions]
+                for _ in range(args.repeats):  # alternate, so load hits all alike
+                    for run, t in zip(versions, times):
+                        t.append(median_seconds(run, 1))
+                m_old, m_new, m_two = (statistics.median(t) for t in times)
+                rows.append((label, f"{side} x {side}", f"{m_old:.3f}", f"{m_new:.3f}", f"{m_new / m_old:.2f}x",
+                             f"{m_two / m_old:.2f}x", f"{gap:.1e}"))
+                print(" | ".join(rows[-1]), flush=True)
+    print(f"\nTime per re-match, {args.baseline} against this tree (median of {args.repeats}, "
+          f"{torch.get_num_threads()} threads, {'cuda' if torch.cuda.is_available() else 'cpu'}):\n")
+    header = ("case", "latent grid", f"{args.baseline} s", "now s", "now / before",
+              "two fused passes / before", "max |diff|")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

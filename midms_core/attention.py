@@ -1,0 +1,338 @@
+"""The block kernel under the correspondence: a softmax over correlation logits, streamed.
+
+out(u) = sum_v softmax_v(L(u, v)) values(v), L(u, v) = max(0, <q_u, k_v>) / tau - l(u, v) with
+q, k centre-normalised features (Eq. 5; the clamp when ``clamp_negative``) and l an optional
+locality term (:class:`GridLocality`). The (Nq x Nk) matrix is never built whole: blocks of query
+rows are computed one at a time, so extra memory is about ``chunk_bytes`` plus the features.
+Each row's softmax needs only its row, so the result equals the dense definition up to rounding.
+
+This module does NOT check its arguments: it is the inner loop, called many times per sampler
+run on tensors its callers validated once (:mod:`midms_core.correspondence`,
+:mod:`midms_core.confidence`, the sampler's set-up). Everything here takes features that are
+already centre-normalised float32 and flattened: (B, C, N).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .cancellation import checkpoint
+from .validation import check_positive
+
+DEFAULT_TAU = 0.005  # official MIDMs code (CoCosNet used 0.01)
+DEFAULT_CHUNK_BYTES = 64 * 2**20  # one block of logits; 64 MiB keeps a 256x256 latent fast and lean
+
+# A row's clamped and unclamped softmax averages differ by at most Nk exp(-m / tau) times the
+# values' range, m = the row's best cosine (proof in _fused_rows). Below 2^-24 that is under
+# float32's resolution of the values.
+FUSED_CERTIFICATE_EPS = 2.0**-24
+
+
+@dataclass(frozen=True)
+class AttentionSettings:
+    """How the correlation softmax is evaluated; validated once, here.
+
+    tau:            softmax temperature (official 0.005).
+    clamp_negative: clamp correlations at 0 before the division by tau (the official code does).
+    chunk_bytes:    memory budget for one block of float32 logits.
+    fused:          use the host's fused attention kernel where it provably equals the clamped
+                    definition (:func:`_fused_rows`), the exact block loop elsewhere.
+    """
+
+    tau: float = DEFAULT_TAU
+    clamp_negative: bool = True
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    fused: bool = True
+
+    def __post_init__(self) -> None:
+        where = "AttentionSettings"
+        object.__setattr__(self, "tau", check_positive(where, "tau", self.tau))
+        object.__setattr__(self, "chunk_bytes", int(check_positive(where, "chunk_bytes", self.chunk_bytes)))
+        for name in ("clamp_negative", "fused"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{where}: '{name}' must be True or False, got {getattr(self, name)!r}")
+
+
+class GridLocality(NamedTuple):
+    """A locality term of the logits between positions p of one side, each with a point and a
+    weight, and the cells g = (x, y) of the other side's grid: -w(p) |point(p) - g|^2, added
+    after the clamp and the division by tau.
+
+    points: (B, 2, H, W) (x, y) in the grid side's cell coordinates; weight: (B, 1, H, W) > 0;
+    points_on: "query" (the grid is the keys' grid; e.g. the forward warp with a prior around
+    T(u)) or "key" (the grid is the queries' grid; the backward direction of the same term).
+
+    The squared distance separates, |p - g|^2 = (p_x - x)^2 + (p_y - y)^2, so each block of
+    logits viewed on the grid takes two broadcast subtractions of small tables: exact (every
+    difference computed directly, no expansion that cancels, no matmul that TF32 could round),
+    no temporary of block size, and the softmax stays row-exact.
+    """
+
+    points: Tensor
+    weight: Tensor
+    points_on: str = "query"
+
+    def swapped(self) -> "GridLocality":
+        """The same term with queries and keys exchanged (the backward direction)."""
+        return GridLocality(self.points, self.weight, "key" if self.points_on == "query" else "query")
+
+
+class _Locality(NamedTuple):
+    """A :class:`GridLocality` prepared for one item: its per-axis tables on the grid side."""
+
+    tables: tuple[Tensor, Tensor]
+    points_on: str
+    grid: tuple[int, int]
+
+
+def rows_per_chunk(key_count: int, chunk_bytes: int) -> int:
+    """How many query rows of float32 logits against ``key_count`` keys fit in ``chunk_bytes``."""
+    return max(1, int(chunk_bytes) // (4 * key_count))
+
+
+def item(batch: Tensor, b: int) -> Tensor:
+    """Item ``b`` of a batch that may broadcast (size 1)."""
+    return batch[b if batch.shape[0] > 1 else 0]
+
+
+def locality_tables(locality: GridLocality, grid: tuple[int, int], b: int) -> tuple[Tensor, Tensor]:
+    """Per-axis tables of item b: X = w (p_x - x)^2 and Y = w (p_y - y)^2 for the N point
+    positions against the grid's gw columns and gh rows, float32, laid out as the blocks read
+    them: (N, gw), (N, gh) for points on the query side, (gw, N), (gh, N) for points on the key side."""
+    gh, gw = grid
+    points = item(locality.points, b).float().flatten(1)  # (2, N)
+    weight = item(locality.weight, b).float().flatten()  # (N,)
+    xs = torch.arange(gw, device=points.device, dtype=torch.float32)
+    ys = torch.arange(gh, device=points.device, dtype=torch.float32)
+    if locality.points_on == "query":
+        return ((points[0][:, None] - xs[None, :]).square_().mul_(weight[:, None]),
+                (points[1][:, None] - ys[None, :]).square_().mul_(weight[:, None]))
+    return ((xs[:, None] - points[0][None, :]).square_().mul_(weight[None, :]),
+            (ys[:, None] - points[1][None, :]).square_().mul_(weight[None, :]))
+
+
+def subtract_locality(logits: Tensor, tables: tuple[Tensor, Tensor], points_on: str, grid: tuple[int, int],
+                      start: int) -> None:
+    """logits (r, Nk) for query rows start:start + r -= the locality term.
+
+    points_on "query": the keys are the grid; tables (Nq, gw), (Nq, gh) of the points.
+    points_on "key": the queries are the grid and the block holds whole grid rows (start and r
+    multiples of gw); tables (gw, Nk), (gh, Nk).
+    """
+    table_x, table_y = tables
+    gh, gw = grid
+    r = logits.shape[0]
+    if points_on == "query":
+        view = logits.view(r, gh, gw)
+        view.sub_(table_y[start : start + r, :, None]).sub_(table_x[start : start + r, None, :])
+    else:
+        view = logits.view(r // gw, gw, -1)
+        row0 = start // gw
+        view.sub_(table_x[None, :, :]).sub_(table_y[row0 : row0 + r // gw, None, :])
+
+
+def _prepared(locality: Optional[GridLocality], grid: Optional[tuple[int, int]], b: int) -> Optional[_Locality]:
+    if locality is None:
+        return None
+    return _Locality(locality_tables(locality, grid, b), locality.points_on, grid)
+
+
+def softmax_average(q: Tensor, k: Tensor, v: Tensor, key_grid: tuple[int, int], settings: AttentionSettings,
+                    locality: Optional[GridLocality] = None, query_grid: Optional[tuple[int, int]] = None) -> Tensor:
+    """The kernel of :func:`midms_core.correspondence.attend`, unchecked.
+
+    q: (Bq, C, Nq), k: (Bk, C, Nk) centre-normalised float32; v: (Bv, Nk, Cv) float32; batch
+    sizes equal or 1. key_grid = (Hk, Wk) with Hk * Wk = Nk; ``query_grid`` (Hq, Wq) is needed
+    only for a locality term whose points are on the key side. Returns (B, Cv, Nq) float32.
+    """
+    batch = max(q.shape[0], k.shape[0], v.shape[0])
+    n_query, n_key = q.shape[-1], k.shape[-1]
+    rows = rows_per_chunk(n_key, settings.chunk_bytes)
+    grid = None
+    if locality is not None:
+        batch = max(batch, locality.points.shape[0], locality.weight.shape[0])
+        grid = tuple(key_grid) if locality.points_on == "query" else tuple(query_grid)
+        if locality.points_on == "key":
+            rows = max(rows // grid[1], 1) * grid[1]  # whole rows of the query grid
+
+    out = v.new_empty((batch, v.shape[-1], n_query))
+    for b in range(batch):
+        qb, kb, vb = item(q, b).transpose(0, 1), item(k, b), item(v, b)  # (Nq, C), (C, Nk), (Nk, Cv)
+        prepared = _prepared(locality, grid, b)
+        if settings.fused:
+            out[b] = _fused_rows(qb, kb, vb, settings.tau, settings.clamp_negative, rows, key_grid, prepared).transpose(0, 1)
+            continue
+        for start in range(0, n_query, rows):
+            checkpoint()  # a host's interrupt, between blocks
+            block = exact_rows(qb[start : start + rows], kb, vb, settings.tau, settings.clamp_negative,
+                               prepared, start)
+            out[b, :, start : start + rows] = block.transpose(0, 1)
+    return out
+
+
+def exact_rows(q_rows: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: bool,
+               locality: Optional[_Locality] = None, start: int = 0) -> Tensor:
+    """The definition, for a block of query rows start:start + r: (r, C) against keys (C, Nk)
+    and values (Nk, Cv) -> (r, Cv) float32. In-place stable softmax, rounded exactly as
+    torch.softmax(L) rounds; the small (r, Cv) product is normalised instead of the (r, Nk) block."""
+    logits = q_rows @ kb  # (r, Nk)
+    if clamp_negative:
+        logits.clamp_(min=0.0)
+    logits.div_(tau)
+    if locality is not None:
+        subtract_locality(logits, *locality, start)
+    logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
+    total = logits.sum(dim=1, keepdim=True)  # (r, 1)
+    return (logits @ vb) / total
+
+
+def _fused_rows(qb: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: bool, rows: int,
+                key_grid, locality: Optional[_Locality] = None) -> Tensor:
+    """:func:`softmax_average` for one item through the host's fused attention kernel
+    (``scaled_dot_product_attention``: no (r, Nk) block of logits in memory on kernels that fuse),
+    exact with respect to the clamped definition within float32 resolution.
+
+    The kernel computes the UNCLAMPED softmax. For a row u with best cosine m >= 0, unclamped
+    weights a_v = exp(c_v / tau) and clamped ones b_v = exp(max(c_v, 0) / tau) differ only where
+    c_v < 0, by d_v = 1 - a_v in [0, 1); with D = sum d_v <= Nk and Z_b = sum b_v >= exp(m / tau),
+    the clamped average is (Z_a out_a + D y) / Z_b (y an average of the values), so
+    |out_b - out_a| <= D / Z_b * range(values) <= Nk exp(-m / tau) * range(values).
+    m is bounded from below by c(u, v') for cells v' near the row's soft-argmax position (read
+    from two extra value channels: the key coordinates), the best of a 3 x 3 neighbourhood. Rows
+    where Nk exp(-c(u, v') / tau) > 2^-24 are recomputed by the exact loop (:func:`exact_rows`).
+
+    With a locality term the kernel gets it as an additive mask, block by block (the mask block
+    is the size of the loop's logits block, made by the same exact subtractions): logits
+    c / tau - l(u, v), l >= 0. The clamp then adds at most exp(-l_v) <= 1 per key and the row's
+    total is at least exp(c(u, v') / tau - l(u, v')) for any v', so the same bound holds with
+    m / tau replaced by the best c(u, v') / tau - l(u, v') of the 3 x 3 cells.
+
+    qb: (Nq, C); kb: (C, Nk); vb: (Nk, Cv); key_grid: (Hk, Wk). Returns (Nq, Cv) float32.
+    """
+    n_query, n_key = qb.shape[0], kb.shape[1]
+    keys = kb.transpose(0, 1).contiguous()  # (Nk, C)
+    hk, wk = int(key_grid[0]), int(key_grid[1])
+    augmented = vb
+    if clamp_negative:
+        ys, xs = torch.meshgrid(torch.arange(hk, device=vb.device, dtype=torch.float32),
+                                torch.arange(wk, device=vb.device, dtype=torch.float32), indexing="ij")
+        cells = torch.stack([xs.flatten(), ys.flatten()], dim=1)  # (Nk, 2): x, y
+        augmented = torch.cat([vb, cells], dim=1)
+    out = vb.new_empty((n_query, vb.shape[1]))
+    threshold = math.log(n_key) + math.log(1 / FUSED_CERTIFICATE_EPS)  # on the logit scale
+    for start in range(0, n_query, rows):
+        checkpoint()  # a host's interrupt, between blocks
+        q_rows = qb[start : start + rows]
+        mask = None
+        if locality is not None:
+            mask = q_rows.new_zeros((q_rows.shape[0], n_key))
+            subtract_locality(mask, *locality, start)  # -l(u, v), exactly as the loop
+        fused = F.scaled_dot_product_attention(q_rows[None, None], keys[None, None], augmented[None, None],
+                                               attn_mask=None if mask is None else mask[None, None],
+                                               scale=1.0 / tau)[0, 0]  # (r, Cv [+ 2])
+        out[start : start + rows] = fused[:, : vb.shape[1]]
+        if not clamp_negative:
+            continue
+        best = _best_logit_near(q_rows, keys, fused[:, vb.shape[1]:], hk, wk, tau, mask)  # <= the row's max
+        unsafe = torch.nonzero(best < threshold).flatten()
+        if unsafe.numel():
+            out[start + unsafe] = exact_rows_subset(q_rows, unsafe, kb, vb, tau, mask)
+    return out
+
+
+def exact_rows_subset(q_rows: Tensor, unsafe: Tensor, kb: Tensor, vb: Tensor, tau: float,
+                      mask: Optional[Tensor]) -> Tensor:
+    """The clamped definition for the rows ``unsafe`` of a block, with the block's locality mask
+    (-l(u, v), (r, Nk)) when there is one."""
+    logits = (q_rows[unsafe] @ kb).clamp_(min=0.0).div_(tau)
+    if mask is not None:
+        logits.add_(mask[unsafe])
+    logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
+    return (logits @ vb) / logits.sum(dim=1, keepdim=True)
+
+
+def _best_logit_near(q_rows: Tensor, keys: Tensor, position: Tensor, hk: int, wk: int, tau: float,
+                     mask: Optional[Tensor]) -> Tensor:
+    """max over the 3 x 3 key cells v' around each row's (x, y) ``position`` of the unclamped logit
+    c(u, v') / tau (+ the mask's -l(u, v')): (r,), a lower bound of the row's largest logit (it
+    is one of the row's logits)."""
+    x = position[:, 0].round().clamp(0, wk - 1).long()
+    y = position[:, 1].round().clamp(0, hk - 1).long()
+    rows = torch.arange(q_rows.shape[0], device=q_rows.device)
+    best = q_rows.new_full((q_rows.shape[0],), -float("inf"))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            index = (y + dy).clamp(0, hk - 1) * wk + (x + dx).clamp(0, wk - 1)
+            logit = (q_rows * keys[index]).sum(dim=1) / tau
+            if mask is not None:
+                logit = logit + mask[rows, index]
+            best = torch.maximum(best, logit)
+    return best
+
+
+# From this feature width on, one pass over the correlation for both directions is faster than
+# two (2 CPU cores, 128 x 128 latents, A/B in one process: 1164 channels 0.67x the time of two
+# passes, 640 channels 0.81x, 256 channels 1.07x: the extra exp pass outweighs the saved matmul).
+# Measured before the fused kernel; not measured on a GPU.
+ONE_PASS_MIN_CHANNELS = 512
+
+
+def softmax_average_both_ways(q: Tensor, k: Tensor, key_values: Tensor, query_values: Tensor,
+                              key_grid: tuple[int, int], settings: AttentionSettings,
+                              locality: Optional[GridLocality] = None) -> tuple[Tensor, Tensor]:
+    """The kernel of :func:`midms_core.correspondence.attend_both_ways`, unchecked: both
+    directions from ONE pass over the correlation blocks (``settings.fused`` does not apply).
+
+    q: (Bq, C, Nq), k: (Bk, C, Nk) centre-normalised float32; key_values: (Bv, Nk, Cv);
+    query_values: (Bu, Nq, Cu) float32; ``locality`` with its points on the query side.
+    Returns forward (B, Nq, Cv) and backward (B, Nk, Cu), float32.
+
+    The correlation is symmetric, so each block of query rows is computed once: its rows' softmax
+    is finished at once, and the columns' softmax is accumulated across blocks with a running
+    maximum and sum (the streaming softmax), rescaling the partial sums whenever a column's
+    maximum grows.
+    """
+    batch = max(q.shape[0], k.shape[0], key_values.shape[0], query_values.shape[0])
+    if locality is not None:
+        batch = max(batch, locality.points.shape[0], locality.weight.shape[0])
+    n_query, n_key = q.shape[-1], k.shape[-1]
+    rows = rows_per_chunk(n_key, settings.chunk_bytes // 2)  # the logits block and its column weights
+    tau = settings.tau
+
+    forward = q.new_empty((batch, n_query, key_values.shape[-1]))
+    backward = q.new_empty((batch, n_key, query_values.shape[-1]))
+    for b in range(batch):
+        qb, kb = item(q, b).transpose(0, 1), item(k, b)  # (Nq, C), (C, Nk)
+        kvb, qvb = item(key_values, b), item(query_values, b)  # (Nk, Cv), (Nq, Cu)
+        col_max = q.new_full((n_key,), -float("inf"))
+        col_sum = q.new_zeros(n_key)
+        col_acc = q.new_zeros((n_key, qvb.shape[-1]))
+        prepared = _prepared(locality, tuple(key_grid), b)
+        for start in range(0, n_query, rows):
+            checkpoint()  # a host's interrupt, between blocks
+            logits = qb[start : start + rows] @ kb  # (r, Nk)
+            if settings.clamp_negative:
+                logits.clamp_(min=0.0)
+            logits.div_(tau)
+            if prepared is not None:
+                subtract_locality(logits, *prepared, start)
+            # columns: fold this block into the running softmax over queries
+            new_max = torch.maximum(col_max, logits.amax(dim=0))
+            rescale = torch.exp(col_max - new_max)  # 0 for the first block (max was -inf)
+            weights = torch.sub(logits, new_max).exp_()  # (r, Nk), one temporary block
+            col_sum.mul_(rescale).add_(weights.sum(dim=0))
+            col_acc.mul_(rescale[:, None]).add_(weights.transpose(0, 1) @ qvb[start : start + rows])
+            col_max = new_max
+            del weights
+            # rows: the block holds whole rows, so their softmax is final here
+            logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
+            forward[b, start : start + rows] = (logits @ kvb) / logits.sum(dim=1, keepdim=True)
+            del logits
+        backward[b] = col_acc / col_sum[:, None]
+    return forward, backward

@@ -73,8 +73,9 @@ from midms_core.evaluation import (
     sample_pixels,
     tps_displacement,
 )
+from midms_core.learned_matcher import LearnedMatcher
 from midms_core.matchers import MatchFeatures, Matcher, MatchSide
-from midms_core.networks import CorrespondenceConfig, LearnedMatcher, init_networks
+from midms_core.networks import CorrespondenceConfig, init_networks
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MARKDOWN = ROOT / "benchmarks" / "warp_quality.md"
@@ -131,7 +132,7 @@ def default_matchers(latent_channels: int) -> dict[str, Matcher]:
 def trained_matchers(paths: Sequence[str]) -> dict[str, Matcher]:
     """A row per trained networks file (``python -m midms_core.train``) and one for the same
     architecture untrained (seed 0): what training bought."""
-    from midms_core.networks import load_networks
+    from midms_core.network_files import load_networks
 
     out: dict[str, Matcher] = {}
     for path in paths:

@@ -44,19 +44,11 @@ from .edge_matcher import (
     ring_descriptor,
 )
 from .inversion import bridge, invert_ddim, inversion_sigmas, relative_error
+from .label_maps import canny_edge_map, to_label_channels
+from .learned_matcher import LearnedMatcher
 from .matchers import Matcher, MatchFeatures, MatchSide
-from .networks import (
-    CorrespondenceConfig,
-    CorrespondenceNetworks,
-    LearnedMatcher,
-    canny_edge_map,
-    config_from_state_dict,
-    init_networks,
-    load_networks,
-    positional_norm,
-    save_networks,
-    to_label_channels,
-)
+from .network_files import config_from_state_dict, load_networks, save_networks
+from .networks import CorrespondenceConfig, CorrespondenceNetworks, init_networks, positional_norm
 from .pipeline import TranslationResult, translate
 from .sampler import (
     WarpSettings,

@@ -23,21 +23,21 @@ import os
 import pickle
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
 
-from .networks import (
+from .network_files import (
     NETWORK_PREFIXES,
-    CorrespondenceConfig,
-    CorrespondenceNetworks,
+    KeyMismatch,
     config_from_state_dict,
+    expected_shapes,
     load_networks,
     save_networks,
-    wrong_shapes,
 )
+from .networks import CorrespondenceConfig, CorrespondenceNetworks
 
 __all__ = [
     "NETWORK_PREFIXES",
@@ -51,6 +51,10 @@ __all__ = [
 _SPECTRAL_SUFFIXES = (".weight_orig", ".weight_u", ".weight_v")
 _PICKLE_EXTS = (".ckpt", ".pth", ".pt")
 _SAFETENSORS_EXT = ".safetensors"
+# what to do when the network keys of a checkpoint are not the official model's
+_CONVERTER_HINT = ("Convert the checkpoint as the official training script saved it (its networks' spectral-norm "
+                   "convs as weight_orig/_u/_v, nothing renamed or dropped); a 'config' given explicitly must be "
+                   "the one it was trained with")
 
 
 @dataclass
@@ -155,13 +159,15 @@ def _unwrap(checkpoint: Mapping) -> tuple[Mapping, list[str], Optional[int]]:
 
 
 def convert_official_state_dict(
-    state_dict: Mapping[str, Any], config: Optional[CorrespondenceConfig] = None
+    state_dict: Mapping[str, Any], config: Optional[CorrespondenceConfig] = None, source: str = "the checkpoint"
 ) -> tuple[dict[str, Tensor], CorrespondenceConfig, ConversionReport]:
     """Official checkpoint (or its bare state dict) -> (state dict for CorrespondenceNetworks, config, report).
 
     Keeps the network prefixes, folds every spectral-norm triple, infers the config from the
-    shapes unless ``config`` is given, and raises ValueError naming every missing, unused
-    (unknown) or mis-shaped key under the network prefixes.
+    shapes unless ``config`` is given, and raises ValueError naming every missing, unexpected
+    or mis-shaped key under the network prefixes, in the official names (a :class:`KeyMismatch`,
+    worded as :func:`load_networks` words it). ``source`` names the checkpoint in that error
+    (:func:`convert_file` passes the file).
     """
     where = "convert_official_state_dict"
     if not isinstance(state_dict, Mapping):
@@ -233,37 +239,33 @@ def convert_official_state_dict(
             raise ValueError(f"{where}: cannot infer the network sizes ({err})") from None
     with torch.device("meta"):
         template = CorrespondenceNetworks(config)
-    expected = {k: tuple(v.shape) for k, v in template.state_dict().items()}
+    expected = expected_shapes(template)
     spectral = set(template.spectral_weight_keys())
 
     def official_names(key: str) -> list[str]:
-        if key in spectral:
-            base = key[: -len(".weight")]
-            return [base + s for s in _SPECTRAL_SUFFIXES]
-        return [key]
+        """The checkpoint's names for a key the networks have: a spectral conv is a triple."""
+        base = key[: -len(".weight")]
+        return [base + s for s in _SPECTRAL_SUFFIXES] if key in spectral else [key]
 
-    missing = [name for k in sorted(set(expected) - set(converted)) for name in official_names(k)]
-    unused = list(stray)
-    for k in sorted(set(converted) - set(expected)):
-        unused.extend([folded_from[k], folded_from[k].replace("_orig", "_u"), folded_from[k].replace("_orig", "_v")]
-                      if k in folded_from else [k])
+    def names_in_checkpoint(key: str) -> list[str]:
+        """The checkpoint's names for a converted key: the triple it was folded from, else itself."""
+        if key not in folded_from:
+            return [key]
+        base = folded_from[key][: -len(".weight_orig")]
+        return [base + s for s in _SPECTRAL_SUFFIXES]
+
+    mismatch = KeyMismatch.compare(expected, converted, missing_as=official_names, present_as=names_in_checkpoint)
     # A spectral conv must come as a triple; a plain weight there (or a triple elsewhere) is not official.
     unfolded = sorted(k for k in spectral & set(converted) if k not in folded_from)
     wrongly_folded = sorted(folded_from[k] for k in set(folded_from) & set(expected) if k not in spectral)
-    shapes = wrong_shapes(expected, converted, lambda k: folded_from.get(k, k))
-    parts = []
-    if missing:
-        parts.append(f"missing keys {missing}")
-    if unused:
-        parts.append(f"unused (unknown) keys {sorted(unused)}")
+    other = []
     if unfolded:
-        parts.append(f"plain weights where the official checkpoint has spectral-norm weight_orig/_u/_v: {unfolded}")
+        other.append(f"plain weights where the official checkpoint has spectral-norm weight_orig/_u/_v: {unfolded}")
     if wrongly_folded:
-        parts.append(f"spectral-norm triples on convs that have none in the official model: {wrongly_folded}")
-    if shapes:
-        parts.append(f"wrong shapes [{'; '.join(shapes)}]")
-    if parts:
-        raise ValueError(f"{where}: the checkpoint does not match {config}: " + "; ".join(parts))
+        other.append(f"spectral-norm triples on convs that have none in the official model: {wrongly_folded}")
+    mismatch = replace(mismatch, unexpected=tuple(sorted(mismatch.unexpected + tuple(stray))), other=tuple(other))
+    if mismatch:
+        raise mismatch.error(where, source, config, _CONVERTER_HINT)
 
     report = ConversionReport(
         config=config,
@@ -348,7 +350,7 @@ def convert_file(
     if not os.path.isdir(folder):
         raise ValueError(f"{where}: the folder of 'dst' {folder!r} does not exist")
 
-    converted, config, report = convert_official_state_dict(load_official_checkpoint(src), config)
+    converted, config, report = convert_official_state_dict(load_official_checkpoint(src), config, repr(src))
     nets = CorrespondenceNetworks(config)
     nets.load_state_dict(converted, strict=True)
     nets.eval()

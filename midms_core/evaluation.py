@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .correspondence import coordinate_grid
+from .edges import canny_edges
 from .validation import check_positive, check_tensor
 
 __all__ = [
@@ -227,13 +228,13 @@ def deform(image: Tensor, displacement: Tensor) -> tuple[Tensor, Tensor]:
 def canny_condition(image: Tensor) -> Tensor:
     """kornia Canny (its defaults) of the luminance, white lines on black, as RGB.
 
-    image: (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in {0, 1}.
+    image: (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in {0, 1}, computed in the image's dtype
+    (:func:`midms_core.edges.canny_edges` with its defaults: exact hysteresis).
     """
     check_tensor("canny_condition", "image", image, 4, "(B, 3, H, W)")
     if image.shape[1] != 3:
         raise ValueError(f"canny_condition: 'image' must be RGB (B, 3, H, W), got {tuple(image.shape)}")
-    _, edges = kornia.filters.canny(kornia.color.rgb_to_grayscale(image))
-    return edges.repeat(1, 3, 1, 1)
+    return canny_edges(image).repeat(1, 3, 1, 1)
 
 
 def label_palette(count: int) -> Tensor:

@@ -50,7 +50,8 @@ from torch import Tensor
 
 from .losses import (contextual_loss, correlation_logits, cycle_loss, domain_alignment_loss, feature_matching_loss,
                      latent_reconstruction_loss, supervised_flow_loss, supervised_match_loss)
-from .networks import CorrespondenceConfig, CorrespondenceNetworks, canny_edge_map, init_networks, label_map_on_grid
+from .label_maps import canny_edge_map, label_map_on_grid
+from .networks import CorrespondenceConfig, CorrespondenceNetworks, init_networks
 from .train_data import CONDITIONS, DataConfig, TrainingPairs, list_images, read_image
 
 DEFAULT_LR = 1e-4
@@ -302,7 +303,7 @@ def save_folded(path: Path, nets: CorrespondenceNetworks) -> None:
     """Atomically write the networks (folded) where the Learned Matcher Loader reads them."""
     from safetensors.torch import save_file
 
-    from .networks import _FORMAT, _META_CONFIG
+    from .network_files import _FORMAT, _META_CONFIG
 
     tmp = path.with_name(path.name + ".partial")
     tensors = {k: v.to("cpu").contiguous() for k, v in folded_state(nets).items()}

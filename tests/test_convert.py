@@ -24,7 +24,8 @@ from midms_core.convert import (
     fold_spectral_norm,
     load_official_checkpoint,
 )
-from midms_core.networks import CorrespondenceConfig, CorrespondenceNetworks, init_networks, load_networks
+from midms_core.network_files import load_networks
+from midms_core.networks import CorrespondenceConfig, CorrespondenceNetworks, init_networks
 
 CFG = CorrespondenceConfig(latent_channels=3, label_channels=3, width=16, encoder_width=4, spade_hidden=8)
 ENCODERS = ("real_enc", "seg_enc", "iter_enc")
@@ -245,3 +246,54 @@ def test_convert_file_and_cli(official, tmp_path, capsys):
     out = tmp_path / "models" / "midms" / "from_st.safetensors"
     assert cli.main([str(st_src), str(out)]) == 0
     assert load_networks(out).config == CFG
+
+
+def test_loader_and_converter_share_the_mismatch_report(official, tmp_path):
+    """One theta.bias missing and one unknown theta key read the same from the converter and the
+    loader (one KeyMismatch listing), each naming its file and saying what to do."""
+    from midms_core.network_files import KeyMismatch, save_networks
+
+    listing = "missing keys ['theta.bias']; unexpected keys ['theta.extra']"
+    assert str(KeyMismatch(missing=("theta.bias",), unexpected=("theta.extra",))) == listing
+
+    def edit(state):
+        state = dict(state)
+        state.pop("theta.bias")
+        state["theta.extra"] = torch.zeros(2)
+        return state
+
+    src = tmp_path / "edited.pth"
+    torch.save({**official[1], "state_dict": edit(official[1]["state_dict"])}, src)
+    with pytest.raises(ValueError) as converting:
+        convert_file(src, tmp_path / "out.safetensors")
+    saved = tmp_path / "saved.safetensors"
+    save_networks(saved, init_networks(CFG, seed=0))
+    from safetensors.torch import load_file
+    edited = tmp_path / "edited.safetensors"
+    save_file(edit(load_file(str(saved))), str(edited), metadata={"midms_config": CFG.to_json()})
+    with pytest.raises(ValueError) as loading:
+        load_networks(edited)
+
+    for err, where, name in ((converting, "convert_official_state_dict", "edited.pth"),
+                             (loading, "load_networks", "edited.safetensors")):
+        message = str(err.value)
+        assert message.startswith(f"{where}: '") and f"{name}' does not match {CFG}: {listing}. " in message
+    assert "convert_official_checkpoint.py" in str(loading.value)  # what to do: convert again
+    assert "official training script" in str(converting.value)
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_converter_names_official_keys_in_the_shared_report(official):
+    """A missing spectral conv is listed as its official triple, a mis-shaped one under weight_orig."""
+    sd = dict(official[1]["state_dict"])
+    for suffix in (".weight_orig", ".weight_u", ".weight_v"):
+        sd.pop("seg_enc.layer2.0" + suffix)
+    g = torch.Generator().manual_seed(0)
+    sd["real_enc.layer1.0.weight_orig"] = torch.randn(4, 3, 2, 2, generator=g)
+    sd["real_enc.layer1.0.weight_v"] = torch.randn(12, generator=g)
+    with pytest.raises(ValueError) as err:
+        convert_official_state_dict(sd)
+    message = str(err.value)
+    assert message.startswith(f"convert_official_state_dict: the checkpoint does not match {CFG}: missing keys "
+                              "['seg_enc.layer2.0.weight_orig', 'seg_enc.layer2.0.weight_u', 'seg_enc.layer2.0.weight_v']")
+    assert "wrong shapes [real_enc.layer1.0.weight_orig: got (4, 3, 2, 2) vs expected (4, 3, 3, 3)]" in message

@@ -20,7 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from midms_core.networks import CorrespondenceConfig, load_networks
+from midms_core.network_files import load_networks
+from midms_core.networks import CorrespondenceConfig
 from midms_core.train import TrainConfig, main, train
 from midms_core.train_data import DataConfig
 

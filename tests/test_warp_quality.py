@@ -21,7 +21,8 @@ pytest.importorskip("skimage.data")
 
 from benchmarks import warp_quality as wq  # noqa: E402
 from midms_core.edge_matcher import EdgeDescriptorMatcher, exemplar_edge_map  # noqa: E402
-from midms_core.networks import CorrespondenceConfig, LearnedMatcher, init_networks  # noqa: E402
+from midms_core.learned_matcher import LearnedMatcher  # noqa: E402
+from midms_core.networks import CorrespondenceConfig, init_networks  # noqa: E402
 
 EDGES, NAIVE, LEARNED = "kornia_edges", "naive", "learned (random init)"
 

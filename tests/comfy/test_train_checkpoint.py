@@ -24,7 +24,7 @@ def test_vgg_losses_through_the_checkpoint_vae(tmp_path):
 
     import skimage.data
 
-    from midms_core.networks import load_networks
+    from midms_core.network_files import load_networks
     from midms_core.vgg import vgg19_shapes
 
     host = require_host()

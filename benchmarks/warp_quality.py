@@ -23,9 +23,10 @@ against the known deformation:
 Matchers: ``naive`` (channel-centred cosine of the raw latents themselves), ``kornia_edges``
 (:class:`EdgeDescriptorMatcher`), ``learned (random init)`` (:class:`LearnedMatcher` with seeded
 random weights: the floor an untrained network gives), and with ``--checkpoint PATH`` the
-checkpoint's own U-Net features (DIFT; ``nodes.diffusion.HostDiffusionMatcher``). Reference
-rows: ``identity`` (no matching) and ``true flow`` (the ground truth on the latent grid: the
-PSNR ceiling of any latent-grid warp).
+checkpoint's own U-Net features (DIFT;
+``host_adapters.diffusion_matcher.HostDiffusionMatcher``). Reference rows: ``identity`` (no
+matching) and ``true flow`` (the ground truth on the latent grid: the PSNR ceiling of any
+latent-grid warp).
 
 Latents: without a checkpoint each side's "latent" is its image average-pooled by 8 (3 channels),
 the grid of an f8 VAE. With ``--checkpoint`` (needs a ComfyUI: the ``.comfyui/env.json`` written
@@ -414,7 +415,7 @@ def host_setup(checkpoint: str, timestep: int, output_block: int, ensemble: int)
     """ComfyUI in-process: the checkpoint's VAE as the encoder and its U-Net as a DIFT matcher."""
     model, vae = load_checkpoint(checkpoint)
     pack = import_pack()
-    diffusion = importlib.import_module(f"{pack.__name__}.nodes.diffusion")
+    diffusion = importlib.import_module(f"{pack.__name__}.host_adapters.diffusion_matcher")
     matcher = diffusion.HostDiffusionMatcher(model, timestep, output_block, ensemble)
     return vae_encoder(vae), matcher
 

@@ -1,4 +1,5 @@
-"""ComfyUI glue for midms_core: each node translates host types to library calls and back.
+"""The node declarations: each node declares its inputs and outputs and translates host types to
+calls of ``host_adapters`` (the code that talks to ComfyUI) and ``midms_core`` (the maths).
 
 Node IDs (the keys below) are stable: renaming one breaks every saved workflow.
 """

@@ -6,8 +6,8 @@ import torch
 
 from ..midms_core.images import FIT_MODES, blank_images, fit, to_rgb
 from ..midms_core.validation import broadcast_batch
-from .common import CATEGORY, NodeInputError, node_errors
-from .types import CONTEXT, MIDMsContext
+from .errors import NodeInputError, node_errors
+from .types import CATEGORY, CONTEXT, MIDMsContext
 
 DISPLAY = "MIDMs Exemplar Encode"
 

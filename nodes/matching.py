@@ -6,15 +6,21 @@ import os
 
 import torch
 
-import comfy.model_management as mm
-import comfy.model_patcher
 import folder_paths
 
+from ..host_adapters import (
+    HostLearnedMatcher,
+    MIDMsMatch,
+    MIDMsSettings,
+    compute_device,
+    empty_cache,
+    initial_warp,
+    output_device,
+)
 from ..midms_core import (
     DEFAULT_TAU,
     DEFAULT_THRESHOLD_PX,
     EdgeDescriptorMatcher,
-    LearnedMatcher,
     RewarpSettings,
     load_networks,
     strength_timesteps,
@@ -23,8 +29,8 @@ from ..midms_core.alignment import ALIGNMENTS
 from ..midms_core.confidence import MASK_MODES
 from ..midms_core.edge_matcher import DEFAULT_LOCALITY
 from ..midms_core.images import flow_to_rgb, upsample_mask
-from .common import CATEGORY, NodeInputError, compute_device, initial_warp, node_errors, output_device
-from .types import CONTEXT, MATCH, MATCHER, SETTINGS, MIDMsMatch, MIDMsSettings
+from .errors import NodeInputError, node_errors
+from .types import CATEGORY, CONTEXT, MATCH, MATCHER, SETTINGS
 
 MODEL_FOLDER = "midms"
 
@@ -63,17 +69,6 @@ class MIDMsEdgeMatcher:
         return (EdgeDescriptorMatcher(canny_low=canny_low, canny_high=canny_high, edge_blur=edge_blur,
                                       x0_condition_weight=x0_condition_weight, alignment=alignment, mirror=bool(mirror),
                                       locality=locality),)
-
-
-class HostLearnedMatcher(LearnedMatcher):
-    """The learned networks under the host's model management (loaded before each use)."""
-
-    def __init__(self, nets) -> None:
-        super().__init__(nets)
-        self.patcher = comfy.model_patcher.ModelPatcher(nets, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
-
-    def prepare_for_host(self) -> None:
-        mm.load_models_gpu([self.patcher])
 
 
 class MIDMsLearnedMatcherLoader:
@@ -211,5 +206,5 @@ class MIDMsCorrespondence:
         flow = flow_to_rgb(result.forward_flow, exemplar_grid).movedim(-1, 1)
         flow = torch.nn.functional.interpolate(flow, size=(height, width), mode="nearest").movedim(1, -1).to(out)
         preview = context.vae.decode(warped) if context.vae is not None else flow
-        mm.soft_empty_cache()
+        empty_cache()
         return (match, {"samples": warped}, mask, preview, flow)

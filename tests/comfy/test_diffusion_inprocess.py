@@ -140,9 +140,9 @@ def test_rematching_costs_no_extra_unet_pass(h, pack, node, models, family):
 def test_capture_takes_the_cond_rows(h, pack, node, models):
     from importlib import import_module
 
-    diffusion = import_module(f"{pack.package}.nodes.diffusion")
+    unet_capture = import_module(f"{pack.package}.host_adapters.unet_capture")
     recorded = []
-    patch = diffusion.block_capture(2, recorded.append)
+    patch = unet_capture.block_capture(2, recorded.append)
     h_in = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 2, 2, 2)
     out = patch(h_in, h_in, {"block": ("output", 2), "cond_or_uncond": [1, 0, 1]})
     assert out[0] is h_in
@@ -232,3 +232,41 @@ def test_cross_domain_matcher_makes_the_first_match(h, pack, node, models):
     torch.testing.assert_close(mask, edge_mask, rtol=0, atol=0)
     bound = next(iter(match.bound.values()))
     assert bound.exemplar_in_domain.shape[1] != bound.exemplar.shape[1]  # U-Net vs edge features
+
+
+def test_host_matcher_interface(pack, node, models):
+    """Host-side code calls prepare_for_host / capture_hook on every matcher through
+    ``as_host_matcher``: the DIFT matcher implements both (and prepares its cross-domain matcher);
+    a plain midms_core matcher gets the defaults (nothing to load, no capture) and binds as itself."""
+    from importlib import import_module
+
+    host_matcher = import_module(f"{pack.package}.host_adapters.host_matcher")
+    edge = pack.MIDMsEdgeMatcher().make(canny_low=0.1, canny_high=0.2, edge_blur=2.0, x0_condition_weight=0.7)[0]
+    plain = host_matcher.as_host_matcher(edge)
+    assert isinstance(plain, host_matcher.HostMatcher) and plain.matcher is edge and plain.name == edge.name
+    assert plain.prepare_for_host() is None and plain.capture_hook((8, 8)) is None
+    context = _make_context(pack)
+    sides = [pack.core.MatchSide(latent=getattr(context, f"{s}_latent"), image=getattr(context, f"{s}_image"))
+             for s in ("condition", "exemplar")]
+    assert torch.equal(plain.bind(*sides).condition, edge.bind(*sides).condition)
+
+    prepared = []
+
+    class Learned(host_matcher.HostMatcher):  # stands in for the learned networks
+        def bind(self, condition, exemplar):
+            return edge.bind(condition, exemplar)
+
+        def prepare_for_host(self):
+            prepared.append(True)
+
+    matcher = node().make(models["sd15"], timestep=261, output_block=OUTPUT_BLOCK, ensemble=1,
+                          cross_domain_matcher=Learned())[0]
+    assert host_matcher.as_host_matcher(matcher) is matcher
+    matcher.prepare_for_host()
+    assert prepared == [True]
+    hook = matcher.capture_hook((8, 8))
+    assert isinstance(hook, host_matcher.CaptureHook) and hook.capture is matcher.capture
+    options = {"transformer_options": {}}
+    installed = hook.install(options)
+    assert options == {"transformer_options": {}}  # the caller's dict is left as it was
+    assert len(installed["transformer_options"]["patches"]["output_block_patch"]) == 1

@@ -34,8 +34,8 @@ def node(h):
 
 
 @pytest.fixture(scope="module")
-def diffusion(pack):
-    return import_module(f"{pack.package}.nodes.diffusion")
+def dit_capture(pack):
+    return import_module(f"{pack.package}.host_adapters.dit_capture")
 
 
 def _latent(seed=0, batch=1):
@@ -169,7 +169,7 @@ def test_rematching_costs_no_extra_model_pass(node, dit, pack):
     assert torch.isfinite(ours).all() and not torch.allclose(ours, euler)
 
 
-def test_recording_leaves_the_run_and_other_patches_as_they_were(node, dit, pack, diffusion):
+def test_recording_leaves_the_run_and_other_patches_as_they_were(node, dit, pack, dit_capture):
     """Re-warping off: the sampler with the DiT matcher's recording patch installed equals the
     host's Euler, with cfg > 1 (cond and uncond batched); a replacement another node put on
     the same block still runs inside ours, and the result equals Euler with that patch alone."""
@@ -207,13 +207,13 @@ def test_recording_leaves_the_run_and_other_patches_as_they_were(node, dit, pack
     assert _rel_err(ours, euler) < 1e-6, _rel_err(ours, euler)
     plain = run(dit, comfy.samplers.ksampler("euler"))
     assert _rel_err(plain, euler) > 1e-4  # the other patch acts: the comparison is not vacuous
-    assert diffusion.dit_blocks(dit.model.diffusion_model)[matcher.dit_block][:2] == (kind, index)
+    assert dit_capture.dit_blocks(dit.model.diffusion_model)[matcher.dit_block][:2] == (kind, index)
 
 
-def test_capture_takes_the_cond_rows(node, dit, diffusion):
+def test_capture_takes_the_cond_rows(node, dit, dit_capture):
     kind, block = "double_block", _blocks(dit)[0][1]
     recorded = []
-    capture = diffusion.DitBlockCapture(kind, block, GRID, 2, recorded.append)
+    capture = dit_capture.DitBlockCapture(kind, block, GRID, 2, recorded.append)
     tokens = torch.randn(3, (GRID[0] // 2) * (GRID[1] // 2), HIDDEN, generator=torch.Generator().manual_seed(0))
     vec = torch.randn(3, HIDDEN, generator=torch.Generator().manual_seed(1))
     passed = []

@@ -116,7 +116,7 @@ def _conds():
 
 
 def test_dits_use_the_rectified_flow_path(dit, pack):
-    assert pack.sampling.noise_path(dit.model).kind == "rectified_flow"
+    assert pack.noise_paths.noise_path(dit.model).kind == "rectified_flow"
 
 
 def test_dit_rewarp_off_equals_host_euler_and_rewarp_on_runs(dit, pack):

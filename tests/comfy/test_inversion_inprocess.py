@@ -161,7 +161,7 @@ def test_interrupt_mid_inversion_and_progress(pack, nodes, models):
 def _error_type(pack):
     import importlib
 
-    return importlib.import_module(f"{pack.package}.nodes.common").NodeInputError
+    return importlib.import_module(f"{pack.package}.host_adapters.errors").NodeInputError
 
 
 def test_schedule_is_the_hosts_basic_scheduler(h, pack, nodes, models):
@@ -170,7 +170,7 @@ def test_schedule_is_the_hosts_basic_scheduler(h, pack, nodes, models):
     ModelSamplingDiscrete patch, which only takes effect when the host loads the model)."""
     import importlib
 
-    schedule = importlib.import_module(f"{pack.package}.nodes.inversion")._schedule
+    schedule = importlib.import_module(f"{pack.package}.host_adapters.schedules").basic_schedule
     import comfy.samplers
 
     v_model = h.nodes.NODE_CLASS_MAPPINGS["ModelSamplingDiscrete"]().patch(models["sd15"], "v_prediction", True)[0]

@@ -1,4 +1,6 @@
-"""Glue shared by the nodes: error naming, devices, binding a matcher to a context."""
+"""How a node reports bad input: its widget values checked against its declaration, and
+midms_core's ValueErrors named after the node (NodeInputError itself lives in host_adapters,
+whose KSAMPLER functions raise it too)."""
 
 from __future__ import annotations
 
@@ -6,24 +8,9 @@ import functools
 import inspect
 from typing import Callable
 
-import torch
+from ..host_adapters import NodeInputError
 
-import comfy.model_management as mm
-
-from ..midms_core import EPSILON, RECTIFIED_FLOW, GaussianPath, MatchFeatures, MatchSide, cancellable
-from .types import MIDMsContext, MIDMsMatch
-
-CATEGORY = "MIDMs"
-
-
-class NodeInputError(ValueError):
-    """Bad input to a MIDMs node; the message names the node, the input and what to do."""
-
-
-# The host reports an error's type as "<module>.<name>"; current hosts import packs under their
-# folder's full path, which would put a path on screen. One stable name on every host. (No module
-# "MIDMs" exists, so instances cannot be pickled; nothing in the host pickles exceptions.)
-NodeInputError.__module__ = "MIDMs"
+__all__ = ["NodeInputError", "check_widget_values", "node_errors"]
 
 
 def check_widget_values(node_class, display_name: str, values: dict) -> None:
@@ -83,62 +70,3 @@ def node_errors(display_name: str) -> Callable:
         return run
 
     return wrap
-
-
-def match_sides(context: MIDMsContext, device: torch.device) -> tuple[MatchSide, MatchSide]:
-    """The context's two sides as MatchSides on ``device`` (raw latents, channels-first images)."""
-    cond = MatchSide(latent=context.condition_latent.to(device), image=context.condition_image.to(device))
-    exem = MatchSide(latent=context.exemplar_latent.to(device), image=context.exemplar_image.to(device))
-    return cond, exem
-
-
-def bind(match: MIDMsMatch, device: torch.device) -> MatchFeatures:
-    """Features of the match's pair on ``device``, computed once per match and device."""
-    key = str(torch.device(device))
-    if key not in match.bound:
-        prepare = getattr(match.matcher, "prepare_for_host", None)
-        if prepare is not None:
-            prepare()  # e.g. learned networks: loaded through the host's model management
-        with interruptible():
-            match.bound[key] = match.matcher.bind(*match_sides(match.context, device))
-    return match.bound[key]
-
-
-def interruptible():
-    """Context in which midms_core's streamed loops honour the host's interrupt button."""
-    return cancellable(mm.throw_exception_if_processing_interrupted)
-
-
-def initial_warp(match: MIDMsMatch, device: torch.device):
-    """The first, cross-domain warp of the exemplar's RAW latent, with confidence (a convex
-    combination commutes with the model's affine latent scaling, so warping raw or scaled latents
-    gives the same result)."""
-    features = bind(match, device)
-    with interruptible():
-        return match.settings.rewarp.warp(features.condition, features.exemplar, match.context.exemplar_latent.to(device),
-                                         features.prior)
-
-
-def compute_device() -> torch.device:
-    return mm.get_torch_device()
-
-
-def output_device() -> torch.device:
-    return mm.intermediate_device()
-
-
-def is_rectified_flow(base_model) -> bool:
-    """True for a host model sampled as rectified flow (the host's CONST: SD3.x, Flux). Hosts
-    before CONST existed (2024-03) have none."""
-    import comfy.model_sampling
-
-    const = getattr(comfy.model_sampling, "CONST", None)
-    return const is not None and isinstance(base_model.model_sampling, const)
-
-
-def noise_path(base_model) -> GaussianPath:
-    """The model's noise path from the host's model sampling: CONST (SD3.x, Flux: rectified
-    flow, x = (1 - sigma) x0 + sigma eps) or the epsilon / v-prediction relation x = x0 + sigma
-    eps (every other model the host samples in its sigma space). Hosts before CONST existed
-    (2024-03) have only the latter."""
-    return RECTIFIED_FLOW if is_rectified_flow(base_model) else EPSILON

@@ -1,0 +1,192 @@
+"""The interleaved DDIM sampler as a host KSAMPLER (for SamplerCustom / SamplerCustomAdvanced and
+any guider), and the all-in-one run: warp, noise (or DDIM-invert) to the start, sample."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+
+import comfy.model_management as mm
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+from ..midms_core import sample_interleaved, strength_sigmas
+from .devices import compute_device, interruptible
+from .errors import NodeInputError
+from .host_matcher import as_host_matcher
+from .inversion_sampler import inversion_sampler
+from .match import MIDMsMatch, MIDMsSettings, bind, initial_warp
+from .noise_paths import noise_path
+from .schedules import model_sigmas
+
+SAMPLER_WHERE = "MIDMs Interleaved DDIM Sampler (run by the sampling node it is connected to)"
+START_MODES = ["noise", "ddim inversion"]  # how the all-in-one run reaches its start noise
+
+
+@torch.no_grad()  # as the host's own samplers: no autograd graph through the U-Net
+def sample_midms(model, x, sigmas, extra_args=None, callback=None, disable=None,
+                 midms_match: Optional[MIDMsMatch] = None, midms_model=None):
+    """KSAMPLER function: ``model(x, sigma, **extra_args)`` is the host's guided denoiser in the
+    model's SCALED latent space; the exemplar latent is scaled the same way, and the matcher
+    sees x0_hat back in raw VAE space, as it saw the exemplar.
+
+    This runs inside the host's sampling node, so ValueErrors of midms_core are reported as
+    NodeInputErrors naming this sampler; errors raised inside the host's model call pass as
+    they are."""
+    in_host_model = [False]
+    try:
+        return _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_model, in_host_model)
+    except NodeInputError:
+        raise
+    except ValueError as err:
+        if in_host_model[0]:
+            raise
+        raise NodeInputError(f"{SAMPLER_WHERE}: {err}") from err
+
+
+def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_model, in_host_model):
+    extra_args = {} if extra_args is None else extra_args
+    base = midms_model.model  # the host's BaseModel: latent format and model_sampling
+    match = midms_match
+    check_latent_against_match(x, match, sigmas.shape[0] - 1)  # before any step or matching
+    device = x.device
+    features = bind(match, device)
+    exemplar = base.process_latent_in(match.context.exemplar_latent.to(device)).to(x.dtype)
+
+    def x0_features(x0: torch.Tensor) -> torch.Tensor:
+        return features.x0_features(base.process_latent_out(x0))
+
+    in_sampler = dataclasses.replace(features, x0_features=x0_features)
+
+    seed = extra_args.get("seed")
+    # +1: a stream apart from the host's initial noise for the same seed; wraps at 2**64
+    generator = torch.Generator(device="cpu").manual_seed((int(seed) + 1) % 2**64 if seed is not None else 0)
+
+    def noise_sampler(sigma, sigma_next):
+        return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=x.dtype)
+
+    capture = None
+    hook = as_host_matcher(match.matcher).capture_hook(tuple(x.shape[-2:]))
+    if hook is not None:
+        # The matcher records its features during the sampler's own model call (no extra pass
+        # per step): a per-run copy of model_options with the recording patch installed; the
+        # user's model and its model_options are never changed.
+        install, capture = hook
+        extra_args = {**extra_args, "model_options": install(extra_args.get("model_options", {}))}
+
+    def denoise(xt, sigma):
+        if capture is not None:
+            capture.clear()  # x0_features then sees only this step's records
+        in_host_model[0] = True
+        out = model(xt, sigma, **extra_args)
+        in_host_model[0] = False
+        return out
+
+    settings: MIDMsSettings = match.settings
+    main_steps = sigmas.shape[0] - 1
+    refine_sigmas = None
+    if settings.refine_strength > 0:
+        refine_sigmas = strength_sigmas(model_sigmas(base), settings.refine_steps, settings.refine_strength).to(device)
+
+    # The host sizes its progress bar to the main schedule; spread the refinement's extra steps
+    # over it so the bar only reaches the end with the last step.
+    total_steps = main_steps + (settings.refine_steps if refine_sigmas is not None else 0)
+
+    def report(info):
+        mm.throw_exception_if_processing_interrupted()
+        if callback is not None:
+            done = info["i"] + 1 + (main_steps if info.get("stage") == "refine" else 0)
+            callback({**info, "i": max(done * main_steps // total_steps - 1, 0)})
+
+    with interruptible():  # re-matches inside a step stop at the interrupt button too
+        return sample_interleaved(denoise, x, sigmas, exemplar, in_sampler, settings.rewarp, eta=settings.eta,
+                                  noise_sampler=noise_sampler, callback=report, refine_sigmas=refine_sigmas,
+                                  path=noise_path(base))
+
+
+def check_latent_against_match(x: torch.Tensor, match: MIDMsMatch, step_count: int, where: str = SAMPLER_WHERE) -> None:
+    """NodeInputError unless the sampler's start latent x (B, C, H, W) fits the match: the same
+    latent channels and grid as the exemplar / condition, and the same batch, or a match of one
+    pair for any batch of latents (a latent batch of 1 against a match of several is refused: the
+    blend would silently turn it into several images). Also the re-warp steps against the run."""
+    context = match.context
+    cells = tuple(context.condition_latent.shape[-2:])
+    pixels = tuple(context.condition_image.shape[-2:])
+    channels = context.exemplar_latent.shape[1]
+    pairs = context.condition_latent.shape[0]
+    warped_hint = ("connect the 'warped_latent' output of MIDMs Cross-Domain Correspondence (made from this match) "
+                   "as 'latent_image'")
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise NodeInputError(
+            f"{where}: 'latent_image' has shape {tuple(x.shape)} but the match's latents have {channels} channels "
+            f"(B, {channels}, {cells[0]}, {cells[1]}): it comes from another model family's VAE; {warped_hint}"
+        )
+    if tuple(x.shape[-2:]) != cells:
+        factor = pixels[0] // cells[0] if cells[0] else 8
+        raise NodeInputError(
+            f"{where}: 'latent_image' is {x.shape[-1]} x {x.shape[-2]} latent cells, width x height "
+            f"({x.shape[-1] * factor} x {x.shape[-2] * factor} px), but the match was made at {cells[1]} x {cells[0]} "
+            f"cells ({pixels[1]} x {pixels[0]} px, the condition's size); {warped_hint}, or make the latent "
+            f"{pixels[1]} x {pixels[0]} px (width x height)"
+        )
+    if x.shape[0] != pairs and pairs != 1:
+        raise NodeInputError(
+            f"{where}: 'latent_image' has {x.shape[0]} latent{'s' if x.shape[0] != 1 else ''} but the match has {pairs} "
+            f"condition / exemplar pairs: {warped_hint} ({pairs} latents), or repeat the latent to {pairs} "
+            f"(RepeatLatentBatch), or give MIDMs Exemplar Encode as many pairs as latents"
+        )
+    try:
+        match.settings.rewarp.check_steps(step_count, "MIDMs Rewarp Settings")
+    except ValueError as err:
+        raise NodeInputError(f"{where}: {err} (the run's steps are the 'sigmas' input's length minus 1, "
+                             "e.g. the scheduler's steps)") from None
+
+
+def midms_sampler(model, match: MIDMsMatch) -> comfy.samplers.KSAMPLER:
+    """The interleaved sampler as a host SAMPLER for ``match``; ``model`` gives the latent scaling."""
+    return comfy.samplers.KSAMPLER(sample_midms, extra_options={"midms_match": match, "midms_model": model})
+
+
+def sample_all_in_one(model, positive, negative, match: MIDMsMatch, seed: int, steps: int, start_noise: float,
+                      cfg: float, start: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp the exemplar, bring it to ``start_noise`` of the model's schedule (``start``: seeded
+    noise, or DDIM inversion with this model at cfg 1), then run ``steps`` interleaved steps.
+    Returns (samples, the warped latent), both raw LATENTs; errors name ``where``."""
+    try:
+        match.settings.rewarp.check_steps(steps, "MIDMs Rewarp Settings (connected to 'settings')")
+    except ValueError as err:
+        raise NodeInputError(f"{where}: {err} (this node's 'steps' input)") from None
+    sigmas_of_model = model_sigmas(model.model)
+    fit = max(int(round(start_noise * sigmas_of_model.shape[0])), 1)  # as strength_timesteps counts
+    if steps > fit:
+        raise NodeInputError(
+            f"{where}: 'steps' {steps} do not fit in 'start_noise' {start_noise:g} (the first {fit} of the "
+            f"model's {sigmas_of_model.shape[0]} timesteps); use at most {fit} steps or a higher start_noise"
+        )
+    sigmas = strength_sigmas(sigmas_of_model, steps, start_noise)
+    warped = initial_warp(match, compute_device()).warped.to(mm.intermediate_device())
+    start_latent, noise = warped, comfy.sample.prepare_noise(warped, seed)
+    if start == "ddim inversion":
+        start_latent, noise = _inverted_start(model, positive, negative, warped, sigmas, where), torch.zeros_like(warped)
+    callback = latent_preview.prepare_callback(model, sigmas.shape[0] - 1)
+    samples = comfy.sample.sample_custom(
+        model, noise, cfg, midms_sampler(model, match), sigmas, positive, negative, start_latent,
+        callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+    )
+    return samples, warped
+
+
+def _inverted_start(model, positive, negative, warped, sigmas, where: str):
+    """The warp DDIM-inverted (this model, cfg 1) to sigmas[0], as a LATENT the run starts
+    from without added noise."""
+    if float(noise_path(model.model).alpha(torch.tensor(float(sigmas[0]), dtype=torch.float64))) <= 1e-6:
+        raise NodeInputError(f"{where}: start 'ddim inversion' needs a start_noise whose sigma is below 1 on "
+                             "this rectified-flow model (pure noise has no LATENT form); lower start_noise")
+    return comfy.sample.sample_custom(model, torch.zeros_like(warped), 1.0, inversion_sampler(model, where=where),
+                                      sigmas, positive, negative, warped,
+                                      callback=latent_preview.prepare_callback(model, sigmas.shape[0] - 1),
+                                      disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED)

@@ -23,6 +23,7 @@ import time
 import torch
 
 import midms_core.correspondence as corr
+from benchmarks.tables import Table, ratio
 
 
 def features(side: int, channels: int, adversarial: bool, device) -> tuple:
@@ -87,8 +88,9 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"device {device}\n")
-    print("| latent side | channels | prior | rows | loop (s) | fused (s) | fused / loop | max difference | rows to the loop |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    table = Table(("latent side", "channels", "prior", "rows", "loop (s)", "fused (s)", "fused / loop", "max difference",
+                   "rows to the loop"), "l" * 9)
+    print("\n".join(table.head()))
     for side in args.sides:
         for channels in args.channels:
             for with_prior in (False, True):
@@ -101,9 +103,10 @@ def main(argv=None) -> int:
                                    args.repeats, device)
                     t_fused = timed(lambda: corr.attend(query, key, values, locality=locality), args.repeats, device)
                     share = fallback_share(query, key, values, locality)
-                    print(f"| {side} | {channels} | {'yes' if with_prior else 'no'} | "
-                          f"{'1/4 adversarial' if adversarial else 'peaked'} | {t_loop:.3f} | {t_fused:.3f} | "
-                          f"{t_fused / t_loop:.2f} | {float((loop - fused).abs().max()):.1e} | {share:.1%} |", flush=True)
+                    print(table.add(side, channels, "yes" if with_prior else "no",
+                                    "1/4 adversarial" if adversarial else "peaked", f"{t_loop:.3f}", f"{t_fused:.3f}",
+                                    ratio(t_fused, t_loop), f"{float((loop - fused).abs().max()):.1e}", f"{share:.1%}"),
+                          flush=True)
     return 0
 
 

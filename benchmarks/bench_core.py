@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from benchmarks.peak_memory import available_bytes, run_child
+from benchmarks.tables import Table, machine, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
@@ -72,33 +71,29 @@ def measure_in_child(side: int, method: str) -> dict:
     return run_child("benchmarks.bench_core", ["--child", str(side), method])
 
 
-def matching_table(sides: list[int]) -> list[str]:
-    rows = [
-        "| latent side | positions | dense peak MiB | lean peak MiB | dense / lean memory | dense s | lean s | lean / dense time "
-        "| lean + prior peak MiB | lean + prior s | prior / lean time |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def matching_table(sides: list[int]) -> Table:
+    table = Table(("latent side", "positions", "dense peak MiB", "lean peak MiB", "dense / lean memory", "dense s",
+                   "lean s", "lean / dense time", "lean + prior peak MiB", "lean + prior s", "prior / lean time"),
+                  "r" * 11)
     budget = available_bytes() * 0.6
     for side in sides:
         n = side * side
         lean = measure_in_child(side, "lean")
         prior = measure_in_child(side, "prior")
-        prior_cells = f"{prior['extra'] / MiB:.0f} | {prior['seconds']:.2f} | {prior['seconds'] / lean['seconds']:.2f}"
+        prior_cells = (f"{prior['extra'] / MiB:.0f}", f"{prior['seconds']:.2f}", ratio(prior["seconds"], lean["seconds"]))
         # The dense path holds the correlation, its scaled copy and a softmax at once.
         dense_estimate = 3 * 4 * n * n
         dense = measure_in_child(side, "dense") if dense_estimate < budget else None
         lean_mib = lean["extra"] / MiB
         if dense is None or "error" in dense:
             why = "skipped (needs ~%.0f GiB)" % (dense_estimate / 2**30) if dense is None else dense["error"]
-            rows.append(f"| {side} | {n} | {why} | {lean_mib:.0f} | - | - | {lean['seconds']:.2f} | - | {prior_cells} |")
+            table.add(side, n, why, f"{lean_mib:.0f}", "-", "-", f"{lean['seconds']:.2f}", "-", *prior_cells)
             continue
         dense_mib = dense["extra"] / MiB
-        rows.append(
-            f"| {side} | {n} | {dense_mib:.0f} | {lean_mib:.0f} | {dense_mib / lean_mib:.1f} | "
-            f"{dense['seconds']:.2f} | {lean['seconds']:.2f} | {lean['seconds'] / dense['seconds']:.2f} | {prior_cells} |"
-        )
-        print(rows[-1], flush=True)
-    return rows
+        print(table.add(side, n, f"{dense_mib:.0f}", f"{lean_mib:.0f}", ratio(dense_mib, lean_mib, 1),
+                        f"{dense['seconds']:.2f}", f"{lean['seconds']:.2f}", ratio(lean["seconds"], dense["seconds"]),
+                        *prior_cells), flush=True)
+    return table
 
 
 # ---- sampler cost per step -----------------------------------------------------------------------
@@ -119,13 +114,11 @@ class ToyDenoiser(torch.nn.Module):
         return x - sigma.view(-1, 1, 1, 1) * self.net(x * scale)
 
 
-def sampler_table(sides: list[int], steps: int = 4, repeats: int = 3) -> list[str]:
+def sampler_table(sides: list[int], steps: int = 4, repeats: int = 3) -> Table:
     import midms_core as mc
 
-    rows = [
-        "| latent side | matcher | plain DDIM ms/step | interleaved ms/step | interleaved / plain |",
-        "|---:|---|---:|---:|---:|",
-    ]
+    table = Table(("latent side", "matcher", "plain DDIM ms/step", "interleaved ms/step", "interleaved / plain"),
+                  "rlrrr")
     torch.manual_seed(0)
     denoiser = ToyDenoiser().eval()
     sigmas = mc.strength_sigmas(mc.sigma_from_alpha_bar(mc.ldm_alphas_cumprod()), steps, 0.25).float()
@@ -154,9 +147,8 @@ def sampler_table(sides: list[int], steps: int = 4, repeats: int = 3) -> list[st
                     timings["interleaved"].append(time.perf_counter() - start)
             plain = min(timings["plain"]) / steps * 1000
             inter = min(timings["interleaved"]) / steps * 1000
-            rows.append(f"| {side} | {name} | {plain:.1f} | {inter:.1f} | {inter / plain:.1f} |")
-            print(rows[-1], flush=True)
-    return rows
+            print(table.add(side, name, f"{plain:.1f}", f"{inter:.1f}", ratio(inter, plain, 1)), flush=True)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,16 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(int(args.child[0]), args.child[1])
         return 0
-    print(f"# midms_core benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {CHANNELS}-channel features, CPU\n")
+    print(f"# midms_core benchmark: {machine(torch.get_num_threads())}, {CHANNELS}-channel features, CPU\n")
     print("## Matching: warp + cycle-consistency mask, extra peak RSS and time\n")
     matching = matching_table(args.sides)
     print("\n## Interleaved sampler vs plain DDIM (4 steps, re-warp at 3, toy denoiser)\n")
     sampler = sampler_table(args.sampler_sides)
     print("\n## Summary\n")
-    print("\n".join(matching))
+    print(matching)
     print()
-    print("\n".join(sampler))
+    print(sampler)
     return 0
 
 

@@ -8,7 +8,7 @@ the one-time bind, per-step U-Net and re-match costs, and peak memory of matchin
 Models are built in-process from the host's own classes (``comfy.supported_models.SDXL`` ->
 ``comfy.model_base.SDXL`` in a ``ModelPatcher``) with seeded random weights:
 
-* ``tiny SDXL``: the SDXL-family U-Net of tests/comfy/test_nodes_inprocess.py (32 channels);
+* ``tiny SDXL``: the SDXL-family U-Net of the host tests (``harness.inprocess_models``, 32 channels);
 * ``SDXL-width``: SDXL's real widths (model_channels 320, channel_mult [1, 2, 4], 2 res blocks per
   level, context 2048, adm_in_channels 2816, 64-channel heads) with the transformer depth cut
   from [0, 2, 10] (middle 10) to [0, 1, 1] (middle 1) to keep CPU time sane. Its U-Net is cheaper
@@ -31,19 +31,16 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import statistics
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional
 
 import torch
 
 from benchmarks.peak_memory import available_bytes, run_child
+from benchmarks.tables import Table, change, machine, publish, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
@@ -55,14 +52,9 @@ DIFT_TIMESTEP = 261
 # =============================================================================================
 # matching memory, one measurement per fresh process
 # =============================================================================================
-def dense_warp_with_confidence(cond, exem, values, tau=0.005):
-    from benchmarks.bench_core import dense_warp_with_confidence as dense
-
-    return dense(cond, exem, values, tau)
-
-
 def child_memory(side: int, channels: int, method: str) -> None:
     import midms_core as mc
+    from benchmarks.bench_core import dense_warp_with_confidence
     from benchmarks.peak_memory import measure
 
     torch.manual_seed(0)
@@ -84,32 +76,19 @@ def memory_in_child(side: int, channels: int, method: str, threads: int) -> dict
 # =============================================================================================
 # the host, its pack and SDXL-family models from the host's own classes
 # =============================================================================================
-def load_host(threads: int):
-    """ComfyUI imported in this process (as tests/comfy/host.py does it), the pack loaded by the
-    host as ``comfyui-midms``; returns (host, pack namespace)."""
-    from tests.comfy.host import PACK_NAME, InProcessHost, find_host
+PACK_NODES = ("MIDMsEdgeMatcher", "MIDMsDiffusionFeatureMatcher", "MIDMsRewarpSettings", "MIDMsCorrespondence",
+              "MIDMsInterleavedSampler", "BasicScheduler")
 
-    info = find_host()
-    if info is None:
-        raise SystemExit("no ComfyUI host: run scripts/get_comfyui.sh (writes .comfyui/env.json) or set COMFYUI_PATH")
-    here, host_prefix = Path(sys.prefix).resolve(), Path(info.python).parent.parent.resolve()
-    if here != host_prefix:
-        raise SystemExit(f"run this with the host's interpreter: {info.python} -m benchmarks.bench_sdxl")
-    host = InProcessHost._instance or InProcessHost(info, tempfile.mkdtemp(prefix="midms-bench-sdxl-"))
-    InProcessHost._instance = host
+
+def load_host(threads: int):
+    """ComfyUI imported in this process, the pack loaded by the host as ``comfyui-midms``;
+    returns (host, pack namespace: the node classes of :data:`PACK_NODES` and ``types``)."""
+    from harness.host import script_host
+    from harness.pack import loaded_pack
+
+    host = script_host("benchmarks.bench_sdxl")
     torch.set_num_threads(threads)  # the in-process host pins 1 thread; benchmark with all asked
-    mapping = host.nodes.NODE_CLASS_MAPPINGS
-    names = ("MIDMsEdgeMatcher", "MIDMsDiffusionFeatureMatcher", "MIDMsRewarpSettings", "MIDMsCorrespondence",
-             "MIDMsInterleavedSampler", "BasicScheduler")
-    missing = [n for n in names if n not in mapping]
-    if missing:
-        raise SystemExit(f"the host did not register {missing}; did the pack fail to import?")
-    # the package the host loaded the pack as: its folder name (2024 host) or full path (current)
-    package = mapping["MIDMsInterleavedSampler"].__module__.rsplit(".nodes.", 1)[0]
-    assert package.split("/")[-1] == PACK_NAME, package
-    pack = SimpleNamespace(**{n: mapping[n] for n in names},
-                           types=importlib.import_module(f"{package}.nodes.types"))
-    return host, pack
+    return host, loaded_pack(host, PACK_NODES)
 
 
 @dataclass(frozen=True)
@@ -130,37 +109,18 @@ REAL_SDXL_DEPTH = "[0, 2, 10], middle 10"
 
 
 def unet_config(spec: ModelSpec) -> dict:
-    """A U-Net config in the layout ``comfy.model_detection`` produces for SDXL-family files."""
-    levels = len(spec.channel_mult)
-    per_level = [spec.first_level_depth] + [spec.depth] * (levels - 1)
-    return {
-        "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
-        "in_channels": 4, "out_channels": 4, "model_channels": spec.model_channels,
-        "num_res_blocks": [spec.num_res_blocks] * levels, "channel_mult": list(spec.channel_mult),
-        "transformer_depth_middle": spec.depth, "use_temporal_resblock": False, "use_temporal_attention": False,
-        "context_dim": 2048, "adm_in_channels": 2816, "num_classes": "sequential", "use_linear_in_transformer": True,
-        "transformer_depth": [d for d in per_level for _ in range(spec.num_res_blocks)],
-        "transformer_depth_output": [d for d in per_level for _ in range(spec.num_res_blocks + 1)],
-    }
+    from harness.inprocess_models import sdxl_unet_config
+
+    return sdxl_unet_config(spec.model_channels, spec.channel_mult, spec.num_res_blocks, spec.depth,
+                            spec.first_level_depth)
 
 
 def build_model(spec: ModelSpec, seed: int):
-    """(ModelPatcher, parameter count): the host's SDXL class, weights from tests' init_tensor."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models as sm
+    """(ModelPatcher, parameter count): the host's SDXL class, seeded weights (the harness's)."""
+    from harness.inprocess_models import build_unet
 
-    from tests.comfy.tiny_models import init_tensor
-
-    with torch.inference_mode(False), torch.no_grad():
-        base = sm.SDXL(unet_config(spec)).get_model({})
-        for name, p in base.named_parameters():  # the host's ops leave weights uninitialised
-            p.copy_(init_tensor(name, tuple(p.shape), seed))
-    assert type(base).__name__ == "SDXL", type(base)
-    params = sum(p.numel() for p in base.parameters())
-    patcher = comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
-                                               offload_device=mm.unet_offload_device())
-    return patcher, params
+    patcher = build_unet("sdxl", seed, unet_config(spec))
+    return patcher, sum(p.numel() for p in patcher.model.parameters())
 
 
 # =============================================================================================
@@ -386,60 +346,103 @@ def random_profile(mc, channels: int, side: int, settings, repeats: int) -> dict
 
 
 # =============================================================================================
+# per-step entries: derived from the whole runs, or measured alone (SDXL-width at large sides)
+# =============================================================================================
+def entries_from_runs(rs: RunSet, steps: int):
+    """(per-step entries, profile entries) of one RunSet: the re-match cost per step derived from
+    the whole runs (difference to plain) and timed alone, for both matchers."""
+    step_entries, profile_entries = [], []
+    unet = rs.median("plain") / steps
+    for name in ("edge", "dift"):
+        derived = (rs.median(name) - rs.median("plain")) / rs.rewarps
+        prof = rs.profiles[name]
+        base = dict(model=rs.model, side=rs.side, matcher=ROW_LABEL[name].split("+ ")[1],
+                    channels=rs.channels[name], unet_s=unet, steps=steps, rewarps=rs.rewarps)
+        step_entries.append({**base, "rematch_s": derived, "source": "whole runs (difference)"})
+        step_entries.append({**base, "rematch_s": prof["features"] + prof["sampler"], "source": "re-match timed alone"})
+        profile_entries.append({**base, "profile": prof})
+    return step_entries, profile_entries
+
+
+def entries_step_alone(mc, pack, model, spec: ModelSpec, side: int, steps: int, cfg: float, denoise: float,
+                       dift_channels: int, repeats: int):
+    """(per-step entries, profile entries) at a side too slow for whole runs: one U-Net step, the
+    edge matcher's re-match on its own features, DIFT's on random features of its captured width."""
+    unet = unet_step_seconds(pack, model, side, cfg, steps, denoise)
+    print(f"  [{spec.key} {side}] one U-Net step: {unet:.1f} s", flush=True)
+    settings = rewarp_settings(pack, "").rewarp
+    context = make_context(pack, side)
+    edge = pack.MIDMsEdgeMatcher().make(canny_low=0.1, canny_high=0.2, edge_blur=2.0, x0_condition_weight=0.7)[0]
+    start = time.perf_counter()
+    side_cls = importlib.import_module(type(edge).__module__).MatchSide  # the pack's copy
+    bound = edge.bind(side_cls(latent=context.condition_latent, image=context.condition_image),
+                      side_cls(latent=context.exemplar_latent, image=context.exemplar_image))
+    bind_s = time.perf_counter() - start
+    edge_prof = profile_rematch(mc, bound.x0_features, bound.exemplar_in_domain, context.condition_latent,
+                                context.exemplar_latent, settings, repeats)
+    dift_prof = random_profile(mc, dift_channels, side, settings, repeats)
+    step_entries, profile_entries = [], []
+    for name, prof in (("edge matcher", edge_prof), ("diffusion matcher (DIFT)", dift_prof)):
+        entry = dict(model=spec.label, side=side, matcher=name, channels=prof["channels"], unet_s=unet, steps=steps,
+                     rewarps=steps - 1)
+        src = ("one U-Net step + re-match timed alone" if name == "edge matcher" else
+               "one U-Net step + re-match on random features of the captured width")
+        step_entries.append({**entry, "rematch_s": prof["features"] + prof["sampler"], "source": src})
+        profile_entries.append({**entry, "profile": prof})
+    print(f"  [{spec.key} {side}] edge bind {bind_s:.1f} s; re-match edge "
+          f"{edge_prof['features'] + edge_prof['total']:.1f} s, DIFT {dift_prof['total']:.1f} s", flush=True)
+    return step_entries, profile_entries
+
+
+# =============================================================================================
 # tables
 # =============================================================================================
-def whole_run_table(sets: List[RunSet]) -> List[str]:
-    rows = ["| model | latent | steps (re-warps) | sampler | median s | runs s | s / step | vs plain | overhead | "
-            "bind + first warp s | rel. diff. to plain |",
-            "|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|"]
+def whole_run_table(sets: List[RunSet]) -> Table:
+    table = Table(("model", "latent", "steps (re-warps)", "sampler", "median s", "runs s", "s / step", "vs plain",
+                   "overhead", "bind + first warp s", "rel. diff. to plain"), "lrrlrlrrrrr")
     for rs in sets:
         plain = rs.median("plain")
         for row in ROWS:
             med = rs.median(row)
-            ratio = med / plain
-            runs = ", ".join(f"{t:.2f}" for t in rs.times[row])
-            bind = f"{rs.bind_s[row]:.2f}" if row in rs.bind_s else "-"
-            err = "-" if row == "plain" else f"{rs.err_vs_plain[row]:.1e}"
-            over = "-" if row == "plain" else f"{100 * (ratio - 1):+.1f} %"
             label = ROW_LABEL[row] + (f" ({rs.channels[row]} ch)" if row in rs.channels else "")
-            rows.append(f"| {rs.model} | {rs.side} | {rs.steps} ({0 if row in ('plain', 'control') else rs.rewarps}) | "
-                        f"{label} | {med:.2f} | {runs} | {med / rs.steps:.3f} | {ratio:.2f} | {over} | {bind} | {err} |")
-    return rows
+            table.add(rs.model, rs.side, f"{rs.steps} ({0 if row in ('plain', 'control') else rs.rewarps})", label,
+                      f"{med:.2f}", ", ".join(f"{t:.2f}" for t in rs.times[row]), f"{med / rs.steps:.3f}",
+                      ratio(med, plain), "-" if row == "plain" else change(med, plain),
+                      f"{rs.bind_s[row]:.2f}" if row in rs.bind_s else "-",
+                      "-" if row == "plain" else f"{rs.err_vs_plain[row]:.1e}")
+    return table
 
 
-def per_step_table(entries: List[dict]) -> List[str]:
-    rows = ["| model | latent | matcher (channels) | U-Net step ms | re-match ms | re-match / U-Net step | "
-            "predicted overhead (steps, re-warps) | target <= 30 % | source |",
-            "|---|---:|---|---:|---:|---:|---:|---|---|"]
+def per_step_table(entries: List[dict]) -> Table:
+    table = Table(("model", "latent", "matcher (channels)", "U-Net step ms", "re-match ms", "re-match / U-Net step",
+                   "predicted overhead (steps, re-warps)", "target <= 30 %", "source"), "lrlrrrrll")
     for e in entries:
-        share = e["rematch_s"] / e["unet_s"]
         pred = e["rewarps"] * e["rematch_s"] / (e["steps"] * e["unet_s"])
-        rows.append(f"| {e['model']} | {e['side']} | {e['matcher']} ({e['channels']}) | {1000 * e['unet_s']:.0f} | "
-                    f"{1000 * e['rematch_s']:.0f} | {share:.3f} | {100 * pred:.1f} % ({e['steps']}, {e['rewarps']}) | "
-                    f"{'met' if pred <= TARGET_OVERHEAD else 'MISSED'} | {e['source']} |")
-    return rows
+        table.add(e["model"], e["side"], f"{e['matcher']} ({e['channels']})", f"{1000 * e['unet_s']:.0f}",
+                  f"{1000 * e['rematch_s']:.0f}", ratio(e["rematch_s"], e["unet_s"], 3),
+                  f"{100 * pred:.1f} % ({e['steps']}, {e['rewarps']})",
+                  "met" if pred <= TARGET_OVERHEAD else "MISSED", e["source"])
+    return table
 
 
-def profile_table(entries: List[dict]) -> List[str]:
-    rows = ["| model | latent | matcher (channels) | x0 features ms | normalise ms | forward pass ms | "
-            "backward pass ms | cycle + mask ms | whole re-match ms (two passes) | one pass ms | one / two | "
-            "one pass: warp err, bwd flow err, mask agree |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+def profile_table(entries: List[dict]) -> Table:
+    table = Table(("model", "latent", "matcher (channels)", "x0 features ms", "normalise ms", "forward pass ms",
+                   "backward pass ms", "cycle + mask ms", "whole re-match ms (two passes)", "one pass ms", "one / two",
+                   "one pass: warp err, bwd flow err, mask agree"), "lrl" + "r" * 8 + "l")
     for e in entries:
         p = e["profile"]
         whole = p["features"] + p["total"]
         fused = p["features"] + p["fused"]
-        rows.append(f"| {e['model']} | {e['side']} | {e['matcher']} ({p['channels']}) | {1000 * p['features']:.0f} | "
-                    f"{1000 * p['normalise']:.0f} | {1000 * p['forward']:.0f} | {1000 * p['backward']:.0f} | "
-                    f"{1000 * p['mask']:.0f} | {1000 * whole:.0f} | {1000 * fused:.0f} | {fused / whole:.2f} | "
-                    f"{p['fused_warp_err']:.1e}, {p['fused_bwd_err']:.1e}, {p['fused_mask_agree']:.4f} |")
-    return rows
+        ms = lambda seconds: f"{1000 * seconds:.0f}"  # noqa: E731
+        table.add(e["model"], e["side"], f"{e['matcher']} ({p['channels']})", ms(p["features"]), ms(p["normalise"]),
+                  ms(p["forward"]), ms(p["backward"]), ms(p["mask"]), ms(whole), ms(fused), ratio(fused, whole),
+                  f"{p['fused_warp_err']:.1e}, {p['fused_bwd_err']:.1e}, {p['fused_mask_agree']:.4f}")
+    return table
 
 
-def memory_table(side: int, widths: Dict[str, int], threads: int, dense: bool) -> List[str]:
-    rows = ["| latent | features | channels | two passes peak MiB | two passes s | one pass peak MiB | one pass s | "
-            "dense peak MiB | dense s | dense / lean memory |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def memory_table(side: int, widths: Dict[str, int], threads: int, dense: bool) -> Table:
+    table = Table(("latent", "features", "channels", "two passes peak MiB", "two passes s", "one pass peak MiB",
+                   "one pass s", "dense peak MiB", "dense s", "dense / lean memory"), "rl" + "r" * 8)
     n = side * side
     budget = available_bytes() * 0.6
     for label, channels in widths.items():
@@ -455,19 +458,53 @@ def memory_table(side: int, widths: Dict[str, int], threads: int, dense: bool) -
                 return res["error"][:60] if key == "extra" else "-"
             return f"{res[key] / MiB:.0f}" if key == "extra" else f"{res[key]:.2f}"
 
-        ratio = "-"
+        dense_ratio = "-"
         if dense_res and "error" not in dense_res and "error" not in lean:
-            ratio = f"{dense_res['extra'] / lean['extra']:.1f}"
-        rows.append(f"| {side} | {label} | {channels} | {cell(lean, 'extra')} | {cell(lean, 'seconds')} | "
-                    f"{cell(fused, 'extra')} | {cell(fused, 'seconds')} | {cell(dense_res, 'extra')} | "
-                    f"{cell(dense_res, 'seconds')} | {ratio} |")
-        print(rows[-1], flush=True)
-    return rows
+            dense_ratio = ratio(dense_res["extra"], lean["extra"], 1)
+        print(table.add(side, label, channels, cell(lean, "extra"), cell(lean, "seconds"), cell(fused, "extra"),
+                        cell(fused, "seconds"), cell(dense_res, "extra"), cell(dense_res, "seconds"), dense_ratio),
+              flush=True)
+    return table
 
 
-def header(threads: int) -> str:
-    return (f"# MIDMs at SDXL scale: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-            f"torch {torch.__version__}, {threads} threads, CPU, float32")
+def report(threads: int, run_line: str, params: Dict[str, int], sets: List[RunSet], step_entries: List[dict],
+           profile_entries: List[dict], memory_side: int, memory: Table) -> str:
+    lines = [f"# MIDMs at SDXL scale: {machine(threads)}, CPU, float32", "", run_line, "",
+             "Models (host classes comfy.supported_models.SDXL -> comfy.model_base.SDXL, seeded random weights):", ""]
+    for spec in (TINY, WIDTH):
+        if spec.key in params:
+            cfgd = unet_config(spec)
+            lines.append(f"- {spec.label}: {params[spec.key] / 1e6:.1f} M parameters; model_channels "
+                         f"{cfgd['model_channels']}, channel_mult {cfgd['channel_mult']}, num_res_blocks "
+                         f"{cfgd['num_res_blocks'][0]}, transformer depth per level "
+                         f"{[spec.first_level_depth] + [spec.depth] * (len(spec.channel_mult) - 1)} (middle "
+                         f"{spec.depth}), context 2048, adm 2816; DIFT output block {spec.dift_block}"
+                         + (f" (real SDXL: depth {REAL_SDXL_DEPTH}, 2.6 B parameters)" if spec is WIDTH else ""))
+    lines += ["", "## Whole run: MIDMs interleaved sampler vs the host's plain sampler (same model, sigmas, CFG, noise)",
+              ""]
+    lines += whole_run_table(sets).lines()
+    for rs in sets:
+        lines += ["", f"{rs.model} at {rs.side}: sigmas {rs.sigmas}"]
+    lines += ["", "## Per step: U-Net step vs one re-match (x0 features + warp + cycle mask)", ""]
+    lines += per_step_table(step_entries).lines()
+    lines += ["", "## Where one re-match goes (median ms): two correlation passes vs one (passes='one')", ""]
+    lines += profile_table(profile_entries).lines()
+    lines += ["", f"## Matching memory at {memory_side} x {memory_side} latents ({memory_side ** 2} positions), "
+              "extra peak RSS in a fresh process", ""]
+    lines += memory.lines()
+    return "\n".join(lines) + "\n"
+
+
+def memory_widths(sets: List[RunSet], quick: bool) -> Dict[str, int]:
+    """Feature widths of the memory table: the official networks', the edge matcher's (first match
+    and re-match), DIFT's at SDXL output block 6."""
+    edge_cross = 8 * (1 + 8 * 4)  # EdgeDescriptorMatcher defaults: orientations * (1 + points * rings)
+    edge_rematch = next((r.channels["edge"] for r in sets), None)
+    widths = {"official networks": OFFICIAL_CHANNELS, "edge matcher, first match": edge_cross}
+    if edge_rematch:
+        widths["edge matcher, re-match (x0_hat)"] = edge_rematch
+    widths["DIFT SDXL output block 6"] = next((r.channels["dift"] for r in sets if r.model == WIDTH.label), 640)
+    return dict(list(widths.items())[:2]) if quick else widths
 
 
 # =============================================================================================
@@ -522,105 +559,38 @@ def main(argv: Optional[List[str]] = None) -> int:
             model, params[spec.key] = build_model(spec, seed=2)
             print(f"{spec.label}: {params[spec.key] / 1e6:.1f} M U-Net parameters, built in "
                   f"{time.perf_counter() - start:.1f} s", flush=True)
-            whole_sides = sides if spec is TINY else width_sides
-            for side in whole_sides:
+            for side in (sides if spec is TINY else width_sides):
                 rs = whole_runs(pack, model, spec, params[spec.key], side, steps, args.denoise, args.cfg, repeats,
                                 profile_repeats)
                 sets.append(rs)
-                unet = rs.median("plain") / steps
-                for name in ("edge", "dift"):
-                    derived = (rs.median(name) - rs.median("plain")) / rs.rewarps
-                    prof = rs.profiles[name]
-                    base_entry = dict(model=spec.label, side=side, matcher=ROW_LABEL[name].split("+ ")[1],
-                                      channels=rs.channels[name], unet_s=unet, steps=steps, rewarps=rs.rewarps)
-                    step_entries.append({**base_entry, "rematch_s": derived, "source": "whole runs (difference)"})
-                    step_entries.append({**base_entry, "rematch_s": prof["features"] + prof["sampler"],
-                                         "source": "re-match timed alone"})
-                    profile_entries.append({**base_entry, "profile": prof})
-            if spec is WIDTH:
-                for side in step_sides:
-                    unet = unet_step_seconds(pack, model, side, args.cfg, steps, args.denoise)
-                    print(f"  [{spec.key} {side}] one U-Net step: {unet:.1f} s", flush=True)
-                    settings = rewarp_settings(pack, "").rewarp
-                    context = make_context(pack, side)
-                    edge = pack.MIDMsEdgeMatcher().make(canny_low=0.1, canny_high=0.2, edge_blur=2.0,
-                                                        x0_condition_weight=0.7)[0]
-                    start = time.perf_counter()
-                    side_cls = importlib.import_module(type(edge).__module__).MatchSide  # the pack's copy
-                    bound = edge.bind(side_cls(latent=context.condition_latent, image=context.condition_image),
-                                      side_cls(latent=context.exemplar_latent, image=context.exemplar_image))
-                    bind_s = time.perf_counter() - start
-                    edge_prof = profile_rematch(mc, bound.x0_features, bound.exemplar_in_domain,
-                                                context.condition_latent, context.exemplar_latent, settings,
-                                                profile_repeats)
-                    dift_ch = next((r.channels["dift"] for r in sets if r.model == spec.label), 640)
-                    dift_prof = random_profile(mc, dift_ch, side, settings, profile_repeats)
-                    for name, prof in (("edge matcher", edge_prof), ("diffusion matcher (DIFT)", dift_prof)):
-                        entry = dict(model=spec.label, side=side, matcher=name, channels=prof["channels"],
-                                     unet_s=unet, steps=steps, rewarps=steps - 1)
-                        src = ("one U-Net step + re-match timed alone" if name == "edge matcher" else
-                               "one U-Net step + re-match on random features of the captured width")
-                        step_entries.append({**entry, "rematch_s": prof["features"] + prof["sampler"], "source": src})
-                        profile_entries.append({**entry, "profile": prof})
-                    print(f"  [{spec.key} {side}] edge bind {bind_s:.1f} s; re-match edge "
-                          f"{edge_prof['features'] + edge_prof['total']:.1f} s, DIFT {dift_prof['total']:.1f} s",
-                          flush=True)
+                more_steps, more_profiles = entries_from_runs(rs, steps)
+                step_entries += more_steps
+                profile_entries += more_profiles
+            for side in (step_sides if spec is WIDTH else []):
+                dift_ch = next((r.channels["dift"] for r in sets if r.model == spec.label), 640)
+                more_steps, more_profiles = entries_step_alone(mc, pack, model, spec, side, steps, args.cfg,
+                                                               args.denoise, dift_ch, profile_repeats)
+                step_entries += more_steps
+                profile_entries += more_profiles
             del model
 
-    edge_cross = 8 * (1 + 8 * 4)  # EdgeDescriptorMatcher defaults: orientations * (1 + points * rings)
-    edge_rematch = next((r.channels["edge"] for r in sets), None)
-    dift_width = next((r.channels["dift"] for r in sets if r.model == WIDTH.label), 640)
-    widths = {"official networks": OFFICIAL_CHANNELS, "edge matcher, first match": edge_cross}
-    if edge_rematch:
-        widths["edge matcher, re-match (x0_hat)"] = edge_rematch
-    widths["DIFT SDXL output block 6"] = dift_width
-    if q:
-        widths = dict(list(widths.items())[:2])
     print("\nmemory children:", flush=True)
-    memory = memory_table(memory_side, widths, args.threads, not args.no_dense)
+    memory = memory_table(memory_side, memory_widths(sets, q), args.threads, not args.no_dense)
 
     load_end = os.getloadavg()
     total = time.perf_counter() - wall
-    lines = [header(args.threads), ""]
-    lines.append(f"Run: {time.strftime('%Y-%m-%d %H:%M')}, {total / 60:.1f} min; load average (1 min) at start "
-                 f"{load_start[0]:.2f}, at end {load_end[0]:.2f} (other work on the machine shows here). "
-                 f"Sigmas: BasicScheduler normal, {steps} steps, denoise {args.denoise}; CFG {args.cfg} "
-                 f"(cond + uncond batched: one U-Net call of batch 2 per step); re-warp at every step but the last.")
-    lines.append("")
-    lines.append("Models (host classes comfy.supported_models.SDXL -> comfy.model_base.SDXL, seeded random weights):")
-    lines.append("")
-    for spec in (TINY, WIDTH):
-        if spec.key in params:
-            cfgd = unet_config(spec)
-            lines.append(f"- {spec.label}: {params[spec.key] / 1e6:.1f} M parameters; model_channels "
-                         f"{cfgd['model_channels']}, channel_mult {cfgd['channel_mult']}, num_res_blocks "
-                         f"{cfgd['num_res_blocks'][0]}, transformer depth per level "
-                         f"{[spec.first_level_depth] + [spec.depth] * (len(spec.channel_mult) - 1)} (middle "
-                         f"{spec.depth}), context 2048, adm 2816; DIFT output block {spec.dift_block}"
-                         + (f" (real SDXL: depth {REAL_SDXL_DEPTH}, 2.6 B parameters)" if spec is WIDTH else ""))
-    lines += ["", "## Whole run: MIDMs interleaved sampler vs the host's plain sampler (same model, sigmas, CFG, noise)",
-              ""]
-    lines += whole_run_table(sets)
-    for rs in sets:
-        lines.append("")
-        lines.append(f"{rs.model} at {rs.side}: sigmas {rs.sigmas}")
-    lines += ["", "## Per step: U-Net step vs one re-match (x0 features + warp + cycle mask)", ""]
-    lines += per_step_table(step_entries)
-    lines += ["", "## Where one re-match goes (median ms): two correlation passes vs one (passes='one')", ""]
-    lines += profile_table(profile_entries)
-    lines += ["", f"## Matching memory at {memory_side} x {memory_side} latents ({memory_side ** 2} positions), "
-              "extra peak RSS in a fresh process", ""]
-    lines += memory
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    if out_path:
-        Path(out_path).write_text(text)
-        print(f"written to {out_path}")
+    run_line = (f"Run: {time.strftime('%Y-%m-%d %H:%M')}, {total / 60:.1f} min; load average (1 min) at start "
+                f"{load_start[0]:.2f}, at end {load_end[0]:.2f} (other work on the machine shows here). "
+                f"Sigmas: BasicScheduler normal, {steps} steps, denoise {args.denoise}; CFG {args.cfg} "
+                f"(cond + uncond batched: one U-Net call of batch 2 per step); re-warp at every step but the last.")
+    text = report(args.threads, run_line, params, sets, step_entries, profile_entries, memory_side, memory)
+    print()
+    publish(text, out_path)
     if args.json:
         Path(args.json).write_text(json.dumps({
             "params": params, "steps": steps, "threads": args.threads, "total_s": total,
             "runs": [{**{k: v for k, v in vars(rs).items()}, "medians": {r: rs.median(r) for r in ROWS}} for rs in sets],
-            "per_step": step_entries, "profiles": profile_entries, "memory": memory,
+            "per_step": step_entries, "profiles": profile_entries, "memory": memory.lines(),
         }, indent=1, default=float))
     return 0
 

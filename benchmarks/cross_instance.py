@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -54,6 +53,7 @@ from midms_core.cross_instance import landmark_pck as cross_instance_pck
 from midms_core.edge_matcher import EdgeDescriptorMatcher
 from midms_core.evaluation import degrade, incoherence, load_photo, pck
 from midms_core.matchers import Matcher, MatchSide
+from benchmarks.tables import Table, machine, publish
 from benchmarks.warp_quality import CONDITIONS, X0_BLUR, X0_NOISE_FRACTION, make_condition, stand_in_encode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,22 +216,21 @@ def _f(v: float) -> str:
 
 def table(summary: list[dict], set_name: str, condition: str = "all") -> str:
     faces = set_name.startswith("faces")
-    head = "| matcher | stage | PCK@5 % | PCK@10 % | incoherence | mask coverage | aligned mirrored | s/case |" if faces else \
-        "| matcher | stage | PCK@1 | PCK@2 | PCK@4 | incoherence | mask coverage | aligned mirrored | s/case |"
-    lines = [head, "|---|---|" + "---:|" * (head.count("|") - 3)]
+    pcks = ("PCK@5 %", "PCK@10 %") if faces else ("PCK@1", "PCK@2", "PCK@4")
+    columns = ("matcher", "stage", *pcks, "incoherence", "mask coverage", "aligned mirrored", "s/case")
+    out = Table(columns, "ll" + "r" * (len(columns) - 2))
     for e in summary:
         if (e["set"], e["condition"]) != (set_name, condition):
             continue
         cells = [_f(e["pck_a"]), _f(e["pck_b"])] + ([] if faces else [_f(e["pck_c"])])
         cells += [_f(e["incoherence"]), _f(e["coverage"]), _f(e["mirrored"]), "-" if e["stage"] == "-" else f"{e['seconds']:.2f}"]
-        lines.append(f"| {e['matcher']} | {e['stage']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        out.add(e["matcher"], e["stage"], *cells)
+    return str(out)
 
 
 def report(rows: list[dict], elapsed: float) -> str:
     summary = summarise(rows)
-    parts = [f"# cross-instance correspondence: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-             f"torch {torch.__version__}, CPU", "",
+    parts = [f"# cross-instance correspondence: {machine()}, CPU", "",
              "Produced by `python -m benchmarks.cross_instance` (definitions in its docstring). Stand-in latents "
              f"(images average-pooled by 8, 32 x 32 grid), mask: cycle check at {THRESHOLD:g} latent cells. "
              f"Run time {elapsed:.0f} s."]
@@ -265,11 +264,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         rows = run_faces(faces, matchers, progress=log) + run_mirrored(matchers, progress=log)
     text = report(rows, time.perf_counter() - start)
-    print(text)
-    out = args.markdown or (None if args.quick or args.networks else DEFAULT_MARKDOWN)
-    if out is not None:
-        out.write_text(text)
-        print(f"wrote {out}")
+    publish(text, args.markdown or (None if args.quick or args.networks else DEFAULT_MARKDOWN))
     return 0
 
 

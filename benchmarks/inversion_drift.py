@@ -18,27 +18,26 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.tables import Table, publish
+
 CFGS = (1.0, 2.0, 5.0)
 STEPS = (10, 25, 50)
 OUT = Path(__file__).with_name("inversion_drift.md")
 
 
-def families(host):
+def families():
     """{name: (model, positive, negative, channels, scheduler)} for the tiny models this host has."""
-    from tests.comfy import test_flow_models_inprocess as flow
-    from tests.comfy import test_nodes_inprocess as sd
+    from harness import inprocess_models as tiny
 
     out = {}
     with torch.inference_mode(False):
         for name in ("sd15", "sdxl"):
-            positive, negative = sd._conds(name)
-            out[name] = (sd._build_model(host, name, 1 if name == "sd15" else 2), positive, negative, 4, "normal")
-    import comfy.supported_models as sm
-
-    if hasattr(sm, "SD3"):
-        positive, negative = flow._conds()
-        out["sd3"] = (flow.build_sd3(), positive, negative, 16, "simple")
-        out["flux"] = (flow.build_flux(), positive, negative, 16, "simple")
+            positive, negative = tiny.unet_conds(name)
+            out[name] = (tiny.build_unet(name, 1 if name == "sd15" else 2), positive, negative, 4, "normal")
+        if tiny.host_has("SD3"):
+            positive, negative = tiny.dit_conds()
+            out["sd3"] = (tiny.build_sd3(), positive, negative, 16, "simple")
+            out["flux"] = (tiny.build_flux(), positive, negative, 16, "simple")
     return out
 
 
@@ -46,14 +45,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    from benchmarks.bench_sdxl import load_host
+    from harness.host import script_host
 
-    host, _ = load_host(args.threads)
+    host = script_host("benchmarks.inversion_drift")
+    torch.set_num_threads(args.threads)  # the in-process host pins 1 thread
     round_trip = host.nodes.NODE_CLASS_MAPPINGS["MIDMsDDIMRoundTrip"]()
     rows = []
     t0 = time.monotonic()
     with torch.inference_mode():
-        for name, (model, positive, negative, channels, scheduler) in families(host).items():
+        for name, (model, positive, negative, channels, scheduler) in families().items():
             latent = 0.8 * torch.randn(1, channels, 16, 16, generator=torch.Generator().manual_seed(3))
             for cfg in CFGS:
                 errors = []
@@ -62,15 +62,14 @@ def main(argv=None) -> int:
                     errors.append(out["result"][1])
                 rows.append((name, cfg, errors))
                 print(name, cfg, [f"{e:.3f}" for e in errors], flush=True)
-    header = "| model | cfg | " + " | ".join(f"{s} steps" for s in STEPS) + " |"
-    lines = [header, "|" + "---|" * (2 + len(STEPS))]
-    lines += [f"| tiny {name} | {cfg:g} | " + " | ".join(f"{e:.3f}" for e in errors) + " |" for name, cfg, errors in rows]
+    table = Table(("model", "cfg", *(f"{s} steps" for s in STEPS)), "l" * (2 + len(STEPS)))
+    for name, cfg, errors in rows:
+        table.add(f"tiny {name}", f"{cfg:g}", *(f"{e:.3f}" for e in errors))
     text = ("# DDIM inversion: round-trip error against guidance and steps\n\n"
             f"`python -m benchmarks.inversion_drift` ({time.monotonic() - t0:.0f} s). Relative RMS error in latent "
             "space of invert-then-regenerate with the same model and prompt (0 = exact), full depth, guidance "
-            "the same both ways; a fixed random 16 x 16 latent; the tiny seeded test models.\n\n" + "\n".join(lines) + "\n")
-    OUT.write_text(text)
-    print(text)
+            "the same both ways; a fixed random 16 x 16 latent; the tiny seeded test models.\n\n" + str(table) + "\n")
+    publish(text, OUT)
     return 0
 
 

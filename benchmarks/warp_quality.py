@@ -46,7 +46,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -77,6 +76,8 @@ from midms_core.evaluation import (
 from midms_core.learned_matcher import LearnedMatcher
 from midms_core.matchers import MatchFeatures, Matcher, MatchSide
 from midms_core.networks import CorrespondenceConfig, init_networks
+from benchmarks.tables import Table, machine, publish
+from harness.host import find_host
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MARKDOWN = ROOT / "benchmarks" / "warp_quality.md"
@@ -276,10 +277,8 @@ def _fmt(value: float, digits: int, n: int, cases: int) -> str:
 
 
 def summary_table(summary: list[dict], condition: str) -> str:
-    lines = [
-        "| matcher | stage | PCK@1 | PCK@2 | PCK@4 | PSNR conf dB | PSNR all dB | mask coverage | mask precision | mask recall | aligned mirrored | s/case |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    table = Table(("matcher", "stage", "PCK@1", "PCK@2", "PCK@4", "PSNR conf dB", "PSNR all dB", "mask coverage",
+                   "mask precision", "mask recall", "aligned mirrored", "s/case"), "ll" + "r" * 10)
     for e in summary:
         if e["condition"] != condition:
             continue
@@ -289,19 +288,19 @@ def summary_table(summary: list[dict], condition: str) -> str:
                  _fmt(e["coverage"], 2, e["coverage_n"], n), _fmt(e["precision"], 2, e["precision_n"], n),
                  _fmt(e["recall"], 2, e["recall_n"], n), _fmt(e["mirrored"], 2, e["mirrored_n"], e["mirrored_n"]),
                  "-" if e["stage"] == "-" else f"{e['seconds']:.2f}"]
-        lines.append(f"| {e['matcher']} | {e['stage']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.add(e["matcher"], e["stage"], *cells)
+    return str(table)
 
 
 def per_case_table(rows: list[dict]) -> str:
-    lines = ["| case | matcher | stage | PCK@1 | PCK@2 | PCK@4 | PSNR conf | PSNR all | precision | recall |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    table = Table(("case", "matcher", "stage", "PCK@1", "PCK@2", "PCK@4", "PSNR conf", "PSNR all", "precision",
+                   "recall"), "lll" + "r" * 7)
     for r in rows:
         if r["stage"] == "-" and r["matcher"] != "identity":
             continue
         cells = [_fmt(r[m], 2, 1, 1) for m in ("pck@1", "pck@2", "pck@4", "psnr_conf", "psnr_all", "precision", "recall")]
-        lines.append(f"| {r['photo']}/{r['seed']}/{r['condition']} | {r['matcher']} | {r['stage']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.add(f"{r['photo']}/{r['seed']}/{r['condition']}", r["matcher"], r["stage"], *cells)
+    return str(table)
 
 
 def report(result: dict, latents: str, elapsed: float, per_case: bool = False) -> str:
@@ -310,8 +309,7 @@ def report(result: dict, latents: str, elapsed: float, per_case: bool = False) -
     n_def = len({(r["photo"], r["seed"]) for r in result["rows"]})
     photos = ", ".join(dict.fromkeys(r["photo"] for r in result["rows"]))
     parts = [
-        f"# warp quality benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU",
+        f"# warp quality benchmark: {machine(torch.get_num_threads())}, CPU",
         "",
         f"{n_def} deformations ({photos}; seeds {', '.join(map(str, dict.fromkeys(r['seed'] for r in result['rows'])))}) x "
         f"{len(conditions)} condition kinds, {cfg['size']} px photos, thin-plate-spline deformation "
@@ -332,15 +330,13 @@ def report(result: dict, latents: str, elapsed: float, per_case: bool = False) -
 # ------------------------------------------------------------------------------- host (--checkpoint)
 
 def comfyui_root() -> str:
-    """The ComfyUI to load checkpoints with: COMFYUI_PATH, else .comfyui/env.json's."""
-    path = os.environ.get("COMFYUI_PATH")
-    env_json = ROOT / ".comfyui" / "env.json"
-    if not path and env_json.is_file():
-        path = json.loads(env_json.read_text()).get("comfyui")
-    if not path or not (Path(path) / "comfy" / "sd.py").is_file():
+    """The ComfyUI to load checkpoints with: :func:`harness.host.find_host`'s (COMFYUI_PATH, else
+    .comfyui/env.json's)."""
+    host = find_host()
+    if host is None or not (host.root / "comfy" / "sd.py").is_file():
         raise SystemExit("warp_quality: '--checkpoint' needs ComfyUI: set COMFYUI_PATH or run scripts/get_comfyui.sh "
                          "(writes .comfyui/env.json), and run this with that environment's python")
-    return str(Path(path).resolve())
+    return host.comfyui
 
 
 def import_pack(package: str = "comfyui_midms"):
@@ -470,13 +466,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = run_benchmark(config, matchers, encode, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     elapsed = time.perf_counter() - start
     text = report(result, latents, elapsed, per_case=args.per_case)
-    print(text)
-    markdown = args.markdown if args.markdown is not None else (
+    publish(text, args.markdown if args.markdown is not None else (
         None if args.quick or args.checkpoint or args.networks or args.photos or args.seeds or args.cases
-        else str(DEFAULT_MARKDOWN))
-    if markdown:
-        Path(markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(markdown).write_text(text)
+        else str(DEFAULT_MARKDOWN)))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         result["latents"], result["elapsed_s"] = latents, elapsed

@@ -27,8 +27,8 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image, ImageDraw  # noqa: E402
 
-from tests.comfy.host import ComfyServer  # noqa: E402
-from tests.comfy.tiny_models import write_tiny_sd15_checkpoint  # noqa: E402
+from harness.host import ComfyServer  # noqa: E402
+from harness.tiny_models import write_tiny_sd15_checkpoint  # noqa: E402
 
 WORKFLOW = REPO / "workflows" / "api" / "midms_edge_to_photo_sd15.api.json"
 INPUTS = REPO / "workflows" / "inputs"

@@ -16,7 +16,7 @@
 # (gitignored) and is never committed.
 #
 # At the end it writes <repo>/.comfyui/env.json = {"python": ..., "comfyui": ...}, which
-# tests/comfy/host.py reads, and prints both paths.
+# harness/host.py reads, and prints both paths.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tests.comfy.host import REPO, require_host
+from harness.host import REPO, require_host
 
 ROW_LABELS = ("host euler (plain)", "MIDMs, re-warp off (control)", "MIDMs + edge matcher",
               "MIDMs + diffusion matcher (DIFT)")

@@ -26,11 +26,11 @@ import time
 
 import pytest
 
-from tests.comfy.host import ComfyServer, execution_error, succeeded
+from harness.host import ComfyServer, execution_error, succeeded
+from harness.tiny_models import write_tiny_sd15_checkpoint, write_tiny_sd15_controlnet
 from tests.comfy.test_workflows import (CONDITION_FILE, EXEMPLAR_FILE, TEST_SIZE,
                                         _api_path, _controlnet_names, _load_inputs_module,
                                         _node_id, _read, host, runnable_prompt)  # noqa: F401
-from tests.comfy.tiny_models import write_tiny_sd15_checkpoint, write_tiny_sd15_controlnet
 
 NAME = "midms_controlnet_sd15"
 CONTROLNET_LOAD_PROBLEMS = ("missing controlnet keys", "leftover keys",

@@ -19,12 +19,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.inprocess_models import DIT_CONTEXT_WIDTH as CONTEXT_WIDTH  # noqa: F401  (imported by other tests)
+from harness.inprocess_models import DIT_POOLED_WIDTH as POOLED_WIDTH  # noqa: F401
+from harness.inprocess_models import build_flux as tiny_flux
+from harness.inprocess_models import build_sd3 as tiny_sd3
+from harness.inprocess_models import dit_conds as _conds
+from harness.inprocess_models import host_has
+from harness.tiny_models import init_tensor
 from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
     H, W, _edge_image, _exemplar_image, _match, _noise, _rel_err, _settings, _sigmas, h, pack)
-from tests.comfy.tiny_models import init_tensor
-
-CONTEXT_WIDTH = 64  # text-embedding width of the tiny model (real SD3: 4096)
-POOLED_WIDTH = 32   # pooled-text width (real SD3: 2048)
 
 
 @pytest.fixture(scope="module")
@@ -34,38 +37,9 @@ def sd3(h):
 
 def build_sd3():
     """The tiny SD3 ModelPatcher (skips on hosts without SD3)."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models as sm
-
-    if not hasattr(sm, "SD3"):
+    if not host_has("SD3"):
         pytest.skip("the 2024-03 host predates SD3 (checked on the current host)")
-    unet_config = {  # the layout comfy.model_detection gives an MMDiT state dict of depth 1
-        "in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 1, "input_size": None,
-        "adm_in_channels": POOLED_WIDTH, "num_patches": 16 * 16, "pos_embed_max_size": 16,
-        "context_embedder_config": {"target": "torch.nn.Linear",
-                                    "params": {"in_features": CONTEXT_WIDTH, "out_features": 64}},
-        "pos_embed_scaling_factor": None, "x_block_self_attn_layers": [],
-    }
-    config = sm.SD3(unet_config)
-    with torch.inference_mode(False), torch.no_grad():
-        base = config.get_model({})
-        for name, p in base.named_parameters():  # the host's ops leave weights uninitialised
-            p.copy_(0.5 * init_tensor(name, tuple(p.shape), 3))
-        for name, b in base.named_buffers():
-            if name.endswith("pos_embed"):
-                b.copy_(0.1 * init_tensor(name, tuple(b.shape), 4))
-    assert type(base).__name__ == "SD3"
-    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
-                                            offload_device=mm.unet_offload_device())
-
-
-def _flux_config() -> dict:
-    """comfy.model_detection's Flux layout, narrow: hidden 64 = 2 heads of 32 = sum(axes_dim)."""
-    return {"image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
-            "vec_in_dim": POOLED_WIDTH, "context_in_dim": CONTEXT_WIDTH, "hidden_size": 64, "mlp_ratio": 4.0,
-            "num_heads": 2, "depth": 1, "depth_single_blocks": 1, "axes_dim": [4, 14, 14], "theta": 10000,
-            "qkv_bias": True, "guidance_embed": True}
+    return tiny_sd3()
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +49,9 @@ def flux(h):
 
 def build_flux():
     """The tiny Flux ModelPatcher (skips on hosts without Flux)."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models as sm
-
-    if not hasattr(sm, "Flux"):
+    if not host_has("Flux"):
         pytest.skip("the 2024-03 host predates Flux (checked on the current host)")
-    config = sm.Flux(_flux_config())
-    with torch.inference_mode(False), torch.no_grad():
-        base = config.get_model({})
-        for name, p in base.named_parameters():  # the host's ops leave weights uninitialised
-            p.copy_(0.5 * init_tensor(name, tuple(p.shape), 6))
-    assert type(base).__name__ == "Flux"
-    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
-                                            offload_device=mm.unet_offload_device())
+    return tiny_flux()
 
 
 @pytest.fixture(scope="module", params=["sd3", "flux"])
@@ -105,14 +68,6 @@ def _context(pack, seed=0):
         condition_latent=torch.randn(1, 16, H // 8, W // 8, generator=g),
         exemplar_latent=2.0 * torch.randn(1, 16, H // 8, W // 8, generator=g),
     )
-
-
-def _conds():
-    g = torch.Generator().manual_seed(11)
-    def cond(scale):
-        return [[scale * torch.randn(1, 8, CONTEXT_WIDTH, generator=g),
-                 {"pooled_output": scale * torch.randn(1, POOLED_WIDTH, generator=g)}]]
-    return cond(0.0), cond(2.0)
 
 
 def test_dits_use_the_rectified_flow_path(dit, pack):
@@ -184,7 +139,7 @@ def vae16(sd3):
     """A tiny TAESD with 16 latent channels (SD3 / Flux latent space), seeded."""
     import comfy.sd
 
-    from tests.comfy.tiny_models import taesd_shapes
+    from harness.tiny_models import taesd_shapes
 
     with torch.inference_mode(False):
         sd = {k: init_tensor("first_stage_model." + k, shape, 5) for k, shape in taesd_shapes(16).items()}

@@ -13,9 +13,9 @@ import subprocess
 
 import pytest
 
-from tests.comfy.host import (PACK_NAME, REPO, ComfyServer, execution_error, in_process_host,
+from harness.host import (PACK_NAME, REPO, ComfyServer, execution_error, in_process_host,
                               require_host, succeeded, txt2img_prompt)
-from tests.comfy.tiny_models import write_tiny_sd15_checkpoint
+from harness.tiny_models import write_tiny_sd15_checkpoint
 
 LOAD_WARNINGS = ("unet missing", "unet unexpected", "Missing VAE keys",
                  "Could not detect model type")

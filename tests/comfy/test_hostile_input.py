@@ -37,8 +37,8 @@ from typing import Callable, Optional
 import numpy as np
 import pytest
 
-from tests.comfy.host import REPO, ComfyServer, execution_error, require_host, succeeded
-from tests.comfy.tiny_models import write_tiny_sd15_checkpoint
+from harness.host import REPO, ComfyServer, execution_error, require_host, succeeded
+from harness.tiny_models import write_tiny_sd15_checkpoint
 
 SIZE = 64
 CKPT = "tiny_sd15_hostile.safetensors"

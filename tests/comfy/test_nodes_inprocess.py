@@ -3,7 +3,7 @@ from the host's own classes, the pack loaded by the host as the package ``comfyu
 
 Run: /work/main/.venv-comfy/bin/python -m pytest tests/comfy/test_nodes_inprocess.py -q
 Skips (with the reason) when no host exists and MIDMS_REQUIRE_COMFYUI is unset, and under an
-interpreter that is not the host's (see tests/comfy/host.py: ``in_process_host``).
+interpreter that is not the host's (see harness/host.py: ``in_process_host``).
 
 What is checked (the issue's acceptance list):
 * re-warping off: the pack's SAMPLER through the host's ``comfy.sample.sample_custom`` equals the
@@ -30,8 +30,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.comfy.host import PACK_NAME, in_process_host
-from tests.comfy.tiny_models import init_tensor, taesd_shapes
+from harness.host import PACK_NAME, in_process_host
+from harness.inprocess_models import build_unet
+from harness.inprocess_models import unet_conds as _conds
+from harness.inprocess_models import unet_config as _unet_config  # noqa: F401  (imported by other tests)
+from harness.tiny_models import init_tensor, taesd_shapes
 
 H = W = 64          # image size; latents are 8 x 8
 STEPS = 4
@@ -78,62 +81,15 @@ def _like_the_executor():
         yield
 
 
-def _unet_config(family: str) -> dict:
-    """Tiny U-Net configs in the layout ``comfy.model_detection.detect_unet_config`` produces."""
-    base = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
-            "in_channels": 4, "out_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1],
-            "channel_mult": [1, 2], "transformer_depth_middle": 1, "use_temporal_resblock": False,
-            "use_temporal_attention": False}
-    if family == "sd15":  # SD15 adds num_heads 8 -> 4 and 8 channels per head
-        return {**base, "context_dim": 768, "adm_in_channels": None, "use_linear_in_transformer": False,
-                "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1]}
-    # SDXL: num_head_channels 64 -> transformers only at the 64-channel level and the middle
-    return {**base, "context_dim": 2048, "adm_in_channels": 2816, "num_classes": "sequential",
-            "use_linear_in_transformer": True, "transformer_depth": [0, 1],
-            "transformer_depth_output": [0, 0, 1, 1]}
-
-
 def _build_model(h, family: str, seed: int, unet_config: dict | None = None):
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models as sm
-
-    config = (sm.SD15 if family == "sd15" else sm.SDXL)(unet_config or _unet_config(family))
-    base = config.get_model({})
-    with torch.inference_mode(False), torch.no_grad():
-        names = set()
-        for name, p in base.named_parameters():  # the host's ops leave weights uninitialised
-            assert name.startswith("diffusion_model."), name
-            p.copy_(init_tensor(name, tuple(p.shape), seed))
-            names.add(name)
-        for name, p in base.named_parameters():
-            assert torch.isfinite(p).all(), name
-    assert names
-    assert type(base).__name__ == ("BaseModel" if family == "sd15" else "SDXL")
-    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
-                                            offload_device=mm.unet_offload_device())
+    """``h`` (the in-process host fixture) only makes sure ComfyUI is imported first."""
+    return build_unet(family, seed, unet_config)
 
 
 @pytest.fixture(scope="module")
 def models(h):
     with torch.inference_mode(False):
         return {"sd15": _build_model(h, "sd15", 1), "sdxl": _build_model(h, "sdxl", 2)}
-
-
-def _conditioning(family: str, seed: int, scale: float, batch: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    ctx = 768 if family == "sd15" else 2048
-    cross = scale * torch.randn(batch, 77, ctx, generator=g)
-    extra = {}
-    if family == "sdxl":
-        extra = {"pooled_output": scale * torch.randn(batch, 1280, generator=g), "width": W, "height": H,
-                 "crop_w": 0, "crop_h": 0, "target_width": W, "target_height": H}
-    return [[cross, extra]]
-
-
-def _conds(family: str, batch: int = 1):
-    """positive: zeros (as without CLIP); negative: non-trivial (changes an Euler run by ~1 %)."""
-    return _conditioning(family, 0, 0.0, batch), _conditioning(family, 11, 2.0, batch)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import subprocess
 import numpy as np
 import torch
 
-from tests.comfy.host import REPO, require_host
-from tests.comfy.tiny_models import write_tiny_sd15_checkpoint
+from harness.host import REPO, require_host
+from harness.tiny_models import write_tiny_sd15_checkpoint
 
 
 def test_vgg_losses_through_the_checkpoint_vae(tmp_path):
@@ -54,7 +54,7 @@ def test_vgg_losses_through_the_checkpoint_vae(tmp_path):
 def test_vae_decoder_passes_gradients_to_the_latents_only(tmp_path):
     """The decoder the trainer gets: images in [0, 1] like the host's own VAE Decode, gradients
     reach the latents, none reach (or are kept for) the VAE's weights."""
-    from tests.comfy.host import in_process_host
+    from harness.host import in_process_host
 
     in_process_host(tmp_path / "host")
     import comfy.sd

@@ -1,7 +1,7 @@
 """benchmarks/warp_quality.py with ``--checkpoint``: the checkpoint's VAE makes the latents and its
 U-Net adds the diffusion-feature (DIFT) row, through a real ComfyUI.
 
-No real checkpoint exists here, so a tiny seeded SD1.5-shaped one (tests/comfy/tiny_models.py;
+No real checkpoint exists here, so a tiny seeded SD1.5-shaped one (harness/tiny_models.py;
 its one-level U-Net has output blocks 0 and 1 only, hence ``--output-block 1``) stands in. Its
 numbers are what random weights give and mean nothing; this checks only that the path runs end
 to end under the host's interpreter and that every row exists with finite values in range.
@@ -17,8 +17,8 @@ import math
 import os
 import subprocess
 
-from tests.comfy.host import REPO, require_host
-from tests.comfy.tiny_models import write_tiny_sd15_checkpoint
+from harness.host import REPO, require_host
+from harness.tiny_models import write_tiny_sd15_checkpoint
 
 
 def test_checkpoint_run_has_a_finite_diffusion_row(tmp_path):

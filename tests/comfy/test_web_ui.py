@@ -53,9 +53,9 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from tests.comfy.host import (REPO, REQUIRE_ENV, ComfyServer, execution_error, require_host,
+from harness.host import (REPO, REQUIRE_ENV, ComfyServer, execution_error, require_host,
                               succeeded)
-from tests.comfy.tiny_models import write_tiny_sd15_checkpoint, write_tiny_sd15_controlnet
+from harness.tiny_models import write_tiny_sd15_checkpoint, write_tiny_sd15_controlnet
 
 WORKFLOW_DIRS = ("workflows", "example_workflows")
 # Where a workflow's LoadImage file may ship in the repo (used before generating one).

@@ -47,12 +47,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfy.host import (PACK_NAME, REPO, ComfyServer, execution_error, require_host,
+from harness.host import (PACK_NAME, REPO, ComfyServer, execution_error, require_host,
                               succeeded)
-from tests.comfy.tiny_models import (SD3_CONTEXT_WIDTH, SD3_POOLED_WIDTH, write_tiny_sd15_checkpoint,
+from harness.tiny_models import (SD3_CONTEXT_WIDTH, SD3_POOLED_WIDTH, write_tiny_sd15_checkpoint,
                                      write_tiny_sd15_controlnet, write_tiny_sd3_checkpoint,
                                      write_tiny_sdxl_checkpoint, write_tiny_vae16)
-from tests.comfy.workflow_convert import check_ui_workflow, input_specs, ui_to_api
+from harness.workflow_convert import check_ui_workflow, input_specs, ui_to_api
 
 WORKFLOW_DIR = REPO / "workflows"
 API_DIR = WORKFLOW_DIR / "api"

@@ -1,4 +1,4 @@
-"""Test harness: run a REAL ComfyUI with this pack loaded from ``custom_nodes/comfyui-midms``.
+"""Real-host harness: run a REAL ComfyUI with this pack loaded from ``custom_nodes/comfyui-midms``.
 
 Locating the host (see ``scripts/get_comfyui.sh``):
 
@@ -29,7 +29,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -38,10 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Union
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 ENV_JSON = REPO / ".comfyui" / "env.json"
 PACK_NAME = "comfyui-midms"
 HELPER_PACK_NAME = "midms_test_helpers"
+HELPER_NODES_DIR = Path(__file__).resolve().parent / "helper_nodes"
 REQUIRE_ENV = "MIDMS_REQUIRE_COMFYUI"
 
 # models/<kind> folders given to the server (under its work dir) through extra_model_paths.yaml.
@@ -118,132 +118,17 @@ def free_port() -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# test-only helper nodes (our own code, written into the server's work dir at start)
+# test-only helper nodes (our own code, copied into the server's work dir at start)
 # --------------------------------------------------------------------------------------------
-HELPER_NODES_SOURCE = textwrap.dedent('''
-    """Test-only nodes for the MIDMs harness (tests/comfy/host.py). Not part of the pack."""
-    import hashlib
-    import os
-    import torch
-    import folder_paths
-
-
-    class MIDMSTestZeroConditioning:
-        """CONDITIONING without a text encoder: [[zeros(B, tokens, width), {}]]; with
-        pooled_width > 0 also {"pooled_output": zeros(B, pooled_width)} (SDXL: width 2048,
-        pooled_width 1280)."""
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {
-                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
-                "tokens": ("INT", {"default": 77, "min": 1, "max": 1024}),
-                "width": ("INT", {"default": 768, "min": 1, "max": 4096}),
-            }, "optional": {
-                "pooled_width": ("INT", {"default": 0, "min": 0, "max": 4096}),
-            }}
-        RETURN_TYPES = ("CONDITIONING",)
-        FUNCTION = "make"
-        CATEGORY = "midms/testing"
-
-        def make(self, batch_size, tokens, width, pooled_width=0):
-            extra = {"pooled_output": torch.zeros(batch_size, pooled_width)} if pooled_width else {}
-            return ([[torch.zeros(batch_size, tokens, width), extra]],)
-
-
-    class MIDMSTestRaise:
-        """Output node that always raises RuntimeError(message): a runtime-error graph."""
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"message": ("STRING", {"default": "midms test failure"})},
-                    "optional": {"image": ("IMAGE",)}}
-        RETURN_TYPES = ()
-        FUNCTION = "run"
-        OUTPUT_NODE = True
-        CATEGORY = "midms/testing"
-
-        def run(self, message, image=None):
-            raise RuntimeError(message)
-
-
-    class MIDMSTestSaveTensor:
-        """Output node: saves a LATENT's samples and/or an IMAGE as safetensors under
-        <output>/midms_test/<name>.safetensors and reports shape/mean/std/min/max in its UI."""
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"name": ("STRING", {"default": "tensor"})},
-                    "optional": {"latent": ("LATENT",), "image": ("IMAGE",)}}
-        RETURN_TYPES = ()
-        FUNCTION = "save"
-        OUTPUT_NODE = True
-        CATEGORY = "midms/testing"
-
-        def save(self, name, latent=None, image=None):
-            from safetensors.torch import save_file
-            tensors = {}
-            if latent is not None:
-                tensors["latent"] = latent["samples"]
-            if image is not None:
-                tensors["image"] = image
-            out_dir = os.path.join(folder_paths.get_output_directory(), "midms_test")
-            os.makedirs(out_dir, exist_ok=True)
-            path = os.path.join(out_dir, name + ".safetensors")
-            save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, path)
-            stats = []
-            for k, v in tensors.items():
-                v = v.detach().float()
-                stats.append({"key": k, "shape": list(v.shape), "mean": v.mean().item(),
-                              "std": v.std().item() if v.numel() > 1 else 0.0,
-                              "min": v.min().item(), "max": v.max().item(),
-                              "finite": bool(torch.isfinite(v).all().item()),
-                              "sha256": hashlib.sha256(v.cpu().contiguous().numpy().tobytes()).hexdigest()})
-            return {"ui": {"midms_stats": stats, "midms_file": [path]}}
-
-
-    class MIDMSTestTinyFlux:
-        """A checkpoint loader's outputs (MODEL, CLIP, VAE) for a tiny Flux: the model built from
-        the host's own comfy.supported_models.Flux (one double and one single stream block,
-        hidden 64 = 2 heads of 32, text width 64, pooled width 32, guidance embedding), seeded
-        weights; CLIP None (its consumers are replaced by MIDMSTestZeroConditioning); the VAE
-        from a file in models/vae. A Flux FILE cannot be tiny: the host's detection fixes the
-        width at 3072."""
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"vae_name": ("STRING", {"default": ""}),
-                                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
-        RETURN_TYPES = ("MODEL", "CLIP", "VAE")
-        FUNCTION = "load"
-        CATEGORY = "midms/testing"
-
-        def load(self, vae_name, seed):
-            import comfy.model_management as mm
-            import comfy.model_patcher
-            import comfy.sd
-            import comfy.supported_models as sm
-            import comfy.utils
-            config = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2,
-                      "vec_in_dim": 32, "context_in_dim": 64, "hidden_size": 64, "mlp_ratio": 4.0,
-                      "num_heads": 2, "depth": 1, "depth_single_blocks": 1, "axes_dim": [4, 14, 14],
-                      "theta": 10000, "qkv_bias": True, "guidance_embed": True}
-            with torch.inference_mode(False), torch.no_grad():
-                base = sm.Flux(config).get_model({})
-                for i, (name, p) in enumerate(sorted(base.named_parameters())):
-                    g = torch.Generator().manual_seed(seed * 100003 + i)
-                    scale = p.shape[1] ** -0.5 if p.dim() > 1 else 0.1
-                    p.copy_(scale * torch.randn(p.shape, generator=g))
-            model = comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
-                                                     offload_device=mm.unet_offload_device())
-            vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(folder_paths.get_full_path("vae", vae_name)))
-            return (model, None, vae)
-
-
-    NODE_CLASS_MAPPINGS = {
-        "MIDMSTestTinyFlux": MIDMSTestTinyFlux,
-        "MIDMSTestZeroConditioning": MIDMSTestZeroConditioning,
-        "MIDMSTestRaise": MIDMSTestRaise,
-        "MIDMSTestSaveTensor": MIDMSTestSaveTensor,
-    }
-    NODE_DISPLAY_NAME_MAPPINGS = {k: k for k in NODE_CLASS_MAPPINGS}
-''')
+def install_helper_nodes(custom_nodes: Path) -> Path:
+    """Copy the node pack :data:`HELPER_NODES_DIR` (``harness/helper_nodes``) into
+    ``custom_nodes/HELPER_PACK_NAME`` (a copy, not a link: the host may write bytecode or
+    other state next to it, and the work dir is thrown away); returns that folder."""
+    dest = custom_nodes / HELPER_PACK_NAME
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in HELPER_NODES_DIR.glob("*.py"):
+        shutil.copyfile(src, dest / src.name)
+    return dest
 
 
 class ComfyError(RuntimeError):
@@ -273,7 +158,7 @@ class ComfyServer:
     ``custom_nodes/`` (removed on exit; an existing, different entry of that name is never
     touched: it raises); ``"workdir"`` puts the link in the work dir's ``custom_nodes/`` (given
     to the host through the YAML) and leaves the host checkout untouched; ``None`` loads no
-    pack. ``helpers`` adds the test-only nodes of :data:`HELPER_NODES_SOURCE`.
+    pack. ``helpers`` adds the test-only nodes of ``harness/helper_nodes`` (:func:`install_helper_nodes`).
     """
 
     def __init__(self, host: Optional[HostInfo] = None, workdir: Union[str, Path, None] = None, *,
@@ -348,9 +233,7 @@ class ComfyServer:
             for f in files:
                 self.add_model(kind, f)
         if self.helpers:
-            hp = self.workdir / "custom_nodes" / HELPER_PACK_NAME
-            hp.mkdir(exist_ok=True)
-            (hp / "__init__.py").write_text(HELPER_NODES_SOURCE)
+            install_helper_nodes(self.workdir / "custom_nodes")
         lines = ["midms_tests:", f"    base_path: {json.dumps(str(self.workdir))}"]
         for kind in sorted(set(MODEL_FOLDERS) | set(self._models)):
             lines.append(f"    {kind}: {json.dumps('models/' + kind)}")
@@ -686,8 +569,7 @@ class InProcessHost:
         if pack_dir is not None and not (cn / pack_name).exists():
             (cn / pack_name).symlink_to(Path(pack_dir).resolve(), target_is_directory=True)
         if helpers:
-            (cn / HELPER_PACK_NAME).mkdir(exist_ok=True)
-            (cn / HELPER_PACK_NAME / "__init__.py").write_text(HELPER_NODES_SOURCE)
+            install_helper_nodes(cn)
 
         sys.dont_write_bytecode = True
         saved_argv = sys.argv
@@ -785,4 +667,21 @@ def in_process_host(workdir: Union[str, Path]) -> InProcessHost:
         pytest.skip(f"in-process ComfyUI needs the host's interpreter ({host.python} -m pytest); "
                     f"this is {sys.executable}")
     InProcessHost._instance = InProcessHost(host, workdir)
+    return InProcessHost._instance
+
+
+def script_host(command: str, workdir: Union[str, Path, None] = None) -> InProcessHost:
+    """:func:`in_process_host` for benchmarks and scripts (no pytest): the process-wide
+    :class:`InProcessHost` in a fresh temp work dir (or ``workdir``); exits with a message
+    naming ``command`` (e.g. ``"benchmarks.bench_sdxl"``) when no host exists or this
+    interpreter is not the host's."""
+    if InProcessHost._instance is not None:
+        return InProcessHost._instance
+    info = find_host()
+    if info is None:
+        raise SystemExit("no ComfyUI host: run scripts/get_comfyui.sh (writes .comfyui/env.json) or set COMFYUI_PATH")
+    here, host_prefix = Path(sys.prefix).resolve(), Path(info.python).parent.parent.resolve()
+    if here != host_prefix:
+        raise SystemExit(f"run this with the host's interpreter: {info.python} -m {command}")
+    InProcessHost._instance = InProcessHost(info, workdir or tempfile.mkdtemp(prefix="midms-script-"))
     return InProcessHost._instance

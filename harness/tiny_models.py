@@ -18,8 +18,8 @@ What ComfyUI needs to take a file for SD1.5 (checked against the 2024-03 host, c
   host's ``sd1_clip_config.json`` (CLIP-L, 123.6 M parameters, 247 MB in fp16) whatever the
   checkpoint holds, so it cannot be made tiny. Without it the loader logs "no CLIP/text encoder
   weights in checkpoint" and returns ``CLIP = None``; graphs then take CONDITIONING from
-  elsewhere (``[[zeros(1, 77, 768), {}]]``; see ``host.py``'s helper node
-  ``MIDMSTestZeroConditioning``). ``with_clip=True`` adds a random full-size CLIP-L so that
+  elsewhere (``[[zeros(1, 77, 768), {}]]``; see the helper node ``MIDMSTestZeroConditioning``
+  in ``harness/helper_nodes``). ``with_clip=True`` adds a random full-size CLIP-L so that
   ``CLIPTextEncode`` works too (~1-2 s and 247 MB more).
 
 ``write_tiny_sd15_controlnet`` writes an LDM-format SD1.5 ControlNet (``control_model.*``) whose

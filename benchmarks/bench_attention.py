@@ -24,6 +24,7 @@ import torch
 
 import midms_core.correspondence as corr
 from benchmarks.tables import Table, ratio
+from midms_core.attention import AttentionSettings
 
 
 def features(side: int, channels: int, adversarial: bool, device) -> tuple:
@@ -97,9 +98,9 @@ def main(argv=None) -> int:
                 locality = prior_locality(side, device) if with_prior else None
                 for adversarial in (False, True):
                     query, key, values = features(side, channels, adversarial, device)
-                    loop = corr.attend(query, key, values, fused=False, locality=locality)
+                    loop = corr.attend(query, key, values, AttentionSettings(fused=False), locality=locality)
                     fused = corr.attend(query, key, values, locality=locality)
-                    t_loop = timed(lambda: corr.attend(query, key, values, fused=False, locality=locality),
+                    t_loop = timed(lambda: corr.attend(query, key, values, AttentionSettings(fused=False), locality=locality),
                                    args.repeats, device)
                     t_fused = timed(lambda: corr.attend(query, key, values, locality=locality), args.repeats, device)
                     share = fallback_share(query, key, values, locality)

@@ -143,7 +143,7 @@ def sampler_table(sides: list[int], steps: int = 4, repeats: int = 3) -> Table:
                     mc.sample_ddim(denoiser, x, sigmas)
                     timings["plain"].append(time.perf_counter() - start)
                     start = time.perf_counter()
-                    mc.sample_interleaved(denoiser, x, sigmas, latent, feats, mc.RewarpSettings())
+                    mc.sample_interleaved(denoiser, x, sigmas, latent, feats, mc.WarpSettings())
                     timings["interleaved"].append(time.perf_counter() - start)
             plain = min(timings["plain"]) / steps * 1000
             inter = min(timings["interleaved"]) / steps * 1000

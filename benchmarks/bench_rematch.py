@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 import midms_core as mc
+from midms_core.label_maps import canny_edge_map
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE_ISSUE_9 = "3dca661"  # the tree before the structural pass
@@ -75,7 +76,7 @@ def edge_matcher_case(side: int):
         return F.interpolate(t, size=(side * 8, side * 8), mode="bilinear", align_corners=False)
 
     condition_photo, exemplar_photo = image(data.astronaut()), image(data.chelsea())
-    edges = mc.canny_edge_map(condition_photo)
+    edges = canny_edge_map(condition_photo)
     edges = edges.expand(-1, 3, -1, -1) if edges.shape[1] == 1 else edges
 
     def latent(img: torch.Tensor) -> torch.Tensor:  # a stand-in latent: the photo at the latent grid

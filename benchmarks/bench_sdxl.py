@@ -293,7 +293,7 @@ def profile_rematch(mc, x0_features: Callable, exem_features: torch.Tensor, x0: 
     if x0.shape[-1] >= 96:  # seconds per call: first-call effects are negligible, keep it short
         repeats = 1
     else:  # one untimed pass first (lazy initialisation, allocator)
-        settings.warp(x0_features(x0), exem_features, exemplar)
+        settings.warp_with_confidence(x0_features(x0), exem_features, exemplar)
     prof["features"], feats = _timed(lambda: x0_features(x0), repeats)
     prof["channels"] = int(feats.shape[1])
     prof["normalise"], (cn, en) = _timed(lambda: (mc.centre_normalise(feats), mc.centre_normalise(exem_features)),
@@ -301,15 +301,15 @@ def profile_rematch(mc, x0_features: Callable, exem_features: torch.Tensor, x0: 
     hy, wy = exem_features.shape[-2:]
     hx, wx = feats.shape[-2:]
     values = torch.cat([exemplar.float(), mc.coordinate_grid(1, hy, wy)], dim=1)
-    tau, chunk = settings.tau, settings.chunk_bytes
-    prof["forward"], fwd = _timed(lambda: mc.attend(cn, en, values, tau, True, chunk, normalised=True), repeats)
-    prof["backward"], bwd = _timed(lambda: mc.attend(en, cn, mc.coordinate_grid(1, hx, wx), tau, True, chunk,
+    kernel = settings.attention  # the pack's own AttentionSettings (mc is the loaded pack's library)
+    prof["forward"], fwd = _timed(lambda: mc.attend(cn, en, values, kernel, normalised=True), repeats)
+    prof["backward"], bwd = _timed(lambda: mc.attend(en, cn, mc.coordinate_grid(1, hx, wx), kernel,
                                                      normalised=True), repeats)
     prof["mask"], _ = _timed(lambda: mc.hard_confidence(mc.cycle_distance(fwd[:, 4:], bwd), settings.threshold,
                                                         settings.smooth), repeats)
     def whole(passes):
-        return mc.warp_with_confidence(feats, exem_features, exemplar, tau=tau, threshold=settings.threshold,
-                                       smooth=settings.smooth, chunk_bytes=chunk, passes=passes)
+        return mc.warp_with_confidence(feats, exem_features, exemplar, kernel, threshold=settings.threshold,
+                                       smooth=settings.smooth, passes=passes)
 
     prof["total"], ref = _timed(lambda: whole("two"), repeats)
     prof["fused"], fused = _timed(lambda: whole("one"), repeats)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..midms_core import Matcher, MatchFeatures, MatchSide, RewarpSettings
+from ..midms_core import Matcher, MatchFeatures, MatchSide, WarpSettings
 from .devices import interruptible
 from .host_matcher import as_host_matcher
 
@@ -41,7 +41,7 @@ class MIDMsSettings:
         (0 = off; paper appendix about 0.1); refine_steps steps with eta = 1 (official).
     """
 
-    rewarp: RewarpSettings = field(default_factory=RewarpSettings)
+    rewarp: WarpSettings = field(default_factory=WarpSettings)
     eta: float = 0.0
     refine_strength: float = 0.0
     refine_steps: int = 20
@@ -86,5 +86,5 @@ def initial_warp(match: MIDMsMatch, device: torch.device):
     gives the same result)."""
     features = bind(match, device)
     with interruptible():
-        return match.settings.rewarp.warp(features.condition, features.exemplar, match.context.exemplar_latent.to(device),
-                                         features.prior)
+        return match.settings.rewarp.warp_with_confidence(features.condition, features.exemplar,
+                                                          match.context.exemplar_latent.to(device), features.prior)

@@ -11,7 +11,7 @@ DiTF's Flux default: the input of block 28 counting the 19 double blocks first (
 t = 260 of 1000 as the noise share, guidance 3.5.
 
 This module is the host-free part: which channels are massive, the block's normalisation, and
-folding image tokens back onto the latent grid. The host adapter (``nodes/diffusion.py``)
+folding image tokens back onto the latent grid. The host adapter (``host_adapters/dit_capture.py``)
 supplies the block's own norm and modulation.
 """
 

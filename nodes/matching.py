@@ -21,7 +21,7 @@ from ..midms_core import (
     DEFAULT_TAU,
     DEFAULT_THRESHOLD_PX,
     EdgeDescriptorMatcher,
-    RewarpSettings,
+    WarpSettings,
     load_networks,
     strength_timesteps,
 )
@@ -158,7 +158,7 @@ class MIDMsRewarpSettings:
 
     @node_errors(DISPLAY)
     def make(self, tau, threshold, mask_mode, smooth_mask, rewarp_steps, eta, refine_strength, refine_steps):
-        rewarp = RewarpSettings(tau=tau, threshold=threshold, mask_mode=mask_mode, smooth=smooth_mask,
+        rewarp = WarpSettings(tau=tau, threshold=threshold, mask_mode=mask_mode, smooth=smooth_mask,
                                 rewarp_steps=parse_steps(rewarp_steps, self.DISPLAY))
         if refine_strength > 0:
             # checked here, not mid-sampling: the refinement's steps must fit in its noise range

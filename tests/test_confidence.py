@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import midms_core as mc
 from tests import reference as ref
 from midms_core.attention import AttentionSettings
+from midms_core.confidence import normalised_to_pixels, sample_bilinear, smooth_mask
 
 
 def smooth_random_features(channels: int, h: int, w: int, seed: int, blur: int = 2) -> torch.Tensor:
@@ -47,7 +48,7 @@ def official_buggy_check(forward: torch.Tensor, backward: torch.Tensor) -> torch
     h, w = forward.shape[-2:]
     grid = mc.coordinate_grid(1, h, w)
     disp = forward - grid
-    sampled = mc.sample_bilinear(disp, forward)
+    sampled = sample_bilinear(disp, forward)
     return (sampled + disp).norm(dim=1, keepdim=True)
 
 
@@ -160,7 +161,7 @@ def test_auto_takes_one_pass_for_wide_features_only(monkeypatch):
 
 
 def test_default_threshold_is_official_half_unit_at_64():
-    assert mc.DEFAULT_THRESHOLD_PX == pytest.approx(mc.normalised_to_pixels(0.5, 64)) == pytest.approx(15.75)
+    assert mc.DEFAULT_THRESHOLD_PX == pytest.approx(normalised_to_pixels(0.5, 64)) == pytest.approx(15.75)
 
 
 def official_smoothing(mask: torch.Tensor) -> torch.Tensor:
@@ -172,7 +173,7 @@ def official_smoothing(mask: torch.Tensor) -> torch.Tensor:
 def test_smoothing_matches_official_and_handles_odd_sizes(h, w):
     g = torch.Generator().manual_seed(h * 31 + w)
     raw = (torch.rand(2, 1, h, w, generator=g) > 0.4).float()
-    got = mc.smooth_mask(raw)
+    got = smooth_mask(raw)
     assert got.shape == raw.shape
     he, we = h + h % 2, w + w % 2
     padded = F.pad(raw, (0, we - w, 0, he - h), mode="replicate")
@@ -181,7 +182,7 @@ def test_smoothing_matches_official_and_handles_odd_sizes(h, w):
 
 def test_smoothing_keeps_blocks_with_three_of_four():
     raw = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0]]).view(1, 1, 2, 4)
-    assert torch.equal(mc.smooth_mask(raw), torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 2).view(1, 1, 2, 4))
+    assert torch.equal(smooth_mask(raw), torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 2).view(1, 1, 2, 4))
 
 
 def test_soft_mask_properties():

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 import midms_core as mc
 from tests import reference as ref
 from midms_core.attention import AttentionSettings
+from midms_core.correspondence import attend_dense
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -67,7 +68,7 @@ def test_warp_equals_float64_transcription(c, hx, wx, hy, wy, cv, tau, clamp, ch
     bound = 2 * torch.finfo(torch.float32).eps / tau * float(v.abs().max())
     assert float((got.double() - want).abs().max()) <= bound
     # Chunking changes nothing but summation order: the blocked result is the dense one.
-    dense = mc.attend_dense(q, k, v, AttentionSettings(tau=tau, clamp_negative=clamp))
+    dense = attend_dense(q, k, v, AttentionSettings(tau=tau, clamp_negative=clamp))
     assert float((got - dense).abs().max()) <= bound
 
 
@@ -135,7 +136,7 @@ def test_chunked_equals_dense_at_realistic_sizes(shape):
     v = torch.randn(1, 4, hy, wy, generator=g)
     want = reference_warp(q, k, v, 0.005)
     small = mc.attend(q, k, v, AttentionSettings(chunk_bytes=4 * hy * wy * 7))  # 7 rows per block: a ragged last block
-    dense = mc.attend_dense(q, k, v)
+    dense = attend_dense(q, k, v)
     assert rel_err(small, want) < 1e-5
     assert rel_err(small, dense) < 1e-5  # the memory-lean result equals the dense computation
 

@@ -84,7 +84,7 @@ def test_dense_evaluation_would_not_fit_the_same_budget():
         def inputs():
             return torch.randn(1, 256, 128, 128), torch.randn(1, 256, 128, 128), torch.randn(1, 4, 128, 128)
         def call(cond, exem, latent):
-            return mc.attend_dense(cond, exem, latent)
+            return mc.correspondence.attend_dense(cond, exem, latent)
         """
     )
     assert got["extra"] > 1024 * MiB, got

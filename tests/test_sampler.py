@@ -13,6 +13,7 @@ import torch
 import midms_core as mc
 from tests import reference as ref
 from midms_core.attention import AttentionSettings
+from midms_core.sampler import ddim_step, rewarp_transform
 
 
 class ToyEpsModel:
@@ -94,14 +95,14 @@ def test_float32_ddim_matches_reference_to_1e5():
 
 def test_ddim_step_eta_zero_is_sigma_space_euler():
     x, x0 = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    out = mc.ddim_step(x, x0, torch.tensor(2.0), torch.tensor(0.5))
+    out = ddim_step(x, x0, torch.tensor(2.0), torch.tensor(0.5))
     assert torch.allclose(out, x0 + 0.5 * (x - x0) / 2.0)
-    assert torch.equal(mc.ddim_step(x, x0, torch.tensor(2.0), torch.tensor(0.0), eta=1.0, noise=None), x0)
+    assert torch.equal(ddim_step(x, x0, torch.tensor(2.0), torch.tensor(0.0), eta=1.0, noise=None), x0)
 
 
 def test_stochastic_step_needs_noise():
     with pytest.raises(ValueError, match="noise"):
-        mc.ddim_step(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.tensor(2.0), torch.tensor(1.0), eta=1.0)
+        ddim_step(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.tensor(2.0), torch.tensor(1.0), eta=1.0)
 
 
 # ---- interleaving -------------------------------------------------------------------------------
@@ -284,7 +285,7 @@ def test_translate_and_every_re_match_use_the_match_prior():
     assert torch.allclose(result.initial.warped, want.warped, atol=1e-6)
     assert (result.initial.warped - mc.warp(condition, exemplar, exemplar, AttentionSettings(tau=0.05))).abs().max() > 0.1
 
-    transform = mc.rewarp_transform(exemplar, features, settings, step_count=4)
+    transform = rewarp_transform(exemplar, features, settings, step_count=4)
     x0_hat = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
     x0, info = transform(0, x0_hat, x0_hat, sigmas[0])
     rewarp = mc.warp_with_confidence(x0_hat, exemplar, exemplar, AttentionSettings(tau=0.05), threshold=512.0, prior=prior)

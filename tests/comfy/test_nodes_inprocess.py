@@ -242,7 +242,7 @@ def test_rewarp_x0_is_the_warp_with_all_ones_mask(h, pack, models, family):
         query = features.x0_features(base.process_latent_out(x0_hat))
         # the default edge matcher carries a locality prior: the sampler must use it at every re-match
         assert features.prior is not None
-        expected = midms_core.warp(query, features.exemplar_in_domain, exemplar_scaled, tau=0.005,
+        expected = midms_core.warp(query, features.exemplar_in_domain, exemplar_scaled,  # default tau 0.005
                                    locality=features.prior.locality())
         mask = midms_core.warp_with_confidence(query, features.exemplar_in_domain, exemplar_scaled,
                                                threshold=512.0, prior=features.prior).mask

@@ -3,6 +3,8 @@
 * ``midms_core`` imports neither ComfyUI (``comfy``, its top-level modules) nor the pack's
   ``nodes`` / ``host_adapters``, nor ``harness`` / ``tests``: it stays a host-free library.
 * ``host_adapters`` never imports the pack's ``nodes`` (declarations import adapters, not back).
+* the shipped pack (``nodes``, ``host_adapters``, ``midms_core``) never imports ``harness`` or
+  ``tests``, and nothing but tests imports ``tests`` (``harness``, ``benchmarks``, ``scripts``).
 * every node class in ``nodes/*.py`` (a class declaring INPUT_TYPES) is under 80 lines.
 """
 
@@ -80,6 +82,17 @@ def test_core_imports_no_host_and_no_pack_layer_above_it():
 def test_host_adapters_never_import_nodes():
     bad = violations("host_adapters", {"nodes", "harness", "tests"}, {"harness", "tests"})
     assert not bad, "host_adapters must not import the node declarations:\n" + "\n".join(bad)
+
+
+def test_nodes_never_import_the_harness_or_tests():
+    bad = violations("nodes", {"harness", "tests"}, {"harness", "tests"})
+    assert not bad, "the node declarations are shipped code:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("folder", ["harness", "benchmarks", "scripts"])
+def test_only_tests_import_tests(folder):
+    bad = violations(folder, {"tests"}, {"tests"})
+    assert not bad, f"{folder} must not import tests/ (shared code belongs in harness/):\n" + "\n".join(bad)
 
 
 def test_every_node_declaration_is_short():

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 import midms_core as mc
 from midms_core.label_maps import canny_edge_map
+from benchmarks.tables import Table, machine, publish, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE_ISSUE_9 = "3dca661"  # the tree before the structural pass
@@ -67,8 +68,9 @@ def dift_like(channels: int, side: int):
 
 
 def edge_matcher_case(side: int):
-    """The edge matcher bound on two photos (astronaut's edges -> coffee... no: chelsea), at a
-    latent grid of ``side``: its in-domain exemplar features, x0 feature function and prior."""
+    """The edge matcher bound on two photos (the astronaut's Canny edges as the condition, the
+    cat photo "chelsea" as the exemplar) at a latent grid of ``side``: its in-domain exemplar
+    features, x0 feature function (on the astronaut photo's stand-in latent) and prior."""
     from skimage import data
 
     def image(array) -> torch.Tensor:
@@ -114,37 +116,36 @@ def main(argv=None) -> None:
     parser.add_argument("--baseline", default=BEFORE_ISSUE_9, help="git revision to compare against")
     parser.add_argument("--sides", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--markdown", help="also write the report to this file (e.g. benchmarks/rematch.md)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    table = Table(("case", "latent grid", f"{args.baseline} (s)", "now (s)", "now / before",
+                   "two fused passes / before", "now: max |diff|", "two fused: max |diff|"), "llrrrrrr")
+    print("\n".join(table.head()), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         before = load_revision(args.baseline, Path(tmp))
         cases = [("edge matcher (1164 ch, prior)", edge_matcher_case),
                  ("DIFT SD1.5 width (1280 ch)", lambda s: dift_like(1280, s)),
                  ("DIFT SDXL width (640 ch)", lambda s: dift_like(640, s))]
-        rows = []
         for label, make in cases:
             for side in args.sides:
                 inputs = make(side)
                 versions = [hook(before, *inputs), hook(mc, *inputs), hook(mc, *inputs, passes="two")]
-                outs = [run() for run in versions]  # warm-up, and all must agree
-                gap = max(max(float((o[0] - outs[0][0]).abs().max()), float((o[1]["mask"] - outs[0][1]["mask"]).abs().max()))
-                          for o in outs[1:])
+                outs = [run() for run in versions]  # warm-up, and the results to compare
+                gaps = [max(float((o[0] - outs[0][0]).abs().max()), float((o[1]["mask"] - outs[0][1]["mask"]).abs().max()))
+                        for o in outs[1:]]
                 times = [[] for _ in versions]
                 for _ in range(args.repeats):  # alternate, so load hits all alike
                     for run, t in zip(versions, times):
                         t.append(median_seconds(run, 1))
                 m_old, m_new, m_two = (statistics.median(t) for t in times)
-                rows.append((label, f"{side} x {side}", f"{m_old:.3f}", f"{m_new:.3f}", f"{m_new / m_old:.2f}x",
-                             f"{m_two / m_old:.2f}x", f"{gap:.1e}"))
-                print(" | ".join(rows[-1]), flush=True)
-    print(f"\nTime per re-match, {args.baseline} against this tree (median of {args.repeats}, "
-          f"{torch.get_num_threads()} threads, {'cuda' if torch.cuda.is_available() else 'cpu'}):\n")
-    header = ("case", "latent grid", f"{args.baseline} s", "now s", "now / before",
-              "two fused passes / before", "max |diff|")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+                print(table.add(label, f"{side} x {side}", f"{m_old:.3f}", f"{m_new:.3f}", ratio(m_new, m_old) + "x",
+                                ratio(m_two, m_old) + "x", f"{gaps[0]:.1e}", f"{gaps[1]:.1e}"), flush=True)
+    title = (f"# Time per re-match: {args.baseline} against this tree\n\n{machine(torch.get_num_threads())}, "
+             f"{'cuda' if torch.cuda.is_available() else 'cpu'}; median of {args.repeats}, the versions alternating; "
+             "'now' is the default (passes auto: one pass at these widths); the differences are of the blended x0 "
+             "and the mask, against the earlier revision.\n")
+    publish(title + "\n" + str(table) + "\n", args.markdown)
 
 
 if __name__ == "__main__":

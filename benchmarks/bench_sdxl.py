@@ -301,7 +301,8 @@ def profile_rematch(mc, x0_features: Callable, exem_features: torch.Tensor, x0: 
     hy, wy = exem_features.shape[-2:]
     hx, wx = feats.shape[-2:]
     values = torch.cat([exemplar.float(), mc.coordinate_grid(1, hy, wy)], dim=1)
-    kernel = settings.attention  # the pack's own AttentionSettings (mc is the loaded pack's library)
+    # mc's own AttentionSettings: ``settings`` comes from the loaded pack, whose classes are not mc's
+    kernel = mc.AttentionSettings(tau=settings.tau, clamp_negative=settings.clamp_negative, chunk_bytes=settings.chunk_bytes)
     prof["forward"], fwd = _timed(lambda: mc.attend(cn, en, values, kernel, normalised=True), repeats)
     prof["backward"], bwd = _timed(lambda: mc.attend(en, cn, mc.coordinate_grid(1, hx, wx), kernel,
                                                      normalised=True), repeats)

@@ -28,9 +28,7 @@ import argparse
 import importlib
 import json
 import os
-import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -39,43 +37,19 @@ import torch
 import midms_core as mc
 from benchmarks.matching_memory import measure_in_child
 from benchmarks.peak_memory import available_bytes
-from benchmarks.tables import Table, change, machine, publish, ratio
+from benchmarks.sdxl_report import ROW_LABEL, ROWS, RunSet, report
+from benchmarks.tables import Table, publish, ratio
 from benchmarks.timing import median_timed, rel_err
 from harness.sdxl_scale import (TINY, WIDTH, ModelSpec, build_model, edge_matcher, load_host, make_context,
                                 rewarp_settings, sdxl_conds)
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
-TARGET_OVERHEAD = 0.30
 OFFICIAL_CHANNELS = 256
 DIFT_TIMESTEP = 261
 
 
 # ---- whole runs: plain host sampler vs MIDMs interleaved sampler ---------------------------------
-@dataclass
-class RunSet:
-    model: str
-    side: int
-    steps: int
-    rewarps: int
-    params: int
-    sigmas: List[float]
-    cfg: float
-    times: Dict[str, List[float]] = field(default_factory=dict)
-    bind_s: Dict[str, float] = field(default_factory=dict)
-    channels: Dict[str, int] = field(default_factory=dict)
-    err_vs_plain: Dict[str, float] = field(default_factory=dict)
-    profiles: Dict[str, dict] = field(default_factory=dict)
-
-    def median(self, row: str) -> float:
-        return statistics.median(self.times[row])
-
-
-ROWS = ("plain", "control", "edge", "dift")
-ROW_LABEL = {"plain": "host euler (plain)", "control": "MIDMs, re-warp off (control)",
-             "edge": "MIDMs + edge matcher", "dift": "MIDMs + diffusion matcher (DIFT)"}
-
-
 def whole_runs(pack, model, spec: ModelSpec, params: int, side: int, steps: int, denoise: float, cfg: float,
                repeats: int, profile_repeats: int) -> RunSet:
     import comfy.sample
@@ -262,50 +236,7 @@ def entries_step_alone(pack, model, spec: ModelSpec, side: int, steps: int, cfg:
     return step_entries, profile_entries
 
 
-# ---- tables --------------------------------------------------------------------------------------
-def whole_run_table(sets: List[RunSet]) -> Table:
-    table = Table(("model", "latent", "steps (re-warps)", "sampler", "median s", "runs s", "s / step", "vs plain",
-                   "overhead", "bind + first warp s", "rel. diff. to plain"), "lrrlrlrrrrr")
-    for rs in sets:
-        plain = rs.median("plain")
-        for row in ROWS:
-            med = rs.median(row)
-            label = ROW_LABEL[row] + (f" ({rs.channels[row]} ch)" if row in rs.channels else "")
-            table.add(rs.model, rs.side, f"{rs.steps} ({0 if row in ('plain', 'control') else rs.rewarps})", label,
-                      f"{med:.2f}", ", ".join(f"{t:.2f}" for t in rs.times[row]), f"{med / rs.steps:.3f}",
-                      ratio(med, plain), "-" if row == "plain" else change(med, plain),
-                      f"{rs.bind_s[row]:.2f}" if row in rs.bind_s else "-",
-                      "-" if row == "plain" else f"{rs.err_vs_plain[row]:.1e}")
-    return table
-
-
-def per_step_table(entries: List[dict]) -> Table:
-    table = Table(("model", "latent", "matcher (channels)", "U-Net step ms", "re-match ms", "re-match / U-Net step",
-                   "predicted overhead (steps, re-warps)", "target <= 30 %", "source"), "lrlrrrrll")
-    for e in entries:
-        pred = e["rewarps"] * e["rematch_s"] / (e["steps"] * e["unet_s"])
-        table.add(e["model"], e["side"], f"{e['matcher']} ({e['channels']})", f"{1000 * e['unet_s']:.0f}",
-                  f"{1000 * e['rematch_s']:.0f}", ratio(e["rematch_s"], e["unet_s"], 3),
-                  f"{100 * pred:.1f} % ({e['steps']}, {e['rewarps']})",
-                  "met" if pred <= TARGET_OVERHEAD else "MISSED", e["source"])
-    return table
-
-
-def profile_table(entries: List[dict]) -> Table:
-    table = Table(("model", "latent", "matcher (channels)", "x0 features ms", "normalise ms", "forward pass ms",
-                   "backward pass ms", "cycle + mask ms", "whole re-match ms (two passes)", "one pass ms", "one / two",
-                   "one pass: warp err, bwd flow err, mask agree"), "lrl" + "r" * 8 + "l")
-    for e in entries:
-        p = e["profile"]
-        whole = p["features"] + p["total"]
-        fused = p["features"] + p["fused"]
-        ms = lambda seconds: f"{1000 * seconds:.0f}"  # noqa: E731
-        table.add(e["model"], e["side"], f"{e['matcher']} ({p['channels']})", ms(p["features"]), ms(p["normalise"]),
-                  ms(p["forward"]), ms(p["backward"]), ms(p["mask"]), ms(whole), ms(fused), ratio(fused, whole),
-                  f"{p['fused_warp_err']:.1e}, {p['fused_bwd_err']:.1e}, {p['fused_mask_agree']:.4f}")
-    return table
-
-
+# ---- matching memory at SDXL widths, each measurement in a fresh process -----------------
 def memory_table(side: int, widths: Dict[str, int], threads: int, dense: bool) -> Table:
     table = Table(("latent", "features", "channels", "two passes peak MiB", "two passes s", "one pass peak MiB",
                    "one pass s", "dense peak MiB", "dense s", "dense / lean memory"), "rl" + "r" * 8)
@@ -331,26 +262,6 @@ def memory_table(side: int, widths: Dict[str, int], threads: int, dense: bool) -
                         cell(fused, "seconds"), cell(dense_res, "extra"), cell(dense_res, "seconds"), dense_ratio),
               flush=True)
     return table
-
-
-def report(threads: int, run_line: str, params: Dict[str, int], sets: List[RunSet], step_entries: List[dict],
-           profile_entries: List[dict], memory_side: int, memory: Table) -> str:
-    lines = [f"# MIDMs at SDXL scale: {machine(threads)}, CPU, float32", "", run_line, "",
-             "Models (host classes comfy.supported_models.SDXL -> comfy.model_base.SDXL, seeded random weights):", ""]
-    lines += [spec.describe(params[spec.key]) for spec in (TINY, WIDTH) if spec.key in params]
-    lines += ["", "## Whole run: MIDMs interleaved sampler vs the host's plain sampler (same model, sigmas, CFG, noise)",
-              ""]
-    lines += whole_run_table(sets).lines()
-    for rs in sets:
-        lines += ["", f"{rs.model} at {rs.side}: sigmas {rs.sigmas}"]
-    lines += ["", "## Per step: U-Net step vs one re-match (x0 features + warp + cycle mask)", ""]
-    lines += per_step_table(step_entries).lines()
-    lines += ["", "## Where one re-match goes (median ms): two correlation passes vs one (passes='one')", ""]
-    lines += profile_table(profile_entries).lines()
-    lines += ["", f"## Matching memory at {memory_side} x {memory_side} latents ({memory_side ** 2} positions), "
-              "extra peak RSS in a fresh process", ""]
-    lines += memory.lines()
-    return "\n".join(lines) + "\n"
 
 
 def memory_widths(sets: List[RunSet], quick: bool) -> Dict[str, int]:

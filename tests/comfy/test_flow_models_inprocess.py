@@ -27,6 +27,7 @@ from harness.inprocess_models import dit_conds as _conds
 from harness.inprocess_models import host_has
 from harness.tiny_models import init_tensor
 from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
+from tests.comfy.reference_loops import EPSILON_ALPHA, FLOW_ALPHA, posterior_loop
     H, W, _edge_image, _exemplar_image, _match, _noise, _rel_err, _settings, _sigmas, h, pack)
 
 
@@ -107,7 +108,6 @@ def test_dit_stochastic_steps_follow_the_flow_posterior(dit, pack, refine):
     import comfy.sample
     import comfy.samplers
 
-    from tests.comfy.reference_loops import EPSILON_ALPHA, FLOW_ALPHA, posterior_loop
 
     context = _context(pack)
     positive, negative = _conds()

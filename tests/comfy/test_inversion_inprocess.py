@@ -22,8 +22,8 @@ from tests.comfy.reference_loops import EPSILON_ALPHA, FLOW_ALPHA, inversion_loo
 from tests.comfy.test_flow_models_inprocess import _conds as _dit_conds
 from tests.comfy.test_flow_models_inprocess import flux, sd3  # noqa: F401  (fixtures)
 from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
-    _build_model, _conds, _fingerprint, _like_the_executor, _rel_err, assert_interrupt_stops_at_the_next_step, h,
-    models, pack)
+    _build_model, _conds, _fingerprint, _like_the_executor, _make_context, _match, _matcher, _rel_err, _settings,
+    assert_interrupt_stops_at_the_next_step, h, models, pack)
 
 FAMILIES = ["sd15", "sd15_v", "sdxl", "sd3", "flux"]
 
@@ -221,7 +221,6 @@ def test_midms_sampler_can_start_from_the_inverted_warp(pack, nodes, models):
     """start 'ddim inversion': the all-in-one node inverts the warp to its start sigma instead of
     adding noise. The result does not depend on the seed (eta 0), equals the same two steps made
     with SamplerCustom, and with re-warping off at cfg 1 it regenerates the warp."""
-    from tests.comfy.test_nodes_inprocess import _make_context, _match, _matcher, _settings
 
     model = models["sd15"]
     positive, negative = _conds("sd15")

@@ -35,6 +35,7 @@ from harness.inprocess_models import build_unet
 from harness.inprocess_models import unet_conds as _conds
 from harness.inprocess_models import unet_config as _unet_config  # noqa: F401  (imported by other tests)
 from harness.tiny_models import init_tensor, taesd_shapes
+from tests.comfy.reference_loops import EPSILON_ALPHA, FLOW_ALPHA, posterior_loop
 
 H = W = 64          # image size; latents are 8 x 8
 STEPS = 4
@@ -487,7 +488,6 @@ def test_stochastic_steps_and_refinement_on_eps_and_v_models(h, pack, models, pr
     import comfy.sample
     import comfy.samplers
 
-    from tests.comfy.reference_loops import EPSILON_ALPHA, FLOW_ALPHA, posterior_loop
 
     model = h.nodes.NODE_CLASS_MAPPINGS["ModelSamplingDiscrete"]().patch(models["sd15"], prediction, False)[0]
     import comfy.model_sampling as ms

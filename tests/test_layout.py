@@ -65,27 +65,25 @@ def violations(package: str, forbidden_pack: set[str], forbidden_absolute: set[s
     return found
 
 
+def is_node_class(node: ast.stmt) -> bool:
+    """A class defining INPUT_TYPES (a V1 node declaration)."""
+    return isinstance(node, ast.ClassDef) and any(
+        isinstance(item, ast.FunctionDef) and item.name == "INPUT_TYPES" for item in node.body)
+
+
 def long_node_classes(folder: Path = ROOT / "nodes") -> list[str]:
     """'file:Class has N lines' for node classes (those defining INPUT_TYPES) of NODE_CLASS_MAX_LINES or more."""
     found = []
     for path in sorted(folder.glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in tree.body:
-            if not isinstance(node, ast.ClassDef):
-                continue
-            if not any(isinstance(item, ast.FunctionDef) and item.name == "INPUT_TYPES" for item in node.body):
+            if not is_node_class(node):
                 continue
             first = min([node.lineno] + [d.lineno for d in node.decorator_list])
             lines = node.end_lineno - first + 1
             if lines >= NODE_CLASS_MAX_LINES:
                 found.append(f"{path.relative_to(ROOT)}:{node.name} has {lines} lines")
     return found
-
-
-def is_node_class(node: ast.stmt) -> bool:
-    """A class defining INPUT_TYPES (a V1 node declaration)."""
-    return isinstance(node, ast.ClassDef) and any(
-        isinstance(item, ast.FunctionDef) and item.name == "INPUT_TYPES" for item in node.body)
 
 
 def logic_in_nodes(folder: Path = ROOT / "nodes", allowed: dict[str, set[str]] = NODE_HELPERS) -> list[str]:

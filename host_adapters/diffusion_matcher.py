@@ -14,8 +14,9 @@ import comfy.model_management as mm
 from ..midms_core import DiffusionFeatureMatcher, FeatureCapture
 from ..midms_core.dit_features import default_block
 from .dit_capture import DitBlockCapture, dit_blocks, with_dit_replacements
-from .errors import DIFFUSION_MATCHER, NodeInputError
+from .errors import NodeInputError
 from .host_matcher import CaptureHook, HostMatcher, as_host_matcher
+from .node_names import DIFFUSION_MATCHER
 from .noise_paths import is_rectified_flow
 from .text_conditioning import empty_prompt_tensors, empty_text_conditions, text_widths
 from .unet_capture import block_capture, with_output_block_patch

@@ -10,7 +10,8 @@ import torch
 
 from ..midms_core.dit_features import adaln_features, fold_tokens, token_grid
 from .cond_batch import record_cond
-from .errors import DIFFUSION_MATCHER, NodeInputError
+from .errors import NodeInputError
+from .node_names import DIFFUSION_MATCHER
 
 
 def _is_class(module, dotted: str) -> bool:

@@ -1,4 +1,4 @@
-"""The error a MIDMs node reports to the host, and the names host-side code gives nodes in it."""
+"""The error a MIDMs node reports to the host (the node names it carries: ``node_names``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,3 @@ class NodeInputError(ValueError):
 # folder's full path, which would put a path on screen. One stable name on every host. (No module
 # "MIDMs" exists, so instances cannot be pickled; nothing in the host pickles exceptions.)
 NodeInputError.__module__ = "MIDMs"
-
-#: the node that makes a :class:`~.diffusion_matcher.HostDiffusionMatcher` (its display name):
-#: errors of that matcher name it, also when they surface later inside a sampler
-DIFFUSION_MATCHER = "MIDMs Diffusion Feature Matcher (DIFT)"

@@ -20,10 +20,11 @@ from .errors import NodeInputError
 from .host_matcher import as_host_matcher
 from .inversion_sampler import inversion_sampler
 from .match import MIDMsMatch, MIDMsSettings, bind, initial_warp
+from .node_names import CORRESPONDENCE, EXEMPLAR_ENCODE, INTERLEAVED_SAMPLER, REWARP_SETTINGS, RUN_BY_SAMPLING_NODE
 from .noise_paths import noise_path
 from .schedules import model_sigmas
 
-SAMPLER_WHERE = "MIDMs Interleaved DDIM Sampler (run by the sampling node it is connected to)"
+SAMPLER_WHERE = f"{INTERLEAVED_SAMPLER} {RUN_BY_SAMPLING_NODE}"
 START_MODES = ["noise", "ddim inversion"]  # how the all-in-one run reaches its start noise
 
 
@@ -118,7 +119,7 @@ def check_latent_against_match(x: torch.Tensor, match: MIDMsMatch, step_count: i
     pixels = tuple(context.condition_image.shape[-2:])
     channels = context.exemplar_latent.shape[1]
     pairs = context.condition_latent.shape[0]
-    warped_hint = ("connect the 'warped_latent' output of MIDMs Cross-Domain Correspondence (made from this match) "
+    warped_hint = (f"connect the 'warped_latent' output of {CORRESPONDENCE} (made from this match) "
                    "as 'latent_image'")
     if x.dim() != 4 or x.shape[1] != channels:
         raise NodeInputError(
@@ -137,10 +138,10 @@ def check_latent_against_match(x: torch.Tensor, match: MIDMsMatch, step_count: i
         raise NodeInputError(
             f"{where}: 'latent_image' has {x.shape[0]} latent{'s' if x.shape[0] != 1 else ''} but the match has {pairs} "
             f"condition / exemplar pairs: {warped_hint} ({pairs} latents), or repeat the latent to {pairs} "
-            f"(RepeatLatentBatch), or give MIDMs Exemplar Encode as many pairs as latents"
+            f"(RepeatLatentBatch), or give {EXEMPLAR_ENCODE} as many pairs as latents"
         )
     try:
-        match.settings.rewarp.check_steps(step_count, "MIDMs Rewarp Settings")
+        match.settings.rewarp.check_steps(step_count, REWARP_SETTINGS)
     except ValueError as err:
         raise NodeInputError(f"{where}: {err} (the run's steps are the 'sigmas' input's length minus 1, "
                              "e.g. the scheduler's steps)") from None
@@ -157,7 +158,7 @@ def sample_all_in_one(model, positive, negative, match: MIDMsMatch, seed: int, s
     noise, or DDIM inversion with this model at cfg 1), then run ``steps`` interleaved steps.
     Returns (samples, the warped latent), both raw LATENTs; errors name ``where``."""
     try:
-        match.settings.rewarp.check_steps(steps, "MIDMs Rewarp Settings (connected to 'settings')")
+        match.settings.rewarp.check_steps(steps, f"{REWARP_SETTINGS} (connected to 'settings')")
     except ValueError as err:
         raise NodeInputError(f"{where}: {err} (this node's 'steps' input)") from None
     sigmas_of_model = model_sigmas(model.model)

@@ -13,9 +13,10 @@ import comfy.samplers
 from ..midms_core import inversion_sigmas, invert_ddim, sample_ddim
 from .devices import interruptible
 from .errors import NodeInputError
+from .node_names import DDIB_TRANSLATE, DDIM_INVERSION_SAMPLER, RUN_BY_SAMPLING_NODE
 from .noise_paths import sampling_path
 
-INVERSION_WHERE = "MIDMs DDIM Inversion Sampler (run by the sampling node it is connected to)"
+INVERSION_WHERE = f"{DDIM_INVERSION_SAMPLER} {RUN_BY_SAMPLING_NODE}"
 
 
 def host_callback(callback, steps: int):
@@ -87,8 +88,8 @@ def sample_inversion(model, x, sigmas, extra_args=None, callback=None, disable=N
         raise NodeInputError(
             f"{where}: this rectified-flow model's schedule starts at sigma {float(top):g}, where a latent is pure noise "
             "and the host cannot pass it to the next sampler as a LATENT; invert part-way (a schedule that starts below "
-            "1: BasicScheduler's denoise below steps / (steps + 1), e.g. 0.9 at 20 steps) or use MIDMs DDIB "
-            "Translate, which carries the full inversion itself")
+            f"1: BasicScheduler's denoise below steps / (steps + 1), e.g. 0.9 at 20 steps) or use {DDIB_TRANSLATE}, "
+            "which carries the full inversion itself")
     clean = _clean_latent(model, where).to(x.dtype)
 
     def denoise(xt, sigma):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from .errors import DIFFUSION_MATCHER, NodeInputError
+from .errors import NodeInputError
+from .node_names import DIFFUSION_MATCHER
 
 POOLED_DIM = 1280  # SDXL-family pooled CLIP-G output (zeros: the empty prompt)
 

@@ -16,7 +16,7 @@ from .matching import (
 from .sampling import MIDMsInterleavedSampler, MIDMsSampler
 
 _NODES = {
-    "MIDMsExemplarEncode": (MIDMsExemplarEncode, "MIDMs Exemplar Encode"),
+    "MIDMsExemplarEncode": (MIDMsExemplarEncode, MIDMsExemplarEncode.DISPLAY),
     "MIDMsEdgeMatcher": (MIDMsEdgeMatcher, MIDMsEdgeMatcher.DISPLAY),
     "MIDMsDiffusionFeatureMatcher": (MIDMsDiffusionFeatureMatcher, MIDMsDiffusionFeatureMatcher.DISPLAY),
     "MIDMsLearnedMatcherLoader": (MIDMsLearnedMatcherLoader, MIDMsLearnedMatcherLoader.DISPLAY),

@@ -24,14 +24,15 @@ The matcher itself (model passes, block capture): ``host_adapters.diffusion_matc
 
 from __future__ import annotations
 
-from ..host_adapters import DIFFUSION_MATCHER, HostDiffusionMatcher
+from ..host_adapters import HostDiffusionMatcher
+from ..host_adapters.node_names import DIFFUSION_MATCHER
 from ..midms_core.diffusion_matcher import DIFT_TIMESTEP
 from .errors import node_errors
 from .types import CATEGORY, MATCHER
 
 
 class MIDMsDiffusionFeatureMatcher:
-    DISPLAY = DIFFUSION_MATCHER  # "MIDMs Diffusion Feature Matcher (DIFT)"; its errors while sampling name it too
+    DISPLAY = DIFFUSION_MATCHER  # its errors while sampling name it too
 
     @classmethod
     def INPUT_TYPES(cls):

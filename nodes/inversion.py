@@ -7,13 +7,14 @@ from __future__ import annotations
 import comfy.samplers
 
 from ..host_adapters import inversion_sampler, run_bridge
+from ..host_adapters.node_names import DDIB_TRANSLATE, DDIM_INVERSION_SAMPLER, DDIM_ROUND_TRIP
 from ..midms_core import relative_error
 from .errors import node_errors
 from .types import CATEGORY
 
 
 class MIDMsDDIMInversionSampler:
-    DISPLAY = "MIDMs DDIM Inversion Sampler"
+    DISPLAY = DDIM_INVERSION_SAMPLER
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -49,7 +50,7 @@ def _bridge_inputs(steps_default: int = 20) -> dict:
 
 
 class MIDMsDDIBTranslate:
-    DISPLAY = "MIDMs DDIB Translate"
+    DISPLAY = DDIB_TRANSLATE
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -90,7 +91,7 @@ class MIDMsDDIBTranslate:
 
 
 class MIDMsDDIMRoundTrip:
-    DISPLAY = "MIDMs DDIM Round Trip"
+    DISPLAY = DDIM_ROUND_TRIP
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -1,42 +1,28 @@
-"""Matcher, settings and correspondence nodes."""
+"""Matcher, settings and correspondence nodes (loading the learned networks:
+``host_adapters.learned_matcher``; the correspondence's warp and previews: ``host_adapters.previews``)."""
 
 from __future__ import annotations
 
-import os
-
-import torch
-
-import folder_paths
-
-from ..host_adapters import (
-    HostLearnedMatcher,
-    MIDMsMatch,
-    MIDMsSettings,
-    compute_device,
-    empty_cache,
-    initial_warp,
-    output_device,
-)
+from ..host_adapters import MIDMsMatch, MIDMsSettings
+from ..host_adapters.learned_matcher import load_learned_matcher, missing_networks, networks_files
+from ..host_adapters.node_names import CORRESPONDENCE, EDGE_MATCHER, LEARNED_MATCHER_LOADER, REWARP_SETTINGS
+from ..host_adapters.previews import warp_with_previews
 from ..midms_core import (
     DEFAULT_TAU,
     DEFAULT_THRESHOLD_PX,
     EdgeDescriptorMatcher,
     WarpSettings,
-    load_networks,
     strength_timesteps,
 )
 from ..midms_core.alignment import ALIGNMENTS
 from ..midms_core.confidence import MASK_MODES
 from ..midms_core.edge_matcher import DEFAULT_LOCALITY
-from ..midms_core.images import flow_to_rgb, upsample_mask
 from .errors import NodeInputError, node_errors
 from .types import CATEGORY, CONTEXT, MATCH, MATCHER, SETTINGS
 
-MODEL_FOLDER = "midms"
-
 
 class MIDMsEdgeMatcher:
-    DISPLAY = "MIDMs Edge Matcher (training-free)"
+    DISPLAY = EDGE_MATCHER
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -72,13 +58,13 @@ class MIDMsEdgeMatcher:
 
 
 class MIDMsLearnedMatcherLoader:
-    DISPLAY = "MIDMs Learned Matcher Loader"
+    DISPLAY = LEARNED_MATCHER_LOADER
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "networks_name": (folder_paths.get_filename_list(MODEL_FOLDER), {"tooltip": "Converted MIDMs correspondence networks (.safetensors) in models/midms."}),
+                "networks_name": (networks_files(), {"tooltip": "Converted MIDMs correspondence networks (.safetensors) in models/midms."}),
             }
         }
 
@@ -90,28 +76,14 @@ class MIDMsLearnedMatcherLoader:
     @classmethod
     def VALIDATE_INPUTS(cls, networks_name):
         # replaces the host's bare "value not in list" with where the file must go
-        if folder_paths.get_full_path(MODEL_FOLDER, networks_name) is None:
-            return (f"{cls.DISPLAY}: {networks_name!r} is not in {folder_paths.get_folder_paths(MODEL_FOLDER)}; "
-                    "put the converted .safetensors file there (scripts/convert_official_checkpoint.py) and refresh")
-        return True
+        return missing_networks(networks_name, cls.DISPLAY) or True
+
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the paper's learned correspondence networks (F_X, F_Y, F') from models/midms."
 
     @node_errors(DISPLAY)
     def load(self, networks_name):
-        path = folder_paths.get_full_path(MODEL_FOLDER, networks_name)
-        if path is None or not os.path.isfile(path):
-            folders = folder_paths.get_folder_paths(MODEL_FOLDER)
-            raise NodeInputError(
-                f"{self.DISPLAY}: 'networks_name' {networks_name!r} was not found in {folders}; put the converted "
-                ".safetensors file there and refresh"
-            )
-        try:
-            nets = load_networks(path, map_location="cpu")
-        except ValueError as err:
-            reason = str(err).removeprefix("load_networks: ").removeprefix(f"{os.path.basename(path)!r} ")
-            raise NodeInputError(f"{self.DISPLAY}: 'networks_name' {networks_name!r} {reason}") from None
-        return (HostLearnedMatcher(nets),)
+        return (load_learned_matcher(networks_name, self.DISPLAY),)
 
 
 def parse_steps(text: str, where: str) -> tuple[int, ...] | None:
@@ -133,7 +105,7 @@ def parse_steps(text: str, where: str) -> tuple[int, ...] | None:
 
 
 class MIDMsRewarpSettings:
-    DISPLAY = "MIDMs Rewarp Settings"
+    DISPLAY = REWARP_SETTINGS
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -159,7 +131,7 @@ class MIDMsRewarpSettings:
     @node_errors(DISPLAY)
     def make(self, tau, threshold, mask_mode, smooth_mask, rewarp_steps, eta, refine_strength, refine_steps):
         rewarp = WarpSettings(tau=tau, threshold=threshold, mask_mode=mask_mode, smooth=smooth_mask,
-                                rewarp_steps=parse_steps(rewarp_steps, self.DISPLAY))
+                              rewarp_steps=parse_steps(rewarp_steps, self.DISPLAY))
         if refine_strength > 0:
             # checked here, not mid-sampling: the refinement's steps must fit in its noise range
             # (the host models' 1000-step schedules)
@@ -174,7 +146,7 @@ class MIDMsRewarpSettings:
 
 
 class MIDMsCorrespondence:
-    DISPLAY = "MIDMs Cross-Domain Correspondence"
+    DISPLAY = CORRESPONDENCE
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -197,14 +169,5 @@ class MIDMsCorrespondence:
     @node_errors(DISPLAY)
     def correspond(self, context, matcher, settings=None):
         match = MIDMsMatch(context=context, matcher=matcher, settings=settings or MIDMsSettings())
-        result = initial_warp(match, compute_device())
-        out = output_device()
-        warped = result.warped.to(out)
-        height, width = context.condition_image.shape[-2:]
-        mask = upsample_mask(result.mask, height, width).to(out)
-        exemplar_grid = tuple(context.exemplar_latent.shape[-2:])
-        flow = flow_to_rgb(result.forward_flow, exemplar_grid).movedim(-1, 1)
-        flow = torch.nn.functional.interpolate(flow, size=(height, width), mode="nearest").movedim(1, -1).to(out)
-        preview = context.vae.decode(warped) if context.vae is not None else flow
-        empty_cache()
+        warped, mask, preview, flow = warp_with_previews(match)
         return (match, {"samples": warped}, mask, preview, flow)

@@ -10,12 +10,13 @@ from ..host_adapters import (
     midms_sampler,
     sample_all_in_one,
 )
+from ..host_adapters.node_names import INTERLEAVED_SAMPLER, SAMPLER
 from .errors import node_errors
 from .types import CATEGORY, CONTEXT, MATCHER, SETTINGS
 
 
 class MIDMsInterleavedSampler:
-    DISPLAY = "MIDMs Interleaved DDIM Sampler"
+    DISPLAY = INTERLEAVED_SAMPLER
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -38,7 +39,7 @@ class MIDMsInterleavedSampler:
 
 
 class MIDMsSampler:
-    DISPLAY = "MIDMs Sampler (all-in-one)"
+    DISPLAY = SAMPLER
 
     @classmethod
     def INPUT_TYPES(cls):

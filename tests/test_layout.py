@@ -6,6 +6,9 @@
 * the shipped pack (``nodes``, ``host_adapters``, ``midms_core``) never imports ``harness`` or
   ``tests``, and nothing but tests imports ``tests`` (``harness``, ``benchmarks``, ``scripts``).
 * every node class in ``nodes/*.py`` (a class declaring INPUT_TYPES) is under 80 lines.
+* ``nodes/*.py`` define node classes only at their top level, besides the few node-facing helpers
+  in :data:`NODE_HELPERS`: other functions and classes (logic) belong in ``host_adapters`` or
+  ``midms_core``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HOST_MODULES = {"comfy", "comfy_extras", "folder_paths", "latent_preview", "execution", "server", "comfy_execution"}
 NODE_CLASS_MAX_LINES = 80  # a node's declaration must be shorter than this
+# Top-level functions and classes in nodes/ that are not node classes, each facing the node API:
+NODE_HELPERS = {
+    "nodes/errors.py": {"check_widget_values", "node_errors"},  # widget checks, errors named after the node
+    "nodes/inversion.py": {"_bridge_inputs"},  # the INPUT_TYPES entries two bridge nodes share
+    "nodes/matching.py": {"parse_steps"},  # the 'rewarp_steps' STRING widget -> step numbers
+}
 
 
 def imported_modules(path: Path, root: Path = ROOT) -> list[tuple[int, str, bool]]:
@@ -56,20 +65,40 @@ def violations(package: str, forbidden_pack: set[str], forbidden_absolute: set[s
     return found
 
 
+def is_node_class(node: ast.stmt) -> bool:
+    """A class defining INPUT_TYPES (a V1 node declaration)."""
+    return isinstance(node, ast.ClassDef) and any(
+        isinstance(item, ast.FunctionDef) and item.name == "INPUT_TYPES" for item in node.body)
+
+
 def long_node_classes(folder: Path = ROOT / "nodes") -> list[str]:
     """'file:Class has N lines' for node classes (those defining INPUT_TYPES) of NODE_CLASS_MAX_LINES or more."""
     found = []
     for path in sorted(folder.glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in tree.body:
-            if not isinstance(node, ast.ClassDef):
-                continue
-            if not any(isinstance(item, ast.FunctionDef) and item.name == "INPUT_TYPES" for item in node.body):
+            if not is_node_class(node):
                 continue
             first = min([node.lineno] + [d.lineno for d in node.decorator_list])
             lines = node.end_lineno - first + 1
             if lines >= NODE_CLASS_MAX_LINES:
                 found.append(f"{path.relative_to(ROOT)}:{node.name} has {lines} lines")
+    return found
+
+
+def logic_in_nodes(folder: Path = ROOT / "nodes", allowed: dict[str, set[str]] = NODE_HELPERS) -> list[str]:
+    """'file:line defines name' for each top-level function or class of ``folder``'s modules that is
+    neither a node class nor allowed for that file (``allowed``, keyed by the path from ``folder``'s
+    parent)."""
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        key = path.relative_to(folder.parent).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in tree.body:
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or is_node_class(node):
+                continue
+            if node.name not in allowed.get(key, set()):
+                found.append(f"{key}:{node.lineno} defines {node.name}")
     return found
 
 
@@ -98,6 +127,27 @@ def test_only_tests_import_tests(folder):
 def test_every_node_declaration_is_short():
     bad = long_node_classes()
     assert not bad, f"node classes must stay under {NODE_CLASS_MAX_LINES} lines:\n" + "\n".join(bad)
+
+
+def test_nodes_hold_declarations_only():
+    bad = logic_in_nodes()
+    assert not bad, ("nodes/ declares nodes; move this logic to host_adapters/ or midms_core/ (or, if it only "
+                     "serves the node API, add it to NODE_HELPERS):\n" + "\n".join(bad))
+
+
+def test_logic_in_nodes_is_found(tmp_path):
+    """The checker itself: a helper function or class beside a node class is reported, an allowed
+    one and the node class are not."""
+    folder = tmp_path / "nodes"
+    folder.mkdir()
+    (folder / "x.py").write_text(
+        "import torch\nLIMIT = 3\n\n"
+        "def crop(image):\n    return image\n\n"
+        "class Box:\n    pass\n\n"
+        "def parse(text):\n    return text\n\n"
+        "class Node:\n    @classmethod\n    def INPUT_TYPES(cls):\n        return {}\n"
+    )
+    assert logic_in_nodes(folder, {"nodes/x.py": {"parse"}}) == ["nodes/x.py:4 defines crop", "nodes/x.py:7 defines Box"]
 
 
 @pytest.mark.parametrize("source, module, expected", [

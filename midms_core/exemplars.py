@@ -21,6 +21,7 @@ by exact colour (8 bits per channel; for lossless maps) or by the nearest colour
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -39,10 +40,12 @@ from .confidence import (
     warp_prepared,
 )
 from .correspondence import check_settings
+from .matchers import MatchFeatures, Matcher, MatchSide
 from .validation import broadcast_batch, check_tensor
 
 __all__ = [
     "Restriction",
+    "bind_union",
     "colour_labels",
     "labels_on_grid",
     "masks_on_grid",
@@ -50,6 +53,7 @@ __all__ = [
     "split_stacked",
     "stack_exemplars",
     "union_prior",
+    "warp_stacked_with_confidence",
     "warp_union_with_confidence",
 ]
 
@@ -182,26 +186,85 @@ def warp_union_with_confidence(
     With G = 1 and no restriction this equals warp_with_confidence.
     """
     where = "warp_union_with_confidence"
-    check_settings(where, settings)
-    check_confidence_settings(where, threshold, mask_mode, soft_width, passes)
     features = stack_exemplars(where, "exemplar_features", exemplar_features)
     values = stack_exemplars(where, "exemplar_values", exemplar_values)
     groups = len(exemplar_features)
     if len(exemplar_values) != groups or (priors is not None and len(priors) != groups):
         raise ValueError(f"{where}: give one entry per exemplar: {groups} feature maps, {len(exemplar_values)} values"
                          + ("" if priors is None else f", {len(priors)} priors"))
-    one_grid = tuple(exemplar_features[0].shape[-2:])
     prior = None if priors is None else union_prior(priors)
-    pairs = None
-    if restriction is not None:
-        pairs = pair_restriction(where, restriction, groups, tuple(condition_features.shape[-2:]), one_grid)
-        tensors = {k: v for k, v in vars(restriction).items() if v is not None}
-        broadcast_batch(where, condition_features=condition_features, exemplar_features=features,
-                        **{f"restriction.{k}": v for k, v in tensors.items()})
-        pairs = pairs._replace(exemplar_group=pairs.exemplar_group.to(condition_features.device))
-    exemplar = prepare_exemplar(where, condition_features, features, values, prior, groups, pairs)
+    return warp_stacked_with_confidence(condition_features, features, values, groups, settings, threshold, mask_mode,
+                                        smooth, soft_width, passes, prior, restriction, where)
+
+
+def warp_stacked_with_confidence(
+    condition_features: Tensor,
+    exemplar_features: Tensor,
+    exemplar_values: Tensor,
+    groups: int,
+    settings: AttentionSettings = AttentionSettings(),
+    threshold: float = DEFAULT_THRESHOLD_PX,
+    mask_mode: str = "hard",
+    smooth: bool = True,
+    soft_width: Optional[float] = None,
+    passes: str = "auto",
+    prior: Optional[SpatialPrior] = None,
+    restriction: Optional[Restriction] = None,
+    where: str = "warp_stacked_with_confidence",
+) -> WarpResult:
+    """:func:`warp_union_with_confidence` on exemplars already stacked: exemplar_features
+    (B, C, G * Hy, Wy), exemplar_values (B, Cv, G * Hy, Wy), ``prior`` over the union
+    (:func:`union_prior`) or None."""
+    check_settings(where, settings)
+    check_confidence_settings(where, threshold, mask_mode, soft_width, passes)
+    pairs = prepare_union(where, condition_features, exemplar_features, groups, prior, restriction)
+    exemplar = prepare_exemplar(where, condition_features, exemplar_features, exemplar_values, prior, groups, pairs)
     return warp_prepared(condition_features, exemplar, settings, float(threshold), mask_mode, smooth, soft_width,
                          resolve_passes(passes, condition_features.shape[1]))
+
+
+def prepare_union(where: str, condition_features: Tensor, exemplar_features: Tensor, groups: int,
+                  prior: Optional[SpatialPrior], restriction: Optional[Restriction]) -> Optional[PairRestriction]:
+    """Check the union's shape, prior and restriction once; the kernel's restriction (or None)."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or exemplar_features.dim() != 4 \
+            or exemplar_features.shape[-2] % groups:
+        raise ValueError(f"{where}: 'groups' must be a whole number >= 1 that divides the stacked exemplar height, "
+                         f"got {groups!r} for shape {tuple(exemplar_features.shape)}")
+    if prior is not None and isinstance(prior, SpatialPrior) and prior.groups != groups:
+        raise ValueError(f"{where}: the prior has targets for {prior.groups} exemplar(s), the union has {groups}")
+    if restriction is None:
+        return None
+    one_grid = (exemplar_features.shape[-2] // groups, exemplar_features.shape[-1])
+    pairs = pair_restriction(where, restriction, groups, tuple(condition_features.shape[-2:]), one_grid)
+    tensors = {f"restriction.{k}": v for k, v in vars(restriction).items() if v is not None}
+    broadcast_batch(where, condition_features=condition_features, exemplar_features=exemplar_features, **tensors)
+    return pairs._replace(exemplar_group=pairs.exemplar_group.to(condition_features.device))
+
+
+def bind_union(matcher: Matcher, condition: MatchSide, exemplars: Sequence[MatchSide],
+               restriction: Optional[Restriction] = None) -> MatchFeatures:
+    """Features of a condition against G exemplars as one union, from any matcher whose condition
+    features do not depend on the exemplar (every matcher here: the condition side and the x0_hat
+    features are computed from the condition alone; they are taken from the first pair).
+
+    The exemplar maps are stacked (:func:`stack_exemplars`), the priors united
+    (:func:`union_prior`); the result carries ``groups`` and ``restriction`` for every warp of
+    the run (first match and re-matches alike).
+    """
+    where = "bind_union"
+    if not isinstance(exemplars, (list, tuple)) or not exemplars:
+        raise ValueError(f"{where}: 'exemplars' must be a non-empty list of MatchSides")
+    bound = [matcher.bind(condition, exemplar) for exemplar in exemplars]
+    first = bound[0]
+    return dataclasses.replace(
+        first,
+        exemplar=stack_exemplars(where, "exemplar features", [b.exemplar for b in bound]),
+        exemplar_in_domain=stack_exemplars(where, "in-domain exemplar features", [b.exemplar_in_domain for b in bound]),
+        prior=union_prior([b.prior for b in bound]),
+        alignment=None,
+        groups=len(bound),
+        restriction=restriction,
+    )
 
 
 def masks_on_grid(masks: Tensor, grid: tuple[int, int]) -> Tensor:

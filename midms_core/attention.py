@@ -234,7 +234,9 @@ def softmax_average(q: Tensor, k: Tensor, v: Tensor, key_grid: tuple[int, int], 
     """
     batch = max(q.shape[0], k.shape[0], v.shape[0])
     n_query, n_key = q.shape[-1], k.shape[-1]
-    rows = rows_per_chunk(n_key, settings.chunk_bytes)
+    # a restriction adds a mask block (float for the fused kernel) and its boolean factors beside
+    # the logits block: half the rows keep the peak near the same budget
+    rows = rows_per_chunk(n_key, settings.chunk_bytes // (1 if restriction is None else 2))
     grid = None
     if locality is not None:
         batch = max(batch, locality.points.shape[0], locality.weight.shape[0])

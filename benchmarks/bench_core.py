@@ -11,13 +11,13 @@ Every matching measurement runs in its own process so that freed heap cannot hid
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.peak_memory import available_bytes, run_child
+from benchmarks.matching_memory import measure_in_child
+from benchmarks.peak_memory import available_bytes
 from benchmarks.tables import Table, machine, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,51 +25,7 @@ MiB = 2**20
 CHANNELS = 256  # feature width of the official networks
 
 
-# ---- one matching measurement (child process) ----------------------------------------------------
-
-def dense_warp_with_confidence(cond: torch.Tensor, exem: torch.Tensor, values: torch.Tensor, tau: float = 0.005):
-    """The official code's evaluation: one dense correlation matrix, softmax along both axes."""
-    import midms_core as mc
-
-    q = mc.centre_normalise(cond).flatten(2)
-    k = mc.centre_normalise(exem).flatten(2)
-    corr = torch.einsum("bcn,bcm->bnm", q, k).clamp(min=0)  # (B, Nx, Ny)
-    forward_w = torch.softmax(corr / tau, dim=2)
-    grid_y = mc.coordinate_grid(1, *exem.shape[-2:]).flatten(2)
-    warped = torch.einsum("bnm,bcm->bcn", forward_w, values.flatten(2))
-    forward = torch.einsum("bnm,bcm->bcn", forward_w, grid_y)
-    del forward_w
-    backward_w = torch.softmax(corr / tau, dim=1)
-    grid_x = mc.coordinate_grid(1, *cond.shape[-2:]).flatten(2)
-    backward = torch.einsum("bnm,bcn->bcm", backward_w, grid_x)
-    h, w = cond.shape[-2:]
-    dist = mc.cycle_distance(forward.view(1, 2, h, w), backward.view(1, 2, *exem.shape[-2:]))
-    return warped.view(1, -1, h, w), mc.hard_confidence(dist)
-
-
-def child(side: int, method: str) -> None:
-    import midms_core as mc
-    from benchmarks.peak_memory import measure
-
-    torch.manual_seed(0)
-    cond = torch.randn(1, CHANNELS, side, side)
-    exem = torch.randn(1, CHANNELS, side, side)
-    latent = torch.randn(1, 4, side, side)
-    if method == "dense":
-        fn = lambda: dense_warp_with_confidence(cond, exem, latent)
-    elif method == "prior":
-        # the default matching path's locality prior: a similarity-aligned target, 0.03 of the grid
-        prior = mc.SpatialPrior(mc.coordinate_grid(1, side, side) * 0.9 + 0.05 * side, 0.03 * side)
-        fn = lambda: mc.warp_with_confidence(cond, exem, latent, prior=prior)
-    else:
-        fn = lambda: mc.warp_with_confidence(cond, exem, latent)
-    _, extra, seconds = measure(fn)
-    print(json.dumps({"extra": extra, "seconds": seconds}))
-
-
-def measure_in_child(side: int, method: str) -> dict:
-    return run_child("benchmarks.bench_core", ["--child", str(side), method])
-
+# ---- matching: each measurement in its own process (benchmarks/matching_memory.py) ------------------
 
 def matching_table(sides: list[int]) -> Table:
     table = Table(("latent side", "positions", "dense peak MiB", "lean peak MiB", "dense / lean memory", "dense s",
@@ -78,12 +34,12 @@ def matching_table(sides: list[int]) -> Table:
     budget = available_bytes() * 0.6
     for side in sides:
         n = side * side
-        lean = measure_in_child(side, "lean")
-        prior = measure_in_child(side, "prior")
+        lean = measure_in_child(side, CHANNELS, "auto")
+        prior = measure_in_child(side, CHANNELS, "prior")
         prior_cells = (f"{prior['extra'] / MiB:.0f}", f"{prior['seconds']:.2f}", ratio(prior["seconds"], lean["seconds"]))
         # The dense path holds the correlation, its scaled copy and a softmax at once.
         dense_estimate = 3 * 4 * n * n
-        dense = measure_in_child(side, "dense") if dense_estimate < budget else None
+        dense = measure_in_child(side, CHANNELS, "dense") if dense_estimate < budget else None
         lean_mib = lean["extra"] / MiB
         if dense is None or "error" in dense:
             why = "skipped (needs ~%.0f GiB)" % (dense_estimate / 2**30) if dense is None else dense["error"]
@@ -155,11 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sides", type=int, nargs="+", default=[32, 64, 96, 128, 192, 256])
     parser.add_argument("--sampler-sides", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--child", nargs=2, metavar=("SIDE", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        child(int(args.child[0]), args.child[1])
-        return 0
     print(f"# midms_core benchmark: {machine(torch.get_num_threads())}, {CHANNELS}-channel features, CPU\n")
     print("## Matching: warp + cycle-consistency mask, extra peak RSS and time\n")
     matching = matching_table(args.sides)

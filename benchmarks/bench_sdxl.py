@@ -5,14 +5,11 @@ the one-time bind, per-step U-Net and re-match costs, and peak memory of matchin
     .venv-comfy/bin/python -m benchmarks.bench_sdxl            # full run (~20 min on 2 CPU cores)
     .venv-comfy/bin/python -m benchmarks.bench_sdxl --quick    # smoke test (tiny model, < 1 min)
 
-Models are built in-process from the host's own classes (``comfy.supported_models.SDXL`` ->
-``comfy.model_base.SDXL`` in a ``ModelPatcher``) with seeded random weights:
-
-* ``tiny SDXL``: the SDXL-family U-Net of the host tests (``harness.inprocess_models``, 32 channels);
-* ``SDXL-width``: SDXL's real widths (model_channels 320, channel_mult [1, 2, 4], 2 res blocks per
-  level, context 2048, adm_in_channels 2816, 64-channel heads) with the transformer depth cut
-  from [0, 2, 10] (middle 10) to [0, 1, 1] (middle 1) to keep CPU time sane. Its U-Net is cheaper
-  per step than the real SDXL's, so its overhead ratio is an upper bound for the real model.
+Models are built in-process from the host's own classes with seeded random weights
+(``harness.sdxl_scale``): ``tiny SDXL``, the SDXL-family U-Net of the host tests (32 channels), and
+``SDXL-width``, SDXL's real widths (320 channels, mult [1, 2, 4], 2 res blocks, context 2048, adm
+2816) with the transformer depth cut from [0, 2, 10] to [0, 1, 1] to keep CPU time sane. Its U-Net
+is cheaper per step than the real SDXL's, so its overhead ratio is an upper bound for the real model.
 
 Target (issue 4): re-matching adds at most 30 % over plain sampling.
 
@@ -22,7 +19,7 @@ Runs are alternated (rotating order each repeat) and medians reported. The contr
 "interleaved, re-warp off" is the MIDMs sampler with ``rewarp_steps = none``: its output must
 equal the plain sampler's, and its time is the sampler's own overhead without matching.
 
-Every memory measurement runs in its own process (benchmarks/peak_memory.py, VmHWM).
+Every memory measurement runs in its own process (benchmarks/matching_memory.py, VmHWM).
 """
 
 from __future__ import annotations
@@ -31,169 +28,28 @@ import argparse
 import importlib
 import json
 import os
-import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
 
-from benchmarks.peak_memory import available_bytes, run_child
-from benchmarks.tables import Table, change, machine, publish, ratio
+import midms_core as mc
+from benchmarks.matching_memory import measure_in_child
+from benchmarks.peak_memory import available_bytes
+from benchmarks.sdxl_report import ROW_LABEL, ROWS, RunSet, report
+from benchmarks.tables import Table, publish, ratio
+from benchmarks.timing import median_timed, rel_err
+from harness.sdxl_scale import (TINY, WIDTH, ModelSpec, build_model, edge_matcher, load_host, make_context,
+                                rewarp_settings, sdxl_conds)
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
-TARGET_OVERHEAD = 0.30
 OFFICIAL_CHANNELS = 256
 DIFT_TIMESTEP = 261
 
 
-# =============================================================================================
-# matching memory, one measurement per fresh process
-# =============================================================================================
-def child_memory(side: int, channels: int, method: str) -> None:
-    import midms_core as mc
-    from benchmarks.bench_core import dense_warp_with_confidence
-    from benchmarks.peak_memory import measure
-
-    torch.manual_seed(0)
-    cond = torch.randn(1, channels, side, side)
-    exem = torch.randn(1, channels, side, side)
-    latent = torch.randn(1, 4, side, side)
-    fn = {"lean": lambda: mc.warp_with_confidence(cond, exem, latent, passes="two"),
-          "dense": lambda: dense_warp_with_confidence(cond, exem, latent),
-          "fused": lambda: mc.warp_with_confidence(cond, exem, latent, passes="one")}[method]
-    _, extra, seconds = measure(fn)
-    print(json.dumps({"extra": extra, "seconds": seconds}))
-
-
-def memory_in_child(side: int, channels: int, method: str, threads: int) -> dict:
-    return run_child("benchmarks.bench_sdxl", ["--child", str(side), str(channels), method, "--threads", str(threads)],
-                     env={"OMP_NUM_THREADS": str(threads)})
-
-
-# =============================================================================================
-# the host, its pack and SDXL-family models from the host's own classes
-# =============================================================================================
-PACK_NODES = ("MIDMsEdgeMatcher", "MIDMsDiffusionFeatureMatcher", "MIDMsRewarpSettings", "MIDMsCorrespondence",
-              "MIDMsInterleavedSampler", "BasicScheduler")
-
-
-def load_host(threads: int):
-    """ComfyUI imported in this process, the pack loaded by the host as ``comfyui-midms``;
-    returns (host, pack namespace: the node classes of :data:`PACK_NODES` and ``types``)."""
-    from harness.host import script_host
-    from harness.pack import loaded_pack
-
-    host = script_host("benchmarks.bench_sdxl")
-    torch.set_num_threads(threads)  # the in-process host pins 1 thread; benchmark with all asked
-    return host, loaded_pack(host, PACK_NODES)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    key: str
-    label: str
-    model_channels: int
-    channel_mult: tuple
-    num_res_blocks: int
-    depth: int            # transformer depth at every level that has one, and the middle
-    first_level_depth: int  # SDXL has none at the first level
-    dift_block: int       # output block whose input the diffusion matcher captures
-
-
-TINY = ModelSpec("tiny", "tiny SDXL (tests)", 32, (1, 2), 1, 1, 0, 2)
-WIDTH = ModelSpec("width", "SDXL-width", 320, (1, 2, 4), 2, 1, 0, 6)
-REAL_SDXL_DEPTH = "[0, 2, 10], middle 10"
-
-
-def unet_config(spec: ModelSpec) -> dict:
-    from harness.inprocess_models import sdxl_unet_config
-
-    return sdxl_unet_config(spec.model_channels, spec.channel_mult, spec.num_res_blocks, spec.depth,
-                            spec.first_level_depth)
-
-
-def build_model(spec: ModelSpec, seed: int):
-    """(ModelPatcher, parameter count): the host's SDXL class, seeded weights (the harness's)."""
-    from harness.inprocess_models import build_unet
-
-    patcher = build_unet("sdxl", seed, unet_config(spec))
-    return patcher, sum(p.numel() for p in patcher.model.parameters())
-
-
-# =============================================================================================
-# inputs: a photo stand-in, its shifted edge drawing, latents, SDXL conditioning
-# =============================================================================================
-def make_context(pack, side: int, seed: int = 0):
-    """A MIDMsContext built directly (no VAE): the exemplar is skimage's astronaut, the condition
-    kornia's Canny of it under a seeded smooth deformation (matching cost does not depend on the
-    content; the random latents stand in for the VAE's)."""
-    from midms_core.evaluation import canny_condition, deform, load_photo, smooth_displacement
-
-    px = side * 8
-    g = torch.Generator().manual_seed(seed)
-    photo = load_photo("astronaut", px)
-    deformed, _ = deform(photo, smooth_displacement(px, seed, px / 12.8))
-    return pack.types.MIDMsContext(
-        condition_image=canny_condition(deformed), exemplar_image=photo,
-        condition_latent=torch.randn(1, 4, side, side, generator=g),
-        exemplar_latent=2.0 * torch.randn(1, 4, side, side, generator=g))
-
-
-def sdxl_conds(side: int):
-    """positive: a random prompt embedding; negative: zeros (as an empty prompt without CLIP)."""
-    g = torch.Generator().manual_seed(11)
-    px = side * 8
-    extra = lambda pooled: {"pooled_output": pooled, "width": px, "height": px, "crop_w": 0, "crop_h": 0,
-                            "target_width": px, "target_height": px}
-    positive = [[torch.randn(1, 77, 2048, generator=g), extra(torch.randn(1, 1280, generator=g))]]
-    negative = [[torch.zeros(1, 77, 2048), extra(torch.zeros(1, 1280))]]
-    return positive, negative
-
-
-def rewarp_settings(pack, rewarp_steps: str):
-    return pack.MIDMsRewarpSettings().make(tau=0.005, threshold=15.75, mask_mode="hard", smooth_mask=True,
-                                           rewarp_steps=rewarp_steps, eta=0.0, refine_strength=0.0,
-                                           refine_steps=20)[0]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
-
-
-# =============================================================================================
-# whole runs: plain host sampler vs MIDMs interleaved sampler
-# =============================================================================================
-@dataclass
-class RunSet:
-    model: str
-    side: int
-    steps: int
-    rewarps: int
-    params: int
-    sigmas: List[float]
-    cfg: float
-    times: Dict[str, List[float]] = field(default_factory=dict)
-    bind_s: Dict[str, float] = field(default_factory=dict)
-    channels: Dict[str, int] = field(default_factory=dict)
-    err_vs_plain: Dict[str, float] = field(default_factory=dict)
-    profiles: Dict[str, dict] = field(default_factory=dict)
-
-    def median(self, row: str) -> float:
-        return statistics.median(self.times[row])
-
-
-ROWS = ("plain", "control", "edge", "dift")
-ROW_LABEL = {
-    "plain": "host euler (plain)",
-    "control": "MIDMs, re-warp off (control)",
-    "edge": "MIDMs + edge matcher",
-    "dift": "MIDMs + diffusion matcher (DIFT)",
-}
-
-
+# ---- whole runs: plain host sampler vs MIDMs interleaved sampler ---------------------------------
 def whole_runs(pack, model, spec: ModelSpec, params: int, side: int, steps: int, denoise: float, cfg: float,
                repeats: int, profile_repeats: int) -> RunSet:
     import comfy.sample
@@ -207,7 +63,7 @@ def whole_runs(pack, model, spec: ModelSpec, params: int, side: int, steps: int,
                 sigmas=[round(float(s), 4) for s in sigmas], cfg=cfg)
 
     matchers = {
-        "edge": pack.MIDMsEdgeMatcher().make(canny_low=0.1, canny_high=0.2, edge_blur=2.0, x0_condition_weight=0.7)[0],
+        "edge": edge_matcher(pack),
         "dift": pack.MIDMsDiffusionFeatureMatcher().make(model, timestep=DIFT_TIMESTEP, output_block=spec.dift_block,
                                                          ensemble=1)[0],
     }
@@ -251,8 +107,6 @@ def whole_runs(pack, model, spec: ModelSpec, params: int, side: int, steps: int,
         rs.err_vs_plain[row] = rel_err(outputs[row], outputs["plain"])
 
     # where the re-match time goes, on this run's own features
-    import midms_core as mc
-
     base = model.model
     x0 = base.process_latent_in(latent)  # a stand-in x0_hat in the sampler's (scaled) space
     exemplar = base.process_latent_in(context.exemplar_latent)
@@ -267,24 +121,13 @@ def whole_runs(pack, model, spec: ModelSpec, params: int, side: int, steps: int,
                 return f.x0_features(base.process_latent_out(x))
         else:
             x0_features = lambda x, f=features: f.x0_features(base.process_latent_out(x))
-        rs.profiles[name] = profile_rematch(mc, x0_features, features.exemplar_in_domain, x0, exemplar,
+        rs.profiles[name] = profile_rematch(x0_features, features.exemplar_in_domain, x0, exemplar,
                                             matches[name].settings.rewarp, profile_repeats)
     return rs
 
 
-# =============================================================================================
-# per-step costs: one U-Net step, and the parts of one re-match
-# =============================================================================================
-def _timed(fn: Callable, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
-
-
-def profile_rematch(mc, x0_features: Callable, exem_features: torch.Tensor, x0: torch.Tensor,
+# ---- per-step costs: one U-Net step, and the parts of one re-match -------------------------------
+def profile_rematch(x0_features: Callable, exem_features: torch.Tensor, x0: torch.Tensor,
                     exemplar: torch.Tensor, settings, repeats: int) -> dict:
     """Median seconds of: x0 feature computation, normalisation, the forward (warp + forward flow)
     and backward correlation passes, cycle check + mask, the whole warp_with_confidence, and the
@@ -294,26 +137,26 @@ def profile_rematch(mc, x0_features: Callable, exem_features: torch.Tensor, x0: 
         repeats = 1
     else:  # one untimed pass first (lazy initialisation, allocator)
         settings.warp_with_confidence(x0_features(x0), exem_features, exemplar)
-    prof["features"], feats = _timed(lambda: x0_features(x0), repeats)
+    prof["features"], feats = median_timed(lambda: x0_features(x0), repeats)
     prof["channels"] = int(feats.shape[1])
-    prof["normalise"], (cn, en) = _timed(lambda: (mc.centre_normalise(feats), mc.centre_normalise(exem_features)),
-                                         repeats)
+    prof["normalise"], (cn, en) = median_timed(
+        lambda: (mc.centre_normalise(feats), mc.centre_normalise(exem_features)), repeats)
     hy, wy = exem_features.shape[-2:]
     hx, wx = feats.shape[-2:]
     values = torch.cat([exemplar.float(), mc.coordinate_grid(1, hy, wy)], dim=1)
     # mc's own AttentionSettings: ``settings`` comes from the loaded pack, whose classes are not mc's
     kernel = mc.AttentionSettings(tau=settings.tau, clamp_negative=settings.clamp_negative, chunk_bytes=settings.chunk_bytes)
-    prof["forward"], fwd = _timed(lambda: mc.attend(cn, en, values, kernel, normalised=True), repeats)
-    prof["backward"], bwd = _timed(lambda: mc.attend(en, cn, mc.coordinate_grid(1, hx, wx), kernel,
-                                                     normalised=True), repeats)
-    prof["mask"], _ = _timed(lambda: mc.hard_confidence(mc.cycle_distance(fwd[:, 4:], bwd), settings.threshold,
-                                                        settings.smooth), repeats)
+    prof["forward"], fwd = median_timed(lambda: mc.attend(cn, en, values, kernel, normalised=True), repeats)
+    prof["backward"], bwd = median_timed(lambda: mc.attend(en, cn, mc.coordinate_grid(1, hx, wx), kernel,
+                                                           normalised=True), repeats)
+    prof["mask"], _ = median_timed(lambda: mc.hard_confidence(mc.cycle_distance(fwd[:, 4:], bwd), settings.threshold,
+                                                              settings.smooth), repeats)
     def whole(passes):
         return mc.warp_with_confidence(feats, exem_features, exemplar, kernel, threshold=settings.threshold,
                                        smooth=settings.smooth, passes=passes)
 
-    prof["total"], ref = _timed(lambda: whole("two"), repeats)
-    prof["fused"], fused = _timed(lambda: whole("one"), repeats)
+    prof["total"], ref = median_timed(lambda: whole("two"), repeats)
+    prof["fused"], fused = median_timed(lambda: whole("one"), repeats)
     prof["fused_warp_err"] = rel_err(fused.warped, ref.warped)
     prof["fused_bwd_err"] = rel_err(fused.backward_flow, ref.backward_flow)
     prof["fused_mask_agree"] = float((fused.mask == ref.mask).float().mean())
@@ -337,18 +180,16 @@ def unet_step_seconds(pack, model, side: int, cfg: float, steps: int, denoise: f
     return time.perf_counter() - start
 
 
-def random_profile(mc, channels: int, side: int, settings, repeats: int) -> dict:
+def random_profile(channels: int, side: int, settings, repeats: int) -> dict:
     """Re-match profile on random features of a given width (sides where nothing was bound)."""
     g = torch.Generator().manual_seed(1)
     feats = torch.randn(1, channels, side, side, generator=g)
     exem = torch.randn(1, channels, side, side, generator=g)
     exemplar = torch.randn(1, 4, side, side, generator=g)
-    return profile_rematch(mc, lambda x: feats, exem, exemplar, exemplar, settings, repeats)
+    return profile_rematch(lambda x: feats, exem, exemplar, exemplar, settings, repeats)
 
 
-# =============================================================================================
-# per-step entries: derived from the whole runs, or measured alone (SDXL-width at large sides)
-# =============================================================================================
+# ---- per-step entries: derived from the whole runs, or measured alone (SDXL-width at large sides) ---
 def entries_from_runs(rs: RunSet, steps: int):
     """(per-step entries, profile entries) of one RunSet: the re-match cost per step derived from
     the whole runs (difference to plain) and timed alone, for both matchers."""
@@ -365,7 +206,7 @@ def entries_from_runs(rs: RunSet, steps: int):
     return step_entries, profile_entries
 
 
-def entries_step_alone(mc, pack, model, spec: ModelSpec, side: int, steps: int, cfg: float, denoise: float,
+def entries_step_alone(pack, model, spec: ModelSpec, side: int, steps: int, cfg: float, denoise: float,
                        dift_channels: int, repeats: int):
     """(per-step entries, profile entries) at a side too slow for whole runs: one U-Net step, the
     edge matcher's re-match on its own features, DIFT's on random features of its captured width."""
@@ -373,15 +214,15 @@ def entries_step_alone(mc, pack, model, spec: ModelSpec, side: int, steps: int, 
     print(f"  [{spec.key} {side}] one U-Net step: {unet:.1f} s", flush=True)
     settings = rewarp_settings(pack, "").rewarp
     context = make_context(pack, side)
-    edge = pack.MIDMsEdgeMatcher().make(canny_low=0.1, canny_high=0.2, edge_blur=2.0, x0_condition_weight=0.7)[0]
+    edge = edge_matcher(pack)
     start = time.perf_counter()
     side_cls = importlib.import_module(type(edge).__module__).MatchSide  # the pack's copy
     bound = edge.bind(side_cls(latent=context.condition_latent, image=context.condition_image),
                       side_cls(latent=context.exemplar_latent, image=context.exemplar_image))
     bind_s = time.perf_counter() - start
-    edge_prof = profile_rematch(mc, bound.x0_features, bound.exemplar_in_domain, context.condition_latent,
+    edge_prof = profile_rematch(bound.x0_features, bound.exemplar_in_domain, context.condition_latent,
                                 context.exemplar_latent, settings, repeats)
-    dift_prof = random_profile(mc, dift_channels, side, settings, repeats)
+    dift_prof = random_profile(dift_channels, side, settings, repeats)
     step_entries, profile_entries = [], []
     for name, prof in (("edge matcher", edge_prof), ("diffusion matcher (DIFT)", dift_prof)):
         entry = dict(model=spec.label, side=side, matcher=name, channels=prof["channels"], unet_s=unet, steps=steps,
@@ -395,62 +236,17 @@ def entries_step_alone(mc, pack, model, spec: ModelSpec, side: int, steps: int, 
     return step_entries, profile_entries
 
 
-# =============================================================================================
-# tables
-# =============================================================================================
-def whole_run_table(sets: List[RunSet]) -> Table:
-    table = Table(("model", "latent", "steps (re-warps)", "sampler", "median s", "runs s", "s / step", "vs plain",
-                   "overhead", "bind + first warp s", "rel. diff. to plain"), "lrrlrlrrrrr")
-    for rs in sets:
-        plain = rs.median("plain")
-        for row in ROWS:
-            med = rs.median(row)
-            label = ROW_LABEL[row] + (f" ({rs.channels[row]} ch)" if row in rs.channels else "")
-            table.add(rs.model, rs.side, f"{rs.steps} ({0 if row in ('plain', 'control') else rs.rewarps})", label,
-                      f"{med:.2f}", ", ".join(f"{t:.2f}" for t in rs.times[row]), f"{med / rs.steps:.3f}",
-                      ratio(med, plain), "-" if row == "plain" else change(med, plain),
-                      f"{rs.bind_s[row]:.2f}" if row in rs.bind_s else "-",
-                      "-" if row == "plain" else f"{rs.err_vs_plain[row]:.1e}")
-    return table
-
-
-def per_step_table(entries: List[dict]) -> Table:
-    table = Table(("model", "latent", "matcher (channels)", "U-Net step ms", "re-match ms", "re-match / U-Net step",
-                   "predicted overhead (steps, re-warps)", "target <= 30 %", "source"), "lrlrrrrll")
-    for e in entries:
-        pred = e["rewarps"] * e["rematch_s"] / (e["steps"] * e["unet_s"])
-        table.add(e["model"], e["side"], f"{e['matcher']} ({e['channels']})", f"{1000 * e['unet_s']:.0f}",
-                  f"{1000 * e['rematch_s']:.0f}", ratio(e["rematch_s"], e["unet_s"], 3),
-                  f"{100 * pred:.1f} % ({e['steps']}, {e['rewarps']})",
-                  "met" if pred <= TARGET_OVERHEAD else "MISSED", e["source"])
-    return table
-
-
-def profile_table(entries: List[dict]) -> Table:
-    table = Table(("model", "latent", "matcher (channels)", "x0 features ms", "normalise ms", "forward pass ms",
-                   "backward pass ms", "cycle + mask ms", "whole re-match ms (two passes)", "one pass ms", "one / two",
-                   "one pass: warp err, bwd flow err, mask agree"), "lrl" + "r" * 8 + "l")
-    for e in entries:
-        p = e["profile"]
-        whole = p["features"] + p["total"]
-        fused = p["features"] + p["fused"]
-        ms = lambda seconds: f"{1000 * seconds:.0f}"  # noqa: E731
-        table.add(e["model"], e["side"], f"{e['matcher']} ({p['channels']})", ms(p["features"]), ms(p["normalise"]),
-                  ms(p["forward"]), ms(p["backward"]), ms(p["mask"]), ms(whole), ms(fused), ratio(fused, whole),
-                  f"{p['fused_warp_err']:.1e}, {p['fused_bwd_err']:.1e}, {p['fused_mask_agree']:.4f}")
-    return table
-
-
+# ---- matching memory at SDXL widths, each measurement in a fresh process -----------------
 def memory_table(side: int, widths: Dict[str, int], threads: int, dense: bool) -> Table:
     table = Table(("latent", "features", "channels", "two passes peak MiB", "two passes s", "one pass peak MiB",
                    "one pass s", "dense peak MiB", "dense s", "dense / lean memory"), "rl" + "r" * 8)
     n = side * side
     budget = available_bytes() * 0.6
     for label, channels in widths.items():
-        lean = memory_in_child(side, channels, "lean", threads)
-        fused = memory_in_child(side, channels, "fused", threads)
+        lean = measure_in_child(side, channels, "two", threads)
+        fused = measure_in_child(side, channels, "one", threads)
         estimate = 3 * 4 * n * n + 3 * 4 * n * channels
-        dense_res = memory_in_child(side, channels, "dense", threads) if dense and estimate < budget else None
+        dense_res = measure_in_child(side, channels, "dense", threads) if dense and estimate < budget else None
 
         def cell(res, key):
             if res is None:
@@ -468,34 +264,6 @@ def memory_table(side: int, widths: Dict[str, int], threads: int, dense: bool) -
     return table
 
 
-def report(threads: int, run_line: str, params: Dict[str, int], sets: List[RunSet], step_entries: List[dict],
-           profile_entries: List[dict], memory_side: int, memory: Table) -> str:
-    lines = [f"# MIDMs at SDXL scale: {machine(threads)}, CPU, float32", "", run_line, "",
-             "Models (host classes comfy.supported_models.SDXL -> comfy.model_base.SDXL, seeded random weights):", ""]
-    for spec in (TINY, WIDTH):
-        if spec.key in params:
-            cfgd = unet_config(spec)
-            lines.append(f"- {spec.label}: {params[spec.key] / 1e6:.1f} M parameters; model_channels "
-                         f"{cfgd['model_channels']}, channel_mult {cfgd['channel_mult']}, num_res_blocks "
-                         f"{cfgd['num_res_blocks'][0]}, transformer depth per level "
-                         f"{[spec.first_level_depth] + [spec.depth] * (len(spec.channel_mult) - 1)} (middle "
-                         f"{spec.depth}), context 2048, adm 2816; DIFT output block {spec.dift_block}"
-                         + (f" (real SDXL: depth {REAL_SDXL_DEPTH}, 2.6 B parameters)" if spec is WIDTH else ""))
-    lines += ["", "## Whole run: MIDMs interleaved sampler vs the host's plain sampler (same model, sigmas, CFG, noise)",
-              ""]
-    lines += whole_run_table(sets).lines()
-    for rs in sets:
-        lines += ["", f"{rs.model} at {rs.side}: sigmas {rs.sigmas}"]
-    lines += ["", "## Per step: U-Net step vs one re-match (x0 features + warp + cycle mask)", ""]
-    lines += per_step_table(step_entries).lines()
-    lines += ["", "## Where one re-match goes (median ms): two correlation passes vs one (passes='one')", ""]
-    lines += profile_table(profile_entries).lines()
-    lines += ["", f"## Matching memory at {memory_side} x {memory_side} latents ({memory_side ** 2} positions), "
-              "extra peak RSS in a fresh process", ""]
-    lines += memory.lines()
-    return "\n".join(lines) + "\n"
-
-
 def memory_widths(sets: List[RunSet], quick: bool) -> Dict[str, int]:
     """Feature widths of the memory table: the official networks', the edge matcher's (first match
     and re-match), DIFT's at SDXL output block 6."""
@@ -508,7 +276,6 @@ def memory_widths(sets: List[RunSet], quick: bool) -> Dict[str, int]:
     return dict(list(widths.items())[:2]) if quick else widths
 
 
-# =============================================================================================
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny SDXL only, small sides, 1 repeat")
@@ -527,12 +294,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default=None, help="markdown output (default benchmarks/sdxl_latest.md; none with --quick)")
     parser.add_argument("--json", default=None, help="also write the raw results as JSON")
-    parser.add_argument("--child", nargs=3, metavar=("SIDE", "CHANNELS", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.child:
-        child_memory(int(args.child[0]), int(args.child[1]), args.child[2])
-        return 0
 
     q = args.quick
     sides = args.sides if args.sides is not None else ([16] if q else [64, 128])
@@ -546,31 +309,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     wall = time.perf_counter()
     load_start = os.getloadavg()
 
-    _, pack = load_host(args.threads)
-    import midms_core as mc
-
+    _, pack = load_host("benchmarks.bench_sdxl", args.threads)
     sets: List[RunSet] = []
     step_entries: List[dict] = []
     profile_entries: List[dict] = []
     params: Dict[str, int] = {}
-    specs = [(TINY, sides)] + ([(WIDTH, width_sides + step_sides)] if (width_sides or step_sides) else [])
+    # (model, sides of whole runs, sides measured per step only); SDXL-width only when it has sides
+    specs = [(TINY, sides, [])] + ([(WIDTH, width_sides, step_sides)] if (width_sides or step_sides) else [])
     with torch.inference_mode():  # as the host's executor runs nodes
-        for spec, spec_sides in specs:
+        for spec, run_sides, alone_sides in specs:
             start = time.perf_counter()
             model, params[spec.key] = build_model(spec, seed=2)
             print(f"{spec.label}: {params[spec.key] / 1e6:.1f} M U-Net parameters, built in "
                   f"{time.perf_counter() - start:.1f} s", flush=True)
-            for side in (sides if spec is TINY else width_sides):
-                rs = whole_runs(pack, model, spec, params[spec.key], side, steps, args.denoise, args.cfg, repeats,
-                                profile_repeats)
-                sets.append(rs)
-                more_steps, more_profiles = entries_from_runs(rs, steps)
-                step_entries += more_steps
-                profile_entries += more_profiles
-            for side in (step_sides if spec is WIDTH else []):
+            entries = []
+            for side in run_sides:
+                sets.append(whole_runs(pack, model, spec, params[spec.key], side, steps, args.denoise, args.cfg,
+                                       repeats, profile_repeats))
+                entries.append(entries_from_runs(sets[-1], steps))
+            for side in alone_sides:
                 dift_ch = next((r.channels["dift"] for r in sets if r.model == spec.label), 640)
-                more_steps, more_profiles = entries_step_alone(mc, pack, model, spec, side, steps, args.cfg,
-                                                               args.denoise, dift_ch, profile_repeats)
+                entries.append(entries_step_alone(pack, model, spec, side, steps, args.cfg, args.denoise, dift_ch,
+                                                  profile_repeats))
+            for more_steps, more_profiles in entries:
                 step_entries += more_steps
                 profile_entries += more_profiles
             del model
@@ -590,7 +351,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "params": params, "steps": steps, "threads": args.threads, "total_s": total,
-            "runs": [{**{k: v for k, v in vars(rs).items()}, "medians": {r: rs.median(r) for r in ROWS}} for rs in sets],
+            "runs": [{**vars(rs), "medians": {r: rs.median(r) for r in ROWS}} for rs in sets],
             "per_step": step_entries, "profiles": profile_entries, "memory": memory.lines(),
         }, indent=1, default=float))
     return 0

@@ -94,7 +94,7 @@ def split_scene_case(photo_name: str, filler_name: str, seed: int, size: int = 2
     start = time.perf_counter()
     feats = bind_union(matcher, cond_side, [MatchSide(latent=l, image=e) for l, e in zip(latents, exemplars)])
     union = WarpSettings().warp_with_confidence(feats.condition, feats.exemplar, torch.cat(latents, dim=2),
-                                                feats.prior, feats.groups)
+                                                prior=feats.prior, groups=feats.groups)
     row["union seconds"] = time.perf_counter() - start
     index, local = split_stacked(union.forward_flow, h)
     measure("union", local, index, exemplars)
@@ -123,8 +123,8 @@ def label_case(photo_name: str, seed: int, size: int = 256) -> dict:
                                          MatchSide(latent=exem_latent, image=photo))
     row = {"photo": photo_name, "seed": seed}
     for name, r in (("unrestricted", None), ("label-aware", restriction)):
-        result = WarpSettings().warp_with_confidence(feats.condition, feats.exemplar, exem_latent, feats.prior,
-                                                     restriction=r)
+        result = WarpSettings().warp_with_confidence(feats.condition, feats.exemplar, exem_latent,
+                                                     prior=feats.prior, restriction=r)
         zero = torch.zeros_like(valid, dtype=torch.long)
         for k in PCK_K:
             row[f"{name} pck@{k}"] = _pck_in(result.forward_flow, zero, zero, truth, valid, k)

@@ -13,6 +13,8 @@ part of the shipped node pack: the pack's entry point (``__init__.py``), ``nodes
 * :mod:`harness.tiny_models`: tiny seeded checkpoint FILES a host detects (SD1.5, SDXL, SD3,
   ControlNet, VAE), pure torch;
 * :mod:`harness.inprocess_models`: tiny seeded models built from the host's own classes;
+* :mod:`harness.sdxl_scale`: SDXL U-Nets at real widths and the pack's node inputs, for the
+  SDXL-scale benchmark;
 * :mod:`harness.workflow_convert`: UI-format workflows to API-format prompts, as the web
   frontend converts them.
 """

@@ -87,4 +87,4 @@ def initial_warp(match: MIDMsMatch, device: torch.device):
     features = bind(match, device)
     with interruptible():
         return match.settings.rewarp.warp_with_confidence(features.condition, features.exemplar,
-                                                          match.context.exemplar_latent.to(device), features.prior)
+                                                          match.context.exemplar_latent.to(device), prior=features.prior)

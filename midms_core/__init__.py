@@ -1,6 +1,7 @@
 """MIDMs maths in pure torch: correspondence, confidence, matchers and the interleaved sampler.
 
-Importable and testable without ComfyUI; the node pack in ``nodes/`` is a thin layer over it.
+Importable and testable without ComfyUI; the node pack (``host_adapters/`` and the declarations in
+``nodes/``) is a thin layer over it.
 
 This namespace exports what callers combine into a pipeline: the settings, the matchers, the
 public (checked) matching, confidence and sampling functions, noise paths, schedules and

@@ -25,6 +25,11 @@ from torch import Tensor
 from .cancellation import checkpoint
 from .validation import check_positive
 
+__all__ = [  # the kernel; its building blocks (exact_rows, locality_tables, ...) stay importable for tests
+    "DEFAULT_CHUNK_BYTES", "DEFAULT_TAU", "FUSED_CERTIFICATE_EPS", "ONE_PASS_MIN_CHANNELS", "AttentionSettings",
+    "GridLocality", "softmax_average", "softmax_average_both_ways",
+]
+
 DEFAULT_TAU = 0.005  # official MIDMs code (CoCosNet used 0.01)
 DEFAULT_CHUNK_BYTES = 64 * 2**20  # one block of logits; 64 MiB keeps a 256x256 latent fast and lean
 

@@ -106,9 +106,7 @@ def hard_confidence(distance: Tensor, threshold: float = DEFAULT_THRESHOLD_PX, s
 
     distance: (B, 1, H, W) pixels -> (B, 1, H, W) float32 in {0, 1}.
     """
-    threshold = check_positive("hard_confidence", "threshold", threshold)
-    mask = (distance < threshold).float()
-    return smooth_mask(mask) if smooth else mask
+    return _confidence_mask(distance, check_positive("hard_confidence", "threshold", threshold), "hard", smooth, None)
 
 
 def soft_confidence(distance: Tensor, threshold: float = DEFAULT_THRESHOLD_PX, width: Optional[float] = None) -> Tensor:
@@ -118,7 +116,18 @@ def soft_confidence(distance: Tensor, threshold: float = DEFAULT_THRESHOLD_PX, w
     its limit for width -> 0. distance: (B, 1, H, W) -> (B, 1, H, W) float32 in (0, 1).
     """
     threshold = check_positive("soft_confidence", "threshold", threshold)
-    width = threshold / 4 if width is None else check_positive("soft_confidence", "width", width)
+    width = None if width is None else check_positive("soft_confidence", "width", width)
+    return _confidence_mask(distance, threshold, "soft", False, width)
+
+
+def _confidence_mask(distance: Tensor, threshold: float, mode: str, smooth: bool, width: Optional[float]) -> Tensor:
+    """Eq. 11 from the cycle distance, unchecked: "hard" [distance < threshold] (smoothed as the
+    official code when ``smooth``) or "soft" sigmoid((threshold - distance) / width), width
+    threshold / 4 by default. (B, 1, H, W) -> (B, 1, H, W) float32."""
+    if mode == "hard":
+        mask = (distance < threshold).float()
+        return smooth_mask(mask) if smooth else mask
+    width = threshold / 4 if width is None else width
     return torch.sigmoid((threshold - distance.float()) / width)
 
 
@@ -249,11 +258,7 @@ def warp_prepared(
         distance = distance.masked_fill(forward_flow[:, :1].isnan(), float("inf"))
     else:
         distance = _cycle_distance(forward_flow, backward_flow)
-    if mask_mode == "hard":
-        mask = smooth_mask((distance < threshold).float()) if smooth else (distance < threshold).float()
-    else:
-        width = threshold / 4 if soft_width is None else soft_width
-        mask = torch.sigmoid((threshold - distance) / width)
+    mask = _confidence_mask(distance, threshold, mask_mode, smooth, soft_width)
     warped = forward[:, :channels]
     source = forward[:, channels + 2 :] if exemplar.groups > 1 else None
     if restriction is not None:  # report "no source" plainly instead of NaN

@@ -32,8 +32,8 @@ from .validation import broadcast_batch, check_tensor
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES", "DEFAULT_TAU", "ONE_PASS_MIN_CHANNELS", "AttentionSettings", "GridLocality",
-    "attend", "attend_both_ways", "attend_dense", "centre_normalise", "check_feature_pair", "coordinate_grid",
-    "correlation_logits", "soft_argmax_flow", "warp",
+    "attend", "attend_both_ways", "attend_dense", "centre_normalise", "check_feature_pair", "check_locality",
+    "check_settings", "coordinate_grid", "correlation_logits", "flat_features", "flat_values", "soft_argmax_flow", "warp",
 ]
 _NORM_EPS = 1e-6
 

@@ -26,7 +26,7 @@ class LearnedMatcher(Matcher):
 
     condition_map: image (B, 3, H, W) in [0, 1] -> (B, k, H', W') condition label map; default
                    the image itself (an edge/pose drawing). k is L, 3 or 1 (see
-                   :func:`to_label_channels`); the map is resized nearest to the latent grid.
+                   :func:`~midms_core.label_maps.to_label_channels`); the map is resized nearest to the latent grid.
     exemplar_map:  the same for the exemplar's OWN label map; default :func:`canny_edge_map`.
 
     Features are returned as the networks produce them; centring and L2 normalisation over

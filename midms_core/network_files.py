@@ -33,8 +33,8 @@ __all__ = [
     "save_networks",
 ]
 
-_FORMAT = "midms-correspondence"
-_META_CONFIG = "midms_config"
+FILE_FORMAT = "midms-correspondence"  # the "format" metadata of a networks file
+META_CONFIG = "midms_config"  # the metadata key holding the architecture (JSON)
 
 #: what to do with the official (pickled) checkpoint: said wherever a file is not usable networks
 CONVERSION_HINT = ("Convert the official MIDMs checkpoint with `python scripts/convert_official_checkpoint.py "
@@ -204,7 +204,7 @@ def save_networks(path: Union[str, os.PathLike], nets: CorrespondenceNetworks) -
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in nets.state_dict().items()}
-    save_file(tensors, path, metadata={"format": _FORMAT, _META_CONFIG: nets.config.to_json()})
+    save_file(tensors, path, metadata={"format": FILE_FORMAT, META_CONFIG: nets.config.to_json()})
 
 
 def load_networks(
@@ -244,7 +244,7 @@ def load_networks(
             f"The midms model folder takes the paper's networks as safetensors: {CONVERSION_HINT}"
         )
     if config is None:
-        text = metadata.get(_META_CONFIG)
+        text = metadata.get(META_CONFIG)
         config = (
             CorrespondenceConfig.from_json(text, f"load_networks ({path!r})") if text else config_from_state_dict(state)
         )

@@ -199,7 +199,7 @@ class WarpSettings:
         return AttentionSettings(tau=self.tau, clamp_negative=bool(self.clamp_negative), chunk_bytes=self.chunk_bytes)
 
     def warp_with_confidence(self, condition_features: Tensor, exemplar_features: Tensor, exemplar_values: Tensor,
-                             prior: Optional[SpatialPrior] = None, groups: int = 1,
+                             *, prior: Optional[SpatialPrior] = None, groups: int = 1,
                              restriction: Optional[Restriction] = None) -> WarpResult:
         """:func:`~midms_core.confidence.warp_with_confidence` with these settings (and the
         match's locality prior): the warp, its flows and its confidence mask. ``groups`` > 1 or a
@@ -249,6 +249,11 @@ def rewarp_transform(
             return x0_hat, {"mask": None, "warped": None}
         query = features.x0_features(x0_hat)
         grid = tuple(query.shape[-2:])
+        # the exemplar side is checked once (below); the step's own features once per step, one
+        # isfinite pass, so a model that produced NaN is named here rather than blended in
+        if isinstance(query, Tensor) and query.dim() == 4 and not bool(torch.isfinite(query).all()):
+            raise ValueError(f"{where}: the x0_hat features of step {i} contain NaN or Inf; the model's clean "
+                             "estimate went non-finite (check the model, its precision and the latent)")
         if grid not in prepared:  # validates the pair once (shapes, finiteness, prior, restriction)
             pairs = prepare_union(where, query, exemplar_features, features.groups, features.prior, features.restriction)
             prepared[grid] = prepare_exemplar(where, query, exemplar_features, exemplar_latent, features.prior,

@@ -303,11 +303,11 @@ def save_folded(path: Path, nets: CorrespondenceNetworks) -> None:
     """Atomically write the networks (folded) where the Learned Matcher Loader reads them."""
     from safetensors.torch import save_file
 
-    from .network_files import _FORMAT, _META_CONFIG
+    from .network_files import FILE_FORMAT, META_CONFIG
 
     tmp = path.with_name(path.name + ".partial")
     tensors = {k: v.to("cpu").contiguous() for k, v in folded_state(nets).items()}
-    save_file(tensors, str(tmp), metadata={"format": _FORMAT, _META_CONFIG: nets.config.to_json()})
+    save_file(tensors, str(tmp), metadata={"format": FILE_FORMAT, META_CONFIG: nets.config.to_json()})
     os.replace(tmp, path)
 
 

@@ -351,3 +351,20 @@ def test_schedule_conversions_round_trip():
     # Stable Diffusion's well-known sigma range
     assert float(mc.sigma_from_alpha_bar(ab)[0]) == pytest.approx(0.0292, abs=1e-4)
     assert float(mc.sigma_from_alpha_bar(ab)[-1]) == pytest.approx(14.6146, abs=1e-3)
+
+
+@pytest.mark.parametrize("bad_step", [0, 2])
+def test_non_finite_x0_features_at_any_re_warp_step_are_named(bad_step):
+    """The exemplar side is validated once per run, but each step's x0_hat features are still
+    checked: a model that goes non-finite at a later step is named, not blended in."""
+    model, denoise, sigmas, exemplar, x = setup_interleaved()
+    calls = []
+
+    def poisoned(xt, sigma):
+        out = denoise(xt, sigma)
+        calls.append(1)
+        return out * float("nan") if len(calls) - 1 == bad_step else out
+
+    feats = FixedFeatures(exemplar)
+    with pytest.raises(ValueError, match=rf"rewarp_transform: the x0_hat features of step {bad_step} contain NaN"):
+        mc.sample_interleaved(poisoned, x, sigmas, exemplar, feats.build(exemplar), mc.WarpSettings(rewarp_steps=(0, 1, 2)))

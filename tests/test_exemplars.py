@@ -216,3 +216,26 @@ def test_bad_input_names_the_argument(kwargs, words):
         warp_union_with_confidence(**args)
     for word in words:
         assert word in str(info.value), str(info.value)
+
+
+def test_split_scene_from_real_photos_union_beats_either_exemplar_alone():
+    """Acceptance on real photos (skimage astronaut, the other half coffee): each exemplar holds
+    half of the scene; the union takes each region from the right exemplar and beats matching
+    either exemplar alone on PCK and on warped PSNR."""
+    pytest.importorskip("skimage")
+    from benchmarks.several_exemplars import split_scene_case
+
+    row = split_scene_case("astronaut", "coffee", seed=0, size=256)
+    assert row["union right share"] > 0.9, row
+    for alone in ("A alone", "B alone"):
+        assert row["union pck@2"] > row[f"{alone} pck@2"] + 0.3, row
+        assert row["union psnr"] > row[f"{alone} psnr"] + 3.0, row
+
+
+def test_label_aware_matching_improves_pck_on_the_label_map_condition():
+    pytest.importorskip("skimage")
+    from benchmarks.several_exemplars import label_case
+
+    row = label_case("astronaut", seed=0, size=256)
+    assert row["label-aware pck@1"] > row["unrestricted pck@1"], row
+    assert row["label-aware pck@2"] >= row["unrestricted pck@2"], row

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .cancellation import checkpoint
-from .correspondence import GridLocality, centre_normalise, coordinate_grid
+from .attention import GridLocality
+from .correspondence import centre_normalise, coordinate_grid
 from .validation import broadcast_batch, check_positive, check_tensor
 
 #: global alignment choices of a matcher: a similarity search first, or none (features alone)
@@ -53,6 +54,8 @@ class SpatialPrior:
     target: (B, 2, Hx, Wx) float32, the expected exemplar cell (x, y) of each condition cell;
     sigma:  width in exemplar cells (> 0), one number or one per condition cell (B, 1, Hx, Wx);
             larger is weaker.
+    Several exemplars matched as one union (:mod:`midms_core.exemplars`): target (B, 2G, Hx, Wx),
+    one (x, y) per exemplar in that exemplar's own cells, and a per-cell sigma (B, G, Hx, Wx).
     """
 
     target: Tensor
@@ -60,23 +63,33 @@ class SpatialPrior:
 
     def __post_init__(self) -> None:
         check_tensor("SpatialPrior", "target", self.target, 4, "(B, 2, Hx, Wx)")
-        if self.target.shape[1] != 2:
-            raise ValueError(f"SpatialPrior: 'target' must have 2 channels (x, y), got {tuple(self.target.shape)}")
+        if self.target.shape[1] % 2:
+            raise ValueError(f"SpatialPrior: 'target' must have 2 channels (x, y) per exemplar, got {tuple(self.target.shape)}")
+        groups = self.target.shape[1] // 2
         if isinstance(self.sigma, Tensor):
             check_tensor("SpatialPrior", "sigma", self.sigma, 4, "(B, 1, Hx, Wx)")
-            if self.sigma.shape[1] != 1 or self.sigma.shape[-2:] != self.target.shape[-2:] or not bool((self.sigma > 0).all()) \
-                    or self.sigma.shape[0] not in (1, self.target.shape[0]):
+            if self.sigma.shape[1] not in (1, groups) or self.sigma.shape[-2:] != self.target.shape[-2:] \
+                    or not bool((self.sigma > 0).all()) or self.sigma.shape[0] not in (1, self.target.shape[0]):
                 raise ValueError(f"SpatialPrior: a per-cell 'sigma' must be (B or 1, 1, {self.target.shape[-2]}, {self.target.shape[-1]}) "
                                  f"with B = {self.target.shape[0]} as in 'target', and > 0; got {tuple(self.sigma.shape)}")
         else:
             check_positive("SpatialPrior", "sigma", self.sigma)
+
+    @property
+    def groups(self) -> int:
+        """How many exemplars the prior spans (1 for one)."""
+        return int(self.target.shape[1] // 2)
 
     def locality(self) -> GridLocality:
         """The term as a :class:`GridLocality` oriented condition -> exemplar (points target(u) on
         the query side, the exemplar grid on the key side, weight 1 / (2 sigma(u)^2)). Its
         ``swapped()`` orients it exemplar -> condition (the backward flow of the cycle check)."""
         target = self.target.float()
-        sigma = self.sigma.float().to(target.device) if isinstance(self.sigma, Tensor) else torch.full_like(target[:, :1], float(self.sigma))
+        shape = (target.shape[0], self.groups, *target.shape[-2:])
+        if isinstance(self.sigma, Tensor):
+            sigma = self.sigma.float().to(target.device).expand(-1, self.groups, -1, -1)
+        else:
+            sigma = target.new_full(shape, float(self.sigma))
         return GridLocality(points=target, weight=0.5 / sigma.square(), points_on="query")
 
     def to(self, device) -> "SpatialPrior":

@@ -73,6 +73,10 @@ class GridLocality(NamedTuple):
     points_on: "query" (the grid is the keys' grid; e.g. the forward warp with a prior around
     T(u)) or "key" (the grid is the queries' grid; the backward direction of the same term).
 
+    Several grids stacked top to bottom (G exemplars of one size, matched as one union):
+    points (B, 2G, H, W) = (x_0, y_0, x_1, y_1, ...) and weight (B, G, H, W), one point and weight
+    per grid, each in its own grid's cells; the term of a cell g of grid k is -w_k |point_k - g|^2.
+
     The squared distance separates, |p - g|^2 = (p_x - x)^2 + (p_y - y)^2, so each block of
     logits viewed on the grid takes two broadcast subtractions of small tables: exact (every
     difference computed directly, no expansion that cancels, no matmul that TF32 could round),
@@ -87,13 +91,71 @@ class GridLocality(NamedTuple):
         """The same term with queries and keys exchanged (the backward direction)."""
         return GridLocality(self.points, self.weight, "key" if self.points_on == "query" else "query")
 
+    @property
+    def groups(self) -> int:
+        """How many stacked grids the term spans (1: one grid)."""
+        return int(self.weight.shape[1])
+
 
 class _Locality(NamedTuple):
-    """A :class:`GridLocality` prepared for one item: its per-axis tables on the grid side."""
+    """A :class:`GridLocality` prepared for one item: its per-axis tables on the grid side, and
+    the grid of ONE of its stacked grids."""
 
     tables: tuple[Tensor, Tensor]
     points_on: str
     grid: tuple[int, int]
+
+
+class PairRestriction(NamedTuple):
+    """Which (condition u, exemplar v) pairs may match at all; the others get no weight (their
+    logits are -inf inside the softmax, not a blend afterwards).
+
+    allowed(u, v) = condition_allowed[group(v), u] and exemplar_allowed[v]
+                    and condition_label[u] == exemplar_label[v]
+    for every factor that is given (None: no restriction from it).
+
+    exemplar_group:    (Ne,) long, which exemplar (stacked grid) each exemplar position is in;
+    condition_allowed: (B, G, Nc) bool, the condition positions each exemplar may serve;
+    exemplar_allowed:  (B, Ne) bool, the exemplar positions that may be used at all;
+    condition_label, exemplar_label: (B, Nc), (B, Ne) long label indices (equal labels match);
+    condition_is_query: True when the queries are condition positions (the forward direction),
+                        False for the backward direction (:meth:`swapped`).
+    A row with no allowed key has no source: the kernel returns NaN for it (callers report such
+    positions as not confident).
+    """
+
+    exemplar_group: Tensor
+    condition_allowed: Optional[Tensor] = None
+    exemplar_allowed: Optional[Tensor] = None
+    condition_label: Optional[Tensor] = None
+    exemplar_label: Optional[Tensor] = None
+    condition_is_query: bool = True
+
+    def swapped(self) -> "PairRestriction":
+        """The same relation with queries and keys exchanged."""
+        return self._replace(condition_is_query=not self.condition_is_query)
+
+
+def allowed_block(restriction: PairRestriction, b: int, start: int, rows: int, n_key: int) -> Tensor:
+    """allowed(u, v) for query rows start:start + rows of item b against all keys: (rows, Nk) bool."""
+    r = restriction
+    block = slice(start, start + rows)
+    allowed = torch.ones((), dtype=torch.bool, device=r.exemplar_group.device)
+    if r.condition_is_query:  # rows: condition positions; keys: exemplar positions
+        if r.condition_allowed is not None:
+            allowed = item(r.condition_allowed, b)[:, block][r.exemplar_group].transpose(0, 1)  # (rows, Ne)
+        if r.exemplar_allowed is not None:
+            allowed = allowed & item(r.exemplar_allowed, b)[None, :]
+        if r.condition_label is not None:
+            allowed = allowed & (item(r.condition_label, b)[block, None] == item(r.exemplar_label, b)[None, :])
+    else:  # rows: exemplar positions; keys: condition positions
+        if r.condition_allowed is not None:
+            allowed = item(r.condition_allowed, b)[r.exemplar_group[block]]  # (rows, Nc)
+        if r.exemplar_allowed is not None:
+            allowed = allowed & item(r.exemplar_allowed, b)[block, None]
+        if r.condition_label is not None:
+            allowed = allowed & (item(r.exemplar_label, b)[block, None] == item(r.condition_label, b)[None, :])
+    return allowed.expand(rows, n_key)
 
 
 def rows_per_chunk(key_count: int, chunk_bytes: int) -> int:
@@ -108,57 +170,78 @@ def item(batch: Tensor, b: int) -> Tensor:
 
 def locality_tables(locality: GridLocality, grid: tuple[int, int], b: int) -> tuple[Tensor, Tensor]:
     """Per-axis tables of item b: X = w (p_x - x)^2 and Y = w (p_y - y)^2 for the N point
-    positions against the grid's gw columns and gh rows, float32, laid out as the blocks read
-    them: (N, gw), (N, gh) for points on the query side, (gw, N), (gh, N) for points on the key side."""
+    positions against the gw columns and gh rows of each of the G stacked grids (``grid`` =
+    (gh, gw) of one), float32, laid out as the blocks read them: (N, G, gw), (N, G, gh) for points
+    on the query side, (G, gw, N), (G, gh, N) for points on the key side."""
     gh, gw = grid
-    points = item(locality.points, b).float().flatten(1)  # (2, N)
-    weight = item(locality.weight, b).float().flatten()  # (N,)
+    points = item(locality.points, b).float().flatten(1)  # (2G, N)
+    weight = item(locality.weight, b).float().flatten(1)  # (G, N)
+    px, py = points[0::2], points[1::2]  # (G, N)
     xs = torch.arange(gw, device=points.device, dtype=torch.float32)
     ys = torch.arange(gh, device=points.device, dtype=torch.float32)
     if locality.points_on == "query":
-        return ((points[0][:, None] - xs[None, :]).square_().mul_(weight[:, None]),
-                (points[1][:, None] - ys[None, :]).square_().mul_(weight[:, None]))
-    return ((xs[:, None] - points[0][None, :]).square_().mul_(weight[None, :]),
-            (ys[:, None] - points[1][None, :]).square_().mul_(weight[None, :]))
+        return ((px[:, :, None] - xs[None, None, :]).square_().mul_(weight[:, :, None]).transpose(0, 1),
+                (py[:, :, None] - ys[None, None, :]).square_().mul_(weight[:, :, None]).transpose(0, 1))
+    return ((xs[None, :, None] - px[:, None, :]).square_().mul_(weight[:, None, :]),
+            (ys[None, :, None] - py[:, None, :]).square_().mul_(weight[:, None, :]))
 
 
 def subtract_locality(logits: Tensor, tables: tuple[Tensor, Tensor], points_on: str, grid: tuple[int, int],
                       start: int) -> None:
     """logits (r, Nk) for query rows start:start + r -= the locality term.
 
-    points_on "query": the keys are the grid; tables (Nq, gw), (Nq, gh) of the points.
-    points_on "key": the queries are the grid and the block holds whole grid rows (start and r
-    multiples of gw); tables (gw, Nk), (gh, Nk).
+    points_on "query": the keys are the G stacked grids of (gh, gw) = ``grid``; tables (Nq, G, gw),
+    (Nq, G, gh) of the points.
+    points_on "key": the queries are the stacked grids and the block holds whole grid rows
+    (start and r multiples of gw); tables (G, gw, Nk), (G, gh, Nk).
     """
     table_x, table_y = tables
     gh, gw = grid
     r = logits.shape[0]
     if points_on == "query":
-        view = logits.view(r, gh, gw)
-        view.sub_(table_y[start : start + r, :, None]).sub_(table_x[start : start + r, None, :])
-    else:
-        view = logits.view(r // gw, gw, -1)
-        row0 = start // gw
-        view.sub_(table_x[None, :, :]).sub_(table_y[row0 : row0 + r // gw, None, :])
+        view = logits.view(r, table_x.shape[1], gh, gw)
+        view.sub_(table_y[start : start + r, :, :, None]).sub_(table_x[start : start + r, :, None, :])
+        return
+    view = logits.view(r // gw, gw, -1)
+    row0, n_rows = start // gw, r // gw
+    for g in range(row0 // gh, (row0 + n_rows - 1) // gh + 1):  # the stacked grids the block spans
+        first, stop = max(row0, g * gh), min(row0 + n_rows, (g + 1) * gh)
+        view[first - row0 : stop - row0].sub_(table_x[g][None]).sub_(table_y[g, first - g * gh : stop - g * gh, None, :])
 
 
 def _prepared(locality: Optional[GridLocality], grid: Optional[tuple[int, int]], b: int) -> Optional[_Locality]:
+    """The locality term of item b; ``grid`` is the (stacked) grid side's whole grid."""
     if locality is None:
         return None
-    return _Locality(locality_tables(locality, grid, b), locality.points_on, grid)
+    one = (grid[0] // locality.groups, grid[1])
+    return _Locality(locality_tables(locality, one, b), locality.points_on, one)
+
+
+def _softmax_rows(logits: Tensor, vb: Tensor) -> Tensor:
+    """In place: the stable softmax of each row of ``logits`` (r, Nk) applied to ``vb`` (Nk, Cv):
+    (r, Cv), rounded exactly as torch.softmax(L) rounds; the small (r, Cv) product is normalised
+    instead of the (r, Nk) block. A row whose logits are all -inf (no allowed key) gives NaN."""
+    top = logits.amax(dim=1, keepdim=True)
+    logits.sub_(top.masked_fill_(top == -float("inf"), 0.0)).exp_()
+    return (logits @ vb) / logits.sum(dim=1, keepdim=True)
 
 
 def softmax_average(q: Tensor, k: Tensor, v: Tensor, key_grid: tuple[int, int], settings: AttentionSettings,
-                    locality: Optional[GridLocality] = None, query_grid: Optional[tuple[int, int]] = None) -> Tensor:
+                    locality: Optional[GridLocality] = None, query_grid: Optional[tuple[int, int]] = None,
+                    restriction: Optional[PairRestriction] = None) -> Tensor:
     """The kernel of :func:`midms_core.correspondence.attend`, unchecked.
 
     q: (Bq, C, Nq), k: (Bk, C, Nk) centre-normalised float32; v: (Bv, Nk, Cv) float32; batch
-    sizes equal or 1. key_grid = (Hk, Wk) with Hk * Wk = Nk; ``query_grid`` (Hq, Wq) is needed
-    only for a locality term whose points are on the key side. Returns (B, Cv, Nq) float32.
+    sizes equal or 1. key_grid = (Hk, Wk) with Hk * Wk = Nk (several grids: stacked top to
+    bottom); ``query_grid`` (Hq, Wq) is needed only for a locality term whose points are on the
+    key side. ``restriction``: the pairs that may match (:class:`PairRestriction`); rows with no
+    allowed key are NaN. Returns (B, Cv, Nq) float32.
     """
     batch = max(q.shape[0], k.shape[0], v.shape[0])
     n_query, n_key = q.shape[-1], k.shape[-1]
-    rows = rows_per_chunk(n_key, settings.chunk_bytes)
+    # a restriction adds a mask block (float for the fused kernel) and its boolean factors beside
+    # the logits block: half the rows keep the peak near the same budget
+    rows = rows_per_chunk(n_key, settings.chunk_bytes // (1 if restriction is None else 2))
     grid = None
     if locality is not None:
         batch = max(batch, locality.points.shape[0], locality.weight.shape[0])
@@ -170,35 +253,38 @@ def softmax_average(q: Tensor, k: Tensor, v: Tensor, key_grid: tuple[int, int], 
     for b in range(batch):
         qb, kb, vb = item(q, b).transpose(0, 1), item(k, b), item(v, b)  # (Nq, C), (C, Nk), (Nk, Cv)
         prepared = _prepared(locality, grid, b)
+        allowed = None if restriction is None else (lambda start, r, b=b: allowed_block(restriction, b, start, r, n_key))
         if settings.fused:
-            out[b] = _fused_rows(qb, kb, vb, settings.tau, settings.clamp_negative, rows, key_grid, prepared).transpose(0, 1)
+            out[b] = _fused_rows(qb, kb, vb, settings.tau, settings.clamp_negative, rows, key_grid, prepared,
+                                 allowed).transpose(0, 1)
             continue
         for start in range(0, n_query, rows):
             checkpoint()  # a host's interrupt, between blocks
+            r = min(rows, n_query - start)
             block = exact_rows(qb[start : start + rows], kb, vb, settings.tau, settings.clamp_negative,
-                               prepared, start)
+                               prepared, start, None if allowed is None else allowed(start, r))
             out[b, :, start : start + rows] = block.transpose(0, 1)
     return out
 
 
 def exact_rows(q_rows: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: bool,
-               locality: Optional[_Locality] = None, start: int = 0) -> Tensor:
+               locality: Optional[_Locality] = None, start: int = 0, allowed: Optional[Tensor] = None) -> Tensor:
     """The definition, for a block of query rows start:start + r: (r, C) against keys (C, Nk)
-    and values (Nk, Cv) -> (r, Cv) float32. In-place stable softmax, rounded exactly as
-    torch.softmax(L) rounds; the small (r, Cv) product is normalised instead of the (r, Nk) block."""
+    and values (Nk, Cv) -> (r, Cv) float32 (:func:`_softmax_rows`). ``allowed`` (r, Nk) bool:
+    the pairs that may match; a row with none is NaN."""
     logits = q_rows @ kb  # (r, Nk)
     if clamp_negative:
         logits.clamp_(min=0.0)
     logits.div_(tau)
     if locality is not None:
         subtract_locality(logits, *locality, start)
-    logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
-    total = logits.sum(dim=1, keepdim=True)  # (r, 1)
-    return (logits @ vb) / total
+    if allowed is not None:
+        logits.masked_fill_(~allowed, -float("inf"))
+    return _softmax_rows(logits, vb)
 
 
 def _fused_rows(qb: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: bool, rows: int,
-                key_grid, locality: Optional[_Locality] = None) -> Tensor:
+                key_grid, locality: Optional[_Locality] = None, allowed=None) -> Tensor:
     """:func:`softmax_average` for one item through the host's fused attention kernel
     (``scaled_dot_product_attention``: no (r, Nk) block of logits in memory on kernels that fuse),
     exact with respect to the clamped definition within float32 resolution.
@@ -218,6 +304,13 @@ def _fused_rows(qb: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: 
     total is at least exp(c(u, v') / tau - l(u, v')) for any v', so the same bound holds with
     m / tau replaced by the best c(u, v') / tau - l(u, v') of the 3 x 3 cells.
 
+    A restriction (``allowed(start, r)`` -> (r, Nk) bool) joins the mask as -inf: excluded keys
+    weigh 0 with and without the clamp, so the bound holds over the allowed keys, and the 3 x 3
+    cells' best is taken over allowed cells only (a row whose cells are all excluded, or that
+    has no allowed key at all, falls back to the exact loop, which returns NaN for the latter).
+    Any key's logit is a valid lower bound of its row's largest, so the choice of cells only
+    decides how many rows fall back, never the result.
+
     qb: (Nq, C); kb: (C, Nk); vb: (Nk, Cv); key_grid: (Hk, Wk). Returns (Nq, Cv) float32.
     """
     n_query, n_key = qb.shape[0], kb.shape[1]
@@ -235,9 +328,12 @@ def _fused_rows(qb: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: 
         checkpoint()  # a host's interrupt, between blocks
         q_rows = qb[start : start + rows]
         mask = None
-        if locality is not None:
+        if locality is not None or allowed is not None:
             mask = q_rows.new_zeros((q_rows.shape[0], n_key))
+        if locality is not None:
             subtract_locality(mask, *locality, start)  # -l(u, v), exactly as the loop
+        if allowed is not None:
+            mask.masked_fill_(~allowed(start, q_rows.shape[0]), -float("inf"))
         fused = F.scaled_dot_product_attention(q_rows[None, None], keys[None, None], augmented[None, None],
                                                attn_mask=None if mask is None else mask[None, None],
                                                scale=1.0 / tau)[0, 0]  # (r, Cv [+ 2])
@@ -258,8 +354,7 @@ def exact_rows_subset(q_rows: Tensor, unsafe: Tensor, kb: Tensor, vb: Tensor, ta
     logits = (q_rows[unsafe] @ kb).clamp_(min=0.0).div_(tau)
     if mask is not None:
         logits.add_(mask[unsafe])
-    logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
-    return (logits @ vb) / logits.sum(dim=1, keepdim=True)
+    return _softmax_rows(logits, vb)
 
 
 def _best_logit_near(q_rows: Tensor, keys: Tensor, position: Tensor, hk: int, wk: int, tau: float,
@@ -267,6 +362,7 @@ def _best_logit_near(q_rows: Tensor, keys: Tensor, position: Tensor, hk: int, wk
     """max over the 3 x 3 key cells v' around each row's (x, y) ``position`` of the unclamped logit
     c(u, v') / tau (+ the mask's -l(u, v')): (r,), a lower bound of the row's largest logit (it
     is one of the row's logits)."""
+    position = position.nan_to_num(0.0)  # a row with no allowed key averages nothing
     x = position[:, 0].round().clamp(0, wk - 1).long()
     y = position[:, 1].round().clamp(0, hk - 1).long()
     rows = torch.arange(q_rows.shape[0], device=q_rows.device)
@@ -290,13 +386,15 @@ ONE_PASS_MIN_CHANNELS = 512
 
 def softmax_average_both_ways(q: Tensor, k: Tensor, key_values: Tensor, query_values: Tensor,
                               key_grid: tuple[int, int], settings: AttentionSettings,
-                              locality: Optional[GridLocality] = None) -> tuple[Tensor, Tensor]:
+                              locality: Optional[GridLocality] = None,
+                              restriction: Optional[PairRestriction] = None) -> tuple[Tensor, Tensor]:
     """The kernel of :func:`midms_core.correspondence.attend_both_ways`, unchecked: both
     directions from ONE pass over the correlation blocks (``settings.fused`` does not apply).
 
     q: (Bq, C, Nq), k: (Bk, C, Nk) centre-normalised float32; key_values: (Bv, Nk, Cv);
-    query_values: (Bu, Nq, Cu) float32; ``locality`` with its points on the query side.
-    Returns forward (B, Nq, Cv) and backward (B, Nk, Cu), float32.
+    query_values: (Bu, Nq, Cu) float32; ``locality`` with its points on the query side;
+    ``restriction`` with the condition on the query side. Returns forward (B, Nq, Cv) and
+    backward (B, Nk, Cu), float32; rows and columns with no allowed partner are NaN.
 
     The correlation is symmetric, so each block of query rows is computed once: its rows' softmax
     is finished at once, and the columns' softmax is accumulated across blocks with a running
@@ -327,17 +425,19 @@ def softmax_average_both_ways(q: Tensor, k: Tensor, key_values: Tensor, query_va
             logits.div_(tau)
             if prepared is not None:
                 subtract_locality(logits, *prepared, start)
+            if restriction is not None:
+                logits.masked_fill_(~allowed_block(restriction, b, start, logits.shape[0], n_key), -float("inf"))
             # columns: fold this block into the running softmax over queries
             new_max = torch.maximum(col_max, logits.amax(dim=0))
-            rescale = torch.exp(col_max - new_max)  # 0 for the first block (max was -inf)
-            weights = torch.sub(logits, new_max).exp_()  # (r, Nk), one temporary block
+            shift = new_max.masked_fill(new_max == -float("inf"), 0.0)  # a column with nothing allowed yet
+            rescale = torch.exp(col_max - shift)  # 0 for the first block (max was -inf)
+            weights = torch.sub(logits, shift).exp_()  # (r, Nk), one temporary block
             col_sum.mul_(rescale).add_(weights.sum(dim=0))
             col_acc.mul_(rescale[:, None]).add_(weights.transpose(0, 1) @ qvb[start : start + rows])
             col_max = new_max
             del weights
             # rows: the block holds whole rows, so their softmax is final here
-            logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
-            forward[b, start : start + rows] = (logits @ kvb) / logits.sum(dim=1, keepdim=True)
+            forward[b, start : start + rows] = _softmax_rows(logits, kvb)
             del logits
         backward[b] = col_acc / col_sum[:, None]
     return forward, backward

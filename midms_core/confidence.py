@@ -25,6 +25,7 @@ from .attention import (
     ONE_PASS_MIN_CHANNELS,
     AttentionSettings,
     GridLocality,
+    PairRestriction,
     softmax_average,
     softmax_average_both_ways,
 )
@@ -139,6 +140,13 @@ class WarpResult:
     forward_flow:  (B, 2, Hx, Wx) float32 exemplar-grid positions matched by condition positions.
     backward_flow: (B, 2, Hy, Wy) float32 condition-grid positions matched by exemplar positions.
     distance:      (B, 1, Hx, Wx) float32 forward-backward error in pixels.
+    source:        (B, G, Hx, Wx) float32, for G exemplars matched as one union: each exemplar's
+                   share of a position's softmax weight (the flows are then in the exemplars'
+                   grids stacked top to bottom, Hy = G * one exemplar's height); None for one.
+
+    With a restriction (:class:`~midms_core.attention.PairRestriction`), a position with no
+    allowed source has mask 0, warped 0, forward flow (-1, -1) and distance inf; an exemplar
+    position no condition position may use has backward flow (-1, -1).
     """
 
     warped: Tensor
@@ -146,6 +154,7 @@ class WarpResult:
     forward_flow: Tensor
     backward_flow: Tensor
     distance: Tensor
+    source: Optional[Tensor] = None
 
 
 class ExemplarSide(NamedTuple):
@@ -155,7 +164,9 @@ class ExemplarSide(NamedTuple):
     features: (B, C, Ny) centre-normalised float32; values: (B, Ny, Cv + 2) float32, the values
     with the exemplar grid's (x, y) coordinates appended (the forward flow rides along);
     grid: (Hy, Wy); channels: Cv; dtype: the values' dtype; locality: the prior's term (points on
-    the condition grid) or None.
+    the condition grid) or None; groups: G exemplars stacked top to bottom in the grid (values
+    then also carry G one-hot channels: each exemplar's share); restriction: the pairs that may
+    match, or None.
     """
 
     features: Tensor
@@ -164,15 +175,21 @@ class ExemplarSide(NamedTuple):
     channels: int
     dtype: torch.dtype
     locality: Optional[GridLocality]
+    groups: int = 1
+    restriction: Optional[PairRestriction] = None
 
 
 def prepare_exemplar(where: str, condition_features: Tensor, exemplar_features: Tensor, exemplar_values: Tensor,
-                     prior: Optional[SpatialPrior] = None) -> ExemplarSide:
+                     prior: Optional[SpatialPrior] = None, groups: int = 1,
+                     restriction: Optional[PairRestriction] = None) -> ExemplarSide:
     """Validate a condition/exemplar pair once and prepare the exemplar side (:class:`ExemplarSide`).
 
     condition_features: (B, C, Hx, Wx) (only its shape and values are checked here);
     exemplar_features: (B, C, Hy, Wy); exemplar_values: (B, Cv, Hy, Wy); ``prior``: a
-    :class:`SpatialPrior` with its target on the condition grid, or None.
+    :class:`SpatialPrior` with its target on the condition grid, or None. ``groups`` > 1: the
+    exemplar side is that many exemplars stacked top to bottom (Hy = G * their height; the prior
+    then has one target per exemplar, :func:`midms_core.exemplars.union_prior`);
+    ``restriction``: which pairs may match (built and checked by :mod:`midms_core.exemplars`).
     """
     batch = check_feature_pair(where, condition_features, exemplar_features, exemplar_values,
                                "condition_features", "exemplar_features", "exemplar_values")
@@ -187,9 +204,14 @@ def prepare_exemplar(where: str, condition_features: Tensor, exemplar_features: 
                                 exemplar_values=exemplar_values, **{"prior.target": prior.target})
     hy, wy = exemplar_features.shape[-2:]
     values = exemplar_values.float().expand(max(batch, exemplar_values.shape[0]), -1, -1, -1)
-    side = torch.cat([values, coordinate_grid(values.shape[0], hy, wy, values.device)], dim=1)
+    parts = [values, coordinate_grid(values.shape[0], hy, wy, values.device)]
+    if groups > 1:  # each exemplar's share of the weight rides along too
+        group = torch.arange(groups, device=values.device).repeat_interleave(hy // groups)  # (Hy,)
+        one_hot = torch.nn.functional.one_hot(group, groups).float().transpose(0, 1)  # (G, Hy)
+        parts.append(one_hot[None, :, :, None].expand(values.shape[0], groups, hy, wy))
+    side = torch.cat(parts, dim=1)
     return ExemplarSide(flat_features(exemplar_features, False), flat_values(side), (int(hy), int(wy)),
-                        int(exemplar_values.shape[1]), exemplar_values.dtype, locality)
+                        int(exemplar_values.shape[1]), exemplar_values.dtype, locality, groups, restriction)
 
 
 def warp_prepared(
@@ -212,28 +234,43 @@ def warp_prepared(
     hx, wx = condition_features.shape[-2:]
     cond = flat_features(condition_features, False)  # (B, C, Nx)
     condition_coords = flat_values(coordinate_grid(1, hx, wx, cond.device))  # (1, Nx, 2)
-    locality = exemplar.locality
+    locality, restriction = exemplar.locality, exemplar.restriction
     if passes == "one":
         forward, backward = softmax_average_both_ways(cond, exemplar.features, exemplar.values, condition_coords,
-                                                      exemplar.grid, settings, locality)
+                                                      exemplar.grid, settings, locality, restriction)
         forward, backward = forward.transpose(1, 2), backward.transpose(1, 2)
     else:
         forward = softmax_average(cond, exemplar.features, exemplar.values, exemplar.grid, settings, locality,
-                                  (hx, wx))
+                                  (hx, wx), restriction)
         backward = softmax_average(exemplar.features, cond, condition_coords, (hx, wx), settings,
-                                   None if locality is None else locality.swapped(), exemplar.grid)
+                                   None if locality is None else locality.swapped(), exemplar.grid,
+                                   None if restriction is None else restriction.swapped())
     batch = forward.shape[0]
     forward = forward.reshape(batch, -1, hx, wx)
     backward_flow = backward.reshape(backward.shape[0], 2, *exemplar.grid)
-    forward_flow = forward[:, exemplar.channels:]
-    distance = _cycle_distance(forward_flow, backward_flow)
+    channels = exemplar.channels
+    forward_flow = forward[:, channels : channels + 2]
+    if restriction is not None:
+        # an exemplar position nobody may use has no backward flow: a far-away stand-in, so a
+        # forward match that puts weight on it fails the cycle check (zero weight: no effect)
+        far = -1e6
+        distance = _cycle_distance(forward_flow.nan_to_num(far), backward_flow.nan_to_num(far))
+        distance = distance.masked_fill(forward_flow[:, :1].isnan(), float("inf"))
+    else:
+        distance = _cycle_distance(forward_flow, backward_flow)
     mask = _confidence_mask(distance, threshold, mask_mode, smooth, soft_width)
+    warped = forward[:, :channels]
+    source = forward[:, channels + 2 :] if exemplar.groups > 1 else None
+    if restriction is not None:  # report "no source" plainly instead of NaN
+        warped, source = warped.nan_to_num(0.0), None if source is None else source.nan_to_num(0.0)
+        forward_flow, backward_flow = forward_flow.nan_to_num(-1.0), backward_flow.nan_to_num(-1.0)
     return WarpResult(
-        warped=forward[:, : exemplar.channels].to(exemplar.dtype),
+        warped=warped.to(exemplar.dtype),
         mask=mask.to(exemplar.dtype),
         forward_flow=forward_flow,
         backward_flow=backward_flow,
         distance=distance,
+        source=source,
     )
 
 

@@ -26,6 +26,7 @@ from .validation import check_tensor
 
 if TYPE_CHECKING:
     from .alignment import Alignment, SpatialPrior
+    from .exemplars import Restriction
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class MatchFeatures:
                         re-matches alike), from the matcher's global alignment.
     alignment:          the :class:`~midms_core.alignment.Alignment` behind ``prior`` (or None),
                         for previews and reports.
+    groups:             how many exemplars ``exemplar`` / ``exemplar_in_domain`` stack top to
+                        bottom (1: one exemplar; :func:`midms_core.exemplars.bind_union`).
+    restriction:        which pairs may match (:class:`~midms_core.exemplars.Restriction`), or None.
     """
 
     condition: Tensor
@@ -80,6 +84,8 @@ class MatchFeatures:
     x0_features: Callable[[Tensor], Tensor]
     prior: Optional["SpatialPrior"] = None
     alignment: Optional["Alignment"] = None
+    groups: int = 1
+    restriction: Optional["Restriction"] = None
 
 
 class Matcher(abc.ABC):

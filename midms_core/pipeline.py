@@ -44,7 +44,9 @@ def translate(
     model's noise path (epsilon / v-prediction, or rectified flow for SD3 / Flux).
     """
     check_tensor("translate", "noise", noise, 4, "(B, C, Hx, Wx)")
-    initial = settings.warp_with_confidence(features.condition, features.exemplar, exemplar_latent, prior=features.prior)
+    initial = settings.warp_with_confidence(features.condition, features.exemplar, exemplar_latent,
+                                            prior=features.prior, groups=features.groups,
+                                            restriction=features.restriction)
     if noise.shape[1:] != initial.warped.shape[1:]:
         raise ValueError(
             f"translate: 'noise' must have shape (B, {initial.warped.shape[1]}, "

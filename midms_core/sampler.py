@@ -35,6 +35,7 @@ from .confidence import (
     warp_prepared,
     warp_with_confidence,
 )
+from .exemplars import Restriction, prepare_union, warp_stacked_with_confidence
 from .matchers import MatchFeatures
 from .noise_paths import EPSILON, GaussianPath
 from .validation import check_choice, check_in_range, check_positive, check_tensor
@@ -198,12 +199,21 @@ class WarpSettings:
         return AttentionSettings(tau=self.tau, clamp_negative=bool(self.clamp_negative), chunk_bytes=self.chunk_bytes)
 
     def warp_with_confidence(self, condition_features: Tensor, exemplar_features: Tensor, exemplar_values: Tensor,
-                             *, prior: Optional[SpatialPrior] = None) -> WarpResult:
+                             *, prior: Optional[SpatialPrior] = None, groups: int = 1,
+                             restriction: Optional[Restriction] = None) -> WarpResult:
         """:func:`~midms_core.confidence.warp_with_confidence` with these settings (and the
-        match's locality prior): the warp, its flows and its confidence mask."""
-        return warp_with_confidence(
-            condition_features, exemplar_features, exemplar_values, self.attention, threshold=self.threshold,
-            mask_mode=self.mask_mode, smooth=self.smooth, soft_width=self.soft_width, passes=self.passes, prior=prior,
+        match's locality prior): the warp, its flows and its confidence mask. ``groups`` > 1 or a
+        ``restriction``: several stacked exemplars / restricted pairs
+        (:func:`~midms_core.exemplars.warp_stacked_with_confidence`)."""
+        if groups == 1 and restriction is None:
+            return warp_with_confidence(
+                condition_features, exemplar_features, exemplar_values, self.attention, threshold=self.threshold,
+                mask_mode=self.mask_mode, smooth=self.smooth, soft_width=self.soft_width, passes=self.passes,
+                prior=prior,
+            )
+        return warp_stacked_with_confidence(
+            condition_features, exemplar_features, exemplar_values, groups, self.attention, self.threshold,
+            self.mask_mode, self.smooth, self.soft_width, self.passes, prior, restriction,
         )
 
 
@@ -244,8 +254,10 @@ def rewarp_transform(
         if isinstance(query, Tensor) and query.dim() == 4 and not bool(torch.isfinite(query).all()):
             raise ValueError(f"{where}: the x0_hat features of step {i} contain NaN or Inf; the model's clean "
                              "estimate went non-finite (check the model, its precision and the latent)")
-        if grid not in prepared:  # validates the pair once (shapes, finiteness, prior)
-            prepared[grid] = prepare_exemplar(where, query, exemplar_features, exemplar_latent, features.prior)
+        if grid not in prepared:  # validates the pair once (shapes, finiteness, prior, restriction)
+            pairs = prepare_union(where, query, exemplar_features, features.groups, features.prior, features.restriction)
+            prepared[grid] = prepare_exemplar(where, query, exemplar_features, exemplar_latent, features.prior,
+                                              features.groups, pairs)
         elif query.dim() != 4 or query.shape[1] != exemplar_features.shape[1]:
             raise ValueError(f"{where}: x0_hat features must be (B, {exemplar_features.shape[1]}, h, w), "
                              f"got {tuple(query.shape)}")

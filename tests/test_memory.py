@@ -76,6 +76,34 @@ def test_128_latent_warp_and_confidence_within_512_mb(passes, prior):
     assert got["extra"] < 512 * MiB, got
 
 
+@pytest.mark.parametrize("passes", ["two", "one"])
+def test_128_latent_union_of_two_exemplars_with_masks_within_512_mb(passes):
+    """Two exemplars matched as one union (twice the keys) with a prior per exemplar, region
+    masks and label maps: still streamed, still within the budget."""
+    got = run_measured(
+        """
+        from midms_core.alignment import SpatialPrior
+        from midms_core.exemplars import Restriction, warp_union_with_confidence
+        def inputs():
+            g = torch.Generator().manual_seed(0)
+            cond = torch.randn(1, 256, 128, 128, generator=g)
+            exemplars = [torch.randn(1, 256, 128, 128, generator=g) for _ in range(2)]
+            latents = [torch.randn(1, 4, 128, 128, generator=g) for _ in range(2)]
+            masks = torch.zeros(1, 2, 128, 128); masks[:, 0, :, :64] = 1; masks[:, 1, :, 48:] = 1
+            labels = torch.randint(0, 3, (1, 1, 128, 128), generator=g)
+            restriction = Restriction(condition_masks=masks, exemplar_masks=torch.ones(1, 2, 128, 128),
+                                      condition_labels=labels, exemplar_labels=labels.expand(1, 2, 128, 128))
+            return cond, exemplars, latents, restriction
+        def call(cond, exemplars, latents, restriction):
+            priors = [SpatialPrior(mc.coordinate_grid(1, 128, 128) * 0.9 + 6, 0.03 * 128) for _ in range(2)]
+            res = warp_union_with_confidence(cond, exemplars, latents, passes=%r, priors=priors, restriction=restriction)
+            return res.warped, res.mask, res.source
+        """ % passes
+    )
+    assert got["finite"]
+    assert got["extra"] < 512 * MiB, got
+
+
 def test_dense_evaluation_would_not_fit_the_same_budget():
     """The same problem through the dense path needs the full 16384^2 matrix (1 GiB in float32);
     this keeps the budget test honest: the meter does see the quadratic term."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from ..midms_core.images import blank_images, fit, to_rgb
+from ..midms_core.exemplars import Restriction, colour_labels, labels_on_grid, masks_on_grid
+from ..midms_core.images import blank_images, fit, resize, to_rgb
 from ..midms_core.validation import broadcast_batch
 from .errors import NodeInputError
 from .match import MIDMsContext
@@ -76,4 +77,100 @@ def encode_context(condition: torch.Tensor, exemplar: torch.Tensor, vae, exempla
         condition_latent=vae.encode(cond),
         exemplar_latent=vae.encode(exem),
         vae=vae,
+    )
+
+
+#: how label maps are compared (MIDMs Exemplar Set Encode's ``label_compare``)
+LABEL_COMPARE = ("exact colour", "nearest condition colour")
+_MAX_PALETTE = 64  # colours of the condition label map that serve as the palette
+
+
+def condition_palette(labels_image: torch.Tensor) -> torch.Tensor:
+    """The distinct colours of a condition label map (B, H, W, 3), most frequent first, at most
+    64: (K, 3), the palette exemplar label colours are snapped to."""
+    q = (labels_image.reshape(-1, 3).clamp(0, 1) * 255).round().long()
+    colours, counts = torch.unique(q, dim=0, return_counts=True)
+    return colours[counts.argsort(descending=True)[:_MAX_PALETTE]].float() / 255
+
+
+def _mask_batch(mask, count: int, name: str, where: str) -> torch.Tensor:
+    """A host MASK (N, H, W) with one mask per exemplar -> (count, H, W, 1) float."""
+    if mask.dim() == 2:
+        mask = mask.unsqueeze(0)
+    if mask.dim() != 3 or mask.shape[0] != count:
+        raise NodeInputError(f"{where}: '{name}' must hold one mask per exemplar ({count}), got "
+                             f"{mask.shape[0] if mask.dim() == 3 else tuple(mask.shape)}; batch the masks in exemplar order")
+    return mask.float().unsqueeze(-1)
+
+
+def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, exemplar_fit: str, where: str,
+                        condition_masks=None, exemplar_masks=None, condition_labels=None, exemplar_labels=None,
+                        label_compare: str = "exact colour") -> MIDMsContext:
+    """The context of one condition against G exemplars (the IMAGE batch ``exemplars``), matched
+    as one union: each exemplar fitted to the condition's size and encoded, stacked top to bottom.
+
+    Optional restriction (all on the exemplars' order): ``condition_masks`` MASK (G, H, W), where
+    on the condition each exemplar may be used; ``exemplar_masks`` MASK (G, H', W'), which part of
+    each exemplar may be used (fitted like the exemplars); ``condition_labels`` IMAGE (1, H, W)
+    and ``exemplar_labels`` IMAGE (G, H', W') label maps, compared per ``label_compare``:
+    "exact colour", or "nearest condition colour" (each exemplar label colour snapped to the
+    nearest colour of the condition's map). Masks are read at the latent grid by area (a cell is
+    allowed when more than half of it is), labels at each cell's centre pixel."""
+    cond = to_rgb(condition, where, "condition")
+    exem = to_rgb(exemplars, where, "exemplars")
+    count = exem.shape[0]
+    if count < 2:
+        raise NodeInputError(f"{where}: 'exemplars' holds 1 image; batch two or more exemplars (e.g. with "
+                             "'Batch Images'), or use MIDMs Exemplar Encode for one")
+    if cond.shape[0] != 1:
+        raise NodeInputError(f"{where}: 'condition' must be one image against the exemplar set, got {cond.shape[0]}")
+    if exemplar_fit == "own size":
+        raise NodeInputError(f"{where}: 'exemplar_fit' must bring the exemplars to one size (crop, stretch or pad); "
+                             "'own size' is for one exemplar")
+    multiple = latent_multiple(vae)
+    if min(cond.shape[1:3]) < multiple or min(exem.shape[1:3]) < multiple:
+        raise NodeInputError(f"{where}: images must be at least {multiple} x {multiple} pixels (one latent cell)")
+    refuse_blank(cond, "condition", _BLANK_CONDITION, where)
+    refuse_blank(exem, "exemplars", _BLANK_EXEMPLAR, where)
+    cond = crop_to_multiple(cond, multiple)
+    height, width = cond.shape[1:3]
+    exem = fit(exem, height, width, exemplar_fit, where)
+    grid = (height // multiple, width // multiple)
+    latents = [vae.encode(exem[i : i + 1]) for i in range(count)]
+    restriction = None
+    if any(x is not None for x in (condition_masks, exemplar_masks, condition_labels, exemplar_labels)):
+        if (condition_labels is None) != (exemplar_labels is None):
+            raise NodeInputError(f"{where}: label-aware matching needs both 'condition_labels' and 'exemplar_labels'")
+        if label_compare not in LABEL_COMPARE:
+            raise NodeInputError(f"{where}: 'label_compare' must be one of {list(LABEL_COMPARE)}, got {label_compare!r}")
+
+        def on_grid_masks(mask, name, fitted):
+            m = _mask_batch(mask, count, name, where)
+            m = fit(m, height, width, exemplar_fit, where) if fitted else resize(m, height, width)
+            return masks_on_grid(m.movedim(-1, 1)[:, 0][None], grid)  # (1, G, h, w)
+
+        cond_masks = None if condition_masks is None else on_grid_masks(condition_masks, "condition_masks", False)
+        exem_masks = None if exemplar_masks is None else on_grid_masks(exemplar_masks, "exemplar_masks", True)
+        cond_labels = exem_labels = None
+        if condition_labels is not None:
+            cond_map = resize(to_rgb(condition_labels, where, "condition_labels")[:1], height, width, nearest=True)
+            exem_map = to_rgb(exemplar_labels, where, "exemplar_labels")
+            if exem_map.shape[0] != count:
+                raise NodeInputError(f"{where}: 'exemplar_labels' must hold one label map per exemplar ({count}), "
+                                     f"got {exem_map.shape[0]}")
+            exem_map = fit(exem_map, height, width, exemplar_fit, where, nearest=True)
+            palette = None if label_compare == "exact colour" else condition_palette(cond_map)
+            cond_labels = labels_on_grid(colour_labels(cond_map.movedim(-1, 1), palette), grid)  # (1, 1, h, w)
+            exem_labels = labels_on_grid(colour_labels(exem_map.movedim(-1, 1), palette), grid)  # (G, 1, h, w)
+            exem_labels = exem_labels[:, 0][None]  # (1, G, h, w)
+        restriction = Restriction(cond_masks, exem_masks, cond_labels, exem_labels)
+    stacked = exem.movedim(-1, 1).reshape(1, count, 3, height, width).transpose(1, 2).reshape(1, 3, count * height, width)
+    return MIDMsContext(
+        condition_image=cond.movedim(-1, 1).contiguous(),
+        exemplar_image=stacked.contiguous(),
+        condition_latent=vae.encode(cond),
+        exemplar_latent=torch.cat(latents, dim=-2),
+        vae=vae,
+        exemplar_count=count,
+        restriction=restriction,
     )

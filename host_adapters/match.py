@@ -3,13 +3,15 @@ on a device: the features once per match and device, then the first, cross-domai
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
 from ..midms_core import Matcher, MatchFeatures, MatchSide, WarpSettings
+from ..midms_core.exemplars import Restriction, bind_union
 from .devices import interruptible
 from .host_matcher import as_host_matcher
 
@@ -22,6 +24,11 @@ class MIDMsContext:
     condition_latent / exemplar_latent: (B, c, h, w) RAW VAE latents (ComfyUI LATENT space);
     the model-scaled latents are made where the model is known (``process_latent_in``).
     vae: the host's VAE, kept for previews.
+    exemplar_count: G exemplars matched as one union (MIDMs Exemplar Set Encode); with G > 1 the
+        exemplar image and latent hold them stacked top to bottom, (B, 3, G * H, W) and
+        (B, c, G * h, w), the layout the union match and the sampler's re-warps use.
+    restriction: which condition regions, exemplar parts and labels may match
+        (:class:`~midms_core.exemplars.Restriction` on the latent grids), or None.
     """
 
     condition_image: Tensor
@@ -29,6 +36,8 @@ class MIDMsContext:
     condition_latent: Tensor
     exemplar_latent: Tensor
     vae: Any = None
+    exemplar_count: int = 1
+    restriction: Optional[Restriction] = None
 
 
 @dataclass(frozen=True)
@@ -69,14 +78,36 @@ def match_sides(context: MIDMsContext, device: torch.device) -> tuple[MatchSide,
     return cond, exem
 
 
+def exemplar_sides(context: MIDMsContext, device: torch.device) -> list[MatchSide]:
+    """The context's exemplars one by one (the stacked image and latent split into G parts)."""
+    g = context.exemplar_count
+    images = context.exemplar_image.to(device).chunk(g, dim=-2)
+    latents = context.exemplar_latent.to(device).chunk(g, dim=-2)
+    return [MatchSide(latent=latent, image=image) for latent, image in zip(latents, images)]
+
+
+def _restriction_on(restriction: Optional[Restriction], device: torch.device) -> Optional[Restriction]:
+    if restriction is None:
+        return None
+    values = {f.name: getattr(restriction, f.name) for f in dataclasses.fields(restriction)}
+    return Restriction(**{k: None if v is None else v.to(device) for k, v in values.items()})
+
+
 def bind(match: MIDMsMatch, device: torch.device) -> MatchFeatures:
-    """Features of the match's pair on ``device``, computed once per match and device."""
+    """Features of the match's pair on ``device``, computed once per match and device; a context
+    of several exemplars binds the condition against their union."""
     key = str(torch.device(device))
     if key not in match.bound:
         matcher = as_host_matcher(match.matcher)
         matcher.prepare_for_host()  # e.g. learned networks: loaded through the host's model management
+        context = match.context
         with interruptible():
-            match.bound[key] = matcher.bind(*match_sides(match.context, device))
+            condition, exemplar = match_sides(context, device)
+            if context.exemplar_count == 1 and context.restriction is None:
+                match.bound[key] = matcher.bind(condition, exemplar)
+            else:
+                match.bound[key] = bind_union(matcher, condition, exemplar_sides(context, device),
+                                              _restriction_on(context.restriction, device))
     return match.bound[key]
 
 
@@ -87,4 +118,5 @@ def initial_warp(match: MIDMsMatch, device: torch.device):
     features = bind(match, device)
     with interruptible():
         return match.settings.rewarp.warp_with_confidence(features.condition, features.exemplar,
-                                                          match.context.exemplar_latent.to(device), prior=features.prior)
+                                                          match.context.exemplar_latent.to(device), prior=features.prior,
+                                                          groups=features.groups, restriction=features.restriction)

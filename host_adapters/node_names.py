@@ -10,6 +10,8 @@ changes what the UI shows and every error text that names the node; node IDs (th
 from __future__ import annotations
 
 EXEMPLAR_ENCODE = "MIDMs Exemplar Encode"
+EXEMPLAR_SET_ENCODE = "MIDMs Exemplar Set Encode (several exemplars)"
+SOURCE_PREVIEW = "MIDMs Exemplar Source Preview"
 EDGE_MATCHER = "MIDMs Edge Matcher (training-free)"
 #: errors of the matcher this node makes name it, also when they surface later inside a sampler
 DIFFUSION_MATCHER = "MIDMs Diffusion Feature Matcher (DIFT)"

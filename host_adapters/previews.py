@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..midms_core.images import flow_to_rgb, upsample_mask
+from ..midms_core.images import flow_to_rgb, source_to_rgb, upsample_mask
 from .devices import compute_device, empty_cache, output_device
 from .match import MIDMsMatch, initial_warp
 
@@ -33,3 +33,18 @@ def warp_with_previews(match: MIDMsMatch) -> tuple[torch.Tensor, torch.Tensor, t
     preview = context.vae.decode(warped) if context.vae is not None else flow
     empty_cache()
     return warped, mask, preview, flow
+
+
+def source_preview(match: MIDMsMatch) -> torch.Tensor:
+    """Which exemplar each condition position takes its appearance from (a colour per exemplar,
+    mixed by share, black where no exemplar may serve), as a host IMAGE (B, H, W, 3) at the
+    condition's size; one colour everywhere for a single exemplar."""
+    context = match.context
+    result = initial_warp(match, compute_device())
+    source = result.source
+    if source is None:  # one exemplar: all from it, except where a restriction left no source
+        source = (result.forward_flow[:, :1] >= 0).float()
+    height, width = context.condition_image.shape[-2:]
+    rgb = source_to_rgb(source).movedim(-1, 1)
+    out = torch.nn.functional.interpolate(rgb, size=(height, width), mode="nearest").movedim(1, -1)
+    return out.to(output_device())

@@ -52,11 +52,14 @@ def round_to_multiple(size: int, multiple: int) -> int:
     return max(multiple, int(round(size / multiple)) * multiple)
 
 
-def resize(image: Tensor, height: int, width: int) -> Tensor:
-    """(B, H, W, C) -> (B, height, width, C), area filter when shrinking, bicubic when growing."""
+def resize(image: Tensor, height: int, width: int, nearest: bool = False) -> Tensor:
+    """(B, H, W, C) -> (B, height, width, C), area filter when shrinking, bicubic when growing;
+    ``nearest``: nearest neighbour (label maps, whose colours must not blend)."""
     if image.shape[1:3] == (height, width):
         return image
     x = image.movedim(-1, 1)
+    if nearest:
+        return F.interpolate(x, size=(height, width), mode="nearest").movedim(1, -1)
     shrinking = height < image.shape[1] and width < image.shape[2]
     if shrinking:
         x = F.interpolate(x, size=(height, width), mode="area")
@@ -65,8 +68,8 @@ def resize(image: Tensor, height: int, width: int) -> Tensor:
     return x.movedim(1, -1)
 
 
-def fit(image: Tensor, height: int, width: int, mode: str, where: str = "fit") -> Tensor:
-    """Bring (B, H, W, C) to (B, height, width, C).
+def fit(image: Tensor, height: int, width: int, mode: str, where: str = "fit", nearest: bool = False) -> Tensor:
+    """Bring (B, H, W, C) to (B, height, width, C) (``nearest``: see :func:`resize`).
 
     crop:     scale to cover, centre-crop (keeps the aspect ratio, loses borders);
     stretch:  scale each axis independently;
@@ -78,11 +81,11 @@ def fit(image: Tensor, height: int, width: int, mode: str, where: str = "fit") -
     if mode == "own size":
         return image
     if mode == "stretch":
-        return resize(image, height, width)
+        return resize(image, height, width, nearest)
     cover = mode == "crop"
     scale = (max if cover else min)(height / h, width / w)
     sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
-    scaled = resize(image, sh, sw)
+    scaled = resize(image, sh, sw, nearest)
     if cover:
         top, left = (sh - height) // 2, (sw - width) // 2
         return scaled[:, top : top + height, left : left + width]
@@ -118,3 +121,19 @@ def flow_to_rgb(flow: Tensor, grid_size: tuple[int, int]) -> Tensor:
 def upsample_mask(mask: Tensor, height: int, width: int) -> Tensor:
     """(B, 1, h, w) latent-grid mask -> (B, height, width) nearest upsampling (ComfyUI MASK)."""
     return F.interpolate(mask.float(), size=(height, width), mode="nearest")[:, 0]
+
+
+def exemplar_colours(count: int) -> Tensor:
+    """``count`` distinct, saturated colours (count, 3) in [0, 1], one per exemplar: hues spaced
+    evenly around the colour wheel starting at red."""
+    hue = torch.arange(count, dtype=torch.float32) / max(count, 1) * 6.0
+    k = (torch.tensor([5.0, 3.0, 1.0])[None, :] + hue[:, None]) % 6.0
+    return 1.0 - torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)  # HSV -> RGB at s = v = 1
+
+
+def source_to_rgb(source: Tensor) -> Tensor:
+    """Which exemplar each position came from, as colours: (B, G, h, w) shares -> (B, h, w, 3),
+    the exemplars' colours (:func:`exemplar_colours`) mixed by share (a split position shows a
+    mix; a position with no source is black)."""
+    colours = exemplar_colours(source.shape[1]).to(source.device)
+    return torch.einsum("bghw,gc->bhwc", source.float(), colours).clamp(0, 1)

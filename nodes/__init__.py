@@ -5,13 +5,14 @@ Node IDs (the keys below) are stable: renaming one breaks every saved workflow.
 """
 
 from .diffusion import MIDMsDiffusionFeatureMatcher
-from .encode import MIDMsExemplarEncode
+from .encode import MIDMsExemplarEncode, MIDMsExemplarSetEncode
 from .inversion import MIDMsDDIBTranslate, MIDMsDDIMInversionSampler, MIDMsDDIMRoundTrip
 from .matching import (
     MIDMsCorrespondence,
     MIDMsEdgeMatcher,
     MIDMsLearnedMatcherLoader,
     MIDMsRewarpSettings,
+    MIDMsSourcePreview,
 )
 from .sampling import MIDMsInterleavedSampler, MIDMsSampler
 
@@ -27,6 +28,8 @@ _NODES = {
     "MIDMsDDIMInversionSampler": (MIDMsDDIMInversionSampler, MIDMsDDIMInversionSampler.DISPLAY),
     "MIDMsDDIBTranslate": (MIDMsDDIBTranslate, MIDMsDDIBTranslate.DISPLAY),
     "MIDMsDDIMRoundTrip": (MIDMsDDIMRoundTrip, MIDMsDDIMRoundTrip.DISPLAY),
+    "MIDMsExemplarSetEncode": (MIDMsExemplarSetEncode, MIDMsExemplarSetEncode.DISPLAY),
+    "MIDMsSourcePreview": (MIDMsSourcePreview, MIDMsSourcePreview.DISPLAY),
 }
 
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in _NODES.items()}

@@ -3,8 +3,8 @@ VAE; the checks, fitting and encoding: ``host_adapters.encode``)."""
 
 from __future__ import annotations
 
-from ..host_adapters.encode import encode_context
-from ..host_adapters.node_names import EXEMPLAR_ENCODE
+from ..host_adapters.encode import LABEL_COMPARE, encode_context, encode_exemplar_set
+from ..host_adapters.node_names import EXEMPLAR_ENCODE, EXEMPLAR_SET_ENCODE
 from ..midms_core.images import FIT_MODES
 from .errors import node_errors
 from .types import CATEGORY, CONTEXT
@@ -33,3 +33,37 @@ class MIDMsExemplarEncode:
     @node_errors(DISPLAY)
     def encode(self, condition, exemplar, vae, exemplar_fit):
         return (encode_context(condition, exemplar, vae, exemplar_fit, self.DISPLAY),)
+
+
+class MIDMsExemplarSetEncode:
+    DISPLAY = EXEMPLAR_SET_ENCODE
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "condition": ("IMAGE", {"tooltip": "The layout to follow (one image). Sets the output size."}),
+                "exemplars": ("IMAGE", {"tooltip": "Two or more exemplar photos as one batch (e.g. 'Batch Images'); every condition position takes its appearance from the best of them."}),
+                "vae": ("VAE", {"tooltip": "The checkpoint's VAE; all images are encoded with it."}),
+                "exemplar_fit": (["crop", "stretch", "pad"], {"default": "crop", "tooltip": "How each exemplar is brought to the condition's size."}),
+            },
+            "optional": {
+                "condition_masks": ("MASK", {"tooltip": "One mask per exemplar, in exemplar order, on the condition: where that exemplar may be used (white = yes). A region no exemplar may serve stays unconfident."}),
+                "exemplar_masks": ("MASK", {"tooltip": "One mask per exemplar, on the exemplar: which part of it may be used at all (e.g. only the face)."}),
+                "condition_labels": ("IMAGE", {"tooltip": "A label map of the condition (e.g. the segmentation it is): positions only match exemplar positions of the same label."}),
+                "exemplar_labels": ("IMAGE", {"tooltip": "One label map per exemplar, in the condition's colours."}),
+                "label_compare": (list(LABEL_COMPARE), {"default": "exact colour", "tooltip": "exact colour: labels match when their colours are equal; nearest condition colour: each exemplar label colour counts as the nearest colour of the condition's map (for maps that went through JPEG or resizing)."}),
+            },
+        }
+
+    RETURN_TYPES = (CONTEXT,)
+    RETURN_NAMES = ("context",)
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Encodes a condition and SEVERAL exemplars for one union match, optionally restricted by region masks and label maps."
+
+    @node_errors(DISPLAY)
+    def encode(self, condition, exemplars, vae, exemplar_fit, condition_masks=None, exemplar_masks=None,
+               condition_labels=None, exemplar_labels=None, label_compare="exact colour"):
+        return (encode_exemplar_set(condition, exemplars, vae, exemplar_fit, self.DISPLAY, condition_masks,
+                                    exemplar_masks, condition_labels, exemplar_labels, label_compare),)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from ..host_adapters import MIDMsMatch, MIDMsSettings
 from ..host_adapters.learned_matcher import load_learned_matcher, missing_networks, networks_files
-from ..host_adapters.node_names import CORRESPONDENCE, EDGE_MATCHER, LEARNED_MATCHER_LOADER, REWARP_SETTINGS
-from ..host_adapters.previews import warp_with_previews
+from ..host_adapters.node_names import (CORRESPONDENCE, EDGE_MATCHER, LEARNED_MATCHER_LOADER, REWARP_SETTINGS,
+                                        SOURCE_PREVIEW)
+from ..host_adapters.previews import source_preview, warp_with_previews
 from ..midms_core import (
     DEFAULT_TAU,
     DEFAULT_THRESHOLD_PX,
@@ -171,3 +172,21 @@ class MIDMsCorrespondence:
         match = MIDMsMatch(context=context, matcher=matcher, settings=settings or MIDMsSettings())
         warped, mask, preview, flow = warp_with_previews(match)
         return (match, {"samples": warped}, mask, preview, flow)
+
+
+class MIDMsSourcePreview:
+    DISPLAY = SOURCE_PREVIEW
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"match": (MATCH, {"tooltip": "From MIDMs Cross-Domain Correspondence."})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("source_preview",)
+    FUNCTION = "preview"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Which exemplar each condition position takes its appearance from: a colour per exemplar (first red, then green, blue, ...), mixed where a position draws on several, black where none may serve."
+
+    @node_errors(DISPLAY)
+    def preview(self, match):
+        return (source_preview(match),)

@@ -26,8 +26,8 @@ from harness.inprocess_models import build_sd3 as tiny_sd3
 from harness.inprocess_models import dit_conds as _conds
 from harness.inprocess_models import host_has
 from harness.tiny_models import init_tensor
-from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
 from tests.comfy.reference_loops import EPSILON_ALPHA, FLOW_ALPHA, posterior_loop
+from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
     H, W, _edge_image, _exemplar_image, _match, _noise, _rel_err, _settings, _sigmas, h, pack)
 
 

@@ -118,10 +118,7 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
     allowed when more than half of it is), labels at each cell's centre pixel."""
     cond = to_rgb(condition, where, "condition")
     exem = to_rgb(exemplars, where, "exemplars")
-    count = exem.shape[0]
-    if count < 2:
-        raise NodeInputError(f"{where}: 'exemplars' holds 1 image; batch two or more exemplars (e.g. with "
-                             "'Batch Images'), or use MIDMs Exemplar Encode for one")
+    count = exem.shape[0]  # one exemplar is fine too: label-aware or masked matching of a single photo
     if cond.shape[0] != 1:
         raise NodeInputError(f"{where}: 'condition' must be one image against the exemplar set, got {cond.shape[0]}")
     if exemplar_fit == "own size":

@@ -43,7 +43,7 @@ class MIDMsExemplarSetEncode:
         return {
             "required": {
                 "condition": ("IMAGE", {"tooltip": "The layout to follow (one image). Sets the output size."}),
-                "exemplars": ("IMAGE", {"tooltip": "Two or more exemplar photos as one batch (e.g. 'Batch Images'); every condition position takes its appearance from the best of them."}),
+                "exemplars": ("IMAGE", {"tooltip": "Exemplar photos as one batch (e.g. 'Batch Images'); every condition position takes its appearance from the best of them. One photo works too (label-aware or masked matching of a single exemplar)."}),
                 "vae": ("VAE", {"tooltip": "The checkpoint's VAE; all images are encoded with it."}),
                 "exemplar_fit": (["crop", "stretch", "pad"], {"default": "crop", "tooltip": "How each exemplar is brought to the condition's size."}),
             },

@@ -75,7 +75,6 @@ def test_the_union_warp_equals_the_library_on_the_stacked_exemplars(h, pack, nod
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(exemplars=_exemplar_image()), ["holds 1 image", "MIDMs Exemplar Encode"]),
     (dict(condition_masks=torch.ones(3, H, W)), ["condition_masks", "one mask per exemplar (2)"]),
     (dict(condition_labels=_exemplar_image()), ["both 'condition_labels' and 'exemplar_labels'"]),
     (dict(exemplar_fit="own size"), ["exemplar_fit", "'own size'"]),

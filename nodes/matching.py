@@ -185,7 +185,7 @@ class MIDMsSourcePreview:
     RETURN_NAMES = ("source_preview",)
     FUNCTION = "preview"
     CATEGORY = CATEGORY
-    DESCRIPTION = "Which exemplar each condition position takes its appearance from: a colour per exemplar (first red, then green, blue, ...), mixed where a position draws on several, black where none may serve."
+    DESCRIPTION = "Which exemplar each condition position takes its appearance from: a colour per exemplar (hues spaced around the colour wheel from red: two exemplars are red and cyan), mixed where a position draws on several, black where none may serve."
 
     @node_errors(DISPLAY)
     def preview(self, match):

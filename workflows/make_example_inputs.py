@@ -25,6 +25,10 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 CONDITION_NAME = "midms_condition_edges.png"
 EXEMPLAR_NAME = "midms_exemplar.png"
+# several exemplars and label maps (MIDMs Exemplar Set Encode workflows)
+SECOND_EXEMPLAR_NAME = "midms_exemplar_2.png"
+CONDITION_LABELS_NAME = "midms_condition_labels.png"
+EXEMPLAR_LABELS_NAME = "midms_exemplar_labels.png"
 
 
 def exemplar_photo(size: int = 512) -> np.ndarray:
@@ -39,12 +43,10 @@ def exemplar_photo(size: int = 512) -> np.ndarray:
     return skimage.transform.resize(img, (size, size), anti_aliasing=True)
 
 
-def condition_edges(photo: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Canny edges (white on black, float in {0, 1}, H x W) of the photo re-posed: mirrored,
-    rotated by 8 degrees, zoomed by 1.15, shifted, and smoothly deformed by ~3 % of the size."""
+def reposed(photo: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The photo (H x W x 3) re-posed: mirrored, rotated by 8 degrees, zoomed by 1.15, shifted,
+    and smoothly deformed by ~3 % of the size (H x W x 3, float)."""
     import scipy.ndimage as ndi
-    import skimage.color
-    import skimage.feature
 
     size = photo.shape[0]
     rng = np.random.default_rng(seed)
@@ -60,10 +62,49 @@ def condition_edges(photo: np.ndarray, seed: int = 0) -> np.ndarray:
     bump = np.stack([ndi.zoom(g, size / 4, order=3)[:size, :size] for g in coarse])
     bump *= 0.03 * size / np.abs(bump).mean()
     src_x, src_y = src_x + bump[0], src_y + bump[1]
-    gray = skimage.color.rgb2gray(photo[:, ::-1])
-    posed = ndi.map_coordinates(gray, [src_y, src_x], order=1, mode="reflect")
-    edges = skimage.feature.canny(posed, sigma=2.0 * size / 512)
+    mirrored = photo[:, ::-1]
+    return np.stack([ndi.map_coordinates(mirrored[..., k], [src_y, src_x], order=1, mode="reflect")
+                     for k in range(3)], axis=-1)
+
+
+def condition_edges(photo: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Canny edges (white on black, float in {0, 1}, H x W) of the photo re-posed (:func:`reposed`)."""
+    import skimage.color
+    import skimage.feature
+
+    posed = skimage.color.rgb2gray(np.clip(reposed(photo, seed), 0, 1))
+    edges = skimage.feature.canny(posed, sigma=2.0 * photo.shape[0] / 512)
     return edges.astype(np.float64)
+
+
+def second_exemplar(size: int = 512) -> np.ndarray:
+    """skimage.data.rocket() (a launch pad under a sky), centre square crop: the background the
+    two-exemplar workflow takes for the right half of the picture."""
+    import skimage.data
+    import skimage.transform
+
+    img = skimage.data.rocket()[..., :3]
+    h, w = img.shape[:2]
+    s = min(h, w)
+    img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return skimage.transform.resize(img, (size, size), anti_aliasing=True)
+
+
+def label_maps(size: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(condition label map, exemplar label map), H x W x 3 floats: the benchmark's quantiser
+    (midms_core.evaluation.quantised_condition: blurred colours in 3 levels per channel, painted
+    with its palette) of the re-posed photo and of the exemplar photo. Same quantiser, same
+    palette: labels compare by nearest condition colour."""
+    import torch
+
+    from midms_core.evaluation import quantised_condition
+
+    photo = exemplar_photo(size)
+    out = []
+    for image in (np.clip(reposed(photo, seed), 0, 1), photo):
+        t = torch.from_numpy(np.ascontiguousarray(image)).float().permute(2, 0, 1)[None]
+        out.append(quantised_condition(t)[0].permute(1, 2, 0).numpy())
+    return out[0], out[1]
 
 
 def make_inputs(size: int = 512, seed: int = 0) -> tuple[Image.Image, Image.Image]:
@@ -98,6 +139,12 @@ def main(argv=None) -> int:
     condition.save(args.out / CONDITION_NAME, optimize=True)
     exemplar.save(args.out / EXEMPLAR_NAME, optimize=True)
     print(f"wrote {args.out / CONDITION_NAME} and {args.out / EXEMPLAR_NAME}")
+    to_u8 = lambda a: Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8), "RGB")
+    to_u8(second_exemplar(args.size)).save(args.out / SECOND_EXEMPLAR_NAME, optimize=True)
+    cond_labels, exem_labels = label_maps(args.size, args.seed)
+    to_u8(cond_labels).save(args.out / CONDITION_LABELS_NAME, optimize=True)
+    to_u8(exem_labels).save(args.out / EXEMPLAR_LABELS_NAME, optimize=True)
+    print(f"wrote {SECOND_EXEMPLAR_NAME}, {CONDITION_LABELS_NAME}, {EXEMPLAR_LABELS_NAME}")
     if not args.no_thumbnails:
         thumb = thumbnail(condition, exemplar)
         for workflow in sorted(HERE.glob("*.json")):

@@ -60,12 +60,28 @@ UI_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
 NAMES = [p.stem for p in UI_FILES]
 SHIPPED = {"midms_edge_to_photo_sd15", "midms_sampler_custom_sd15",
            "midms_sampler_custom_advanced_sd15", "midms_edge_to_photo_sdxl", "midms_dift_sd15",
-           "midms_controlnet_sd15", "midms_flux", "midms_ddib_two_checkpoints_sd15", "midms_ddib_two_prompts_sd15"}
+           "midms_controlnet_sd15", "midms_flux", "midms_ddib_two_checkpoints_sd15", "midms_ddib_two_prompts_sd15",
+           "midms_two_exemplars_sd15", "midms_label_map_sd15"}
 # DDIB graphs translate ONE input photo (no condition / exemplar pair)
 DDIB = {name for name in NAMES if "_ddib_" in name}
 TINY_LAST_OUTPUT_BLOCK = 1  # the tiny checkpoints' U-Nets have output blocks 0..1
 CONDITION_FILE = "midms_condition_edges.png"
 EXEMPLAR_FILE = "midms_exemplar.png"
+SECOND_EXEMPLAR_FILE = "midms_exemplar_2.png"
+CONDITION_LABELS_FILE = "midms_condition_labels.png"
+EXEMPLAR_LABELS_FILE = "midms_exemplar_labels.png"
+INPUT_FILES = (CONDITION_FILE, EXEMPLAR_FILE, SECOND_EXEMPLAR_FILE, CONDITION_LABELS_FILE, EXEMPLAR_LABELS_FILE)
+
+
+def expected_images(name: str) -> list[str]:
+    """The LoadImage files a shipped workflow reads (sorted)."""
+    if name in DDIB:
+        return [EXEMPLAR_FILE]
+    if "two_exemplars" in name:
+        return sorted([CONDITION_FILE, EXEMPLAR_FILE, SECOND_EXEMPLAR_FILE])
+    if "label_map" in name:
+        return sorted([CONDITION_LABELS_FILE, EXEMPLAR_FILE, EXEMPLAR_LABELS_FILE])
+    return sorted([CONDITION_FILE, EXEMPLAR_FILE])
 TEST_SIZE = 128        # side of the condition / exemplar the server gets
 SDXL_TEST_SIZE = 64    # what the SDXL workflow's ImageScale is set to here
 LOAD_WARNINGS = ("unet missing", "unet unexpected", "Missing VAE keys", "Could not detect model type")
@@ -79,6 +95,20 @@ EXPECTED_NODES = {
                      ("exemplar_fit", ["crop", "stretch", "pad", "own size"])],
         "optional": [],
         "outputs": [("context", "MIDMS_CONTEXT")],
+    },
+    "MIDMsExemplarSetEncode": {
+        "display": "MIDMs Exemplar Set Encode (several exemplars)",
+        "required": [("condition", "IMAGE"), ("exemplars", "IMAGE"), ("vae", "VAE"),
+                     ("exemplar_fit", ["crop", "stretch", "pad"])],
+        "optional": [("condition_masks", "MASK"), ("exemplar_masks", "MASK"), ("condition_labels", "IMAGE"),
+                     ("exemplar_labels", "IMAGE"), ("label_compare", ["exact colour", "nearest condition colour"])],
+        "outputs": [("context", "MIDMS_CONTEXT")],
+    },
+    "MIDMsSourcePreview": {
+        "display": "MIDMs Exemplar Source Preview",
+        "required": [("match", "MIDMS_MATCH")],
+        "optional": [],
+        "outputs": [("source_preview", "IMAGE")],
     },
     "MIDMsEdgeMatcher": {
         "display": "MIDMs Edge Matcher (training-free)",
@@ -226,6 +256,13 @@ def server(host, tiny_ckpts):
         condition, exemplar = inputs.make_inputs(TEST_SIZE)
         condition.save(srv.input_dir / CONDITION_FILE)
         exemplar.save(srv.input_dir / EXEMPLAR_FILE)
+        from PIL import Image as _Image
+        import numpy as np
+        as_png = lambda a: _Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8), "RGB")
+        as_png(inputs.second_exemplar(TEST_SIZE)).save(srv.input_dir / SECOND_EXEMPLAR_FILE)
+        cond_labels, exem_labels = inputs.label_maps(TEST_SIZE)
+        as_png(cond_labels).save(srv.input_dir / CONDITION_LABELS_FILE)
+        as_png(exem_labels).save(srv.input_dir / EXEMPLAR_LABELS_FILE)
         from PIL import Image
         Image.new("RGB", (6, 6), "white").save(srv.input_dir / "midms_tiny_6px.png")
         yield srv
@@ -250,7 +287,7 @@ def test_shipped_files():
     assert SHIPPED <= set(NAMES), f"missing UI workflows: {SHIPPED - set(NAMES)}"
     apis = {p.name[: -len(".api.json")] for p in API_DIR.glob("*.api.json")}
     assert apis == set(NAMES), "every UI workflow needs its API twin in workflows/api/ and back"
-    for f in (CONDITION_FILE, EXEMPLAR_FILE):
+    for f in INPUT_FILES:
         from PIL import Image
         with Image.open(WORKFLOW_DIR / "inputs" / f) as im:
             assert im.size == (512, 512) and im.mode == "RGB", (f, im.size, im.mode)
@@ -265,7 +302,7 @@ def test_ui_workflow_is_well_formed(name):
     for required in ("CheckpointLoaderSimple", "CLIPTextEncode", "LoadImage", "VAEDecode", "SaveImage"):
         assert required in types, required
     images = sorted(n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "LoadImage")
-    assert images == ([EXEMPLAR_FILE] if name in DDIB else sorted([CONDITION_FILE, EXEMPLAR_FILE]))
+    assert images == expected_images(name)
     # every socket of a MIDMs / sampler node is connected (optional 'settings' included)
     for n in ui["nodes"]:
         if n["type"].startswith("MIDMs") or n["type"].startswith("Sampler"):

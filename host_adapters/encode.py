@@ -120,13 +120,18 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
     exem = to_rgb(exemplars, where, "exemplars")
     count = exem.shape[0]  # one exemplar is fine too: label-aware or masked matching of a single photo
     if cond.shape[0] != 1:
-        raise NodeInputError(f"{where}: 'condition' must be one image against the exemplar set, got {cond.shape[0]}")
+        raise NodeInputError(f"{where}: 'condition' must be one image against the exemplar set, got a batch of "
+                             f"{cond.shape[0]}; pick one with ImageFromBatch, or use one {where} node per condition")
+    if label_compare not in LABEL_COMPARE:  # checked here too: some hosts do not validate optional inputs
+        raise NodeInputError(f"{where}: 'label_compare' must be one of {list(LABEL_COMPARE)}, got {label_compare!r}")
     if exemplar_fit == "own size":
         raise NodeInputError(f"{where}: 'exemplar_fit' must bring the exemplars to one size (crop, stretch or pad); "
                              "'own size' is for one exemplar")
     multiple = latent_multiple(vae)
-    if min(cond.shape[1:3]) < multiple or min(exem.shape[1:3]) < multiple:
-        raise NodeInputError(f"{where}: images must be at least {multiple} x {multiple} pixels (one latent cell)")
+    for name, image in (("condition", cond), ("exemplars", exem)):
+        if min(image.shape[1:3]) < multiple:
+            raise NodeInputError(f"{where}: '{name}' is {image.shape[2]} x {image.shape[1]} pixels; images must be at "
+                                 f"least {multiple} x {multiple} pixels (one latent cell): upscale it first")
     refuse_blank(cond, "condition", _BLANK_CONDITION, where)
     refuse_blank(exem, "exemplars", _BLANK_EXEMPLAR, where)
     cond = crop_to_multiple(cond, multiple)
@@ -138,8 +143,6 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
     if any(x is not None for x in (condition_masks, exemplar_masks, condition_labels, exemplar_labels)):
         if (condition_labels is None) != (exemplar_labels is None):
             raise NodeInputError(f"{where}: label-aware matching needs both 'condition_labels' and 'exemplar_labels'")
-        if label_compare not in LABEL_COMPARE:
-            raise NodeInputError(f"{where}: 'label_compare' must be one of {list(LABEL_COMPARE)}, got {label_compare!r}")
 
         def on_grid_masks(mask, name, fitted):
             m = _mask_batch(mask, count, name, where)

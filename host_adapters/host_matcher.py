@@ -15,7 +15,7 @@ the defaults: nothing to load, no capture.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 from ..midms_core import FeatureCapture, Matcher, MatchFeatures, MatchSide
 
@@ -55,6 +55,9 @@ class PlainHostMatcher(HostMatcher):
 
     def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
         return self.matcher.bind(condition, exemplar)
+
+    def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
+        return self.matcher.bind_each(condition, exemplars)
 
 
 def as_host_matcher(matcher: Matcher) -> HostMatcher:

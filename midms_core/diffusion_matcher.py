@@ -18,7 +18,7 @@ current latent (the paper's premise: once x0_hat is photo-like, matching is in-d
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -131,17 +131,29 @@ class DiffusionFeatureMatcher(Matcher):
         return self.features(x0)
 
     def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
-        exem = self.features(exemplar.latent)
+        return self.bind_each(condition, [exemplar])[0]
+
+    def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
+        """One U-Net pass set for the condition (or none, with ``cross_domain``), one per exemplar."""
         if self.cross_domain is not None:
-            first = self.cross_domain.bind(condition, exemplar)
-            if first.alignment is not None and bool(first.alignment.mirrored.any()):
-                # the first match laid the exemplar mirrored: its in-domain features must describe
-                # the mirrored layout too (features of the flipped exemplar, flipped back)
-                flip = first.alignment.mirrored.to(exem.device).view(-1, 1, 1, 1)
-                exem = torch.where(flip, self.features(exemplar.latent.flip(-1)).flip(-1), exem)
-            # the first matcher's global alignment and locality prior hold for the re-matches too
-            return MatchFeatures(condition=first.condition, exemplar=first.exemplar, exemplar_in_domain=exem,
-                                 x0_features=self.x0_features, prior=first.prior, alignment=first.alignment)
+            firsts = self.cross_domain.bind_each(condition, exemplars)
+            return [self._in_domain_of(first, exemplar) for first, exemplar in zip(firsts, exemplars)]
         cond = self.features(condition.latent)
-        return MatchFeatures(condition=cond, exemplar=exem, exemplar_in_domain=exem,
-                             x0_features=self.x0_features)
+        out = []
+        for exemplar in exemplars:
+            exem = self.features(exemplar.latent)
+            out.append(MatchFeatures(condition=cond, exemplar=exem, exemplar_in_domain=exem,
+                                     x0_features=self.x0_features))
+        return out
+
+    def _in_domain_of(self, first: MatchFeatures, exemplar: MatchSide) -> MatchFeatures:
+        """The cross-domain matcher's features of a pair, with this matcher's in-domain side."""
+        exem = self.features(exemplar.latent)
+        if first.alignment is not None and bool(first.alignment.mirrored.any()):
+            # the first match laid the exemplar mirrored: its in-domain features must describe
+            # the mirrored layout too (features of the flipped exemplar, flipped back)
+            flip = first.alignment.mirrored.to(exem.device).view(-1, 1, 1, 1)
+            exem = torch.where(flip, self.features(exemplar.latent.flip(-1)).flip(-1), exem)
+        # the first matcher's global alignment and locality prior hold for the re-matches too
+        return MatchFeatures(condition=first.condition, exemplar=first.exemplar, exemplar_in_domain=exem,
+                             x0_features=self.x0_features, prior=first.prior, alignment=first.alignment)

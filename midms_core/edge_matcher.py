@@ -355,14 +355,24 @@ class EdgeDescriptorMatcher(Matcher):
 
         Both sides need their image (B, 3, H, W) in [0, 1]; the grids come from their latents.
         """
-        require_images("EdgeDescriptorMatcher.bind", condition, exemplar,
-                       "this matcher computes its cross-domain features from edges of the pixels, not from latents")
+        return self.bind_each(condition, [exemplar])[0]
+
+    def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
+        """:meth:`bind` for each exemplar, with the condition's edge descriptor computed once."""
+        why = "this matcher computes its cross-domain features from edges of the pixels, not from latents"
+        for exemplar in exemplars:
+            require_images("EdgeDescriptorMatcher.bind", condition, exemplar, why)
+        with torch.no_grad():
+            cond = self.condition_features(condition.image, condition.grid)
+        return [self._bind_to(condition, cond, exemplar) for exemplar in exemplars]
+
+    def _bind_to(self, condition: MatchSide, cond: Tensor, exemplar: MatchSide) -> MatchFeatures:
+        """The pair's features, given the condition's descriptor ``cond`` (B, C, hx, wx)."""
         grid = condition.grid
         channels = exemplar.latent.shape[1]
         prior = aligned = None
         with torch.no_grad():
             dtype = condition.latent.dtype
-            cond = self.condition_features(condition.image, grid)
             exem = self.exemplar_features(exemplar.image, exemplar.grid)
             exem_latent = self.latent_features(exemplar.latent)
             if self.alignment != "none":

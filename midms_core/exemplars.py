@@ -246,6 +246,7 @@ def bind_union(matcher: Matcher, condition: MatchSide, exemplars: Sequence[Match
     """Features of a condition against G exemplars as one union, from any matcher whose condition
     features do not depend on the exemplar (every matcher here: the condition side and the x0_hat
     features are computed from the condition alone; they are taken from the first pair).
+    ``Matcher.bind_each`` computes the condition side once for all G pairs.
 
     The exemplar maps are stacked (:func:`stack_exemplars`), the priors united
     (:func:`union_prior`); the result carries ``groups`` and ``restriction`` for every warp of
@@ -254,7 +255,7 @@ def bind_union(matcher: Matcher, condition: MatchSide, exemplars: Sequence[Match
     where = "bind_union"
     if not isinstance(exemplars, (list, tuple)) or not exemplars:
         raise ValueError(f"{where}: 'exemplars' must be a non-empty list of MatchSides")
-    bound = [matcher.bind(condition, exemplar) for exemplar in exemplars]
+    bound = matcher.bind_each(condition, list(exemplars))
     first = bound[0]
     return dataclasses.replace(
         first,

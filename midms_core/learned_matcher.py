@@ -6,7 +6,7 @@ The networks themselves are :mod:`midms_core.networks`; the maps they read are
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -73,20 +73,31 @@ class LearnedMatcher(Matcher):
         return label_map_on_grid(out, self.nets.config.label_channels, grid, "LearnedMatcher.bind", name)
 
     def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
-        require_images("LearnedMatcher.bind", condition, exemplar,
-                       "the learned networks read the label/edge map derived from it")
-        for arg, side in (("condition", condition), ("exemplar", exemplar)):
-            self._check_latent(f"{arg}.latent", side.latent)
+        return self.bind_each(condition, [exemplar])[0]
+
+    def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
+        """:meth:`bind` for each exemplar, with the condition encoder and head run once."""
+        for exemplar in exemplars:
+            require_images("LearnedMatcher.bind", condition, exemplar,
+                           "the learned networks read the label/edge map derived from it")
+        self._check_latent("condition.latent", condition.latent)
+        for exemplar in exemplars:
+            self._check_latent("exemplar.latent", exemplar.latent)
         p = self._param()
         like = dict(device=p.device, dtype=p.dtype)
+        with torch.no_grad():
+            cond_map = self._label_map("condition_map", self.condition_map, condition.image.to(**like), condition.grid)
+            cond_enc = self.nets.encode_condition(cond_map)
+            cond_feat = self.nets.condition_head(cond_enc, cond_map)
+        return [self._bind_to(condition.grid, cond_enc, cond_feat, exemplar, like) for exemplar in exemplars]
+
+    def _bind_to(self, cond_grid: tuple[int, int], cond_enc: Tensor, cond_feat: Tensor, exemplar: MatchSide,
+                 like: dict) -> MatchFeatures:
+        """The pair's features, given the condition's encoding and head output."""
         nets = self.nets
         with torch.no_grad():
-            cond_grid = condition.grid
-            cond_map = self._label_map("condition_map", self.condition_map, condition.image.to(**like), cond_grid)
             ex_map = self._label_map("exemplar_map", self.exemplar_map, exemplar.image.to(**like), exemplar.grid)
-            cond_enc = nets.encode_condition(cond_map)
             ex_enc = nets.encode_exemplar(exemplar.latent.to(**like))
-            cond_feat = nets.condition_head(cond_enc, cond_map)
             ex_feat = nets.exemplar_head(ex_enc, ex_map)
 
         def x0_features(x0_latent: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from torch import Tensor
 
@@ -97,6 +97,12 @@ class Matcher(abc.ABC):
     @abc.abstractmethod
     def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
         """Features of this pair: condition, exemplar, and an x0_hat feature function."""
+
+    def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
+        """Features of one condition against each of G exemplars, in order: the same as
+        ``[self.bind(condition, e) for e in exemplars]``. Matchers whose condition side costs a
+        network pass override it to compute that side once, not G times."""
+        return [self.bind(condition, exemplar) for exemplar in exemplars]
 
 
 def require_images(where: str, condition: MatchSide, exemplar: MatchSide, why: str) -> None:

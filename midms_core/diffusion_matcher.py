@@ -135,9 +135,12 @@ class DiffusionFeatureMatcher(Matcher):
 
     def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
         """One U-Net pass set for the condition (or none, with ``cross_domain``), one per exemplar."""
+        exemplars = list(exemplars)
+        if not exemplars:
+            return []
         if self.cross_domain is not None:
             firsts = self.cross_domain.bind_each(condition, exemplars)
-            return [self._in_domain_of(first, exemplar) for first, exemplar in zip(firsts, exemplars)]
+            return [self._in_domain_of(first, exemplar) for first, exemplar in zip(firsts, exemplars, strict=True)]
         cond = self.features(condition.latent)
         out = []
         for exemplar in exemplars:

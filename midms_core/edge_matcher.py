@@ -88,12 +88,14 @@ def _shift(x: Tensor, dy: int, dx: int) -> Tensor:
 FLAT_EDGE_STRENGTH = 2e-3
 
 
-def _require_edges(edges: Tensor, name: str, why: str) -> None:
+def _require_edges(edges: Tensor, name: str, why: str, of_set: str = "") -> None:
     """Raise when an edge map (B, 1, H, W) is empty for any image of the batch: matching a blank
-    side gives a meaningless warp, and its cycle check still calls much of it "confident"."""
+    side gives a meaningless warp, and its cycle check still calls much of it "confident".
+    ``of_set``: which member of a set of exemplars this is (e.g. "exemplar 2 of 3"), if any."""
     empty = [i for i, e in enumerate(edges.flatten(1).amax(dim=1).tolist()) if not e > 0]
     if empty:
         which = f"image {empty[0] + 1} of {edges.shape[0]}" if edges.shape[0] > 1 else "the image"
+        which = f"{of_set}, {which}" if of_set else which
         raise ValueError(f"EdgeDescriptorMatcher: '{name}' ({which}) has no edges: {why}")
 
 
@@ -311,12 +313,13 @@ class EdgeDescriptorMatcher(Matcher):
                        "visible lines or regions")
         return self.edge_features(edges, grid)
 
-    def exemplar_features(self, image: Tensor, grid: tuple[int, int]) -> Tensor:
-        """S_y: exemplar photo (B, 3, H, W) in [0, 1] -> (B, C, h, w)."""
+    def exemplar_features(self, image: Tensor, grid: tuple[int, int], of_set: str = "") -> Tensor:
+        """S_y: exemplar photo (B, 3, H, W) in [0, 1] -> (B, C, h, w). ``of_set`` names the
+        member of a set of exemplars in the error when it has no edges (e.g. "exemplar 2 of 3")."""
         edges = exemplar_edge_map(self._work(image, grid), self.canny_low, self.canny_high, self.canny_sigma, self.hysteresis_steps)
         _require_edges(edges, "exemplar", f"Canny (canny_low {self.canny_low:g}, canny_high {self.canny_high:g}) finds no edge "
                        "in it, so nothing can be matched; lower canny_low and canny_high on the edge matcher, or use a "
-                       "photo with visible structure")
+                       "photo with visible structure", of_set)
         return self.edge_features(edges, grid)
 
     # ------------------------------------------------------------------ in-domain side
@@ -359,21 +362,26 @@ class EdgeDescriptorMatcher(Matcher):
 
     def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
         """:meth:`bind` for each exemplar, with the condition's edge descriptor computed once."""
+        exemplars = list(exemplars)
+        if not exemplars:
+            return []
         why = "this matcher computes its cross-domain features from edges of the pixels, not from latents"
         for exemplar in exemplars:
             require_images("EdgeDescriptorMatcher.bind", condition, exemplar, why)
         with torch.no_grad():
             cond = self.condition_features(condition.image, condition.grid)
-        return [self._bind_to(condition, cond, exemplar) for exemplar in exemplars]
+        count = len(exemplars)
+        return [self._bind_to(condition, cond, exemplar, f"exemplar {i + 1} of {count}" if count > 1 else "")
+                for i, exemplar in enumerate(exemplars)]
 
-    def _bind_to(self, condition: MatchSide, cond: Tensor, exemplar: MatchSide) -> MatchFeatures:
+    def _bind_to(self, condition: MatchSide, cond: Tensor, exemplar: MatchSide, of_set: str) -> MatchFeatures:
         """The pair's features, given the condition's descriptor ``cond`` (B, C, hx, wx)."""
         grid = condition.grid
         channels = exemplar.latent.shape[1]
         prior = aligned = None
         with torch.no_grad():
             dtype = condition.latent.dtype
-            exem = self.exemplar_features(exemplar.image, exemplar.grid)
+            exem = self.exemplar_features(exemplar.image, exemplar.grid, of_set)
             exem_latent = self.latent_features(exemplar.latent)
             if self.alignment != "none":
                 aligned, exem, exem_latent = self._align(cond, exem, exem_latent, exemplar)

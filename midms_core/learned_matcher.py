@@ -77,6 +77,9 @@ class LearnedMatcher(Matcher):
 
     def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
         """:meth:`bind` for each exemplar, with the condition encoder and head run once."""
+        exemplars = list(exemplars)
+        if not exemplars:
+            return []
         for exemplar in exemplars:
             require_images("LearnedMatcher.bind", condition, exemplar,
                            "the learned networks read the label/edge map derived from it")

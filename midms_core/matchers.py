@@ -89,7 +89,12 @@ class MatchFeatures:
 
 
 class Matcher(abc.ABC):
-    """Computes :class:`MatchFeatures` for a condition/exemplar pair."""
+    """Computes :class:`MatchFeatures` for a condition/exemplar pair.
+
+    A matcher that overrides :meth:`bind_each` implements :meth:`bind` through it; a subclass of
+    such a matcher changes what it computes in ``bind_each`` (which the union of several
+    exemplars calls), not only in ``bind``.
+    """
 
     #: short, stable identifier (used by nodes and benchmarks)
     name: str = "matcher"
@@ -99,9 +104,11 @@ class Matcher(abc.ABC):
         """Features of this pair: condition, exemplar, and an x0_hat feature function."""
 
     def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
-        """Features of one condition against each of G exemplars, in order: the same as
+        """Features of one condition against each of G exemplars, in order: the same features as
         ``[self.bind(condition, e) for e in exemplars]``. Matchers whose condition side costs a
-        network pass override it to compute that side once, not G times."""
+        network pass override it to compute that side once, not G times; they check every
+        input before computing anything, so with several bad inputs the first error raised may
+        differ from that of separate binds."""
         return [self.bind(condition, exemplar) for exemplar in exemplars]
 
 

@@ -110,40 +110,69 @@ else
   if [ -n "${COMFYUI_PATH:-}" ] && [ -f "$COMFY/requirements.txt" ]; then
     HOST_REQS=(-r "$COMFY/requirements.txt")
   fi
+  # absolute: a .pth line is read relative to site-packages, not to where this script ran
   TORCH_DIR="${MIDMS_HOST_TORCH_DIR:-$REPO/.host-torch}"
-  torch_want="$(printf '%s\n' "${TORCH_REQS[@]}" "$("$PYTHON" -c 'import sys; print(sys.version_info[:2])')" | sha256sum | cut -d' ' -f1)"
+  mkdir -p "$TORCH_DIR" && TORCH_DIR="$(cd "$TORCH_DIR" && pwd)"
+  torch_want="$(printf '%s\n' "${TORCH_REQS[@]}" "$("$PYTHON" -c 'import sys; print(sys.version_info[:2])')" "$TORCH_DIR" | sha256sum | cut -d' ' -f1)"
   torch_stamp="$TORCH_DIR/.midms-torch-installed"
+  torch_marker="$TORCH_DIR/.midms-host-torch"  # written first: only such a folder is ever wiped
   if [ "$(cat "$torch_stamp" 2>/dev/null)" = "$torch_want" ]; then
     log "shared torch in $TORCH_DIR up to date"
   else
+    if [ -n "$(ls -A "$TORCH_DIR")" ] && [ ! -f "$torch_marker" ] && [ ! -f "$torch_stamp" ]; then
+      log "MIDMS_HOST_TORCH_DIR=$TORCH_DIR is a non-empty folder this script did not make; give an empty or new folder"
+      exit 1
+    fi
     log "installing ${TORCH_REQS[*]} once into $TORCH_DIR (CUDA build, ~5.2 GB; runs on CPU too)"
-    df -h "$REPO" 2>/dev/null | tail -n 1 | awk '{print "[get_comfyui] disk: " $4 " free of " $2}' >&2 || true
-    rm -rf "$TORCH_DIR"
+    df -h "$TORCH_DIR" 2>/dev/null | tail -n 1 | awk '{print "[get_comfyui] disk: " $4 " free of " $2}' >&2 || true
+    find "$TORCH_DIR" -mindepth 1 -delete
+    touch "$torch_marker"
+    # pip --target builds the whole tree in TMPDIR, then moves it: keep that on the same disk
+    # (a small /tmp would run out where the project's disk would not)
+    build_tmp="$TORCH_DIR/.build-tmp"
+    mkdir -p "$build_tmp"
     # torch with its own dependencies; torchvision without (numpy and pillow belong to each
     # host's venv, whose pins differ: the 2024 host needs numpy<2).
-    PIP_NO_CACHE_DIR=1 pipq "$PYTHON" -m pip install --quiet --target "$TORCH_DIR" "${TORCH_REQS[0]}"
-    PIP_NO_CACHE_DIR=1 pipq "$PYTHON" -m pip install --quiet --no-deps --target "$TORCH_DIR" "${TORCH_REQS[@]:1}"
+    TMPDIR="$build_tmp" PIP_NO_CACHE_DIR=1 pipq "$PYTHON" -m pip install --quiet --target "$TORCH_DIR" "${TORCH_REQS[0]}"
+    TMPDIR="$build_tmp" PIP_NO_CACHE_DIR=1 pipq "$PYTHON" -m pip install --quiet --no-deps --target "$TORCH_DIR" "${TORCH_REQS[@]:1}"
+    rm -rf "$build_tmp"
     echo "$torch_want" > "$torch_stamp"
   fi
   want="$( { printf '%s\n' "${REQS[@]}" "$torch_want"; [ ${#HOST_REQS[@]} -eq 0 ] || cat "$COMFY/requirements.txt"; } | sha256sum | cut -d' ' -f1)"
   if [ -x "$PY" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     log "venv $VENV up to date"
   else
-    [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
+    # A fresh venv each time the requirements change: cheap now that torch is shared, and an
+    # older venv may hold its own torch, which would shadow the shared one.
+    if [ -e "$VENV" ]; then
+      [ -f "$VENV/pyvenv.cfg" ] || { log "$VENV exists and is not a venv; move it or set MIDMS_COMFY_VENV"; exit 1; }
+      log "rebuilding $VENV (its requirements changed)"
+      rm -rf "$VENV"
+    fi
+    "$PYTHON" -m venv "$VENV"
     site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     echo "$TORCH_DIR" > "$site/midms-host-torch.pth"
+    # torch must come from the shared folder before pip runs, or pip would fetch a second copy
+    "$PY" - "$TORCH_DIR" <<'EOF'
+import importlib.metadata as md, os, sys
+try:
+    where = os.path.realpath(str(md.distribution("torch").locate_file("")))
+except md.PackageNotFoundError:
+    where = "nowhere"
+if where != os.path.realpath(sys.argv[1]):
+    sys.exit(f"[get_comfyui] the venv sees torch in {where}, not in the shared {sys.argv[1]}")
+EOF
     log "installing ComfyUI requirements into $VENV (torch from $TORCH_DIR)"
     PIP_NO_CACHE_DIR=1 pipq "$PY" -m pip install --quiet --upgrade pip
     PIP_NO_CACHE_DIR=1 pipq "$PY" -m pip install --quiet "${REQS[@]}" ${HOST_REQS[@]+"${HOST_REQS[@]}"}
-    # torch must be the shared one: a copy in the venv would mean pip did not see it.
+    # A torchvision that cannot load (e.g. paired with a CPU-only torch) breaks ComfyUI start-up.
     "$PY" - "$TORCH_DIR" <<'EOF'
-import os, sys, torch
+import os, sys, torch, torchvision
 where = os.path.realpath(torch.__file__)
 if not where.startswith(os.path.realpath(sys.argv[1]) + os.sep):
     sys.exit(f"[get_comfyui] torch was installed into the venv ({where}), not shared from {sys.argv[1]}")
+print("[get_comfyui] torch", torch.__version__, "torchvision", torchvision.__version__, file=sys.stderr)
 EOF
-    # A torchvision that cannot load (e.g. paired with a CPU-only torch) breaks ComfyUI start-up.
-    "$PY" -c "import torch, torchvision; print('[get_comfyui] torch', torch.__version__, 'torchvision', torchvision.__version__)" >&2
     echo "$want" > "$stamp"
   fi
   # This pack, editable, without touching its dependencies (already satisfied above).

@@ -90,6 +90,7 @@ def test_edge_matcher_bind_each_equals_separate_binds_with_one_condition_descrip
     shared = _CountingEdgeMatcher(alignment=alignment)
     got = shared.bind_each(condition, exemplars)
     assert shared.condition_calls == 1
+    assert len(got) == len(expected) == G
     for a, b in zip(got, expected):
         _assert_same_features(a, b, x0)
 
@@ -97,21 +98,26 @@ def test_edge_matcher_bind_each_equals_separate_binds_with_one_condition_descrip
 def test_learned_matcher_bind_each_runs_the_condition_encoder_once():
     config = CorrespondenceConfig(latent_channels=4, label_channels=5, width=16, encoder_width=4, spade_hidden=8)
     nets = init_networks(config, seed=0)
-    calls = {"encode_condition": 0}
-    original = nets.encode_condition
+    calls = {"encode_condition": 0, "condition_head": 0}
 
-    def counting(*args, **kwargs):
-        calls["encode_condition"] += 1
-        return original(*args, **kwargs)
+    def counting(name):
+        original = getattr(nets, name)
 
-    nets.encode_condition = counting
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+        return call
+
+    for name in calls:
+        setattr(nets, name, counting(name))
     matcher = LearnedMatcher(nets)
     condition, exemplars = _side(0), [_side(s) for s in (1, 2, 3)]
     x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(9))
     expected = [matcher.bind(condition, e) for e in exemplars]
-    assert calls["encode_condition"] == G
+    assert calls == {"encode_condition": G, "condition_head": G}
     got = matcher.bind_each(condition, exemplars)
-    assert calls["encode_condition"] == G + 1
+    assert calls == {"encode_condition": G + 1, "condition_head": G + 1}
+    assert len(got) == len(expected) == G
     for a, b in zip(got, expected):
         _assert_same_features(a, b, x0)
 
@@ -136,6 +142,7 @@ def test_diffusion_matcher_bind_each_passes_the_condition_once(cross_domain):
     extract.calls = 0
     got = matcher(extract).bind_each(condition, exemplars)
     assert extract.calls == (G if cross_domain else G + 1) * ensemble
+    assert len(got) == len(expected) == G
     for a, b in zip(got, expected):
         extract.calls = 0
         _assert_same_features(a, b, x0)
@@ -159,3 +166,29 @@ def test_bind_each_bad_exemplar_is_named():
     no_image = MatchSide(latent=exemplar.latent)
     with pytest.raises(ValueError, match=r"EdgeDescriptorMatcher\.bind: 'exemplar\.image' is required"):
         EdgeDescriptorMatcher().bind_each(condition, [exemplar, no_image])
+    flat = MatchSide(latent=exemplar.latent, image=torch.full_like(exemplar.image, 0.5))
+    with pytest.raises(ValueError, match=r"'exemplar' \(exemplar 2 of 2, the image\) has no edges"):
+        EdgeDescriptorMatcher().bind_each(condition, [exemplar, flat])
+    with pytest.raises(ValueError, match=r"'exemplar' \(the image\) has no edges"):
+        EdgeDescriptorMatcher().bind(condition, flat)
+
+
+@pytest.mark.parametrize("kind", ["edge", "learned", "diffusion", "diffusion+edge"])
+def test_bind_each_takes_any_iterable_and_nothing_costs_nothing(kind):
+    config = CorrespondenceConfig(latent_channels=4, label_channels=5, width=16, encoder_width=4, spade_hidden=8)
+    extract = _ToyExtract()
+    matcher = {
+        "edge": lambda: EdgeDescriptorMatcher(),
+        "learned": lambda: LearnedMatcher(init_networks(config, seed=0)),
+        "diffusion": lambda: DiffusionFeatureMatcher(extract),
+        "diffusion+edge": lambda: DiffusionFeatureMatcher(extract, cross_domain=EdgeDescriptorMatcher()),
+    }[kind]()
+    condition, exemplars = _side(0), [_side(s) for s in (1, 2)]
+    from_generator = matcher.bind_each(condition, (e for e in exemplars))
+    assert len(from_generator) == 2
+    for a, b in zip(from_generator, matcher.bind_each(condition, exemplars)):
+        assert torch.equal(a.exemplar, b.exemplar) and torch.equal(a.condition, b.condition)
+    extract.calls = 0
+    flat = MatchSide(latent=condition.latent, image=torch.full_like(condition.image, 0.5))  # no edges at all
+    assert matcher.bind_each(flat, []) == []
+    assert extract.calls == 0

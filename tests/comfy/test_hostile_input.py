@@ -215,6 +215,7 @@ class Case:
     runner: Optional[Callable] = None  # custom cases: runner(server) -> (passed, observed)
     host_may_coerce: bool = False    # a host that converts the value / input first may run it instead
     never_says: tuple = ()           # fragments the error message must NOT contain
+    check: Optional[Callable[[dict], Optional[str]]] = None  # ok cases: saved tensors -> what is wrong, or None
     observed: str = ""
     passed: Optional[bool] = None
     notes: list = field(default_factory=list)
@@ -391,23 +392,57 @@ def image_cases() -> list[Case]:
     ]
 
 
+def _preview_black(saved: dict) -> Optional[str]:
+    """No exemplar may serve anywhere: the source preview is black everywhere."""
+    peak = float(saved["image"].abs().max())
+    return None if peak == 0.0 else f"source preview not black where nothing may serve (max {peak:.3f})"
+
+
+def _left_red_right_cyan(saved: dict) -> Optional[str]:
+    """Exemplar 1 (red) serves the left half, exemplar 2 (cyan) the right (a margin of 8 px
+    around the seam for the latent cells and the smoothing)."""
+    image = saved["image"][0]  # (H, W, 3)
+    left, right = image[:, : SIZE // 2 - 8].mean((0, 1)), image[:, SIZE // 2 + 8 :].mean((0, 1))
+    red, cyan = [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]
+    if all(abs(float(a) - b) < 0.05 for a, b in zip(left, red)) and all(abs(float(a) - b) < 0.05 for a, b in zip(right, cyan)):
+        return None
+    return f"source preview: left mean RGB {left.tolist()}, right {right.tolist()}; want red left, cyan right"
+
+
 def exemplar_set_cases() -> list[Case]:
     """MIDMs Exemplar Set Encode and MIDMs Exemplar Source Preview."""
     where = "MIDMs Exemplar Set Encode"
     masks = lambda value, count, **kw: mask_batch(value, count, **kw)  # noqa: E731
+    left_right = {  # condition masks: exemplar 1 on the left half, exemplar 2 on the right
+        "70": {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": SIZE, "height": SIZE}},
+        "71": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": SIZE // 2, "height": SIZE}},
+        "72": {"class_type": "MaskComposite", "inputs": {"destination": ["70", 0], "source": ["71", 0], "x": 0, "y": 0,
+                                                        "operation": "add"}},
+        "73": {"class_type": "InvertMask", "inputs": {"mask": ["72", 0]}},
+        "74": {"class_type": "MaskToImage", "inputs": {"mask": ["72", 0]}},
+        "75": {"class_type": "MaskToImage", "inputs": {"mask": ["73", 0]}},
+        "76": {"class_type": "ImageBatch", "inputs": {"image1": ["74", 0], "image2": ["75", 0]}},
+        "77": {"class_type": "ImageToMask", "inputs": {"image": ["76", 0], "channel": "red"}},
+    }
     return [
         Case("exemplar set: two exemplars, source preview", lambda: exemplar_set_graph(), "ok"),
         Case("exemplar set: one exemplar", lambda: exemplar_set_graph(**{"52.exemplars": ["3", 0]}), "ok"),
-        Case("exemplar set: two exemplars of different sizes (Batch Images rescales)", lambda: exemplar_set_graph(
-            **{"50.image2": ["54", 0]}) | {"54": {"class_type": "LoadImage", "inputs": {"image": "wide.png"}}}, "ok"),
-        Case("exemplar set: condition masks that allow nothing (all black)", lambda: with_nodes(
-            exemplar_set_graph(**{"52.condition_masks": ["63", 0]}), **masks(0.0, 2)), "ok"),
+        Case("exemplar set: left / right region masks (preview red left, cyan right)", lambda: with_nodes(
+            exemplar_set_graph(**{"52.condition_masks": ["77", 0]}), **left_right), "ok", check=_left_red_right_cyan),
+        Case("exemplar set: exemplars of another aspect than the condition (128 x 32, crop)", lambda: exemplar_set_graph(
+            **{"50.image1": ["54", 0]}) | {"54": {"class_type": "LoadImage", "inputs": {"image": "exem_wide.png"}}}, "ok"),
+        Case("exemplar set: exemplar 2 of 2 without edges (smooth gradient)", lambda: exemplar_set_graph(
+            **{"50.image2": ["54", 0]}) | {"54": {"class_type": "LoadImage", "inputs": {"image": "gradient.png"}}},
+             "error", node="7", input="exemplar", says=MATCH_ERR + ("exemplar 2 of 2", "has no edges", "lower canny_low")),
+        Case("exemplar set: condition masks that allow nothing (all black; preview black)", lambda: with_nodes(
+            exemplar_set_graph(**{"52.condition_masks": ["63", 0]}), **masks(0.0, 2)), "ok", check=_preview_black),
         Case("exemplar set: masks at another size than the condition", lambda: with_nodes(
             exemplar_set_graph(**{"52.condition_masks": ["63", 0], "52.exemplar_masks": ["63", 0]}),
             **masks(1.0, 2, width=40, height=24)), "ok"),
-        Case("exemplar set: label maps with no label in common (grey edges vs red)", lambda: exemplar_set_graph(**{
+        Case("exemplar set: label maps with no label in common (grey edges vs red; preview black)", lambda: exemplar_set_graph(**{
             "52.condition_labels": ["2", 0], "52.exemplar_labels": ["55", 0]}) | {
-            "55": repeat(["56", 0], 2), "56": {"class_type": "LoadImage", "inputs": {"image": "red.png"}}}, "ok"),
+            "55": repeat(["56", 0], 2), "56": {"class_type": "LoadImage", "inputs": {"image": "red.png"}}}, "ok",
+             check=_preview_black),
         Case("exemplar set: inside SamplerCustom (union re-matches)", lambda: with_nodes(
             sampler_custom_graph(**{"7.context": ["52", 0]}),
             **{k: v for k, v in exemplar_set_graph().items() if k in ("50", "51", "52")}), "ok"),
@@ -471,14 +506,21 @@ def _message_names_input(msg: str, name: Optional[str]) -> bool:
 PACK_ERROR_TYPE = "MIDMs.NodeInputError"  # the same on every host (no host path in it)
 
 
-def _check_ok(server, graph: dict) -> tuple[bool, str]:
+def _check_ok(server, graph: dict, check: Optional[Callable[[dict], Optional[str]]] = None) -> tuple[bool, str]:
     entry = server.run(graph, timeout=240, check=False)
     if not succeeded(entry):
         err = execution_error(entry) or {}
         return False, f"failed in {err.get('node_type')}: {str(err.get('exception_message'))[:300]}"
-    stats = {s["key"]: s for s in server.outputs(entry)[SAVE]["midms_stats"]}
+    outputs = server.outputs(entry)[SAVE]
+    stats = {s["key"]: s for s in outputs["midms_stats"]}
     if not all(s["finite"] for s in stats.values()):
         return False, "non-finite output"
+    if check is not None:
+        from safetensors.torch import load_file
+
+        wrong = check(load_file(outputs["midms_file"][0]))
+        if wrong:
+            return False, wrong
     shape = stats["latent"]["shape"]
     return True, f"ran: latent {shape}, " + ", ".join(f"{k} {s['sha256'][:10]}" for k, s in sorted(stats.items()))
 
@@ -495,10 +537,10 @@ def _run_error(server, graph: dict) -> tuple[Optional[dict], str]:
 
 def run_case(server, case: Case, still_serving: Callable[[], tuple[bool, str]]) -> None:
     if case.expect == "ok":
-        ok, observed = _check_ok(server, case.graph())
+        ok, observed = _check_ok(server, case.graph(), case.check)
         if ok:
             ok2, _ = still_serving()  # replaces the cached results: the rerun really executes
-            again_ok, again = _check_ok(server, case.graph())
+            again_ok, again = _check_ok(server, case.graph(), case.check)
             if not (ok2 and again_ok and again == observed):
                 ok, observed = False, f"{observed} / rerun: {again}"
             else:
@@ -677,6 +719,7 @@ def _make_inputs(folder: Path) -> None:
     condition.convert("L").save(folder / "gray.png")
     Image.fromarray(edges.astype(np.uint16) * 257).save(folder / "gray16.png")  # 16-bit PNG (mode I;16)
     exemplar.convert("RGBA").save(folder / "exem_rgba.png")
+    exemplar.resize((128, 32)).save(folder / "exem_wide.png")
     Image.fromarray((np.clip(module.second_exemplar(SIZE), 0, 1) * 255).round().astype(np.uint8), "RGB").save(
         folder / "exem2.png")
 
@@ -722,7 +765,9 @@ def test_hostile_input_table(server, tmp_path_factory, capsys):
     rows = []
     t0 = time.monotonic()
     only = os.environ.get("MIDMS_HOSTILE_ONLY", "")  # e.g. "exemplar set": the cases whose name holds it
-    for case in [c for c in ALL_CASES if only in c.name]:
+    selected = [c for c in ALL_CASES if only in c.name]
+    assert selected, f"MIDMS_HOSTILE_ONLY={only!r} selects none of the {len(ALL_CASES)} cases"
+    for case in selected:
         start = time.monotonic()
         try:
             run_case(server, case, still_serving)

@@ -30,7 +30,6 @@ from .attention import (
     softmax_average_both_ways,
 )
 from .correspondence import (
-    centre_normalise,
     check_feature_pair,
     check_settings,
     coordinate_grid,

@@ -18,14 +18,14 @@ current latent (the paper's premise: once x0_hat is photo-like, matching is in-d
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .cancellation import checkpoint
-from .matchers import Matcher, MatchFeatures, MatchSide
+from .matchers import Matcher, MatchFeatures, MatchSide, SharedConditionMatcher
 from .validation import check_tensor
 
 #: extract(latent_raw (B, c, h, w), generator) -> features (B, C, h', w')
@@ -73,7 +73,7 @@ class FeatureCapture:
         return out
 
 
-class DiffusionFeatureMatcher(Matcher):
+class DiffusionFeatureMatcher(SharedConditionMatcher):
     """DIFT-style matcher: features of a diffusion U-Net block, on each side's latent grid.
 
     extract:  the U-Net pass, ``extract(latent_raw, generator) -> (B, C, h', w')``; it draws its
@@ -130,14 +130,8 @@ class DiffusionFeatureMatcher(Matcher):
                 return resize_to_grid(captured, tuple(x0.shape[-2:])).to(x0.device)
         return self.features(x0)
 
-    def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
-        return self.bind_each(condition, [exemplar])[0]
-
-    def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
+    def bind_all(self, condition: MatchSide, exemplars: list[MatchSide]) -> list[MatchFeatures]:
         """One U-Net pass set for the condition (or none, with ``cross_domain``), one per exemplar."""
-        exemplars = list(exemplars)
-        if not exemplars:
-            return []
         if self.cross_domain is not None:
             firsts = self.cross_domain.bind_each(condition, exemplars)
             return [self._in_domain_of(first, exemplar) for first, exemplar in zip(firsts, exemplars, strict=True)]

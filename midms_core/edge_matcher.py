@@ -41,7 +41,7 @@ from torch import Tensor
 from .alignment import ALIGNMENTS, Alignment, SpatialPrior, affine_targets, search_similarity
 from .correspondence import centre_normalise
 from .edges import canny_edges
-from .matchers import MatchFeatures, Matcher, MatchSide, require_images
+from .matchers import MatchFeatures, MatchSide, SharedConditionMatcher, require_images
 from .validation import check_choice, check_positive, check_tensor
 
 __all__ = [
@@ -181,7 +181,7 @@ def ring_descriptor(
     return torch.cat(out, dim=1)
 
 
-class EdgeDescriptorMatcher(Matcher):
+class EdgeDescriptorMatcher(SharedConditionMatcher):
     """Training-free matcher: edge maps + DAISY-like descriptors on each side's latent grid.
 
     cell_px:       working resolution, in image pixels per latent cell: each image is resized to
@@ -353,18 +353,12 @@ class EdgeDescriptorMatcher(Matcher):
 
     # ------------------------------------------------------------------ Matcher
 
-    def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
-        """Features of a pair: S_x (B, C, hx, wx), S_y (B, C, hy, wy), in-domain S_y' (B, C', hy, wy).
+    def bind_all(self, condition: MatchSide, exemplars: list[MatchSide]) -> list[MatchFeatures]:
+        """Features of each pair, the condition's edge descriptor computed once: S_x (B, C, hx, wx),
+        S_y (B, C, hy, wy), in-domain S_y' (B, C', hy, wy).
 
         Both sides need their image (B, 3, H, W) in [0, 1]; the grids come from their latents.
         """
-        return self.bind_each(condition, [exemplar])[0]
-
-    def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
-        """:meth:`bind` for each exemplar, with the condition's edge descriptor computed once."""
-        exemplars = list(exemplars)
-        if not exemplars:
-            return []
         why = "this matcher computes its cross-domain features from edges of the pixels, not from latents"
         for exemplar in exemplars:
             require_images("EdgeDescriptorMatcher.bind", condition, exemplar, why)

@@ -6,13 +6,13 @@ The networks themselves are :mod:`midms_core.networks`; the maps they read are
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
 from .label_maps import canny_edge_map, label_map_on_grid
-from .matchers import MatchFeatures, Matcher, MatchSide, require_images
+from .matchers import MatchFeatures, MatchSide, SharedConditionMatcher, require_images
 from .networks import CorrespondenceNetworks
 from .validation import broadcast_batch, check_tensor
 
@@ -21,7 +21,7 @@ __all__ = ["LearnedMatcher"]
 MapFn = Callable[[Tensor], Tensor]
 
 
-class LearnedMatcher(Matcher):
+class LearnedMatcher(SharedConditionMatcher):
     """Features from the (official or converted) MIDMs correspondence networks.
 
     condition_map: image (B, 3, H, W) in [0, 1] -> (B, k, H', W') condition label map; default
@@ -72,14 +72,8 @@ class LearnedMatcher(Matcher):
             raise ValueError(f"LearnedMatcher.bind: '{name}' returned batch {out.shape[0]}, expected {image.shape[0]}")
         return label_map_on_grid(out, self.nets.config.label_channels, grid, "LearnedMatcher.bind", name)
 
-    def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
-        return self.bind_each(condition, [exemplar])[0]
-
-    def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
+    def bind_all(self, condition: MatchSide, exemplars: list[MatchSide]) -> list[MatchFeatures]:
         """:meth:`bind` for each exemplar, with the condition encoder and head run once."""
-        exemplars = list(exemplars)
-        if not exemplars:
-            return []
         for exemplar in exemplars:
             require_images("LearnedMatcher.bind", condition, exemplar,
                            "the learned networks read the label/edge map derived from it")

@@ -91,9 +91,8 @@ class MatchFeatures:
 class Matcher(abc.ABC):
     """Computes :class:`MatchFeatures` for a condition/exemplar pair.
 
-    A matcher that overrides :meth:`bind_each` implements :meth:`bind` through it; a subclass of
-    such a matcher changes what it computes in ``bind_each`` (which the union of several
-    exemplars calls), not only in ``bind``.
+    Matchers whose condition side costs real work derive from :class:`SharedConditionMatcher`
+    instead, which computes it once for several exemplars.
     """
 
     #: short, stable identifier (used by nodes and benchmarks)
@@ -105,11 +104,31 @@ class Matcher(abc.ABC):
 
     def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
         """Features of one condition against each of G exemplars, in order: the same features as
-        ``[self.bind(condition, e) for e in exemplars]``. Matchers whose condition side costs a
-        network pass override it to compute that side once, not G times; they check every
-        input before computing anything, so with several bad inputs the first error raised may
-        differ from that of separate binds."""
+        ``[self.bind(condition, e) for e in exemplars]``. A :class:`SharedConditionMatcher`
+        computes the condition side once, not G times; it checks every input before computing
+        anything, so with several bad inputs the first error raised may differ from that of
+        separate binds."""
         return [self.bind(condition, exemplar) for exemplar in exemplars]
+
+
+class SharedConditionMatcher(Matcher):
+    """A matcher that computes the condition side once for any number of exemplars.
+
+    It implements :meth:`bind_all` for a non-empty list of exemplars; ``bind`` (one exemplar) and
+    ``bind_each`` (any iterable, empty included) both go through it, so a subclass changes what
+    it computes in ``bind_all``.
+    """
+
+    def bind(self, condition: MatchSide, exemplar: MatchSide) -> MatchFeatures:
+        return self.bind_all(condition, [exemplar])[0]
+
+    def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
+        exemplars = list(exemplars)
+        return self.bind_all(condition, exemplars) if exemplars else []
+
+    @abc.abstractmethod
+    def bind_all(self, condition: MatchSide, exemplars: list[MatchSide]) -> list[MatchFeatures]:
+        """Features of the condition against each exemplar of a non-empty list, in order."""
 
 
 def require_images(where: str, condition: MatchSide, exemplar: MatchSide, why: str) -> None:

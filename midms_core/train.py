@@ -52,7 +52,7 @@ from .losses import (contextual_loss, correlation_logits, cycle_loss, domain_ali
                      latent_reconstruction_loss, supervised_flow_loss, supervised_match_loss)
 from .label_maps import canny_edge_map, label_map_on_grid
 from .networks import CorrespondenceConfig, CorrespondenceNetworks, init_networks
-from .train_data import CONDITIONS, DataConfig, TrainingPairs, list_images, read_image
+from .train_data import CONDITIONS, DataConfig, TrainingPairs, read_image
 
 DEFAULT_LR = 1e-4
 WEIGHT_DECAY = 0.05  # the paper's AdamW weight decay

@@ -59,6 +59,10 @@ class PlainHostMatcher(HostMatcher):
     def bind_each(self, condition: MatchSide, exemplars: Sequence[MatchSide]) -> list[MatchFeatures]:
         return self.matcher.bind_each(condition, exemplars)
 
+    def without_alignment(self) -> "PlainHostMatcher":
+        plain = self.matcher.without_alignment()
+        return self if plain is self.matcher else PlainHostMatcher(plain)
+
 
 def as_host_matcher(matcher: Matcher) -> HostMatcher:
     """``matcher`` itself when it implements HostMatcher, else a view of it with the defaults."""

@@ -18,6 +18,7 @@ current latent (the paper's premise: once x0_hat is photo-like, matching is in-d
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Optional
 
 import torch
@@ -129,6 +130,13 @@ class DiffusionFeatureMatcher(SharedConditionMatcher):
             if captured is not None and captured.shape[0] == x0.shape[0]:
                 return resize_to_grid(captured, tuple(x0.shape[-2:])).to(x0.device)
         return self.features(x0)
+
+    def without_alignment(self) -> "DiffusionFeatureMatcher":
+        if self.cross_domain is None:
+            return self
+        plain = copy.copy(self)
+        plain.cross_domain = self.cross_domain.without_alignment()
+        return plain
 
     def bind_all(self, condition: MatchSide, exemplars: list[MatchSide]) -> list[MatchFeatures]:
         """One U-Net pass set for the condition (or none, with ``cross_domain``), one per exemplar."""

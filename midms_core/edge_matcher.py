@@ -30,6 +30,7 @@ S_y); on the tests' photos this mix beats both the pure latent and the pure edge
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Optional, Sequence
 
@@ -352,6 +353,13 @@ class EdgeDescriptorMatcher(SharedConditionMatcher):
         return torch.cat([torch.cat(patch, dim=1) / math.sqrt(c), context], dim=1)
 
     # ------------------------------------------------------------------ Matcher
+
+    def without_alignment(self) -> "EdgeDescriptorMatcher":
+        if self.alignment == "none":
+            return self
+        plain = copy.copy(self)
+        plain.alignment = "none"
+        return plain
 
     def bind_all(self, condition: MatchSide, exemplars: list[MatchSide]) -> list[MatchFeatures]:
         """Features of each pair, the condition's edge descriptor computed once: S_x (B, C, hx, wx),

@@ -53,6 +53,7 @@ __all__ = [
     "split_stacked",
     "stack_exemplars",
     "union_prior",
+    "unite",
     "warp_stacked_with_confidence",
     "warp_union_with_confidence",
 ]
@@ -252,10 +253,15 @@ def bind_union(matcher: Matcher, condition: MatchSide, exemplars: Sequence[Match
     (:func:`union_prior`); the result carries ``groups`` and ``restriction`` for every warp of
     the run (first match and re-matches alike).
     """
-    where = "bind_union"
     if not isinstance(exemplars, (list, tuple)) or not exemplars:
-        raise ValueError(f"{where}: 'exemplars' must be a non-empty list of MatchSides")
-    bound = matcher.bind_each(condition, list(exemplars))
+        raise ValueError("bind_union: 'exemplars' must be a non-empty list of MatchSides")
+    return unite(matcher.bind_each(condition, list(exemplars)), restriction)
+
+
+def unite(bound: Sequence[MatchFeatures], restriction: Optional[Restriction] = None) -> MatchFeatures:
+    """G pairs' features of one condition (``Matcher.bind_each``) -> their union: the exemplar
+    maps stacked, the priors united, ``groups`` and ``restriction`` set."""
+    where = "bind_union"
     first = bound[0]
     return dataclasses.replace(
         first,

@@ -6,6 +6,7 @@ layout, unless a docstring says otherwise.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,46 @@ def resize(image: Tensor, height: int, width: int, nearest: bool = False) -> Ten
     return x.movedim(1, -1)
 
 
+@dataclass(frozen=True)
+class FitGeometry:
+    """Where :func:`fit` puts an image of ``input_size`` (height, width) in an output of
+    ``output_size``: the scaled image is ``scaled`` (height, width) and its top-left corner
+    lands at ``offset`` (top, left) of the output (negative when cropped).
+    A continuous point (x, y) (0 at the left / top edge) of the input lands at
+    (x * scaled_w / w + left, y * scaled_h / h + top)."""
+
+    input_size: tuple[int, int]
+    scaled: tuple[int, int]
+    offset: tuple[int, int]
+    output_size: tuple[int, int]
+
+    def apply(self, points: Tensor) -> Tensor:
+        """(P, 2) (x, y) input coordinates -> output coordinates, float64."""
+        (h, w), (sh, sw), (top, left) = self.input_size, self.scaled, self.offset
+        scale = torch.tensor([sw / w, sh / h], dtype=torch.float64)
+        return points.double() * scale + torch.tensor([left, top], dtype=torch.float64)
+
+
+def fit_geometry(h: int, w: int, height: int, width: int, mode: str, where: str = "fit") -> FitGeometry:
+    """The geometry :func:`fit` applies to an (h, w) image brought to (height, width)."""
+    check_choice(where, "mode", mode, FIT_MODES)
+    if mode == "own size":
+        return FitGeometry((h, w), (h, w), (0, 0), (h, w))
+    if mode == "stretch":
+        return FitGeometry((h, w), (height, width), (0, 0), (height, width))
+    cover = mode == "crop"
+    scale = (max if cover else min)(height / h, width / w)
+    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    if cover:
+        return FitGeometry((h, w), (sh, sw), (-((sh - height) // 2), -((sw - width) // 2)), (height, width))
+    return FitGeometry((h, w), (sh, sw), ((height - sh) // 2, (width - sw) // 2), (height, width))
+
+
+def crop_geometry(h: int, w: int, top: int, left: int, height: int, width: int) -> FitGeometry:
+    """The geometry of cutting the (height, width) window at (top, left) out of an (h, w) image."""
+    return FitGeometry((h, w), (h, w), (-top, -left), (height, width))
+
+
 def fit(image: Tensor, height: int, width: int, mode: str, where: str = "fit", nearest: bool = False) -> Tensor:
     """Bring (B, H, W, C) to (B, height, width, C) (``nearest``: see :func:`resize`).
 
@@ -75,22 +116,16 @@ def fit(image: Tensor, height: int, width: int, mode: str, where: str = "fit", n
     stretch:  scale each axis independently;
     pad:      scale to fit inside, pad with white (keeps everything, adds borders);
     own size: return the image unchanged (correspondence works between different sizes).
+    Where the pixels go: :func:`fit_geometry`.
     """
-    check_choice(where, "mode", mode, FIT_MODES)
-    _, h, w, _ = image.shape
+    geometry = fit_geometry(image.shape[1], image.shape[2], height, width, mode, where)
     if mode == "own size":
         return image
-    if mode == "stretch":
-        return resize(image, height, width, nearest)
-    cover = mode == "crop"
-    scale = (max if cover else min)(height / h, width / w)
-    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    (sh, sw), (top, left) = geometry.scaled, geometry.offset
     scaled = resize(image, sh, sw, nearest)
-    if cover:
-        top, left = (sh - height) // 2, (sw - width) // 2
-        return scaled[:, top : top + height, left : left + width]
+    if mode in ("crop", "stretch"):
+        return scaled[:, -top : -top + height, -left : -left + width]
     out = image.new_ones(image.shape[0], height, width, image.shape[-1])
-    top, left = (height - sh) // 2, (width - sw) // 2
     out[:, top : top + sh, left : left + sw] = scaled
     return out
 

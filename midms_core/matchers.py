@@ -110,6 +110,13 @@ class Matcher(abc.ABC):
         separate binds."""
         return [self.bind(condition, exemplar) for exemplar in exemplars]
 
+    def without_alignment(self) -> "Matcher":
+        """This matcher with its own global alignment (and the mirrored features and locality
+        prior that come with it) turned off: where semantic anchors give the layout
+        (:mod:`midms_core.anchoring`), the features must describe the exemplar as it is.
+        Default: the matcher itself (it has no alignment)."""
+        return self
+
 
 class SharedConditionMatcher(Matcher):
     """A matcher that computes the condition side once for any number of exemplars.

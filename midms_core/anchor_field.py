@@ -1,0 +1,418 @@
+"""A dense correspondence field from sparse anchors: condition cell u -> exemplar cell T(u).
+
+Anchors are pairs of points known to correspond (:mod:`midms_core.keypoints`), moved onto the
+two latent grids (:func:`to_cells`). The field interpolates them:
+
+* 1 pair: a translation; 2 pairs: the similarity through both;
+* 3 or more: a robust similarity (Tukey-weighted least squares, so one wrong detection cannot
+  pull it) or an affine map, then a regularised thin-plate spline (TPS) of the residuals
+  (``smoothing`` = 0 interpolates every anchor, larger values smooth towards the global map).
+  Degenerate sets (collinear, tiny spread, an ill-conditioned spline system) keep the global
+  map and say why in the field's ``notes``;
+* bodies (:func:`body_parts`): one field per part (limb segments, torso, head, hands), each
+  fitted to that part's anchors as above and blended by the distance to the part's bones,
+  as pose-transfer methods do: one global spline through an articulated body folds between
+  limbs that moved apart.
+
+Trust: sigma(u) = min(cap, near + growth * d(u)) exemplar cells, d(u) the distance (in
+exemplar-scaled cells) from u to the nearest anchor, or to the nearest bone for a body; small
+near anchors, where the field is known, larger between them. :func:`anchor_prior` turns the
+field into the :class:`~midms_core.alignment.SpatialPrior` every warp adds to its logits,
+C(u, v) / tau - |v - T(u)|^2 / (2 sigma(u)^2).
+
+All fitting is float64 on the CPU (N anchors are few); coordinates are (x, y) cells, cell
+centres at integers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .alignment import SpatialPrior
+from .keypoints import AnchorPairs
+
+__all__ = [
+    "AnchorField",
+    "FieldSettings",
+    "TRANSFORMS",
+    "anchor_field",
+    "anchor_prior",
+    "body_parts",
+    "fit_affine",
+    "fit_similarity",
+    "fit_tps",
+    "robust_fit",
+    "to_cells",
+    "trust_sigma",
+]
+
+TRANSFORMS = ("similarity", "affine")
+BODY_MODES = ("auto", "parts", "global")
+
+#: body parts of the COCO-18 / BODY_25 joints: a part's anchors are its joints (and, for the
+#: head and hands, every face / hand point); its bones are the segments between its joints
+_LIMBS = {
+    "right_upper_arm": ("right_shoulder", "right_elbow"),
+    "right_forearm": ("right_elbow", "right_wrist"),
+    "left_upper_arm": ("left_shoulder", "left_elbow"),
+    "left_forearm": ("left_elbow", "left_wrist"),
+    "right_thigh": ("right_hip", "right_knee"),
+    "right_shin": ("right_knee", "right_ankle"),
+    "left_thigh": ("left_hip", "left_knee"),
+    "left_shin": ("left_knee", "left_ankle"),
+    "right_foot": ("right_ankle", "right_big_toe", "right_small_toe", "right_heel"),
+    "left_foot": ("left_ankle", "left_big_toe", "left_small_toe", "left_heel"),
+    "torso": ("neck", "right_shoulder", "left_shoulder", "right_hip", "left_hip", "mid_hip"),
+    "head": ("neck", "nose", "right_eye", "left_eye", "right_ear", "left_ear"),
+}
+#: point-label prefixes that join a body part wholesale (with the joint they hang from)
+_ATTACHED = {"face": ("head", None), "hand_right": ("right_hand", "right_wrist"), "hand_left": ("left_hand", "left_wrist")}
+#: parts with more anchors than this measure their distance to the anchors, not to every bone
+_MAX_BONE_POINTS = 8
+
+
+@dataclass(frozen=True)
+class FieldSettings:
+    """How anchors become a field and a prior.
+
+    transform: the global map under the spline, "similarity" (rotation, scale, shift) or
+               "affine".
+    smoothing: TPS regularisation, lambda on the kernel diagonal with coordinates in units of
+               the condition grid's larger side; 0 interpolates the anchors exactly.
+    trust:     sigma at an anchor, as a fraction of the exemplar grid's larger side.
+    trust_cap: the largest sigma, same unit (>= trust).
+    growth:    how fast sigma grows with the distance to the nearest anchor (exemplar cells
+               per cell).
+    body:      "auto" (per-part fields when body joints give at least two parts), "parts" or
+               "global" (one field through every anchor).
+    blend:     width of the distance blend between body parts, as a fraction of the condition
+               grid's larger side.
+    robust_iterations: reweighting rounds of the robust global fit.
+    """
+
+    transform: str = "similarity"
+    smoothing: float = 1e-2
+    trust: float = 0.001
+    trust_cap: float = 0.02
+    growth: float = 0.05
+    body: str = "auto"
+    blend: float = 0.02
+    robust_iterations: int = 10
+
+    def __post_init__(self) -> None:
+        where = "FieldSettings"
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"{where}: 'transform' must be one of {list(TRANSFORMS)}, got {self.transform!r}")
+        if self.body not in BODY_MODES:
+            raise ValueError(f"{where}: 'body' must be one of {list(BODY_MODES)}, got {self.body!r}")
+        for name in ("smoothing", "growth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{where}: '{name}' must be a finite number >= 0, got {value!r}")
+        for name in ("trust", "trust_cap", "blend"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and 0 < value <= 4):
+                raise ValueError(f"{where}: '{name}' must be a number in (0, 4] (a fraction of the grid), got {value!r}")
+        if self.trust_cap < self.trust:
+            raise ValueError(f"{where}: 'trust_cap' ({self.trust_cap}) must be at least 'trust' ({self.trust})")
+        if isinstance(self.robust_iterations, bool) or not isinstance(self.robust_iterations, int) or self.robust_iterations < 0:
+            raise ValueError(f"{where}: 'robust_iterations' must be an integer >= 0, got {self.robust_iterations!r}")
+
+
+@dataclass(frozen=True)
+class AnchorField:
+    """A dense field on the condition grid.
+
+    target: (2, hx, wx) float64, the exemplar cell (x, y) of every condition cell;
+    sigma:  (1, hx, wx) float64, the trust width in exemplar cells;
+    method: how it was made, e.g. "similarity + spline (34 anchors)", "body parts (9)";
+    notes:  fallbacks taken, e.g. "collinear anchors: similarity only".
+    """
+
+    target: Tensor
+    sigma: Tensor
+    method: str
+    notes: tuple[str, ...] = ()
+
+
+# ----------------------------------------------------------------------------- coordinates
+
+def to_cells(points: Tensor, image_size: tuple[float, float], grid: tuple[int, int]) -> Tensor:
+    """Continuous pixel points (P, 2) (0 at the image's left / top edge) of an image
+    (width, height) -> (P, 2) float64 cells of a (h, w) grid covering it (centres at integers)."""
+    width, height = image_size
+    h, w = grid
+    return points.double() * torch.tensor([w / width, h / height], dtype=torch.float64) - 0.5
+
+
+def _grid_points(grid: tuple[int, int]) -> Tensor:
+    """(h * w, 2) float64 cell centres (x, y), row-major."""
+    h, w = grid
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)
+
+
+def _apply(matrix: Tensor, points: Tensor) -> Tensor:
+    """(2, 3) [A | t] applied to (P, 2) -> (P, 2)."""
+    return points @ matrix[:, :2].t() + matrix[:, 2]
+
+
+# ----------------------------------------------------------------------------- global maps
+
+def fit_similarity(src: Tensor, dst: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+    """Weighted least-squares similarity dst ~ s R src + t (no reflection), closed form.
+
+    src, dst: (N, 2) float64; weights: (N,) >= 0 or None. Returns (2, 3) [A | t]. One point (or
+    all points at one place) gives the translation."""
+    w = torch.ones(src.shape[0], dtype=torch.float64) if weights is None else weights.double()
+    w = w / w.sum().clamp_min(1e-300)
+    ms, md = (w[:, None] * src).sum(0), (w[:, None] * dst).sum(0)
+    s, d = src - ms, dst - md
+    denom = float((w * s.square().sum(1)).sum())
+    if denom < 1e-12:
+        a, b = 1.0, 0.0
+    else:
+        a = float((w * (s[:, 0] * d[:, 0] + s[:, 1] * d[:, 1])).sum()) / denom
+        b = float((w * (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0])).sum()) / denom
+    m = torch.tensor([[a, -b], [b, a]], dtype=torch.float64)
+    return torch.cat([m, (md - m @ ms)[:, None]], dim=1)
+
+
+def fit_affine(src: Tensor, dst: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+    """Weighted least-squares affine map dst ~ A src + t. (N, 2), (N, 2), (N,) -> (2, 3).
+    Needs 3 points not on one line (the caller checks)."""
+    w = torch.ones(src.shape[0], dtype=torch.float64) if weights is None else weights.double()
+    design = torch.cat([src, torch.ones(src.shape[0], 1, dtype=torch.float64)], dim=1) * w.sqrt()[:, None]
+    solution = torch.linalg.lstsq(design, dst * w.sqrt()[:, None], driver="gelsd").solution  # (3, 2)
+    return solution.t().contiguous()
+
+
+def robust_fit(src: Tensor, dst: Tensor, transform: str = "similarity", iterations: int = 10,
+               min_scale: float = 0.5) -> tuple[Tensor, Tensor]:
+    """The global map by iteratively reweighted least squares with Tukey's biweight.
+
+    src, dst: (N, 2) float64 cells. Residual scale = 1.4826 * median residual (at least
+    ``min_scale`` cells), cut-off 4.685 scales. Returns ((2, 3) map, (N,) final weights)."""
+    fit = fit_affine if transform == "affine" else fit_similarity
+    weights = torch.ones(src.shape[0], dtype=torch.float64)
+    matrix = fit(src, dst)
+    for _ in range(iterations):
+        residual = (_apply(matrix, src) - dst).norm(dim=1)
+        scale = max(1.4826 * float(residual.median()), min_scale)
+        ratio = residual / (4.685 * scale)
+        new = torch.where(ratio < 1, (1 - ratio.square()).square(), torch.zeros_like(ratio))
+        if int((new > 0).sum()) < (3 if transform == "affine" else 2):
+            break
+        weights = new
+        matrix = fit(src, dst, weights)
+    return matrix, weights
+
+
+# ----------------------------------------------------------------------------- thin-plate spline
+
+def _tps_kernel(r: Tensor) -> Tensor:
+    """U(r) = r^2 log r, 0 at r = 0."""
+    return torch.where(r > 0, r.square() * torch.log(r.clamp_min(1e-300)), torch.zeros_like(r))
+
+
+@dataclass(frozen=True)
+class Spline:
+    """A fitted thin-plate spline: centres (N, 2), kernel weights (N, 2), affine part (3, 2),
+    coordinates divided by ``unit`` before evaluation."""
+
+    centres: Tensor
+    weights: Tensor
+    affine: Tensor
+    unit: float
+
+    def __call__(self, points: Tensor) -> Tensor:
+        """(P, 2) cells -> (P, 2) spline values."""
+        p, c = points / self.unit, self.centres / self.unit
+        kernel = _tps_kernel(torch.cdist(p, c))
+        return kernel @ self.weights + torch.cat([p, torch.ones(p.shape[0], 1, dtype=torch.float64)], 1) @ self.affine
+
+
+def fit_tps(centres: Tensor, values: Tensor, smoothing: float, unit: float) -> tuple[Spline, float]:
+    """The regularised thin-plate spline f with f(centres) ~ values.
+
+    centres: (N, 2) float64, N >= 3 not collinear; values: (N, 2); smoothing: lambda >= 0
+    added to the kernel's diagonal; unit: coordinates are divided by it (so lambda does not
+    depend on the grid size). Solves [[K + lambda I, P], [P^T, 0]] [w; a] = [values; 0].
+    Returns (spline, the system's condition number)."""
+    n = centres.shape[0]
+    c = centres / unit
+    kernel = _tps_kernel(torch.cdist(c, c)) + smoothing * torch.eye(n, dtype=torch.float64)
+    poly = torch.cat([c, torch.ones(n, 1, dtype=torch.float64)], dim=1)
+    system = torch.zeros(n + 3, n + 3, dtype=torch.float64)
+    system[:n, :n], system[:n, n:], system[n:, :n] = kernel, poly, poly.t()
+    rhs = torch.cat([values, torch.zeros(3, 2, dtype=torch.float64)])
+    condition = float(torch.linalg.cond(system))
+    solution = torch.linalg.solve(system, rhs)
+    return Spline(centres, solution[:n], solution[n:], unit), condition
+
+
+# ----------------------------------------------------------------------------- one field
+
+#: below these, a set of 3+ anchors is degenerate for a spline or an affine map
+_MIN_SPREAD_CELLS = 1.0
+_MIN_ASPECT = 0.05
+_MAX_CONDITION = 1e10
+
+
+def _degenerate(src: Tensor) -> Optional[str]:
+    """Why a set of (N >= 3) condition anchors cannot carry a spline / affine map, or None."""
+    centred = src - src.mean(0)
+    singular = torch.linalg.svdvals(centred) / math.sqrt(src.shape[0])
+    if float(singular[0]) < _MIN_SPREAD_CELLS:
+        return f"anchors within {float(singular[0]):.2f} cells of each other"
+    if float(singular[1]) < _MIN_ASPECT * float(singular[0]):
+        return "anchors (nearly) on one line"
+    return None
+
+
+def fit_points(src: Tensor, dst: Tensor, settings: FieldSettings, unit: float):
+    """The map through one set of anchors: a callable (P, 2) -> (P, 2), its description and notes.
+    src / dst: (N, 2) float64 condition / exemplar cells."""
+    n = src.shape[0]
+    if n == 1:
+        shift = dst[0] - src[0]
+        return (lambda p: p + shift), "translation (1 anchor)", ()
+    if n == 2:
+        matrix = fit_similarity(src, dst)
+        return (lambda p: _apply(matrix, p)), "similarity (2 anchors)", ()
+    why = _degenerate(src)
+    transform = settings.transform if why is None else "similarity"
+    matrix, _ = robust_fit(src, dst, transform, settings.robust_iterations)
+    if why is not None:
+        return (lambda p: _apply(matrix, p)), f"similarity ({n} anchors)", (f"{why}: similarity only, no spline",)
+    spline, condition = fit_tps(src, dst - _apply(matrix, src), settings.smoothing, unit)
+    if not math.isfinite(condition) or condition > _MAX_CONDITION:
+        return (lambda p: _apply(matrix, p)), f"{transform} ({n} anchors)", (
+            f"spline system ill-conditioned (condition number {condition:.1e}): {transform} only",)
+    return (lambda p: _apply(matrix, p) + spline(p)), f"{transform} + spline ({n} anchors)", ()
+
+
+def trust_sigma(distance: Tensor, settings: FieldSettings, exemplar_grid: tuple[int, int]) -> Tensor:
+    """sigma = min(cap, near + growth * distance), exemplar cells; distance (P,) exemplar-scaled
+    cells to the nearest anchor or bone."""
+    side = float(max(exemplar_grid))
+    return (settings.trust * side + settings.growth * distance).clamp(max=settings.trust_cap * side)
+
+
+def _segment_distance(points: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """Distance of (P, 2) points to the segments a[k] -> b[k] (K, 2): (P, K)."""
+    ab = b - a
+    length2 = ab.square().sum(1).clamp_min(1e-12)
+    t = (((points[:, None, :] - a[None]) * ab[None]).sum(-1) / length2).clamp(0, 1)
+    closest = a[None] + t[..., None] * ab[None]
+    return (points[:, None, :] - closest).norm(dim=-1)
+
+
+# ----------------------------------------------------------------------------- bodies
+
+def body_parts(labels: Sequence[str]) -> dict[str, list[int]]:
+    """Which anchors (indices into ``labels``) belong to which body part. A part is kept when
+    it has at least 2 anchors. Face and hand points join the head and the hands."""
+    index = {label: i for i, label in enumerate(labels)}
+    parts: dict[str, list[int]] = {}
+    for part, joints in _LIMBS.items():
+        members = [index[f"body/{j}"] for j in joints if f"body/{j}" in index]
+        if members:
+            parts[part] = members
+    for prefix, (part, joint) in _ATTACHED.items():
+        members = [i for i, label in enumerate(labels) if label.startswith(prefix + "/")]
+        if not members:
+            continue
+        base = parts.get(part, [])
+        if joint is not None and f"body/{joint}" in index:
+            base = [index[f"body/{joint}"]]
+        parts[part] = sorted(set(base + members))
+    return {part: members for part, members in parts.items() if len(members) >= 2}
+
+
+def _bone_distance(cells: Tensor, anchors: Tensor) -> Tensor:
+    """Distance of (P, 2) cells to a part whose anchors are (n, 2): to the segments between
+    every two anchors (a limb's bone, a torso's outline and diagonals), or to the nearest
+    anchor for parts with many (a face). (P,)."""
+    n = anchors.shape[0]
+    if n > _MAX_BONE_POINTS:
+        return torch.cdist(cells, anchors).amin(1)
+    i, j = torch.triu_indices(n, n, offset=1)
+    return _segment_distance(cells, anchors[i], anchors[j]).amin(1)
+
+
+def _uses_parts(labels: Sequence[str], settings: FieldSettings) -> dict[str, list[int]]:
+    if settings.body == "global":
+        return {}
+    parts = body_parts(labels)
+    limbs = [p for p in parts if p in _LIMBS]
+    if settings.body == "parts" or len(limbs) >= 2:
+        return parts
+    return {}
+
+
+# ----------------------------------------------------------------------------- the field
+
+def anchor_field(src: Tensor, dst: Tensor, labels: Sequence[str], condition_grid: tuple[int, int],
+                 exemplar_grid: tuple[int, int], settings: FieldSettings = FieldSettings()) -> AnchorField:
+    """The field through anchors ``src`` (N, 2) condition cells -> ``dst`` (N, 2) exemplar cells,
+    float64, N >= 1, labelled by ``labels`` (N names; body joints select per-part fields)."""
+    if src.shape != dst.shape or src.dim() != 2 or src.shape[1] != 2 or src.shape[0] < 1 or len(labels) != src.shape[0]:
+        raise ValueError(f"anchor_field: 'src' and 'dst' must be (N, 2) with N >= 1 and N labels, got "
+                         f"{tuple(src.shape)}, {tuple(dst.shape)} and {len(labels)} labels")
+    if not (torch.isfinite(src).all() and torch.isfinite(dst).all()):
+        raise ValueError("anchor_field: anchors must be finite numbers")
+    src, dst = src.double(), dst.double()
+    hx, wx = condition_grid
+    cells = _grid_points(condition_grid)
+    unit = float(max(condition_grid))
+    to_exemplar = max(exemplar_grid) / unit  # condition cells -> exemplar-scaled cells
+    parts = _uses_parts(labels, settings)
+    notes: list[str] = []
+    if parts:
+        maps, distances = [], []
+        for part, members in parts.items():
+            idx = torch.tensor(members)
+            mapping, _, part_notes = fit_points(src[idx], dst[idx], settings, unit)
+            maps.append(mapping(cells))
+            distances.append(_bone_distance(cells, src[idx]))
+            notes += [f"{part}: {n}" for n in part_notes]
+        distance = torch.stack(distances)  # (parts, P)
+        width = settings.blend * unit
+        weight = torch.softmax(-distance.square() / (2 * width * width), dim=0)
+        target = (weight[..., None] * torch.stack(maps)).sum(0)
+        nearest = distance.amin(0)
+        method = f"body parts ({len(parts)}: {', '.join(parts)})"
+    else:
+        mapping, method, notes_fit = fit_points(src, dst, settings, unit)
+        notes += list(notes_fit)
+        target = mapping(cells)
+        nearest = torch.cdist(cells, src).amin(1)
+    sigma = trust_sigma(nearest * to_exemplar, settings, exemplar_grid)
+    return AnchorField(target=target.t().reshape(2, hx, wx), sigma=sigma.reshape(1, hx, wx), method=method,
+                       notes=tuple(notes))
+
+
+def pairs_field(pairs: AnchorPairs, condition_grid: tuple[int, int], exemplar_grid: tuple[int, int],
+                settings: FieldSettings = FieldSettings()) -> AnchorField:
+    """:func:`anchor_field` of pixel anchor pairs, each side moved onto its latent grid."""
+    src = to_cells(pairs.condition, pairs.condition_size, condition_grid)
+    dst = to_cells(pairs.exemplar, pairs.exemplar_size, exemplar_grid)
+    return anchor_field(src, dst, pairs.labels, condition_grid, exemplar_grid, settings)
+
+
+def anchor_prior(fields: Sequence[AnchorField], device=None) -> SpatialPrior:
+    """B fields (one per batch item) -> the SpatialPrior (target (B, 2, hx, wx), per-cell sigma
+    (B, 1, hx, wx)), float32 on ``device``."""
+    if not fields:
+        raise ValueError("anchor_prior: needs at least one field")
+    target = torch.stack([f.target for f in fields]).float()
+    sigma = torch.stack([f.sigma for f in fields]).float()
+    if device is not None:
+        target, sigma = target.to(device), sigma.to(device)
+    return SpatialPrior(target, sigma)

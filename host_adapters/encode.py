@@ -7,9 +7,10 @@ from __future__ import annotations
 import torch
 
 from ..midms_core.exemplars import Restriction, colour_labels, labels_on_grid, masks_on_grid
-from ..midms_core.images import blank_images, fit, resize, to_rgb
+from ..midms_core.images import FitGeometry, blank_images, crop_geometry, fit, fit_geometry, resize, to_rgb
 from ..midms_core.validation import broadcast_batch
 from .errors import NodeInputError
+from .anchors import place_anchors
 from .match import MIDMsContext
 
 # why a blank image is refused, per input (the node's error text goes on with this)
@@ -27,12 +28,17 @@ def latent_multiple(vae) -> int:
     return ratio if isinstance(ratio, int) and ratio > 0 else 8
 
 
-def crop_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Centre-crop (B, H, W, C) so H and W are multiples of ``multiple`` (as the host's VAE Encode)."""
-    _, h, w, _ = image.shape
+def multiple_crop(h: int, w: int, multiple: int) -> FitGeometry:
+    """The centre crop of an (h, w) image to multiples of ``multiple`` (as the host's VAE Encode)."""
     nh, nw = (h // multiple) * multiple, (w // multiple) * multiple
-    top, left = (h - nh) // 2, (w - nw) // 2
-    return image[:, top : top + nh, left : left + nw]
+    return crop_geometry(h, w, (h - nh) // 2, (w - nw) // 2, nh, nw)
+
+
+def crop_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Centre-crop (B, H, W, C) so H and W are multiples of ``multiple`` (:func:`multiple_crop`)."""
+    crop = multiple_crop(image.shape[1], image.shape[2], multiple)
+    (top, left), (nh, nw) = crop.offset, crop.output_size
+    return image[:, -top : -top + nh, -left : -left + nw]
 
 
 def refuse_blank(image: torch.Tensor, name: str, why: str, where: str) -> None:
@@ -45,11 +51,14 @@ def refuse_blank(image: torch.Tensor, name: str, why: str, where: str) -> None:
         raise NodeInputError(f"{where}: '{name}' ({which}) is blank, one flat colour (RGB {colour}): {why}.")
 
 
-def encode_context(condition: torch.Tensor, exemplar: torch.Tensor, vae, exemplar_fit: str, where: str) -> MIDMsContext:
+def encode_context(condition: torch.Tensor, exemplar: torch.Tensor, vae, exemplar_fit: str, where: str,
+                   anchors=None) -> MIDMsContext:
     """The context of host IMAGEs ``condition`` (B, H, W, C) and ``exemplar`` (1 or B, H', W', C):
     the exemplar fitted to the condition's size (``exemplar_fit``, a ``midms_core.images.FIT_MODES``
     mode), both centre-cropped to the VAE's grid, broadcast to one batch and encoded with ``vae``.
-    Images are kept as (B, 3, H, W), latents as the VAE gives them; errors name ``where``."""
+    Images are kept as (B, 3, H, W), latents as the VAE gives them; errors name ``where``.
+    ``anchors``: an AnchorSpec (MIDMs Anchors) or None; its keypoints follow the same fit and
+    crop, and become the context's anchor priors (checked before anything is encoded)."""
     cond = to_rgb(condition, where, "condition")
     exem = to_rgb(exemplar, where, "exemplar")
     try:
@@ -67,8 +76,18 @@ def encode_context(condition: torch.Tensor, exemplar: torch.Tensor, vae, exempla
         )
     refuse_blank(cond, "condition", _BLANK_CONDITION, where)
     refuse_blank(exem, "exemplar", _BLANK_EXEMPLAR, where)
+    cond_size, exem_size = tuple(cond.shape[1:3]), tuple(exem.shape[1:3])
+    cond_fits = [multiple_crop(*cond_size, multiple)]
     cond = crop_to_multiple(cond, multiple)
-    exem = crop_to_multiple(fit(exem, cond.shape[1], cond.shape[2], exemplar_fit, where), multiple)
+    exem_fits = [fit_geometry(*exem_size, cond.shape[1], cond.shape[2], exemplar_fit, where)]
+    exem = fit(exem, cond.shape[1], cond.shape[2], exemplar_fit, where)
+    exem_fits.append(multiple_crop(exem.shape[1], exem.shape[2], multiple))
+    exem = crop_to_multiple(exem, multiple)
+    placed = None
+    if anchors is not None:
+        placed = place_anchors(anchors, cond_size, cond_fits, exem_size, exem_fits,
+                               (cond.shape[1] // multiple, cond.shape[2] // multiple),
+                               (exem.shape[1] // multiple, exem.shape[2] // multiple), batch, 1, where)
     cond = cond.expand(batch, -1, -1, -1)
     exem = exem.expand(batch, -1, -1, -1)
     return MIDMsContext(
@@ -77,6 +96,7 @@ def encode_context(condition: torch.Tensor, exemplar: torch.Tensor, vae, exempla
         condition_latent=vae.encode(cond),
         exemplar_latent=vae.encode(exem),
         vae=vae,
+        anchors=placed,
     )
 
 
@@ -105,7 +125,7 @@ def _mask_batch(mask, count: int, name: str, where: str) -> torch.Tensor:
 
 def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, exemplar_fit: str, where: str,
                         condition_masks=None, exemplar_masks=None, condition_labels=None, exemplar_labels=None,
-                        label_compare: str = "exact colour") -> MIDMsContext:
+                        label_compare: str = "exact colour", anchors=None) -> MIDMsContext:
     """The context of one condition against G exemplars (the IMAGE batch ``exemplars``), matched
     as one union: each exemplar fitted to the condition's size and encoded, stacked top to bottom.
 
@@ -115,7 +135,9 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
     and ``exemplar_labels`` IMAGE (G, H', W') label maps, compared per ``label_compare``:
     "exact colour", or "nearest condition colour" (each exemplar label colour snapped to the
     nearest colour of the condition's map). Masks are read at the latent grid by area (a cell is
-    allowed when more than half of it is), labels at each cell's centre pixel."""
+    allowed when more than half of it is), labels at each cell's centre pixel. ``anchors``: an
+    AnchorSpec whose exemplar frames pair with the exemplars (one frame per exemplar, or one for
+    all), or None."""
     cond = to_rgb(condition, where, "condition")
     exem = to_rgb(exemplars, where, "exemplars")
     count = exem.shape[0]  # one exemplar is fine too: label-aware or masked matching of a single photo
@@ -134,10 +156,15 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
                                  f"least {multiple} x {multiple} pixels (one latent cell): upscale it first")
     refuse_blank(cond, "condition", _BLANK_CONDITION, where)
     refuse_blank(exem, "exemplars", _BLANK_EXEMPLAR, where)
+    cond_size, exem_size = tuple(cond.shape[1:3]), tuple(exem.shape[1:3])
+    cond_fits = [multiple_crop(*cond_size, multiple)]
     cond = crop_to_multiple(cond, multiple)
     height, width = cond.shape[1:3]
+    exem_fits = [fit_geometry(*exem_size, height, width, exemplar_fit, where)]
     exem = fit(exem, height, width, exemplar_fit, where)
     grid = (height // multiple, width // multiple)
+    placed = None if anchors is None else place_anchors(anchors, cond_size, cond_fits, exem_size, exem_fits, grid, grid,
+                                                        1, count, where)
     latents = [vae.encode(exem[i : i + 1]) for i in range(count)]
     restriction = None
     if any(x is not None for x in (condition_masks, exemplar_masks, condition_labels, exemplar_labels)):
@@ -173,4 +200,5 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
         vae=vae,
         exemplar_count=count,
         restriction=restriction,
+        anchors=placed,
     )

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..midms_core import Matcher, MatchFeatures, MatchSide, WarpSettings
+from ..midms_core.anchoring import bind_anchored
 from ..midms_core.exemplars import Restriction, bind_union
 from .devices import interruptible
 from .host_matcher import as_host_matcher
@@ -29,6 +30,8 @@ class MIDMsContext:
         (B, c, G * h, w), the layout the union match and the sampler's re-warps use.
     restriction: which condition regions, exemplar parts and labels may match
         (:class:`~midms_core.exemplars.Restriction` on the latent grids), or None.
+    anchors: semantic anchors (:class:`~host_adapters.anchors.PlacedAnchors`: one prior per
+        exemplar, replacing the matcher's own alignment in every warp), or None.
     """
 
     condition_image: Tensor
@@ -38,6 +41,7 @@ class MIDMsContext:
     vae: Any = None
     exemplar_count: int = 1
     restriction: Optional[Restriction] = None
+    anchors: Any = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,11 @@ def bind(match: MIDMsMatch, device: torch.device) -> MatchFeatures:
         context = match.context
         with interruptible():
             condition, exemplar = match_sides(context, device)
-            if context.exemplar_count == 1 and context.restriction is None:
+            if context.anchors is not None:
+                match.bound[key] = bind_anchored(matcher, condition, exemplar_sides(context, device),
+                                                 context.anchors.priors, context.anchors.mode,
+                                                 _restriction_on(context.restriction, device))
+            elif context.exemplar_count == 1 and context.restriction is None:
                 match.bound[key] = matcher.bind(condition, exemplar)
             else:
                 match.bound[key] = bind_union(matcher, condition, exemplar_sides(context, device),

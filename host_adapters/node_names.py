@@ -23,6 +23,9 @@ SAMPLER = "MIDMs Sampler (all-in-one)"
 DDIM_INVERSION_SAMPLER = "MIDMs DDIM Inversion Sampler"
 DDIB_TRANSLATE = "MIDMs DDIB Translate"
 DDIM_ROUND_TRIP = "MIDMs DDIM Round Trip"
+ANCHORS = "MIDMs Anchors (keypoints)"
+LOAD_KEYPOINTS = "MIDMs Load Keypoints JSON"
+ANCHORS_PREVIEW = "MIDMs Anchors Preview"
 
 #: appended to a SAMPLER node's name in errors raised while the host's sampling node runs it
 RUN_BY_SAMPLING_NODE = "(run by the sampling node it is connected to)"

@@ -4,6 +4,7 @@ calls of ``host_adapters`` (the code that talks to ComfyUI) and ``midms_core`` (
 Node IDs (the keys below) are stable: renaming one breaks every saved workflow.
 """
 
+from .anchors import MIDMsAnchors, MIDMsAnchorsPreview, MIDMsLoadKeypoints
 from .diffusion import MIDMsDiffusionFeatureMatcher
 from .encode import MIDMsExemplarEncode, MIDMsExemplarSetEncode
 from .inversion import MIDMsDDIBTranslate, MIDMsDDIMInversionSampler, MIDMsDDIMRoundTrip
@@ -30,6 +31,9 @@ _NODES = {
     "MIDMsDDIMRoundTrip": (MIDMsDDIMRoundTrip, MIDMsDDIMRoundTrip.DISPLAY),
     "MIDMsExemplarSetEncode": (MIDMsExemplarSetEncode, MIDMsExemplarSetEncode.DISPLAY),
     "MIDMsSourcePreview": (MIDMsSourcePreview, MIDMsSourcePreview.DISPLAY),
+    "MIDMsAnchors": (MIDMsAnchors, MIDMsAnchors.DISPLAY),
+    "MIDMsLoadKeypoints": (MIDMsLoadKeypoints, MIDMsLoadKeypoints.DISPLAY),
+    "MIDMsAnchorsPreview": (MIDMsAnchorsPreview, MIDMsAnchorsPreview.DISPLAY),
 }
 
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in _NODES.items()}

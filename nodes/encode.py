@@ -7,7 +7,7 @@ from ..host_adapters.encode import LABEL_COMPARE, encode_context, encode_exempla
 from ..host_adapters.node_names import EXEMPLAR_ENCODE, EXEMPLAR_SET_ENCODE
 from ..midms_core.images import FIT_MODES
 from .errors import node_errors
-from .types import CATEGORY, CONTEXT
+from .types import ANCHORS, CATEGORY, CONTEXT
 
 
 class MIDMsExemplarEncode:
@@ -21,7 +21,10 @@ class MIDMsExemplarEncode:
                 "exemplar": ("IMAGE", {"tooltip": "The photo whose appearance is transferred. One image for all conditions, or one per condition image."}),
                 "vae": ("VAE", {"tooltip": "The checkpoint's VAE; both images are encoded with it."}),
                 "exemplar_fit": (list(FIT_MODES), {"default": "crop", "tooltip": "How the exemplar is brought to the condition's size: crop (cover, keep aspect), stretch, pad (fit inside, white borders), or own size (matching works across sizes)."}),
-            }
+            },
+            "optional": {
+                "anchors": (ANCHORS, {"tooltip": "Keypoint pairs from MIDMs Anchors (pose / face detector or hand-placed points on both images): they set the layout of the match; the matcher adds detail around them."}),
+            },
         }
 
     RETURN_TYPES = (CONTEXT,)
@@ -31,8 +34,8 @@ class MIDMsExemplarEncode:
     DESCRIPTION = "Encodes the condition and exemplar images with the VAE for MIDMs matching."
 
     @node_errors(DISPLAY)
-    def encode(self, condition, exemplar, vae, exemplar_fit):
-        return (encode_context(condition, exemplar, vae, exemplar_fit, self.DISPLAY),)
+    def encode(self, condition, exemplar, vae, exemplar_fit, anchors=None):
+        return (encode_context(condition, exemplar, vae, exemplar_fit, self.DISPLAY, anchors),)
 
 
 class MIDMsExemplarSetEncode:
@@ -52,6 +55,7 @@ class MIDMsExemplarSetEncode:
                 "exemplar_masks": ("MASK", {"tooltip": "One mask per exemplar, on the exemplar: which part of it may be used at all (e.g. only the face)."}),
                 "condition_labels": ("IMAGE", {"tooltip": "A label map of the condition (e.g. the segmentation it is): positions only match exemplar positions of the same label."}),
                 "exemplar_labels": ("IMAGE", {"tooltip": "One label map per exemplar, in the condition's colours."}),
+                "anchors": (ANCHORS, {"tooltip": "Keypoint pairs from MIDMs Anchors: the condition's keypoints and one frame of exemplar keypoints per exemplar, in exemplar order."}),
                 "label_compare": (list(LABEL_COMPARE), {"default": "exact colour", "tooltip": "exact colour: labels match when their colours are equal; nearest condition colour: each exemplar label colour counts as the nearest colour of the condition's map (for maps that went through JPEG or resizing)."}),
             },
         }
@@ -64,6 +68,6 @@ class MIDMsExemplarSetEncode:
 
     @node_errors(DISPLAY)
     def encode(self, condition, exemplars, vae, exemplar_fit, condition_masks=None, exemplar_masks=None,
-               condition_labels=None, exemplar_labels=None, label_compare="exact colour"):
+               condition_labels=None, exemplar_labels=None, label_compare="exact colour", anchors=None):
         return (encode_exemplar_set(condition, exemplars, vae, exemplar_fit, self.DISPLAY, condition_masks,
-                                    exemplar_masks, condition_labels, exemplar_labels, label_compare),)
+                                    exemplar_masks, condition_labels, exemplar_labels, label_compare, anchors),)

@@ -1,0 +1,167 @@
+"""Semantic anchors on the host: the anchors node's inputs read into an AnchorSpec, the spec
+turned into one prior per exemplar when a context is encoded (the keypoints carried through the
+same fit and crop as the images), and the anchors preview."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from ..midms_core.alignment import SpatialPrior
+from ..midms_core.anchor_field import AnchorField, FieldSettings, anchor_prior, pairs_field
+from ..midms_core.anchoring import AnchorSpec, place_keypoints
+from ..midms_core.images import FitGeometry
+from ..midms_core.keypoints import (
+    AnchorPairs,
+    Keypoints,
+    pair_keypoints,
+    parse_point_string,
+    parse_pose_json,
+    read_pose_keypoints,
+    select_frames,
+)
+from .errors import NodeInputError
+
+
+def read_side(pose, points: Optional[str], canvas: tuple[int, int], person: int, confidence: float, where: str,
+              side: str) -> tuple[Keypoints, ...]:
+    """One side's keypoint sets from either a POSE_KEYPOINT value or a points string (exactly one)."""
+    given_points = isinstance(points, str) and points.strip() != ""
+    if (pose is None) == (not given_points):
+        raise NodeInputError(f"{where}: give the {side}'s keypoints either as '{side}_keypoints' (POSE_KEYPOINT, from a "
+                             f"pose / face detector or MIDMs Load Keypoints JSON) or as '{side}_points' (a points "
+                             "string), " + ("not both" if pose is not None else "one of them"))
+    if pose is not None:
+        return tuple(read_pose_keypoints(pose, person=person, threshold=confidence, where=where, name=f"{side}_keypoints"))
+    return (parse_point_string(points, canvas[0], canvas[1], where=where, name=f"{side}_points"),)
+
+
+@dataclass(frozen=True)
+class PlacedAnchors:
+    """What encoding made of an AnchorSpec: one prior per exemplar (batch B), the fields (per
+    exemplar, per batch item) and the pairs in final-image pixels, for previews and reports."""
+
+    priors: tuple[SpatialPrior, ...]
+    fields: tuple[tuple[AnchorField, ...], ...]
+    pairs: tuple[tuple[AnchorPairs, ...], ...]
+    mode: str
+    exemplar_grid: tuple[int, int]
+
+
+def place_anchors(spec: AnchorSpec, condition_size: tuple[int, int], condition_fits: Sequence[FitGeometry],
+                  exemplar_size: tuple[int, int], exemplar_fits: Sequence[FitGeometry], condition_grid: tuple[int, int],
+                  exemplar_grid: tuple[int, int], batch: int, exemplar_count: int, where: str) -> PlacedAnchors:
+    """The spec's priors for a context of ``batch`` condition images against ``exemplar_count``
+    exemplars (1: the exemplar frames pair with batch items; G > 1: with the exemplars).
+
+    condition_size / exemplar_size: (height, width) of the node's input images; *_fits: the fits
+    that brought each to its final size (:class:`~midms_core.images.FitGeometry`, in order)."""
+    if not isinstance(spec, AnchorSpec):
+        raise NodeInputError(f"{where}: 'anchors' must come from MIDMs Anchors, got {type(spec).__name__}")
+    if exemplar_count > 1:
+        conditions = select_frames(spec.condition, 1, where, "condition keypoints") * batch
+        exemplars = select_frames(spec.exemplar, exemplar_count, where, "exemplar keypoints (one frame per exemplar)")
+    else:
+        conditions = select_frames(spec.condition, batch, where, "condition keypoints")
+        exemplars = select_frames(spec.exemplar, batch, where, "exemplar keypoints")
+    priors, fields, pairs = [], [], []
+    for g in range(exemplar_count):
+        per_batch_fields, per_batch_pairs = [], []
+        for b in range(batch):
+            exemplar_points = exemplars[g] if exemplar_count > 1 else exemplars[b]
+            cond = place_keypoints(conditions[b], condition_size, condition_fits, where, "condition keypoints")
+            exem = place_keypoints(exemplar_points, exemplar_size, exemplar_fits, where, "exemplar keypoints")
+            pair = pair_keypoints(cond, exem, where)
+            per_batch_pairs.append(pair)
+            per_batch_fields.append(pairs_field(pair, condition_grid, exemplar_grid, spec.settings))
+        priors.append(anchor_prior(per_batch_fields))
+        fields.append(tuple(per_batch_fields))
+        pairs.append(tuple(per_batch_pairs))
+    return PlacedAnchors(tuple(priors), tuple(fields), tuple(pairs), spec.mode, tuple(exemplar_grid))
+
+
+def field_report(placed: PlacedAnchors) -> str:
+    """One line per exemplar (and batch item): how many anchors, how the field was made, notes."""
+    lines = []
+    for g, (fields, pairs) in enumerate(zip(placed.fields, placed.pairs)):
+        for b, (field, pair) in enumerate(zip(fields, pairs)):
+            who = (f"exemplar {g + 1}" if len(placed.fields) > 1 else "") + (f" image {b + 1}" if len(fields) > 1 else "")
+            line = f"{who.strip() or 'anchors'}: {len(pair)} anchors, {field.method}"
+            if field.notes:
+                line += "; " + "; ".join(field.notes)
+            lines.append(line)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- files
+
+def keypoint_files(input_dir: str) -> list[str]:
+    """The .json files of the host's input folder (sub-folders included), sorted."""
+    found = []
+    for root, _, files in os.walk(input_dir):
+        for name in files:
+            if name.lower().endswith(".json"):
+                found.append(os.path.relpath(os.path.join(root, name), input_dir).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def load_keypoints_file(path: str, where: str) -> list:
+    """An OpenPose-JSON file -> POSE_KEYPOINT (checked as keypoints, so a wrong file fails here)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as e:
+        raise NodeInputError(f"{where}: cannot read '{os.path.basename(path)}' ({e.strerror}); put the file in "
+                             "ComfyUI's input folder") from None
+    frames = parse_pose_json(text, where, os.path.basename(path))
+    read_pose_keypoints(frames, where=where, name=os.path.basename(path))  # every frame checked once
+    return frames
+
+
+# ---------------------------------------------------------------------------------- preview
+
+_COLOURS = ((1.0, 0.2, 0.2), (0.2, 0.9, 0.2), (0.3, 0.5, 1.0), (1.0, 0.85, 0.1), (1.0, 0.3, 1.0), (0.1, 0.9, 0.9))
+
+
+def anchors_preview(condition: torch.Tensor, exemplar: torch.Tensor, placed: PlacedAnchors, exemplar_index: int = 0,
+                    grid_lines: int = 12) -> torch.Tensor:
+    """condition (B, 3, H, W) | exemplar (B, 3, H', W') side by side as a host IMAGE (B, max H,
+    W + W', 3): the anchor pairs numbered in both images with a line between them, and on the
+    exemplar the field drawn as the condition's regular grid deformed by T(u)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    out = []
+    for b in range(condition.shape[0]):
+        cond = (condition[b].movedim(0, -1).clamp(0, 1) * 255).byte().cpu().numpy()
+        exem = (exemplar[b].movedim(0, -1).clamp(0, 1) * 255).byte().cpu().numpy()
+        h, w = cond.shape[:2]
+        he, we = exem.shape[:2]
+        canvas = Image.new("RGB", (w + we, max(h, he)), (0, 0, 0))
+        canvas.paste(Image.fromarray(cond), (0, 0))
+        canvas.paste(Image.fromarray(exem), (w, 0))
+        draw = ImageDraw.Draw(canvas)
+        field = placed.fields[exemplar_index][b]
+        hx, wx = field.target.shape[-2:]
+        hy, wy = placed.exemplar_grid
+        # the field: the condition's grid lines, carried into the exemplar (cells -> pixels)
+        px = (field.target[0] + 0.5) * (we / wy) + w
+        py = (field.target[1] + 0.5) * (he / hy)
+        step_y, step_x = max(1, hx // grid_lines), max(1, wx // grid_lines)
+        for i in range(0, hx, step_y):
+            draw.line(list(zip(px[i].tolist(), py[i].tolist())), fill=(255, 255, 255), width=1)
+        for j in range(0, wx, step_x):
+            draw.line(list(zip(px[:, j].tolist(), py[:, j].tolist())), fill=(255, 255, 255), width=1)
+        pair = placed.pairs[exemplar_index][b]
+        radius = max(2, round(min(h, w) / 128))
+        for k, ((cx, cy), (ex, ey)) in enumerate(zip(pair.condition.tolist(), pair.exemplar.tolist())):
+            colour = tuple(int(255 * c) for c in _COLOURS[k % len(_COLOURS)])
+            draw.line([(cx, cy), (ex + w, ey)], fill=colour, width=1)
+            for x, y in ((cx, cy), (ex + w, ey)):
+                draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline=(0, 0, 0))
+                draw.text((x + radius + 1, y - radius - 1), str(k), fill=colour)
+        out.append(torch.from_numpy(np.asarray(canvas).copy()).float() / 255)
+    return torch.stack(out)

@@ -550,23 +550,23 @@ def save_picture(pairs: Sequence[PosePair], texture: Texture, path: Path, tile: 
     columns = ("condition (pose A)", "exemplar (pose B)", "exemplar, true warp", "warped: global spline",
                "warped: per-part field")
     header, gap = 16, 4
-    sheet = Image.new("RGB", (len(columns) * (tile + gap), len(pairs) * (tile + header)), "white")
+    sheet = Image.new("RGB", (len(columns) * (tile + gap), header + len(pairs) * (tile + header)), "white")
     draw = ImageDraw.Draw(sheet)
+    for c, title in enumerate(columns):
+        draw.text((c * (tile + gap) + 4, 2), title, fill="gray")
     rows = field_rows()
     for r, pair in enumerate(pairs):
         condition, exemplar = render(pair.condition, texture), render(pair.exemplar, texture)
         src, dst = joint_cells(pair.condition), joint_cells(pair.exemplar)
         panels = [condition, exemplar, true_warp(pair, exemplar), warp_exemplar(exemplar, rows[GLOBAL_ROW](src, dst)),
                   warp_exemplar(exemplar, rows[PARTS_ROW](src, dst))]
-        top = r * (tile + header)
+        top = header + r * (tile + header)
         draw.text((4, top + 2), pair.name, fill="black")
         for c, panel in enumerate(panels):
             small = F.interpolate(panel[None], size=(tile, tile), mode="area")[0]
             pixels = (small.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
             left = c * (tile + gap)
             sheet.paste(Image.fromarray(pixels), (left, top + header))
-            if r == 0:
-                draw.text((left + 100, top + 2), columns[c], fill="gray")
             if c < 2:
                 for x, y in joints(pair.condition if c == 0 else pair.exemplar).tolist():
                     x, y = left + x * tile / IMAGE_SIDE, top + header + y * tile / IMAGE_SIDE

@@ -98,6 +98,36 @@ def field_report(placed: PlacedAnchors) -> str:
 
 # ---------------------------------------------------------------------------------- files
 
+def input_directory() -> str:
+    """The host's input folder."""
+    import folder_paths  # the host's module
+
+    return folder_paths.get_input_directory()
+
+
+def load_input_keypoints(file: str, where: str) -> list:
+    """POSE_KEYPOINT from ``file``, a path relative to the host's input folder (and inside it)."""
+    root = os.path.realpath(input_directory())
+    path = os.path.realpath(os.path.join(root, file))
+    if os.path.commonpath([root, path]) != root:
+        raise NodeInputError(f"{where}: 'file' must lie inside ComfyUI's input folder, got {file!r}")
+    return load_keypoints_file(path, where)
+
+
+def preview_context(context, exemplar: int, where: str) -> tuple[torch.Tensor, str]:
+    """The anchors preview IMAGE and report of a context's exemplar ``exemplar`` (1-based)."""
+    placed = getattr(context, "anchors", None)
+    if placed is None:
+        raise NodeInputError(f"{where}: the context has no anchors; connect MIDMs Anchors to the encode node's 'anchors' input")
+    count = len(placed.priors)
+    if exemplar > count:
+        raise NodeInputError(f"{where}: 'exemplar' is {exemplar} but the context has {count} exemplar(s)")
+    images = context.exemplar_image.chunk(context.exemplar_count, dim=-2)[exemplar - 1]
+    batch = max(images.shape[0], context.condition_image.shape[0])
+    image = anchors_preview(context.condition_image.expand(batch, -1, -1, -1), images.expand(batch, -1, -1, -1),
+                            placed, exemplar - 1)
+    return image, field_report(placed)
+
 def keypoint_files(input_dir: str) -> list[str]:
     """The .json files of the host's input folder (sub-folders included), sorted."""
     found = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from ..host_adapters.anchors import anchors_preview, field_report, keypoint_files, load_keypoints_file, read_side
+from ..host_adapters.anchors import input_directory, keypoint_files, load_input_keypoints, preview_context, read_side
 from ..host_adapters.errors import NodeInputError
 from ..host_adapters.node_names import ANCHORS, ANCHORS_PREVIEW, LOAD_KEYPOINTS
 from ..midms_core.anchor_field import TRANSFORMS, FieldSettings
@@ -17,12 +17,6 @@ from .types import ANCHORS as ANCHORS_TYPE
 from .types import CATEGORY, CONTEXT, POSE_KEYPOINT
 
 _DEFAULTS = FieldSettings()
-
-
-def _input_directory() -> str:
-    import folder_paths  # the host's module
-
-    return folder_paths.get_input_directory()
 
 
 class MIDMsAnchors:
@@ -81,7 +75,7 @@ class MIDMsLoadKeypoints:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"file": (keypoint_files(_input_directory()) or [""], {"tooltip": "An OpenPose-format keypoints JSON file in ComfyUI's input folder (what DWPose / OpenPose preprocessors save): one frame {\"people\": [...], \"canvas_width\", \"canvas_height\"} or a list of frames."})}}
+        return {"required": {"file": (keypoint_files(input_directory()) or [""], {"tooltip": "An OpenPose-format keypoints JSON file in ComfyUI's input folder (what DWPose / OpenPose preprocessors save): one frame {\"people\": [...], \"canvas_width\", \"canvas_height\"} or a list of frames."})}}
 
     RETURN_TYPES = (POSE_KEYPOINT,)
     RETURN_NAMES = ("keypoints",)
@@ -93,23 +87,19 @@ class MIDMsLoadKeypoints:
 
     @classmethod
     def VALIDATE_INPUTS(cls, file):
-        if not isinstance(file, str) or not file or file not in keypoint_files(_input_directory()):
+        if not isinstance(file, str) or not file or file not in keypoint_files(input_directory()):
             return (f"{cls.DISPLAY}: '{file}' is not a .json file in ComfyUI's input folder "
-                    f"({_input_directory()}); copy the keypoints file there")
+                    f"({input_directory()}); copy the keypoints file there")
         return True
 
     @classmethod
     def IS_CHANGED(cls, file):
-        path = os.path.join(_input_directory(), file)
+        path = os.path.join(input_directory(), file)
         return os.path.getmtime(path) if os.path.isfile(path) else float("nan")
 
     @node_errors(DISPLAY)
     def load(self, file):
-        root = os.path.realpath(_input_directory())
-        path = os.path.realpath(os.path.join(root, file))
-        if os.path.commonpath([root, path]) != root:
-            raise NodeInputError(f"{self.DISPLAY}: 'file' must lie inside ComfyUI's input folder, got {file!r}")
-        return (load_keypoints_file(path, self.DISPLAY),)
+        return (load_input_keypoints(file, self.DISPLAY),)
 
 
 class MIDMsAnchorsPreview:
@@ -134,13 +124,5 @@ class MIDMsAnchorsPreview:
 
     @node_errors(DISPLAY)
     def preview(self, context, exemplar=1):
-        placed = getattr(context, "anchors", None)
-        if placed is None:
-            raise NodeInputError(f"{self.DISPLAY}: the context has no anchors; connect MIDMs Anchors to the encode node's 'anchors' input")
-        count = len(placed.priors)
-        if exemplar > count:
-            raise NodeInputError(f"{self.DISPLAY}: 'exemplar' is {exemplar} but the context has {count} exemplar(s)")
-        images = context.exemplar_image.chunk(context.exemplar_count, dim=-2)[exemplar - 1]
-        condition = context.condition_image.expand(images.shape[0], -1, -1, -1) if images.shape[0] > 1 else context.condition_image
-        image = anchors_preview(condition, images.expand(condition.shape[0], -1, -1, -1), placed, exemplar - 1)
-        return {"ui": {"text": [field_report(placed)]}, "result": (image, field_report(placed))}
+        image, report = preview_context(context, exemplar, self.DISPLAY)
+        return {"ui": {"text": [report]}, "result": (image, report)}

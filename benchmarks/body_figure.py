@@ -231,6 +231,7 @@ def inside_part(name: str, local: Tensor) -> Tensor:
         return _inside_convex(local, TORSO_OUTLINE)
     if name == "head":
         centre = torch.tensor(HEAD_CENTRE, dtype=torch.float64)
+        # the neck: a capsule from the neck joint (the frame's origin) straight up to the head's centre
         neck = torch.hypot(local[:, 0], local[:, 1].clamp(HEAD_CENTRE[1], 0.0) - local[:, 1]) <= NECK_RADIUS
         return ((local - centre).norm(dim=1) <= HEAD_RADIUS) | neck
     limb = LIMBS[name]
@@ -263,7 +264,7 @@ def correspondence(points: Tensor, condition: Pose, exemplar: Pose) -> tuple[Ten
         target[mine] = exemplar_frames[name].to_image(local[mine])
     on_figure = owner >= 0
     there = torch.full_like(owner, -2)  # never equal to a part index nor to the background
-    there[on_figure], _ = locate(target[on_figure], exemplar)
+    there[on_figure] = locate(target[on_figure], exemplar)[0]
     return target, on_figure & (there == owner)
 
 
@@ -432,19 +433,24 @@ def settings_field(settings: FieldSettings) -> Callable[[Tensor, Tensor], Tensor
     return lambda src, dst: anchor_field(src, dst, LABELS, GRID, GRID, settings).target
 
 
-def field_rows() -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
-    """{row: (src (18, 2), dst (18, 2) cells) -> target (2, h, w) exemplar cells}."""
-    rows = {"identity": identity_field, "similarity (robust, all joints)": similarity_field,
-            "global spline (body=global)": settings_field(FieldSettings(body="global")),
-            "global spline, smoothing 0": settings_field(FieldSettings(body="global", smoothing=0.0))}
-    for blend in BLENDS:
-        default = " (default)" if blend == FieldSettings().blend else ""
-        rows[f"per-part field (body=parts), blend {blend}{default}"] = settings_field(FieldSettings(body="parts", blend=blend))
-    return rows
+def parts_row(blend: float) -> str:
+    """The per-part field's row name for a blend width."""
+    default = " (default)" if blend == FieldSettings().blend else ""
+    return f"per-part field (body=parts), blend {blend}{default}"
 
 
 GLOBAL_ROW = "global spline (body=global)"
-PARTS_ROW = f"per-part field (body=parts), blend {FieldSettings().blend} (default)"
+PARTS_ROW = parts_row(FieldSettings().blend)
+
+
+def field_rows() -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
+    """{row: (src (18, 2), dst (18, 2) cells) -> target (2, h, w) exemplar cells}."""
+    rows = {"identity": identity_field, "similarity (robust, all joints)": similarity_field,
+            GLOBAL_ROW: settings_field(FieldSettings(body="global")),
+            "global spline, smoothing 0": settings_field(FieldSettings(body="global", smoothing=0.0))}
+    for blend in BLENDS:
+        rows[parts_row(blend)] = settings_field(FieldSettings(body="parts", blend=blend))
+    return rows
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -580,7 +586,7 @@ def save_picture(pairs: Sequence[PosePair], texture: Texture, path: Path, tile: 
 def report(result: dict, seconds: float, seed: int) -> str:
     rows = [GLOBAL_ROW, PARTS_ROW]
     return "\n".join([
-        f"# anchor fields on an articulated figure: {machine()}, CPU", "",
+        f"# anchor fields on an articulated figure: {machine(torch.get_num_threads())}, CPU", "",
         f"Produced by `python -m benchmarks.body_figure` (definitions in its docstring), seed {seed}: "
         f"6 pose pairs, {IMAGE_SIDE} px images, a {GRID[0]} x {GRID[1]} grid, the 18 COCO-18 joints as anchors; "
         f"scored over {sum(result['cells'].values())} condition cells on the figure whose correspondence is "
@@ -596,6 +602,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--markdown", type=str, default=str(DEFAULT_MARKDOWN), help="'' to print only")
     parser.add_argument("--picture", type=str, default=str(DEFAULT_PICTURE), help="'' for none")
     args = parser.parse_args(argv)
+    # every tensor here is small (at most 512 x 512 points): thread hand-offs cost more than they
+    # save (about 3x the run time with 2 threads on a 2-CPU machine)
+    torch.set_num_threads(1)
     start = time.perf_counter()
     pairs = pose_pairs(args.seed)
     result = evaluate(pairs, field_rows())

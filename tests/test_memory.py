@@ -76,6 +76,26 @@ def test_128_latent_warp_and_confidence_within_512_mb(passes, prior):
     assert got["extra"] < 512 * MiB, got
 
 
+def test_128_latent_warp_with_an_anchor_prior_within_512_mb():
+    """The same warp with the per-cell target and sigma of a 68-anchor field (semantic anchors):
+    the prior adds two small tables per row block, nothing of N x N size."""
+    got = run_measured(
+        """
+        from midms_core.anchor_field import anchor_field, anchor_prior
+        def inputs():
+            g = torch.Generator().manual_seed(1)
+            src = torch.rand(68, 2, generator=g, dtype=torch.float64) * 127
+            prior = anchor_prior([anchor_field(src, src * 0.9 + 6, tuple(f"face/{i}" for i in range(68)), (128, 128), (128, 128))])
+            return torch.randn(1, 256, 128, 128), torch.randn(1, 256, 128, 128), torch.randn(1, 4, 128, 128), prior
+        def call(cond, exem, latent, prior):
+            res = mc.warp_with_confidence(cond, exem, latent, prior=prior)
+            return res.warped, res.mask
+        """
+    )
+    assert got["finite"]
+    assert got["extra"] < 512 * MiB, got
+
+
 @pytest.mark.parametrize("passes", ["two", "one"])
 def test_128_latent_union_of_two_exemplars_with_masks_within_512_mb(passes):
     """Two exemplars matched as one union (twice the keys) with a prior per exemplar, region

@@ -119,7 +119,23 @@ class MIDMSTestTinyFlux:
         return (model, None, vae)
 
 
+class MIDMSTestString:
+    """A STRING output from a text widget: what a points editor (KJNodes) or a text node hands a
+    STRING input that only takes links (``forceInput``). The 2024 host has no core node with a
+    STRING output, and a PrimitiveNode cannot feed one over the API."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING", {"default": "", "multiline": True})}}
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "make"
+    CATEGORY = "midms/testing"
+
+    def make(self, text):
+        return (text,)
+
+
 NODE_CLASS_MAPPINGS = {
+    "MIDMSTestString": MIDMSTestString,
     "MIDMSTestTinyFlux": MIDMSTestTinyFlux,
     "MIDMSTestZeroConditioning": MIDMSTestZeroConditioning,
     "MIDMSTestRaise": MIDMSTestRaise,

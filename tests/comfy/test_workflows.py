@@ -11,7 +11,9 @@ definitions, against a REAL ComfyUI over HTTP (one server for the whole module).
   ``models/checkpoints`` under the names the workflows use (a tiny seeded SD1.5 ControlNet,
   ``tiny_models.write_tiny_sd15_controlnet``, into ``models/controlnet`` under the names their
   ControlNetLoader nodes use), and the example inputs are regenerated at 128 px
-  (``workflows/make_example_inputs.py``) into the server's ``input/``.
+  (``workflows/make_example_inputs.py``; the anchors workflows' conditions by
+  ``workflows/make_anchor_inputs.write_inputs``, with their keypoint JSON files, whose 512 px
+  canvas the pack scales onto the 128 px images) into the server's ``input/``.
   Substitutions, all in :func:`runnable_prompt`:
     - SDXL: CLIP-L + CLIP-G cannot be made tiny, so each CLIPTextEncode node is replaced (same id,
       so every link stays) by the harness's ``MIDMSTestZeroConditioning`` giving
@@ -61,7 +63,7 @@ NAMES = [p.stem for p in UI_FILES]
 SHIPPED = {"midms_edge_to_photo_sd15", "midms_sampler_custom_sd15",
            "midms_sampler_custom_advanced_sd15", "midms_edge_to_photo_sdxl", "midms_dift_sd15",
            "midms_controlnet_sd15", "midms_flux", "midms_ddib_two_checkpoints_sd15", "midms_ddib_two_prompts_sd15",
-           "midms_two_exemplars_sd15", "midms_label_map_sd15"}
+           "midms_two_exemplars_sd15", "midms_label_map_sd15", "midms_anchors_face_sd15", "midms_anchors_pose_sd15"}
 # DDIB graphs translate ONE input photo (no condition / exemplar pair)
 DDIB = {name for name in NAMES if "_ddib_" in name}
 TINY_LAST_OUTPUT_BLOCK = 1  # the tiny checkpoints' U-Nets have output blocks 0..1
@@ -70,7 +72,22 @@ EXEMPLAR_FILE = "midms_exemplar.png"
 SECOND_EXEMPLAR_FILE = "midms_exemplar_2.png"
 CONDITION_LABELS_FILE = "midms_condition_labels.png"
 EXEMPLAR_LABELS_FILE = "midms_exemplar_labels.png"
-INPUT_FILES = (CONDITION_FILE, EXEMPLAR_FILE, SECOND_EXEMPLAR_FILE, CONDITION_LABELS_FILE, EXEMPLAR_LABELS_FILE)
+FACE_CONDITION_FILE = "midms_face_condition.png"
+POSE_CONDITION_FILE = "midms_pose_condition.png"
+INPUT_FILES = (CONDITION_FILE, EXEMPLAR_FILE, SECOND_EXEMPLAR_FILE, CONDITION_LABELS_FILE, EXEMPLAR_LABELS_FILE,
+               FACE_CONDITION_FILE, POSE_CONDITION_FILE)
+# the anchors workflows: condition image, (condition keypoints, exemplar keypoints) files, and what
+# the anchors preview's report must say (the face: all 68 landmarks pair; the body: per-part fields)
+ANCHORS = {
+    "midms_anchors_face_sd15": (FACE_CONDITION_FILE, ("midms_face_condition_keypoints.json",
+                                                      "midms_exemplar_face_keypoints.json"), "68 anchors"),
+    "midms_anchors_pose_sd15": (POSE_CONDITION_FILE, ("midms_pose_condition_keypoints.json",
+                                                      "midms_exemplar_pose_keypoints.json"), "body parts"),
+}
+KEYPOINT_FILES = tuple(f for _, files, _ in ANCHORS.values() for f in files)
+# inputs a node offers as alternatives: exactly one of each pair is connected in a shipped workflow
+ALTERNATIVE_INPUTS = {"MIDMsAnchors": (("condition_keypoints", "condition_points"),
+                                       ("exemplar_keypoints", "exemplar_points"))}
 
 
 def expected_images(name: str) -> list[str]:
@@ -81,6 +98,8 @@ def expected_images(name: str) -> list[str]:
         return sorted([CONDITION_FILE, EXEMPLAR_FILE, SECOND_EXEMPLAR_FILE])
     if "label_map" in name:
         return sorted([CONDITION_LABELS_FILE, EXEMPLAR_FILE, EXEMPLAR_LABELS_FILE])
+    if name in ANCHORS:
+        return sorted([ANCHORS[name][0], EXEMPLAR_FILE])
     return sorted([CONDITION_FILE, EXEMPLAR_FILE])
 TEST_SIZE = 128        # side of the condition / exemplar the server gets
 SDXL_TEST_SIZE = 64    # what the SDXL workflow's ImageScale is set to here
@@ -93,7 +112,7 @@ EXPECTED_NODES = {
         "display": "MIDMs Exemplar Encode",
         "required": [("condition", "IMAGE"), ("exemplar", "IMAGE"), ("vae", "VAE"),
                      ("exemplar_fit", ["crop", "stretch", "pad", "own size"])],
-        "optional": [],
+        "optional": [("anchors", "MIDMS_ANCHORS")],
         "outputs": [("context", "MIDMS_CONTEXT")],
     },
     "MIDMsExemplarSetEncode": {
@@ -101,8 +120,33 @@ EXPECTED_NODES = {
         "required": [("condition", "IMAGE"), ("exemplars", "IMAGE"), ("vae", "VAE"),
                      ("exemplar_fit", ["crop", "stretch", "pad"])],
         "optional": [("condition_masks", "MASK"), ("exemplar_masks", "MASK"), ("condition_labels", "IMAGE"),
-                     ("exemplar_labels", "IMAGE"), ("label_compare", ["exact colour", "nearest condition colour"])],
+                     ("exemplar_labels", "IMAGE"), ("anchors", "MIDMS_ANCHORS"),
+                     ("label_compare", ["exact colour", "nearest condition colour"])],
         "outputs": [("context", "MIDMS_CONTEXT")],
+    },
+    "MIDMsAnchors": {
+        "display": "MIDMs Anchors (keypoints)",
+        "required": [("mode", ["prior", "anchors only"]), ("smoothing", "FLOAT"), ("trust", "FLOAT"),
+                     ("trust_cap", "FLOAT")],
+        "optional": [("condition_keypoints", "POSE_KEYPOINT"), ("exemplar_keypoints", "POSE_KEYPOINT"),
+                     ("condition_points", "STRING"), ("exemplar_points", "STRING"),
+                     ("condition_canvas_width", "INT"), ("condition_canvas_height", "INT"),
+                     ("exemplar_canvas_width", "INT"), ("exemplar_canvas_height", "INT"), ("person", "INT"),
+                     ("confidence", "FLOAT"), ("transform", ["similarity", "affine"]),
+                     ("body", ["auto", "parts", "global"])],
+        "outputs": [("anchors", "MIDMS_ANCHORS")],
+    },
+    "MIDMsLoadKeypoints": {
+        "display": "MIDMs Load Keypoints JSON",
+        "required": [("file", COMBO)],
+        "optional": [],
+        "outputs": [("keypoints", "POSE_KEYPOINT")],
+    },
+    "MIDMsAnchorsPreview": {
+        "display": "MIDMs Anchors Preview",
+        "required": [("context", "MIDMS_CONTEXT")],
+        "optional": [("exemplar", "INT")],
+        "outputs": [("preview", "IMAGE"), ("report", "STRING")],
     },
     "MIDMsSourcePreview": {
         "display": "MIDMs Exemplar Source Preview",
@@ -195,9 +239,8 @@ DIT_RUNNABLE = ("midms_edge_to_photo_sd15", "midms_sampler_custom_sd15", "midms_
 # --------------------------------------------------------------------------------------------
 # fixtures: one host, one server, tiny checkpoints and inputs for the whole module
 # --------------------------------------------------------------------------------------------
-def _load_inputs_module():
-    spec = importlib.util.spec_from_file_location("midms_make_example_inputs",
-                                                  WORKFLOW_DIR / "make_example_inputs.py")
+def _load_inputs_module(script: str = "make_example_inputs.py"):
+    spec = importlib.util.spec_from_file_location(f"midms_{Path(script).stem}", WORKFLOW_DIR / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -265,6 +308,9 @@ def server(host, tiny_ckpts):
         as_png(exem_labels).save(srv.input_dir / EXEMPLAR_LABELS_FILE)
         from PIL import Image
         Image.new("RGB", (6, 6), "white").save(srv.input_dir / "midms_tiny_6px.png")
+        # the anchors workflows: conditions at TEST_SIZE, keypoint files (canvas 512) as shipped
+        written = _load_inputs_module("make_anchor_inputs.py").write_inputs(srv.input_dir, TEST_SIZE)
+        assert {p.name for p in written} >= {FACE_CONDITION_FILE, POSE_CONDITION_FILE, *KEYPOINT_FILES}
         yield srv
 
 
@@ -291,6 +337,11 @@ def test_shipped_files():
         from PIL import Image
         with Image.open(WORKFLOW_DIR / "inputs" / f) as im:
             assert im.size == (512, 512) and im.mode == "RGB", (f, im.size, im.mode)
+    for f in KEYPOINT_FILES:  # OpenPose JSON: one frame, one person, on the 512 px canvas of the images
+        frames = _read(WORKFLOW_DIR / "inputs" / f)
+        assert isinstance(frames, list) and len(frames) == 1, f
+        assert (frames[0]["canvas_width"], frames[0]["canvas_height"]) == (512, 512), f
+        assert len(frames[0]["people"]) == 1, f
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -303,10 +354,17 @@ def test_ui_workflow_is_well_formed(name):
         assert required in types, required
     images = sorted(n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "LoadImage")
     assert images == expected_images(name)
-    # every socket of a MIDMs / sampler node is connected (optional 'settings' included)
+    keypoint_files = sorted(n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "MIDMsLoadKeypoints")
+    assert keypoint_files == sorted(ANCHORS[name][1] if name in ANCHORS else []), keypoint_files
+    # every socket of a MIDMs / sampler node is connected (optional 'settings' included), but
+    # for inputs that are alternatives (keypoints OR points): exactly one of each pair
     for n in ui["nodes"]:
         if n["type"].startswith("MIDMs") or n["type"].startswith("Sampler"):
             open_inputs = [i["name"] for i in n.get("inputs", []) if i.get("link") is None]
+            for pair in ALTERNATIVE_INPUTS.get(n["type"], ()):
+                linked = [i["name"] for i in n["inputs"] if i["name"] in pair and i.get("link") is not None]
+                assert len(linked) == 1, (n["id"], n["type"], pair, linked)
+                open_inputs = [i for i in open_inputs if i not in pair]
             assert open_inputs == [], (n["id"], n["type"], open_inputs)
 
 
@@ -482,7 +540,12 @@ def test_api_workflow_runs(name, server, object_info, host):
     assert preview_ids == expected_previews, (preview_ids, expected_previews)
     for nid, files in images.items():
         assert len(files) == 1 and files[0].is_file(), (nid, files)
-        assert _png_size(files[0]) == (side, side), (nid, kinds[nid])
+        # the anchors preview is condition | exemplar side by side (the exemplar cropped to the
+        # condition's size): twice as wide; every other image is the condition's size
+        source = prompt[nid]["inputs"].get("images")
+        anchors_preview = kinds[nid] == "PreviewImage" and prompt[source[0]]["class_type"] == "MIDMsAnchorsPreview"
+        want = (2 * side, side) if anchors_preview else (side, side)
+        assert _png_size(files[0]) == want, (nid, kinds[nid], _png_size(files[0]), want)
     prefix = next(n for n in prompt.values() if n["class_type"] == "SaveImage")["inputs"]["filename_prefix"]
     saved = images[save_ids[0]][0]
     assert saved.is_relative_to(server.output_dir) and saved.name.startswith(Path(prefix).name)
@@ -499,6 +562,13 @@ def test_api_workflow_runs(name, server, object_info, host):
         text = outputs.get(nid, {}).get("text") or [""]
         assert text[0].startswith("round-trip error "), (nid, outputs.get(nid))
         assert float(text[0].split()[2]) >= 0
+    # the anchors preview's report reaches the client as the node's ui text and names the anchors
+    anchor_previews = [nid for nid, n in prompt.items() if n["class_type"] == "MIDMsAnchorsPreview"]
+    assert len(anchor_previews) == (1 if name in ANCHORS else 0), anchor_previews
+    for nid in anchor_previews:
+        text = outputs.get(nid, {}).get("text") or [""]
+        assert text[0].startswith("anchors: ") and ANCHORS[name][2] in text[0], (nid, outputs.get(nid))
+        print(f"{name}: anchors report: {text[0]!r}")
     log = server.log()
     for w in LOAD_WARNINGS:
         assert w not in log, w

@@ -300,9 +300,12 @@ def _fused_rows(qb: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: 
 
     With a locality term the kernel gets it as an additive mask, block by block (the mask block
     is the size of the loop's logits block, made by the same exact subtractions): logits
-    c / tau - l(u, v), l >= 0. The clamp then adds at most exp(-l_v) <= 1 per key and the row's
-    total is at least exp(c(u, v') / tau - l(u, v')) for any v', so the same bound holds with
-    m / tau replaced by the best c(u, v') / tau - l(u, v') of the 3 x 3 cells.
+    c / tau - l(u, v), l >= 0. The clamp then adds at most exp(-l_v) per key, so D <= L(u) =
+    sum_v exp(-l(u, v)) (<= Nk), and the row's total is at least exp(c(u, v') / tau - l(u, v'))
+    for any v': the bound holds with Nk replaced by L(u) (the logsumexp of the mask's row) and
+    m / tau by the best c(u, v') / tau - l(u, v') of the 3 x 3 cells. A sharp prior (semantic
+    anchors: sigma a fraction of a cell) makes every l large, and L(u) with it small; bounding D
+    by Nk instead would send most of its rows to the exact loop.
 
     A restriction (``allowed(start, r)`` -> (r, Nk) bool) joins the mask as -inf: excluded keys
     weigh 0 with and without the clamp, so the bound holds over the allowed keys, and the 3 x 3
@@ -341,7 +344,13 @@ def _fused_rows(qb: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: 
         if not clamp_negative:
             continue
         best = _best_logit_near(q_rows, keys, fused[:, vb.shape[1]:], hk, wk, tau, mask)  # <= the row's max
-        unsafe = torch.nonzero(best < threshold).flatten()
+        if mask is None:
+            unsafe = torch.nonzero(best < threshold).flatten()
+        else:
+            # the row's own bound log L(u); a row whose nearby cells or whose keys are all excluded
+            # (best = -inf) always goes to the exact loop
+            row_threshold = torch.logsumexp(mask, dim=1) + math.log(1 / FUSED_CERTIFICATE_EPS)
+            unsafe = torch.nonzero((best < row_threshold) | (best == -float("inf"))).flatten()
         if unsafe.numel():
             out[start + unsafe] = exact_rows_subset(q_rows, unsafe, kb, vb, tau, mask)
     return out

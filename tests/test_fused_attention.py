@@ -178,3 +178,47 @@ def test_fused_with_a_locality_term_equals_the_definition(points_on, monkeypatch
     assert torch.allclose(got, attend(query, key, values, AttentionSettings(tau=tau, fused=False), locality=locality), rtol=0, atol=5e-5)
     if points_on == "query":  # (swapped, the adversarial rows are keys: nothing needs to fall back)
         assert bad.numel() <= sum(fallen) < side * side
+
+
+def test_the_row_bound_with_a_locality_term_holds():
+    """|clamped - unclamped| <= L(u) exp(-best(u)) range(values), L(u) = sum_v exp(-l(u, v)) and
+    best(u) any logit c(u, v) / tau - l(u, v) of the row: the certificate's bound with a prior,
+    in float64, on rows with negative cosines and a sharp prior."""
+    g = torch.Generator().manual_seed(11)
+    nq, nk, tau = 40, 64, 0.05
+    c = torch.rand(nq, nk, generator=g, dtype=torch.float64) * 1.2 - 0.6  # cosines in [-0.6, 0.6]
+    l = torch.rand(nq, nk, generator=g, dtype=torch.float64) * 60  # a sharp locality term
+    v = torch.randn(nk, 3, generator=g, dtype=torch.float64)
+    clamped = torch.softmax(c.clamp(min=0) / tau - l, dim=1) @ v
+    unclamped = torch.softmax(c / tau - l, dim=1) @ v
+    best = (c / tau - l).amax(dim=1)
+    bound = torch.exp(torch.logsumexp(-l, dim=1) - best) * (v.amax(0) - v.amin(0)).max()
+    assert bool(((clamped - unclamped).abs().amax(dim=1) <= bound + 1e-12).all())
+    assert bool((torch.logsumexp(-l, dim=1) < math.log(nk)).all())  # tighter than Nk
+
+
+def test_a_sharp_prior_is_certified_per_row_and_stays_exact(monkeypatch):
+    """Semantic anchors give sigma a fraction of a cell: with the per-row bound most rows stay in
+    the fused kernel (bounding by Nk sent most of them to the exact loop), and the result still
+    equals the float64 definition."""
+    from midms_core.correspondence import GridLocality
+
+    side, tau = 12, 0.005
+    g = torch.Generator().manual_seed(12)
+    query, key = torch.randn(1, 8, side, side, generator=g), torch.randn(1, 8, side, side, generator=g)
+    values = torch.randn(1, 3, side, side, generator=g)
+    points = torch.stack(torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
+                                        indexing="xy")).unsqueeze(0) + 0.3 * torch.randn(1, 2, side, side, generator=g)
+    weight = torch.full((1, 1, side, side), 0.5 / 0.1**2)  # sigma 0.1 cells: l(u, v) >= 25 off T(u) by 0.5
+    calls = []
+    original = kernel.exact_rows_subset
+    monkeypatch.setattr(kernel, "exact_rows_subset", lambda q, unsafe, *a: calls.append(unsafe.numel()) or original(q, unsafe, *a))
+    settings = AttentionSettings(tau=tau)
+    got = attend(query, key, values, settings, locality=GridLocality(points, weight, "query"))
+    want = clamped_warp_with_locality_float64(query, key, values, tau, points, weight, "query")
+    assert torch.allclose(got.double(), want, atol=1e-5)
+    assert sum(calls) < side * side / 4, sum(calls)
+    # the per-row bound L(u) is e^5 times tighter than Nk on every row here
+    mask = -(weight.flatten()[:, None] * ((points[0, 0].flatten()[:, None] - torch.arange(side).repeat(side)[None]) ** 2
+                                          + (points[0, 1].flatten()[:, None] - torch.arange(side).repeat_interleave(side)[None]) ** 2))
+    assert bool((torch.logsumexp(mask, dim=1) < math.log(side * side) - 5).all())

@@ -26,6 +26,11 @@ from ..midms_core.keypoints import (
 from .errors import NodeInputError
 
 
+#: how the encode nodes name the two sides of their 'anchors' input in errors
+CONDITION_NAME = "anchors: condition keypoints"
+EXEMPLAR_NAME = "anchors: exemplar keypoints"
+
+
 def read_side(pose, points: Optional[str], canvas: tuple[int, int], person: int, confidence: float, where: str,
               side: str) -> tuple[Keypoints, ...]:
     """One side's keypoint sets from either a POSE_KEYPOINT value or a points string (exactly one)."""
@@ -37,6 +42,15 @@ def read_side(pose, points: Optional[str], canvas: tuple[int, int], person: int,
     if pose is not None:
         return tuple(read_pose_keypoints(pose, person=person, threshold=confidence, where=where, name=f"{side}_keypoints"))
     return (parse_point_string(points, canvas[0], canvas[1], where=where, name=f"{side}_points"),)
+
+
+def check_point_counts(condition: tuple[Keypoints, ...], exemplar: tuple[Keypoints, ...], where: str) -> None:
+    """Hand-placed points pair by order: both strings must hold as many points."""
+    kinds = [all(label.startswith("point/") for label in side[0].labels) for side in (condition, exemplar)]
+    counts = (len(condition[0].labels), len(exemplar[0].labels))
+    if all(kinds) and counts[0] != counts[1]:
+        raise NodeInputError(f"{where}: 'condition_points' has {counts[0]} points and 'exemplar_points' has {counts[1]}; "
+                             "points pair by order, so place as many on both, in the same order")
 
 
 @dataclass(frozen=True)
@@ -62,18 +76,18 @@ def place_anchors(spec: AnchorSpec, condition_size: tuple[int, int], condition_f
     if not isinstance(spec, AnchorSpec):
         raise NodeInputError(f"{where}: 'anchors' must come from MIDMs Anchors, got {type(spec).__name__}")
     if exemplar_count > 1:
-        conditions = select_frames(spec.condition, 1, where, "condition keypoints") * batch
-        exemplars = select_frames(spec.exemplar, exemplar_count, where, "exemplar keypoints (one frame per exemplar)")
+        conditions = select_frames(spec.condition, 1, where, CONDITION_NAME) * batch
+        exemplars = select_frames(spec.exemplar, exemplar_count, where, EXEMPLAR_NAME, "exemplar")
     else:
-        conditions = select_frames(spec.condition, batch, where, "condition keypoints")
-        exemplars = select_frames(spec.exemplar, batch, where, "exemplar keypoints")
+        conditions = select_frames(spec.condition, batch, where, CONDITION_NAME, "condition image")
+        exemplars = select_frames(spec.exemplar, batch, where, EXEMPLAR_NAME, "condition image")
     priors, fields, pairs = [], [], []
     for g in range(exemplar_count):
         per_batch_fields, per_batch_pairs = [], []
         for b in range(batch):
             exemplar_points = exemplars[g] if exemplar_count > 1 else exemplars[b]
-            cond = place_keypoints(conditions[b], condition_size, condition_fits, where, "condition keypoints")
-            exem = place_keypoints(exemplar_points, exemplar_size, exemplar_fits, where, "exemplar keypoints")
+            cond = place_keypoints(conditions[b], condition_size, condition_fits, where, CONDITION_NAME)
+            exem = place_keypoints(exemplar_points, exemplar_size, exemplar_fits, where, EXEMPLAR_NAME)
             pair = pair_keypoints(cond, exem, where)
             per_batch_pairs.append(pair)
             per_batch_fields.append(pairs_field(pair, condition_grid, exemplar_grid, spec.settings))
@@ -170,21 +184,24 @@ def anchors_preview(condition: torch.Tensor, exemplar: torch.Tensor, placed: Pla
         exem = (exemplar[b].movedim(0, -1).clamp(0, 1) * 255).byte().cpu().numpy()
         h, w = cond.shape[:2]
         he, we = exem.shape[:2]
-        canvas = Image.new("RGB", (w + we, max(h, he)), (0, 0, 0))
-        canvas.paste(Image.fromarray(cond), (0, 0))
-        canvas.paste(Image.fromarray(exem), (w, 0))
-        draw = ImageDraw.Draw(canvas)
         field = placed.fields[exemplar_index][b]
         hx, wx = field.target.shape[-2:]
         hy, wy = placed.exemplar_grid
-        # the field: the condition's grid lines, carried into the exemplar (cells -> pixels)
-        px = (field.target[0] + 0.5) * (we / wy) + w
+        # the field: the condition's grid lines carried into the exemplar (cells -> pixels), drawn
+        # on the exemplar alone so that lines mapped outside it are clipped there
+        exemplar_image = Image.fromarray(exem)
+        grid_draw = ImageDraw.Draw(exemplar_image)
+        px = (field.target[0] + 0.5) * (we / wy)
         py = (field.target[1] + 0.5) * (he / hy)
         step_y, step_x = max(1, hx // grid_lines), max(1, wx // grid_lines)
         for i in range(0, hx, step_y):
-            draw.line(list(zip(px[i].tolist(), py[i].tolist())), fill=(255, 255, 255), width=1)
+            grid_draw.line(list(zip(px[i].tolist(), py[i].tolist())), fill=(255, 255, 255), width=1)
         for j in range(0, wx, step_x):
-            draw.line(list(zip(px[:, j].tolist(), py[:, j].tolist())), fill=(255, 255, 255), width=1)
+            grid_draw.line(list(zip(px[:, j].tolist(), py[:, j].tolist())), fill=(255, 255, 255), width=1)
+        canvas = Image.new("RGB", (w + we, max(h, he)), (0, 0, 0))
+        canvas.paste(Image.fromarray(cond), (0, 0))
+        canvas.paste(exemplar_image, (w, 0))
+        draw = ImageDraw.Draw(canvas)
         pair = placed.pairs[exemplar_index][b]
         radius = max(2, round(min(h, w) / 128))
         for k, ((cx, cy), (ex, ey)) in enumerate(zip(pair.condition.tolist(), pair.exemplar.tolist())):

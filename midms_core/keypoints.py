@@ -332,11 +332,13 @@ def parse_point_string(text: str, width: float, height: float, where: str = "par
 
 # ---------------------------------------------------------------------------------- batches
 
-def select_frames(sets: Sequence[Keypoints], batch: int, where: str, name: str) -> list[Keypoints]:
-    """One keypoint set per batch item: 1 set serves every item, B sets pair with B items."""
+def select_frames(sets: Sequence[Keypoints], batch: int, where: str, name: str, items: str = "image") -> list[Keypoints]:
+    """One keypoint set per batch item: 1 set serves every item, B sets pair with B items
+    (``items`` names them in the error: "image", "exemplar")."""
     if len(sets) == 1:
         return list(sets) * batch
     if len(sets) != batch:
-        raise ValueError(f"{where}: '{name}' has {len(sets)} frames for a batch of {batch} images; give one frame "
-                         "for all images or exactly one per image")
+        plural = lambda n, word: f"{n} {word}" + ("" if n == 1 else "s")  # noqa: E731
+        raise ValueError(f"{where}: '{name}' has {plural(len(sets), 'frame')} for {plural(batch, items)}; give one "
+                         f"frame for all {items}s or exactly one per {items}")
     return list(sets)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 
-from ..host_adapters.anchors import input_directory, keypoint_files, load_input_keypoints, preview_context, read_side
+from ..host_adapters.anchors import (check_point_counts, input_directory, keypoint_files, load_input_keypoints,
+                                     preview_context, read_side)
 from ..host_adapters.errors import NodeInputError
 from ..host_adapters.node_names import ANCHORS, ANCHORS_PREVIEW, LOAD_KEYPOINTS
 from ..midms_core.anchor_field import TRANSFORMS, FieldSettings
@@ -67,6 +68,7 @@ class MIDMsAnchors:
                               person, confidence, self.DISPLAY, "condition")
         exemplar = read_side(exemplar_keypoints, exemplar_points, (exemplar_canvas_width, exemplar_canvas_height),
                              person, confidence, self.DISPLAY, "exemplar")
+        check_point_counts(condition, exemplar, self.DISPLAY)
         return (AnchorSpec(condition=condition, exemplar=exemplar, settings=settings, mode=mode),)
 
 
@@ -88,7 +90,7 @@ class MIDMsLoadKeypoints:
     @classmethod
     def VALIDATE_INPUTS(cls, file):
         if not isinstance(file, str) or not file or file not in keypoint_files(input_directory()):
-            return (f"{cls.DISPLAY}: '{file}' is not a .json file in ComfyUI's input folder "
+            return (f"{cls.DISPLAY}: 'file' {file!r} is not a .json file in ComfyUI's input folder "
                     f"({input_directory()}); copy the keypoints file there")
         return True
 
@@ -99,6 +101,9 @@ class MIDMsLoadKeypoints:
 
     @node_errors(DISPLAY)
     def load(self, file):
+        missing = self.VALIDATE_INPUTS(file)  # the 2024 host does not validate nodes reached through optional inputs
+        if missing is not True:
+            raise NodeInputError(missing)
         return (load_input_keypoints(file, self.DISPLAY),)
 
 

@@ -65,7 +65,8 @@ def node_errors(display_name: str) -> Callable:
             except NodeInputError:
                 raise
             except ValueError as err:
-                raise NodeInputError(f"{display_name}: {err}") from err
+                text = str(err)
+                raise NodeInputError(text if text.startswith(f"{display_name}:") else f"{display_name}: {text}") from err
 
         return run
 

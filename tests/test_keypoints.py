@@ -156,5 +156,7 @@ def test_frames_pair_with_batch_items():
     kp = parse_point_string('[{"x": 1, "y": 1}]', 8, 8)
     assert select_frames([kp], 3, "N", "k") == [kp, kp, kp]
     assert select_frames([kp, kp], 2, "N", "k") == [kp, kp]
-    with pytest.raises(ValueError, match="'k' has 2 frames for a batch of 3 images"):
+    with pytest.raises(ValueError, match="'k' has 2 frames for 3 images; give one frame for all images or exactly one per image"):
         select_frames([kp, kp], 3, "N", "k")
+    with pytest.raises(ValueError, match="'k' has 3 frames for 1 exemplar; "):
+        select_frames([kp, kp, kp], 1, "N", "k", "exemplar")

@@ -95,9 +95,12 @@ def test_bad_anchors_are_refused_by_name(h, pack, nodes, vae):
         nodes["MIDMsAnchors"]().make("prior", 0.01, 0.001, 0.02, exemplar_points=points_string([(1, 1)]))
     with pytest.raises(error, match="'trust_cap'"):
         nodes["MIDMsAnchors"]().make("prior", 0.01, 0.01, 0.005, condition_points="[]", exemplar_points="[]")
+    with pytest.raises(error, match="^MIDMs Anchors \\(keypoints\\): 'condition_points' has 5 points and 'exemplar_points' has 4; points pair by order"):
+        nodes["MIDMsAnchors"]().make("prior", 0.01, 0.001, 0.02, condition_points=points_string(CONDITION_POINTS),
+                                     exemplar_points=points_string(CONDITION_POINTS[:4]))
     wide = _anchors(nodes, condition_canvas_width=2 * W)
     condition = _edge_image(_exemplar_image(seed=1))
-    with pytest.raises(error, match="MIDMs Exemplar Encode: 'condition keypoints' were found on a 128 x 64 canvas"):
+    with pytest.raises(error, match="^MIDMs Exemplar Encode: 'anchors: condition keypoints' were found on a 128 x 64 canvas"):
         pack.MIDMsExemplarEncode().encode(condition, _exemplar_image(seed=2), vae, "crop", anchors=wide)
     face = {"people": [{"face_keypoints_2d": [v for i in range(68) for v in (10 + i * 0.5, 20.0, 1.0)]}],
             "canvas_width": W, "canvas_height": H}

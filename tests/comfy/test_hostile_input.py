@@ -273,9 +273,6 @@ class Case:
     host_may_coerce: bool = False    # a host that converts the value / input first may run it instead
     never_says: tuple = ()           # fragments the error message must NOT contain
     check: Optional[Callable[[dict], Optional[str]]] = None  # ok cases: saved tensors -> what is wrong, or None
-    # refused cases the host does not validate (the 2024 one skips nodes reached only through
-    # optional links), so the node's own error reports them: what it names in place of the input
-    runtime_names: Optional[str] = None
     observed: str = ""
     passed: Optional[bool] = None
     notes: list = field(default_factory=list)
@@ -569,7 +566,7 @@ def anchors_cases() -> list[Case]:
                    "the exemplar has body (10 points)", "Give both sides the same kind of points")),
         Case("anchors: keypoint canvas 512 x 256 on a square image",
              lambda: anchors_graph(condition_file="anchors_face_canvas_wide.json"), "error", node="4", input=None,
-             says=(ENCODE, "512 x 256 canvas", "does not have the aspect of its image (64 x 64)",
+             says=(ENCODE, "'anchors: condition keypoints' were found on a 512 x 256 canvas", "does not have the aspect of its image (64 x 64)",
                    "give the keypoints of this very image")),
         Case("anchors: NaN coordinate in the keypoints file", lambda: bad_file("anchors_nan.json"), "error", node="80",
              input="anchors_nan.json", says=(LOAD_KEYPOINTS, "point face/3 is not a finite number", "fix or drop it")),
@@ -581,27 +578,28 @@ def anchors_cases() -> list[Case]:
                                                 "use 0 to 0")),
         Case("anchors: 2 exemplar frames for 1 condition image",
              lambda: anchors_graph(exemplar_file="anchors_face_2frames.json"), "error", node="4", input=None,
-             says=(ENCODE, "'exemplar keypoints' has 2 frames for a batch of 1 images",
-                   "give one frame for all images or exactly one per image")),
+             says=(ENCODE, "'anchors: exemplar keypoints' has 2 frames for 1 condition image",
+                   "give one frame for all condition images or exactly one per condition image")),
         Case("anchors: 3 exemplar frames for 2 condition images", lambda: with_nodes(
             anchors_graph(exemplar_file="anchors_face_3frames.json", **{"4.condition": ["20", 0]}), **two_conditions),
-             "error", node="4", input=None, says=(ENCODE, "'exemplar keypoints' has 3 frames for a batch of 2 images",
-                                                  "exactly one per image")),
+             "error", node="4", input=None, says=(ENCODE, "'anchors: exemplar keypoints' has 3 frames for 2 condition images",
+                                                  "exactly one per condition image")),
         Case("anchors: exemplar set, 3 exemplar frames for 2 exemplars", lambda: with_nodes(
             exemplar_set(), **{"81": {"class_type": "MIDMsLoadKeypoints", "inputs": {"file": "anchors_face_3frames.json"}}}),
-             "error", node="52", input=None, says=("MIDMs Exemplar Set Encode", "one frame per exemplar", "has 3 frames")),
+             "error", node="52", input=None, says=("MIDMs Exemplar Set Encode", "'anchors: exemplar keypoints' has 3 frames for 2 exemplars",
+                                                   "exactly one per exemplar")),
         Case("anchors: AP10K animal keypoints", lambda: bad_file("anchors_animals.json"), "error", node="80",
              input="anchors_animals.json", says=(LOAD_KEYPOINTS, "AP10K animal keypoints", "not supported",
                                                  "give body, face or hand keypoints")),
         Case("anchors: a JSON file that is not keypoints (a workflow)", lambda: bad_file("anchors_not_keypoints.json"),
              "error", node="80", input="anchors_not_keypoints.json",
              says=(LOAD_KEYPOINTS, "has no 'people' list", "is it POSE_KEYPOINT?")),
-        # current hosts refuse it at validation ("'no_such_keypoints.json' is not a .json file in ComfyUI's
-        # input folder (...); copy the keypoints file there"); the 2024 host does not validate nodes reached
-        # through optional links, and the node's own error names the file, not the input 'file'
+        # current hosts refuse it at validation; the 2024 host does not validate nodes reached through
+        # optional links, so the node raises the same message when it runs
         Case("anchors: keypoints file not in the input folder", lambda: bad_file("no_such_keypoints.json"), "refused",
-             node="80", input="file", runtime_names="'no_such_keypoints.json'",
-             says=(LOAD_KEYPOINTS, "'no_such_keypoints.json'", "ComfyUI's input folder")),
+             node="80", input="file",
+             says=(LOAD_KEYPOINTS, "'no_such_keypoints.json' is not a .json file in ComfyUI's input folder",
+                   "copy the keypoints file there")),
         Case("anchors: condition_keypoints and condition_points both given", lambda: with_nodes(
             points_anchors_graph(**{"82.condition_keypoints": ["80", 0]}), **{k: v for k, v in anchors_nodes().items() if k == "80"}),
              "error", node="82", input="condition_points", says=(ANCHORS, "'condition_keypoints'", "not both")),
@@ -701,7 +699,7 @@ def run_case(server, case: Case, still_serving: Callable[[], tuple[bool, str]]) 
             entry = server.wait(resp, timeout=240)
             err = None if succeeded(entry) else (execution_error(entry) or {})
             msg = "" if err is None else str(err.get("exception_message", ""))
-            named = f"'{case.input}'" in msg or (case.runtime_names is not None and case.runtime_names in msg)
+            named = f"'{case.input}'" in msg
             ok = (err is not None and err.get("node_id") == case.node and named
                   and err.get("exception_type") == PACK_ERROR_TYPE and all(f in msg for f in case.says))
             observed = "ran (no error)" if err is None else f"{err.get('node_type')} [{err.get('exception_type')}]: {msg[:300]}"

@@ -465,6 +465,10 @@ def ui_server(web_host, tmp_path_factory):
                         small.parent.mkdir(parents=True, exist_ok=True)
                         _small_copy(shipped, small)
                         small_inputs[dest] = small
+            for node in _nodes_of(wf, "MIDMsLoadKeypoints"):  # keypoint files ship beside the images
+                name = (node.get("widgets_values") or [None])[0]
+                if isinstance(name, str) and not (srv.input_dir / name).exists():
+                    shutil.copyfile(REPO / "workflows" / "inputs" / name, srv.input_dir / name)
         srv.midms_small_inputs = small_inputs
         yield srv
 

@@ -1,10 +1,11 @@
-// MIDMs: shows the text a node returns under "ui.text" (the DDIM round-trip error) on the node
+// MIDMs: shows the text a node returns under "ui.text" (the DDIM round-trip error, the anchors
+// report) on the node
 // itself, drawn on the canvas, so it is never saved as a widget value of the workflow.
 // (The current front end's optional Vue node mode does not call onDrawForeground: there the
 // number is still the node's "error" / "report" outputs and the server log.)
 import { app } from "../../scripts/app.js";
 
-const NODES_WITH_READOUT = new Set(["MIDMsDDIMRoundTrip"]);
+const NODES_WITH_READOUT = new Set(["MIDMsDDIMRoundTrip", "MIDMsAnchorsPreview"]);
 const FONT = "12px sans-serif";
 const LINE_HEIGHT = 16;
 const measure = document.createElement("canvas").getContext("2d");

@@ -36,8 +36,8 @@ class MIDMsAnchors:
             "optional": {
                 "condition_keypoints": (POSE_KEYPOINT, {"tooltip": "Keypoints of the condition image (POSE_KEYPOINT from DWPose / OpenPose / a face detector, or MIDMs Load Keypoints JSON). Give this or 'condition_points'."}),
                 "exemplar_keypoints": (POSE_KEYPOINT, {"tooltip": "Keypoints of the exemplar photo(s), the same kind as the condition's: one frame for all, or one per image (per exemplar for an exemplar set). Give this or 'exemplar_points'."}),
-                "condition_points": ("STRING", {"forceInput": True, "tooltip": "Hand-placed condition points as [{\"x\": .., \"y\": ..}, ...] (e.g. KJNodes Points Editor), paired by order with 'exemplar_points'."}),
-                "exemplar_points": ("STRING", {"forceInput": True, "tooltip": "Hand-placed exemplar points, as many and in the same order as 'condition_points'."}),
+                "condition_points": ("STRING", {"default": "", "multiline": False, "tooltip": "Hand-placed condition points as [{\"x\": .., \"y\": ..}, ...] (connect KJNodes Points Editor, or paste), paired by order with 'exemplar_points'. Leave empty when 'condition_keypoints' is connected."}),
+                "exemplar_points": ("STRING", {"default": "", "multiline": False, "tooltip": "Hand-placed exemplar points, as many and in the same order as 'condition_points'. Leave empty when 'exemplar_keypoints' is connected."}),
                 "condition_canvas_width": ("INT", {**canvas, "tooltip": "Width of the canvas the condition points were placed on (the point editor's width)."}),
                 "condition_canvas_height": ("INT", {**canvas, "tooltip": "Height of the canvas the condition points were placed on."}),
                 "exemplar_canvas_width": ("INT", {**canvas, "tooltip": "Width of the canvas the exemplar points were placed on."}),

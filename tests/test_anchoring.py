@@ -107,3 +107,31 @@ def test_anchor_spec_checks_its_mode():
     kp = Keypoints(torch.zeros(1, 2, dtype=torch.float64), ("point/0",), 8.0, 8.0)
     with pytest.raises(ValueError, match="'mode'"):
         AnchorSpec((kp,), (kp,), FieldSettings(), mode="loose")
+
+
+@pytest.mark.parametrize("kind", ["learned", "diffusion", "diffusion+edge"])
+def test_every_matcher_takes_the_anchor_prior(kind):
+    """The learned networks and the DIFT matcher (with and without a cross-domain edge matcher)
+    bind with anchors too: features as without its alignment, the prior the anchors'; a DIFT
+    matcher's edge matcher is copied without its alignment, the user's left as it was."""
+    from midms_core.diffusion_matcher import DiffusionFeatureMatcher
+    from midms_core.learned_matcher import LearnedMatcher
+    from midms_core.networks import CorrespondenceConfig, init_networks
+    from tests.test_bind_each import _side, _ToyExtract
+
+    config = CorrespondenceConfig(latent_channels=4, label_channels=5, width=16, encoder_width=4, spade_hidden=8)
+    edge = EdgeDescriptorMatcher()
+    matcher = {
+        "learned": lambda: LearnedMatcher(init_networks(config, seed=0)),
+        "diffusion": lambda: DiffusionFeatureMatcher(_ToyExtract()),
+        "diffusion+edge": lambda: DiffusionFeatureMatcher(_ToyExtract(), cross_domain=edge),
+    }[kind]()
+    cond, exem = _side(0), _side(1)
+    prior = a_prior()
+    bound = bind_anchored(matcher, cond, [exem], [prior])
+    plain = matcher.without_alignment().bind(cond, exem)
+    assert bound.prior is not None and torch.equal(bound.prior.target, prior.target) and bound.alignment is None
+    assert torch.equal(bound.condition, plain.condition) and torch.equal(bound.exemplar, plain.exemplar)
+    if kind == "diffusion+edge":
+        assert matcher.without_alignment().cross_domain.alignment == "none" and edge.alignment == "similarity"
+        assert plain.prior is None  # no search, so no prior of its own

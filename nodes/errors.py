@@ -66,7 +66,7 @@ def node_errors(display_name: str) -> Callable:
                 raise
             except ValueError as err:
                 text = str(err)
-                raise NodeInputError(text if text.startswith(f"{display_name}:") else f"{display_name}: {text}") from err
+                raise NodeInputError(text if text.startswith(display_name) else f"{display_name}: {text}") from err
 
         return run
 

@@ -220,3 +220,35 @@ def test_settings_are_checked_once():
         FieldSettings(smoothing=float("nan"))
     with pytest.raises(ValueError, match="'body'"):
         FieldSettings(body="legs")
+
+
+def test_a_wrong_detection_neither_bends_the_field_nor_gets_its_trust():
+    """12 anchors on one similarity, one detection 19 cells off: the spline goes through the
+    other 11, so the field stays on the true map at the bad anchor, and the trust there is not
+    the tightest (the bad anchor does not count as an anchor)."""
+    src = rand(12, 2) * 60 + 2
+    truth = src * 0.9 + 3
+    dst = truth.clone()
+    dst[4] += torch.tensor([15.0, 12.0], dtype=torch.float64)
+    field = anchor_field(src, dst, tuple(f"point/{i}" for i in range(12)), (64, 64), (64, 64))
+    x, y = src[4].round().long().tolist()
+    assert torch.allclose(field.target[:, y, x], torch.tensor([x, y], dtype=torch.float64) * 0.9 + 3, atol=1e-6)
+    assert any("far off" in n for n in field.notes) and "11 anchors" in field.method
+    assert float(field.sigma[0, y, x]) > FieldSettings().trust * 64 * 2
+
+
+def test_few_anchors_are_all_kept_even_when_one_is_far_off():
+    """With 5 anchors an outlier of the similarity may be another face's real proportions."""
+    src = torch.tensor([[10.0, 10.0], [40.0, 10.0], [25.0, 25.0], [12.0, 40.0], [38.0, 40.0]], dtype=torch.float64)
+    dst = src.clone()
+    dst[4] += torch.tensor([14.0, 0.0], dtype=torch.float64)
+    field = anchor_field(src, dst, tuple(f"point/{i}" for i in range(5)), (64, 64), (64, 64), FieldSettings(smoothing=0.0))
+    assert torch.allclose(field.target[:, 40, 38], dst[4], atol=1e-6) and not field.notes
+
+
+def test_coincident_anchors_are_merged_not_a_crash():
+    src = torch.tensor([[5.0, 10.0], [5.0, 10.0], [20.0, 4.0], [12.0, 22.0]], dtype=torch.float64)
+    dst = torch.tensor([[6.0, 10.0], [8.0, 10.0], [21.0, 4.0], [13.0, 22.0]], dtype=torch.float64)
+    field = anchor_field(src, dst, tuple(f"point/{i}" for i in range(4)), (32, 32), (32, 32), FieldSettings(smoothing=0.0))
+    assert any("merged" in n for n in field.notes)
+    assert torch.allclose(field.target[:, 10, 5], torch.tensor([7.0, 10.0], dtype=torch.float64), atol=1e-6)

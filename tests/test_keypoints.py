@@ -160,3 +160,26 @@ def test_frames_pair_with_batch_items():
         select_frames([kp, kp], 3, "N", "k")
     with pytest.raises(ValueError, match="'k' has 3 frames for 1 exemplar; "):
         select_frames([kp, kp, kp], 1, "N", "k", "exemplar")
+
+
+def test_zero_confidence_is_missing_whatever_the_threshold():
+    values = triplets(body18())
+    values[12:15] = [0, 0, 0]
+    (kp,) = read_pose_keypoints([frame([{"pose_keypoints_2d": values}])], threshold=0.0)
+    assert "body/right_wrist" not in kp.labels and len(kp.labels) == 17
+
+
+def test_normalised_coordinates_that_overshoot_are_refused():
+    values = [v for i in range(18) for v in (0.05 * i, 0.04 * i, 1.0)]
+    values[0] = 1.02
+    with pytest.raises(ValueError, match=r"look normalised to the canvas, but some exceed 1"):
+        read_pose_keypoints([frame([{"pose_keypoints_2d": values}])])
+
+
+def test_pairs_outside_either_image_are_left_out():
+    from midms_core.keypoints import inside_images
+
+    a = parse_point_string('[{"x": 1, "y": 1}, {"x": 7, "y": 7}, {"x": 4, "y": 4}]', 8, 8)
+    b = Keypoints(torch.tensor([[1.0, 1.0], [12.0, 7.0], [4.0, -3.0]], dtype=torch.float64), a.labels, 8.0, 8.0)
+    kept, dropped = inside_images(pair_keypoints(a, b))
+    assert kept.labels == ("point/0",) and dropped == ("point/1", "point/2")

@@ -115,3 +115,37 @@ def importlib_error(pack):
     import importlib
 
     return importlib.import_module(f"{pack.package}.host_adapters.errors").NodeInputError
+
+
+def test_pairs_cropped_away_by_the_fit_are_reported_or_refused(h, pack, nodes, vae):
+    """A wide exemplar (2W x H) fitted by 'crop' loses its left and right quarters: points there
+    leave the match (said in the preview's report); with nothing left, the encode node refuses."""
+    condition = _edge_image(_exemplar_image(seed=1))
+    wide = _exemplar_image(width=2 * W, seed=2)
+    inner = [(x + W // 2, y) for x, y in CONDITION_POINTS]  # inside the kept middle half
+    anchors = nodes["MIDMsAnchors"]().make(
+        "prior", 0.01, 0.001, 0.02, condition_points=points_string(CONDITION_POINTS + [(5, 5)]),
+        exemplar_points=points_string(inner + [(3, 30)]), condition_canvas_width=W, condition_canvas_height=H,
+        exemplar_canvas_width=2 * W, exemplar_canvas_height=H)[0]
+    context = pack.MIDMsExemplarEncode().encode(condition, wide, vae, "crop", anchors=anchors)[0]
+    report = nodes["MIDMsAnchorsPreview"]().preview(context)["result"][1]
+    assert "5 anchors" in report and "1 pair(s) outside the images after the fit, not used: point/5" in report
+    outside = nodes["MIDMsAnchors"]().make(
+        "prior", 0.01, 0.001, 0.02, condition_points=points_string([(5, 5), (50, 50)]),
+        exemplar_points=points_string([(3, 30), (2 * W - 4, 20)]), condition_canvas_width=W, condition_canvas_height=H,
+        exemplar_canvas_width=2 * W, exemplar_canvas_height=H)[0]
+    error = importlib_error(pack)
+    with pytest.raises(error, match=r"^MIDMs Exemplar Encode: every keypoint pair has a point outside its image after the fit"):
+        pack.MIDMsExemplarEncode().encode(condition, wide, vae, "crop", anchors=outside)
+
+
+def test_no_common_point_names_the_exemplar_of_a_set(h, pack, nodes, vae):
+    face = {"people": [{"face_keypoints_2d": [v for i in range(68) for v in (10 + i * 0.5, 20.0 + (i % 5), 1.0)]}],
+            "canvas_width": W, "canvas_height": H}
+    body = {"people": [{"pose_keypoints_2d": [v for i in range(18) for v in (8 + 2.5 * i, 6 + 2.8 * i, 1.0)]}],
+            "canvas_width": W, "canvas_height": H}
+    spec = nodes["MIDMsAnchors"]().make("prior", 0.01, 0.001, 0.02, condition_keypoints=[face],
+                                        exemplar_keypoints=[face, body])[0]
+    exemplars = torch.cat([_exemplar_image(seed=3), _exemplar_image(seed=4)])
+    with pytest.raises(importlib_error(pack), match=r"^MIDMs Exemplar Set Encode \(several exemplars\) \(exemplar 2 of 2\): no keypoint is present on both sides"):
+        nodes["MIDMsExemplarSetEncode"]().encode(_edge_image(_exemplar_image(seed=1)), exemplars, vae, "crop", anchors=spec)

@@ -28,9 +28,10 @@ from midms_core.confidence import warp_with_confidence
 from midms_core.edge_matcher import EdgeDescriptorMatcher
 from midms_core.keypoints import BODY_COCO18
 from midms_core.matchers import MatchSide
-from benchmarks.tables import Table, machine, ratio
+from benchmarks.tables import Table, machine, publish, ratio
 
-INPUTS = Path(__file__).resolve().parents[1] / "workflows" / "inputs"
+ROOT = Path(__file__).resolve().parents[1]
+INPUTS = ROOT / "workflows" / "inputs"
 
 
 def timed(fn, repeats: int) -> float:
@@ -59,6 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--markdown", type=Path, default=ROOT / "benchmarks" / "anchor_cost.md",
+                        help="write the report here too")
     args = parser.parse_args(argv)
     n = args.grid
     condition, exemplar = photos(8 * n)
@@ -92,7 +95,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     table.add("anchor field + prior, 18 body joints (per part)", f"{t_body:.4f}", ratio(t_body, t_scalar, 3))
     table.add("bind, default (similarity search + mirror)", f"{t_bind:.3f}", ratio(t_bind, t_scalar, 3))
     table.add("bind with anchors (no search)", f"{t_bind_anchored:.3f}", ratio(t_bind_anchored, t_scalar, 3))
-    print(f"# anchor cost at {n} x {n} (edge matcher, the shipped example pair at {8 * n} px): {machine()}, CPU\n\n{table}")
+    text = (f"# anchor cost at {n} x {n} (edge matcher, the shipped example pair at {8 * n} px): {machine()}, CPU\n\n"
+            f"Produced by `python -m benchmarks.anchor_cost --repeats {args.repeats}` (median of the repeats; the binds "
+            f"once each).\n\n{table}\n")
+    publish(text, args.markdown)
     return 0
 
 

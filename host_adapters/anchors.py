@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..midms_core.alignment import SpatialPrior
-from ..midms_core.anchor_field import AnchorField, FieldSettings, anchor_prior, pairs_field
+from ..midms_core.anchor_field import AnchorField, anchor_prior, pairs_field
 from ..midms_core.anchoring import AnchorSpec, place_keypoints
 from ..midms_core.images import FitGeometry
 from ..midms_core.keypoints import (

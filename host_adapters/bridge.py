@@ -11,8 +11,12 @@ import latent_preview
 
 from .errors import NodeInputError
 from .inversion_sampler import alpha_at, from_state_sampler, inversion_sampler
-from .noise_paths import noise_path
-from .schedules import basic_schedule
+from .latent_spaces import check_finite_latent, check_latent_space
+from .noise_paths import model_sampling, noise_path
+from .schedules import basic_schedule, effective_depth
+
+
+_PATH_NAMES = {"epsilon": "epsilon / v-prediction", "rectified_flow": "rectified-flow"}
 
 
 def _latent_format(model) -> str:
@@ -20,18 +24,23 @@ def _latent_format(model) -> str:
 
 
 def run_bridge(model_a, positive_a, negative_a, cfg_a, model_b, positive_b, negative_b, cfg_b, latent: dict,
-               steps: int, depth: float, scheduler: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+               steps: int, depth: float, scheduler: str, where: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Invert ``latent`` with model A (cfg_a) up the schedule, regenerate with model B (cfg_b).
-    Returns (B's clean latent, the inverted latent), both in the host's LATENT space; the inverted
-    one in the host's convention for a latent carrying the noise of the schedule's first sigma
-    (what MIDMs DDIM Inversion Sampler gives), or, where that has no value (a rectified-flow
-    model at sigma 1: the state is pure noise), the inverted noise itself."""
+    Returns (B's clean latent, the inverted latent, what ran), the latents in the host's LATENT
+    space; the inverted one in the host's convention for a latent carrying the noise of the
+    schedule's first sigma (what MIDMs DDIM Inversion Sampler gives), or, where that has no value
+    (a rectified-flow model at sigma 1: the state is pure noise), the inverted noise itself. What
+    ran: the steps, the top sigma and the depth it reaches (:func:`~.schedules.effective_depth`)."""
     if _latent_format(model_a) != _latent_format(model_b):
         raise NodeInputError(
             f"{where}: model_a and model_b work in different latent spaces ({_latent_format(model_a)} vs "
             f"{_latent_format(model_b)}); a bridge needs two models of one family (e.g. two SD1.5 checkpoints)")
-    if noise_path(model_a.model).kind != noise_path(model_b.model).kind:
-        raise NodeInputError(f"{where}: model_a and model_b sample on different noise paths; use two models of one family")
+    path_a, path_b = noise_path(model_a), noise_path(model_b)
+    if path_a.kind != path_b.kind:
+        raise NodeInputError(
+            f"{where}: 'model_a' samples on the {_PATH_NAMES[path_a.kind]} noise path and 'model_b' on the "
+            f"{_PATH_NAMES[path_b.kind]} one (a ModelSampling node on one of them changes it); a bridge needs two "
+            "models on one path: give both the same ModelSampling patch, or none")
     samples = latent["samples"]
     if latent.get("noise_mask") is not None:
         raise NodeInputError(f"{where}: 'latent_image' has a noise mask; a bridge inverts the whole latent (remove the "
@@ -39,6 +48,8 @@ def run_bridge(model_a, positive_a, negative_a, cfg_a, model_b, positive_b, nega
     if not bool(samples.any()):
         raise NodeInputError(f"{where}: 'latent_image' is all zeros (an empty latent); connect the VAE Encode of the "
                              "image to translate")
+    check_finite_latent(samples, where, "latent_image")
+    check_latent_space(model_a.model, samples, where, "latent_image", "'model_a'")
     sigmas = basic_schedule(model_a, scheduler, steps, depth)
     state: dict = {}
     zeros = torch.zeros_like(samples)
@@ -49,7 +60,10 @@ def run_bridge(model_a, positive_a, negative_a, cfg_a, model_b, positive_b, nega
     out = comfy.sample.sample_custom(model_b, zeros, cfg_b, from_state_sampler(model_b, state), sigmas, positive_b,
                                      negative_b, samples, callback=latent_preview.prepare_callback(model_b, steps),
                                      disable_pbar=disable)
-    alpha_top = alpha_at(noise_path(model_a.model), sigmas[0])
+    alpha_top = alpha_at(path_a, sigmas[0])
     inverted = state["state"] / alpha_top if alpha_top > 1e-6 else state["state"]
     inverted = model_a.model.process_latent_out(inverted).to(mm.intermediate_device())
-    return out, inverted
+    used = effective_depth(model_a, float(sigmas[0]))
+    ran = (f"{sigmas.shape[0] - 1} steps each way to sigma {float(sigmas[0]):.4g}, depth {used:.3f} of {depth:g} "
+           f"asked ({scheduler} scheduler)")
+    return out, inverted, ran

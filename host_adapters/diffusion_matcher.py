@@ -17,7 +17,8 @@ from .dit_capture import DitBlockCapture, dit_blocks, with_dit_replacements
 from .errors import NodeInputError
 from .host_matcher import CaptureHook, HostMatcher, as_host_matcher
 from .node_names import DIFFUSION_MATCHER
-from .noise_paths import is_rectified_flow
+from .latent_spaces import check_latent_space
+from .noise_paths import is_rectified_flow, model_sampling
 from .text_conditioning import empty_prompt_tensors, empty_text_conditions, text_widths
 from .unet_capture import block_capture, with_output_block_patch
 
@@ -71,14 +72,16 @@ class HostDiffusionMatcher(DiffusionFeatureMatcher, HostMatcher):
         return CaptureHook(self._installer(tuple(grid), self.capture.add), self.capture)
 
     # -- condition / exemplar side: one model pass with an empty prompt ------------------------
-    def _sigma(self, base) -> torch.Tensor:
-        """The noise level of ``timestep``: the model's own schedule for U-Nets (DIFT), the noise
-        share t / 1000 without the schedule's shift for rectified-flow DiTs (DiTF)."""
-        if self.blocks is not None and is_rectified_flow(base):
+    def _sigma(self, model) -> torch.Tensor:
+        """The noise level of ``timestep`` for the ModelPatcher ``model``: its own schedule for
+        U-Nets (DIFT), the noise share t / 1000 without the schedule's shift for rectified-flow
+        DiTs (DiTF)."""
+        if self.blocks is not None and is_rectified_flow(model):
             return torch.tensor([self.timestep / 1000.0])
-        return base.model_sampling.sigma(torch.tensor([float(self.timestep)]))
+        return model_sampling(model).sigma(torch.tensor([float(self.timestep)]))
 
     def _extract(self, latent: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        check_latent_space(self.model.model, latent, DIFFUSION_MATCHER, "context")
         captured = []
         clone = self.model.clone()  # never touch the user's model or its model_options
         clone.model_options = self._installer(tuple(latent.shape[-2:]), captured.append)(clone.model_options)
@@ -86,9 +89,9 @@ class HostDiffusionMatcher(DiffusionFeatureMatcher, HostMatcher):
         base = clone.model
         device = mm.get_torch_device()
         x0 = base.process_latent_in(latent.to(device).float())
-        sigma = self._sigma(base).to(device).float().expand(x0.shape[0])
+        sigma = self._sigma(clone).to(device).float().expand(x0.shape[0])
         noise = torch.randn(x0.shape, generator=generator).to(device)
-        x = base.model_sampling.noise_scaling(sigma.view(-1, 1, 1, 1), noise, x0)
+        x = model_sampling(clone).noise_scaling(sigma.view(-1, 1, 1, 1), noise, x0)
         conds = empty_text_conditions(base, x, self.widths, self.prompt)
         transformer_options = clone.model_options["transformer_options"]
         base.apply_model(x, sigma, transformer_options=transformer_options, **conds)

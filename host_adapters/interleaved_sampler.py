@@ -21,7 +21,8 @@ from .host_matcher import as_host_matcher
 from .inversion_sampler import inversion_sampler
 from .match import MIDMsMatch, MIDMsSettings, bind, initial_warp
 from .node_names import CORRESPONDENCE, EXEMPLAR_ENCODE, INTERLEAVED_SAMPLER, REWARP_SETTINGS, RUN_BY_SAMPLING_NODE
-from .noise_paths import noise_path
+from .latent_spaces import check_latent_space
+from .noise_paths import base_in_call, model_sampling, noise_path, path_of, sampling_in_call
 from .schedules import model_sigmas
 
 SAMPLER_WHERE = f"{INTERLEAVED_SAMPLER} {RUN_BY_SAMPLING_NODE}"
@@ -51,9 +52,13 @@ def sample_midms(model, x, sigmas, extra_args=None, callback=None, disable=None,
 
 def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_model, in_host_model):
     extra_args = {} if extra_args is None else extra_args
-    base = midms_model.model  # the host's BaseModel: latent format and model_sampling
+    base = midms_model.model  # the host's BaseModel: latent format
+    sampling = sampling_in_call(model, midms_model)
     match = midms_match
-    check_latent_against_match(x, match, sigmas.shape[0] - 1)  # before any step or matching
+    # before any step or matching: the sampling node's model against the match, then its latent
+    check_latent_space(base_in_call(model, midms_model), match.context.exemplar_latent, SAMPLER_WHERE, "match",
+                       "the sampling node's 'model'")
+    check_latent_against_match(x, match, sigmas.shape[0] - 1)
     device = x.device
     features = bind(match, device)
     exemplar = base.process_latent_in(match.context.exemplar_latent.to(device)).to(x.dtype)
@@ -91,7 +96,7 @@ def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_mod
     main_steps = sigmas.shape[0] - 1
     refine_sigmas = None
     if settings.refine_strength > 0:
-        refine_sigmas = strength_sigmas(model_sigmas(base), settings.refine_steps, settings.refine_strength).to(device)
+        refine_sigmas = strength_sigmas(model_sigmas(sampling), settings.refine_steps, settings.refine_strength).to(device)
 
     # The host sizes its progress bar to the main schedule; spread the refinement's extra steps
     # over it so the bar only reaches the end with the last step.
@@ -106,7 +111,7 @@ def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_mod
     with interruptible():  # re-matches inside a step stop at the interrupt button too
         return sample_interleaved(denoise, x, sigmas, exemplar, in_sampler, settings.rewarp, eta=settings.eta,
                                   noise_sampler=noise_sampler, callback=report, refine_sigmas=refine_sigmas,
-                                  path=noise_path(base))
+                                  path=path_of(sampling))
 
 
 def check_latent_against_match(x: torch.Tensor, match: MIDMsMatch, step_count: int, where: str = SAMPLER_WHERE) -> None:
@@ -149,6 +154,7 @@ def check_latent_against_match(x: torch.Tensor, match: MIDMsMatch, step_count: i
 
 def midms_sampler(model, match: MIDMsMatch) -> comfy.samplers.KSAMPLER:
     """The interleaved sampler as a host SAMPLER for ``match``; ``model`` gives the latent scaling."""
+    check_latent_space(model.model, match.context.exemplar_latent, INTERLEAVED_SAMPLER, "match")
     return comfy.samplers.KSAMPLER(sample_midms, extra_options={"midms_match": match, "midms_model": model})
 
 
@@ -157,11 +163,12 @@ def sample_all_in_one(model, positive, negative, match: MIDMsMatch, seed: int, s
     """Warp the exemplar, bring it to ``start_noise`` of the model's schedule (``start``: seeded
     noise, or DDIM inversion with this model at cfg 1), then run ``steps`` interleaved steps.
     Returns (samples, the warped latent), both raw LATENTs; errors name ``where``."""
+    check_latent_space(model.model, match.context.exemplar_latent, where, "context")
     try:
         match.settings.rewarp.check_steps(steps, f"{REWARP_SETTINGS} (connected to 'settings')")
     except ValueError as err:
         raise NodeInputError(f"{where}: {err} (this node's 'steps' input)") from None
-    sigmas_of_model = model_sigmas(model.model)
+    sigmas_of_model = model_sigmas(model_sampling(model))
     fit = max(int(round(start_noise * sigmas_of_model.shape[0])), 1)  # as strength_timesteps counts
     if steps > fit:
         raise NodeInputError(
@@ -184,7 +191,7 @@ def sample_all_in_one(model, positive, negative, match: MIDMsMatch, seed: int, s
 def _inverted_start(model, positive, negative, warped, sigmas, where: str):
     """The warp DDIM-inverted (this model, cfg 1) to sigmas[0], as a LATENT the run starts
     from without added noise."""
-    if float(noise_path(model.model).alpha(torch.tensor(float(sigmas[0]), dtype=torch.float64))) <= 1e-6:
+    if float(noise_path(model).alpha(torch.tensor(float(sigmas[0]), dtype=torch.float64))) <= 1e-6:
         raise NodeInputError(f"{where}: start 'ddim inversion' needs a start_noise whose sigma is below 1 on "
                              "this rectified-flow model (pure noise has no LATENT form); lower start_noise")
     return comfy.sample.sample_custom(model, torch.zeros_like(warped), 1.0, inversion_sampler(model, where=where),

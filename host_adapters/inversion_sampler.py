@@ -14,7 +14,8 @@ from ..midms_core import inversion_sigmas, invert_ddim, sample_ddim
 from .devices import interruptible
 from .errors import NodeInputError
 from .node_names import DDIB_TRANSLATE, DDIM_INVERSION_SAMPLER, RUN_BY_SAMPLING_NODE
-from .noise_paths import sampling_path
+from .latent_spaces import check_finite_latent, check_latent_space
+from .noise_paths import base_in_call, sampling_path
 
 INVERSION_WHERE = f"{DDIM_INVERSION_SAMPLER} {RUN_BY_SAMPLING_NODE}"
 
@@ -75,9 +76,25 @@ def sample_inversion(model, x, sigmas, extra_args=None, callback=None, disable=N
     sigmas[0], so that a sampler given the same schedule without added noise starts exactly
     there: the host scales such a latent by alpha(sigma) (1 for epsilon / v-prediction models,
     1 - sigma for rectified flow), so it is stored divided by alpha. ``midms_state`` (internal)
-    receives the raw state, which the bridge nodes use directly."""
+    receives the raw state, which the bridge nodes use directly.
+
+    This runs inside the host's sampling node, so ValueErrors of midms_core are reported as
+    NodeInputErrors naming this sampler; errors raised inside the host's model call pass as
+    they are."""
+    in_host_model = [False]
+    try:
+        return _sample_inversion(model, x, sigmas, extra_args, callback, midms_model, midms_state, midms_where,
+                                 in_host_model)
+    except NodeInputError:
+        raise
+    except ValueError as err:
+        if in_host_model[0]:
+            raise
+        raise NodeInputError(f"{midms_where}: {err}") from err
+
+
+def _sample_inversion(model, x, sigmas, extra_args, callback, midms_model, midms_state, where, in_host_model):
     extra_args = {} if extra_args is None else extra_args
-    where = midms_where
     if extra_args.get("denoise_mask") is not None:
         raise NodeInputError(f"{where}: a noise mask is set on the latent; invert the whole latent (remove the mask)")
     _check_descending(sigmas, where)
@@ -91,10 +108,16 @@ def sample_inversion(model, x, sigmas, extra_args=None, callback=None, disable=N
             f"1: BasicScheduler's denoise below steps / (steps + 1), e.g. 0.9 at 20 steps) or use {DDIB_TRANSLATE}, "
             "which carries the full inversion itself")
     clean = _clean_latent(model, where).to(x.dtype)
+    check_finite_latent(clean, where, "latent_image")
+    check_latent_space(base_in_call(model, midms_model), clean, where, "latent_image")
 
     def denoise(xt, sigma):
-        return model(xt, sigma, **extra_args)
+        in_host_model[0] = True
+        out = model(xt, sigma, **extra_args)
+        in_host_model[0] = False
+        return out
 
+    print(f"[MIDMs] {where}: DDIM inversion, {sigmas.shape[0] - 1} steps up to sigma {float(top):.4g}")
     with interruptible():
         state = invert_ddim(denoise, clean, inversion_sigmas(sigmas), path, host_callback(callback, sigmas.shape[0] - 1))
     if midms_state is not None:

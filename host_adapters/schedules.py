@@ -8,18 +8,21 @@ import torch
 
 import comfy.samplers
 
-
-def model_sigmas(base_model) -> torch.Tensor:
-    """The model's full sigma table (its training timesteps, ascending), float32 on the CPU."""
-    return base_model.model_sampling.sigmas.float().cpu()
+from .noise_paths import model_sampling
 
 
-def model_sampling(model):
-    """The model sampling the host will run (with a ModelSamplingDiscrete / -Flux patch applied)."""
-    get = getattr(model, "get_model_object", None)
-    if get is not None:
-        return get("model_sampling")
-    return model.object_patches.get("model_sampling", model.model.model_sampling)  # the 2024 host
+def model_sigmas(sampling) -> torch.Tensor:
+    """The full sigma table (the training timesteps, ascending) of a host model sampling object
+    (:func:`~.noise_paths.model_sampling`), float32 on the CPU."""
+    return sampling.sigmas.float().cpu()
+
+
+def effective_depth(model, sigma_top: float) -> float:
+    """The share of the ModelPatcher ``model``'s timesteps whose sigma is at most ``sigma_top``:
+    the depth a schedule that starts at ``sigma_top`` really reaches (a scheduler places its steps
+    on the model's own timesteps, so nearby depths can give the same schedule)."""
+    table = model_sigmas(model_sampling(model))
+    return float((table <= float(sigma_top) * (1 + 1e-6)).sum()) / table.shape[0]
 
 
 def basic_schedule(model, scheduler: str, steps: int, depth: float) -> torch.Tensor:

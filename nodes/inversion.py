@@ -72,22 +72,25 @@ class MIDMsDDIBTranslate:
             }
         }
 
-    RETURN_TYPES = ("LATENT", "LATENT")
-    RETURN_NAMES = ("latent", "inverted_latent")
+    RETURN_TYPES = ("LATENT", "LATENT", "STRING")
+    RETURN_NAMES = ("latent", "inverted_latent", "report")
     FUNCTION = "translate"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Dual Diffusion Implicit Bridge (Su et al. 2023): DDIM-inverts the image with model_a / positive_a, "
                    "then regenerates the same noise with model_b / positive_b. No matching, no paired data: a whole-"
                    "domain translation (two checkpoints, or two prompts on one). inverted_latent is model_a's "
                    "inversion as MIDMs DDIM Inversion Sampler gives it (SamplerCustom with add_noise off and the same "
-                   "schedule regenerates from it); a rectified-flow model inverted to sigma 1 gives its noise instead.")
+                   "schedule regenerates from it); a rectified-flow model inverted to sigma 1 gives its noise instead. report: the "
+                   "steps and the depth the schedule really reaches.")
 
     @node_errors(DISPLAY)
     def translate(self, model_a, positive_a, negative_a, model_b, positive_b, negative_b, latent_image, steps, depth,
                   scheduler, cfg_a, cfg_b):
-        out, inverted = run_bridge(model_a, positive_a, negative_a, cfg_a, model_b, positive_b, negative_b, cfg_b,
-                                   latent_image, steps, depth, scheduler, self.DISPLAY)
-        return ({"samples": out}, {"samples": inverted})
+        out, inverted, ran = run_bridge(model_a, positive_a, negative_a, cfg_a, model_b, positive_b, negative_b, cfg_b,
+                                        latent_image, steps, depth, scheduler, self.DISPLAY)
+        report = f"DDIB: {ran}"
+        print(f"[MIDMs] {report}")
+        return ({"samples": out}, {"samples": inverted}, report)
 
 
 class MIDMsDDIMRoundTrip:
@@ -119,12 +122,12 @@ class MIDMsDDIMRoundTrip:
 
     @node_errors(DISPLAY)
     def round_trip(self, model, positive, negative, latent_image, steps, depth, scheduler, cfg):
-        out, _ = run_bridge(model, positive, negative, cfg, model, positive, negative, cfg, latent_image, steps, depth,
-                            scheduler, self.DISPLAY)
+        out, _, ran = run_bridge(model, positive, negative, cfg, model, positive, negative, cfg, latent_image, steps,
+                                 depth, scheduler, self.DISPLAY)
         errors = relative_error(out.float().cpu(), latent_image["samples"].float().cpu())
         error = float(errors.max())
-        report = (f"round-trip error {error:.4f} (relative RMS in latent space{', worst image' if errors.shape[0] > 1 else ''}; "
-                  f"{steps} steps, depth {depth:g}, cfg {cfg:g}, {scheduler})")
+        report = (f"round-trip error {error:.4f} (relative RMS in latent space{', worst image' if errors.shape[0] > 1 else ''}); "
+                  f"cfg {cfg:g}, {ran}")
         if errors.shape[0] > 1:
             report += "; per image " + ", ".join(f"{float(e):.4f}" for e in errors)
         print(f"[MIDMs] {report}")

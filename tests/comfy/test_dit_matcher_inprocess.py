@@ -92,7 +92,7 @@ def test_default_block_and_noise_level(node, dit):
     matcher = _matcher(node, dit)
     assert matcher.blocks is not None and matcher.dit_block == default_block(len(_blocks(dit)))
     # rectified flow: the noise share t / 1000 (DiTF), not the shifted schedule's sigma(t)
-    assert float(matcher._sigma(dit.model)) == pytest.approx(0.261)
+    assert float(matcher._sigma(dit)) == pytest.approx(0.261)
     assert float(dit.model.model_sampling.sigma(torch.tensor([261.0]))) != pytest.approx(0.261, abs=1e-3)
 
 

@@ -28,7 +28,7 @@ from harness.inprocess_models import host_has
 from harness.tiny_models import init_tensor
 from tests.comfy.reference_loops import EPSILON_ALPHA, FLOW_ALPHA, posterior_loop
 from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
-    H, W, _edge_image, _exemplar_image, _match, _noise, _rel_err, _settings, _sigmas, h, pack)
+    H, W, _edge_image, _exemplar_image, _make_context, _match, _noise, _rel_err, _settings, _sigmas, h, models, pack)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def _context(pack, seed=0):
 
 
 def test_dits_use_the_rectified_flow_path(dit, pack):
-    assert pack.noise_paths.noise_path(dit.model).kind == "rectified_flow"
+    assert pack.noise_paths.noise_path(dit).kind == "rectified_flow"
 
 
 def test_dit_rewarp_off_equals_host_euler_and_rewarp_on_runs(dit, pack):
@@ -172,3 +172,40 @@ def test_16_channel_latents_through_every_node(sd3, vae16, pack, h):
     assert latent["samples"].shape == (1, 16, H // 8, W // 8) and torch.isfinite(latent["samples"]).all()
     decoded = vae16.decode(latent["samples"])
     assert decoded.shape == (1, H, W, 3) and torch.isfinite(decoded).all()
+
+
+def test_latents_of_another_family_are_refused_where_they_meet_a_model(sd3, vae16, models, pack, h):
+    """A 16-channel context with an SD1.5 model, and a 4-channel one with SD3 DIFT: each node that
+    meets the model refuses by name, naming both sides and the fix, before the model runs (it
+    would fail deep inside a convolution with a shape traceback)."""
+    import importlib
+
+    import comfy.sample
+
+    error = importlib.import_module(f"{pack.package}.host_adapters.errors").NodeInputError
+    sd15 = models["sd15"]
+    context = pack.MIDMsExemplarEncode().encode(_edge_image(_exemplar_image(shift=8)), _exemplar_image(seed=1),
+                                                vae16, "crop")[0]
+    match, warped = _match(pack, context, _settings(pack))[:2]
+    fix = "Encode the images with the VAE of the model's own family"
+    with pytest.raises(error, match=r"MIDMs Interleaved DDIM Sampler: 'match' holds 16-channel latents, but "
+                                    r"'model' \(SD15\) works on 4-channel latents") as raised:
+        pack.MIDMsInterleavedSampler().get_sampler(sd15, match)
+    assert fix in str(raised.value)
+    positive, negative = _conds()
+    with pytest.raises(error, match=r"MIDMs Sampler \(all-in-one\): 'context' holds 16-channel.*'model' \(SD15\)"):
+        pack.MIDMsSampler().sample(sd15, positive, negative, context, pack.MIDMsEdgeMatcher().make(
+            canny_low=0.1, canny_high=0.2, edge_blur=2.0, x0_condition_weight=0.7)[0], seed=3, steps=2,
+            start_noise=0.25, cfg=2.0)
+    # the SAMPLER made for SD3 but run by a sampling node given the SD1.5 model
+    sampler = pack.MIDMsInterleavedSampler().get_sampler(sd3, match)[0]
+    with pytest.raises(error, match=r"run by the sampling node.*'match' holds 16-channel.*the sampling node's "
+                                    r"'model' \(SD15\)"):
+        comfy.sample.sample_custom(sd15, _noise(warped["samples"].shape, 5), 3.0, sampler, _sigmas(pack, sd15),
+                                   positive, negative, warped["samples"], seed=7)
+    # DIFT on SD3 against a context of SD1.5's 4-channel latents
+    dift = h.nodes.NODE_CLASS_MAPPINGS["MIDMsDiffusionFeatureMatcher"]().make(
+        sd3, timestep=261, output_block=6, ensemble=1, dit_block=-1)[0]
+    with pytest.raises(error, match=r"MIDMs Diffusion Feature Matcher \(DIFT\): 'context' holds 4-channel latents, "
+                                    r"but 'model' \(SD3\) works on 16-channel"):
+        pack.MIDMsCorrespondence().correspond(_make_context(pack), dift, _settings(pack))

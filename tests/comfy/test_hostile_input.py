@@ -40,7 +40,7 @@ import numpy as np
 import pytest
 
 from harness.host import REPO, ComfyServer, execution_error, require_host, succeeded
-from harness.tiny_models import write_tiny_sd15_checkpoint
+from harness.tiny_models import write_tiny_sd3_checkpoint, write_tiny_sd15_checkpoint, write_tiny_vae16
 
 SIZE = 64
 CKPT = "tiny_sd15_hostile.safetensors"
@@ -76,6 +76,15 @@ def dift_graph(**overrides) -> dict:
     g = match_graph()
     g["31"] = {"class_type": "MIDMsDiffusionFeatureMatcher", "inputs": {
         "model": ["1", 0], "timestep": 261, "output_block": 1, "ensemble": 1, "cross_domain_matcher": ["5", 0]}}
+    g["7"]["inputs"]["matcher"] = ["31", 0]
+    return _apply(g, overrides)
+
+
+def dift_sampler_graph(**overrides) -> dict:
+    """sampler_custom_graph whose match re-matches with the DIFT matcher ("31"): its exemplar
+    features come from a pass of its own model."""
+    g = sampler_custom_graph()
+    g["31"] = dift_graph()["31"]
     g["7"]["inputs"]["matcher"] = ["31", 0]
     return _apply(g, overrides)
 
@@ -273,6 +282,7 @@ class Case:
     host_may_coerce: bool = False    # a host that converts the value / input first may run it instead
     never_says: tuple = ()           # fragments the error message must NOT contain
     check: Optional[Callable[[dict], Optional[str]]] = None  # ok cases: saved tensors -> what is wrong, or None
+    needs: Optional[str] = None      # a node class the host must have (SD3 / rectified-flow rows), else skipped
     observed: str = ""
     passed: Optional[bool] = None
     notes: list = field(default_factory=list)
@@ -818,6 +828,70 @@ def queued_runner(server) -> tuple[bool, str]:
     return ok, f"succeeded: {states}; the broken one: {str(err.get('exception_message'))[:120]}"
 
 
+SD3_CKPT = "tiny_sd3_hostile.safetensors"
+VAE16 = "tiny_vae16_hostile.safetensors"
+CURRENT = "ModelSamplingSD3"  # rows that need SD3 / rectified flow: hosts after 2024-03
+NAN = float("nan")  # a FLOAT widget value no host's range check refuses (every comparison is False)
+
+
+def family_cases() -> list[Case]:
+    """Latents of one model family meeting a model of another, two noise paths in one bridge,
+    numerically broken latents, and the depth a schedule really reaches."""
+    vae16 = {"96": {"class_type": "VAELoader", "inputs": {"vae_name": VAE16}}}
+    sd3 = {"97": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD3_CKPT}}}
+    flow_b = {"95": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["1", 0], "shift": 3.0}}}
+    nan_latent = {"98": {"class_type": "LatentMultiply", "inputs": {"samples": ["35", 0], "multiplier": NAN}}}
+    sd15_fix = ("16-channel latents", "'model' (SD15) works on 4-channel latents", "VAE of the model's own family")
+    return [
+        Case("families: context of a 16-channel VAE, SD1.5 model (all-in-one)", lambda: with_nodes(
+            all_in_one_graph(**{"4.vae": ["96", 0]}), **vae16), "error", node="12", input="context",
+            says=("MIDMs Sampler (all-in-one)",) + sd15_fix, needs=CURRENT),
+        Case("families: context of a 16-channel VAE, SD1.5 model (interleaved SAMPLER)", lambda: with_nodes(
+            sampler_custom_graph(**{"4.vae": ["96", 0]}), **vae16), "error", node="9", input="match",
+            says=("MIDMs Interleaved DDIM Sampler",) + sd15_fix, needs=CURRENT),
+        Case("families: 16-channel latent into the DDIM inversion SAMPLER, SD1.5 model", lambda: with_nodes(
+            inversion_graph(**{"35.vae": ["96", 0]}), **vae16), "error", node="11", input="latent_image",
+            says=("MIDMs DDIM Inversion Sampler",) + sd15_fix, needs=CURRENT),
+        Case("families: 16-channel latent into DDIB Translate, SD1.5 models", lambda: with_nodes(
+            ddib_graph(**{"35.vae": ["96", 0]}), **vae16), "error", node="40", input="latent_image",
+            says=("MIDMs DDIB Translate", "16-channel latents", "'model_a' (SD15)"), needs=CURRENT),
+        Case("families: DIFT on an SD3 model, context of SD1.5's 4-channel latents", lambda: with_nodes(
+            dift_graph(**{"31.model": ["97", 0]}), **sd3), "error", node="7", input="context",
+            says=("MIDMs Diffusion Feature Matcher (DIFT)", "4-channel latents", "(SD3) works on 16-channel"),
+            needs=CURRENT),
+        Case("families: DDIB with model_b through ModelSamplingSD3 (another noise path)", lambda: with_nodes(
+            ddib_graph(**{"40.model_b": ["95", 0]}), **flow_b), "error", node="40", input="model_b",
+            says=("MIDMs DDIB Translate", "rectified-flow", "ModelSampling"), needs=CURRENT),
+        Case("families: both DDIB models through ModelSamplingSD3 (one noise path)", lambda: with_nodes(
+            ddib_graph(**{"40.model_a": ["95", 0], "40.model_b": ["95", 0]}), **flow_b), "ok", needs=CURRENT),
+        Case("NaN latent into the DDIM inversion SAMPLER", lambda: with_nodes(
+            inversion_graph(**{"11.latent_image": ["98", 0]}), **nan_latent), "error", node="11", input="latent_image",
+            says=("MIDMs DDIM Inversion Sampler", "holds NaN or infinite values"), never_says=("invert_ddim",)),
+        Case("NaN latent into DDIB Translate", lambda: with_nodes(
+            ddib_graph(**{"40.latent_image": ["98", 0]}), **nan_latent), "error", node="40", input="latent_image",
+            says=("MIDMs DDIB Translate", "holds NaN or infinite values")),
+        Case("round trip: depth 0.01 and 0.019 on ddim_uniform (one schedule) say the depth used", None, "custom",
+             runner=depth_runner),
+    ]
+
+
+def depth_runner(server) -> tuple[bool, str]:
+    """ddim_uniform at 10 steps puts depth 0.01 and 0.019 on the same timesteps: the same error,
+    and each report names the depth it really reached and the one asked for."""
+    texts = {}
+    for depth in (0.01, 0.019):
+        graph = round_trip_graph(**{"41.scheduler": "ddim_uniform", "41.steps": 10, "41.depth": depth})
+        entry = server.run(graph, timeout=240, check=False)
+        if not succeeded(entry):
+            return False, f"depth {depth}: {str((execution_error(entry) or {}).get('exception_message'))[:300]}"
+        texts[depth] = (server.outputs(entry).get("41", {}).get("text") or [""])[0]
+    errors = {d: t.split()[2] for d, t in texts.items() if t.startswith("round-trip error ")}
+    same_depth = len({t.split("depth ")[1].split(" of")[0] for t in texts.values() if "depth " in t}) == 1
+    ok = (len(errors) == 2 and errors[0.01] == errors[0.019] and same_depth
+          and all(f"of {d:g} asked" in t for d, t in texts.items()))
+    return ok, " / ".join(texts.values())[:400]
+
+
 def special_cases() -> list[Case]:
     big_match = lambda: match_graph(condition="big_cond.png", exemplar="big_exem.png")  # noqa: E731
     long_sampling = lambda: sampler_custom_graph(steps=40, **{"10.denoise": 1.0})  # noqa: E731
@@ -831,7 +905,7 @@ def special_cases() -> list[Case]:
 
 
 ALL_CASES = (bounds_cases() + sampler_cases() + image_cases() + exemplar_set_cases() + anchors_cases()
-             + model_file_cases() + special_cases())
+             + model_file_cases() + family_cases() + special_cases())
 
 
 # --------------------------------------------------------------------------------------------
@@ -930,11 +1004,82 @@ def server(tmp_path_factory):
     models = _make_model_files(d, Path(ckpt))
     with ComfyServer(host) as srv:
         srv.add_model("checkpoints", ckpt, name=CKPT)
+        if not host.is_2024_snapshot:  # the family rows (SD3 and a 16-channel VAE: hosts after 2024-03)
+            srv.add_model("checkpoints", write_tiny_sd3_checkpoint(d / "tiny_sd3.safetensors", seed=0)["path"],
+                          name=SD3_CKPT)
+            srv.add_model("vae", write_tiny_vae16(d / "tiny_vae16.safetensors", seed=0)["path"], name=VAE16)
         for name, path in models.items():
             srv.add_model("midms", path, name=name)
         _make_inputs(srv.input_dir)
         _make_anchor_inputs(srv.input_dir)
         yield srv
+
+
+def _model_patch(server) -> dict:
+    """A ModelSampling* node on the checkpoint's model ("95"): ModelSamplingSD3 (rectified flow,
+    another noise path) where the host has it, else ModelSamplingDiscrete v-prediction with zero
+    terminal SNR (another sigma table; the 2024 host has no rectified-flow sampling)."""
+    if "ModelSamplingSD3" in server.object_info():
+        return {"class_type": "ModelSamplingSD3", "inputs": {"model": ["1", 0], "shift": 3.0}}
+    return {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["1", 0], "sampling": "v_prediction", "zsnr": True}}
+
+
+def _patched(graph: dict, patch: dict, inputs: list[str]) -> dict:
+    """``graph`` with the ModelSampling node "95" feeding the given "node.input" model inputs."""
+    g = with_nodes(graph, **{"95": patch})
+    for key in inputs:
+        nid, name = key.split(".")
+        g[nid]["inputs"][name] = ["95", 0]
+    return g
+
+
+def _cached_nodes(entry: dict) -> set:
+    for msg in (entry.get("status") or {}).get("messages", []):
+        if isinstance(msg, (list, tuple)) and len(msg) == 2 and msg[0] == "execution_cached":
+            return set(msg[1].get("nodes", []))
+    return set()
+
+
+def _digest(server, graph: dict, node: str) -> str:
+    """Run ``graph``; the sha256 of its saved tensors, asserting that ``node`` really executed."""
+    entry = server.run(graph, timeout=240, check=False)
+    assert succeeded(entry), execution_error(entry)
+    assert node not in _cached_nodes(entry), f"node {node} was served from the cache: the check would be empty"
+    stats = server.outputs(entry)[SAVE]["midms_stats"]
+    return " ".join(f"{s['key']} {s['sha256']}" for s in sorted(stats, key=lambda s: s["key"]))
+
+
+def test_a_patched_model_does_not_poison_later_graphs(server):
+    """A ModelSampling* clone of the checkpoint's model, then the plain model, then the clone
+    again, through DDIB Translate, DIFT and the all-in-one sampler. The host shares one
+    BaseModel between clones and its ``model_sampling`` holds the patch of the clone loaded last;
+    a pack that reads it there (not from the ModelPatcher it was given) refuses or changes the
+    plain graph after the patched one. Each plain run must give the bytes the FRESH server gave
+    (this test runs first, before the table), each patched run the bytes of the first patched
+    run, and the patched run must differ from the plain one (so it did change something)."""
+    patch = _model_patch(server)
+    cases = {  # name: (plain graph, the model inputs the patch feeds, the node that must execute)
+        "DDIB Translate": (ddib_graph(), ["40.model_a", "40.model_b"], "40"),
+        "DIFT": (dift_sampler_graph(), ["31.model"], "11"),
+        "all-in-one sampler": (all_in_one_graph(), ["12.model"], "12"),
+    }
+    fresh = {name: _digest(server, plain, node) for name, (plain, _, node) in cases.items()}
+    seen = []
+    for name, (plain, inputs, node) in cases.items():
+        patched = _patched(plain, patch, inputs)
+        first = _digest(server, patched, node)
+        assert first != fresh[name], f"{name}: the {patch['class_type']} clone changed nothing"
+        assert _digest(server, plain, node) == fresh[name], f"{name}: the plain model after the patched clone"
+        assert _digest(server, patched, node) == first, f"{name}: the patched clone after the plain model"
+        seen.append(name)
+    # a bridge between two noise paths is refused, however the path was set
+    if patch["class_type"] == "ModelSamplingSD3":
+        err, why = _run_error(server, _patched(ddib_graph(), patch, ["40.model_b"]))
+        assert err is not None, why
+        msg = str(err.get("exception_message"))
+        assert err.get("node_id") == "40" and "rectified-flow" in msg and "ModelSampling" in msg, msg
+        assert _digest(server, ddib_graph(), "40") == fresh["DDIB Translate"]
+    assert seen == list(cases)
 
 
 def test_hostile_input_table(server, tmp_path_factory, capsys):
@@ -949,8 +1094,13 @@ def test_hostile_input_table(server, tmp_path_factory, capsys):
     only = os.environ.get("MIDMS_HOSTILE_ONLY", "")  # e.g. "exemplar set": the cases whose name holds it
     selected = [c for c in ALL_CASES if only in c.name]
     assert selected, f"MIDMS_HOSTILE_ONLY={only!r} selects none of the {len(ALL_CASES)} cases"
+    classes = set(server.object_info())
     for case in selected:
         start = time.monotonic()
+        if case.needs is not None and case.needs not in classes:
+            case.observed = f"skipped: this host has no {case.needs} (a current host runs it)"
+            rows.append((case, 0.0))
+            continue
         try:
             run_case(server, case, still_serving)
         except Exception as err:  # a harness failure is a failed row, not a lost table
@@ -963,17 +1113,21 @@ def test_hostile_input_table(server, tmp_path_factory, capsys):
         if case.says:
             expected += " saying " + " / ".join(f"\"{s}\"" for s in case.says)
         observed = case.observed.replace("|", "\\|").replace("\n", " ")
-        table.append(f"| {case.name} | {expected} | {observed} | {'yes' if case.passed else 'NO'} |")
+        verdict = "skipped" if case.passed is None else ("yes" if case.passed else "NO")
+        table.append(f"| {case.name} | {expected} | {observed} | {verdict} |")
     passed = sum(1 for c, _ in rows if c.passed)
+    skipped = sum(1 for c, _ in rows if c.passed is None)
     host = require_host()
     version = "March-2024 snapshot" if host.is_2024_snapshot else _host_version(host.root)
-    summary = f"{passed} of {len(rows)} cases pass on ComfyUI {version} ({time.monotonic() - t0:.0f} s)"
+    ran = len(rows) - skipped
+    summary = (f"{passed} of {ran} cases pass on ComfyUI {version} ({time.monotonic() - t0:.0f} s)"
+               + (f"; {skipped} skipped (the host predates what they need)" if skipped else ""))
     text = "\n".join(table) + f"\n\n{summary}\n"
     with capsys.disabled():  # the table shows in every run's log, passing or not
         print("\n" + text, flush=True)
     out = Path(tmp_path_factory.getbasetemp()) / "hostile_input_table.md"
     out.write_text(text)
-    failed = [f"{c.name}: {c.observed}" for c, _ in rows if not c.passed]
+    failed = [f"{c.name}: {c.observed}" for c, _ in rows if c.passed is False]
     assert not failed, "\n".join(failed)
 
 

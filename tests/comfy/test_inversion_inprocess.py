@@ -123,8 +123,9 @@ def test_bridge_inverts_with_a_and_regenerates_with_b(h, pack, nodes, models):
     before_a, before_b = _fingerprint(model_a), _fingerprint(model_b)
     latent_before = latent.clone()
 
-    out, noise = nodes["MIDMsDDIBTranslate"]().translate(model_a, positive, negative, model_b, positive, negative,
-                                                         {"samples": latent}, 6, 1.0, "normal", 1.0, 3.0)
+    out, noise, report = nodes["MIDMsDDIBTranslate"]().translate(model_a, positive, negative, model_b, positive,
+                                                                 negative, {"samples": latent}, 6, 1.0, "normal", 1.0, 3.0)
+    assert "6 steps each way" in report and "depth 1.000 of 1 asked" in report, report
     sigmas = _schedule(pack, model_a, "normal", 6, 1.0)
     inverted = _sampler_custom(pack, model_a, nodes["MIDMsDDIMInversionSampler"]().get_sampler(model_a)[0], sigmas,
                                positive, negative, latent)
@@ -201,6 +202,42 @@ def test_bad_inversion_setups_are_named(pack, nodes, models):
                                                 {"samples": latent}, 4, 1.0, "normal", 1.0, 1.0)
     with pytest.raises(error, match="MIDMs DDIM Round Trip: 'steps' is 0"):
         nodes["MIDMsDDIMRoundTrip"]().round_trip(model, positive, negative, {"samples": latent}, 0, 1.0, "normal", 1.0)
+    # numerically broken and foreign latents: named at the node, not by an internal function
+    broken = latent.clone()
+    broken[0, 0, 0, 0] = float("nan")
+    with pytest.raises(error, match="MIDMs DDIM Inversion Sampler.*'latent_image' holds NaN") as raised:
+        _sampler_custom(pack, model, sampler, sigmas, positive, negative, broken)
+    assert "invert_ddim" not in str(raised.value)
+    with pytest.raises(error, match="MIDMs DDIB Translate: 'latent_image' holds NaN"):
+        nodes["MIDMsDDIBTranslate"]().translate(model, positive, negative, model, positive, negative,
+                                                {"samples": broken}, 4, 1.0, "normal", 1.0, 1.0)
+    sixteen = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(3))
+    with pytest.raises(error, match=r"MIDMs DDIM Inversion Sampler.*'latent_image' holds 16-channel latents, but "
+                                    r"'model' \(SD15\) works on 4-channel latents"):
+        _sampler_custom(pack, model, sampler, sigmas, positive, negative, sixteen)
+    with pytest.raises(error, match=r"MIDMs DDIB Translate: 'latent_image' holds 16-channel.*'model_a' \(SD15\)"):
+        nodes["MIDMsDDIBTranslate"]().translate(model, positive, negative, model, positive, negative,
+                                                {"samples": sixteen}, 4, 1.0, "normal", 1.0, 1.0)
+
+
+def test_the_depth_a_schedule_reaches_is_reported(pack, nodes, models):
+    """ddim_uniform places 10 steps on the model's own timesteps: depth 0.01 and 0.019 give one
+    schedule (a total of 1000 or 526 steps both land on every timestep), so the same result; the
+    report says which depth was used (the top timestep's share of the table), for both."""
+    model = models["sd15"]
+    positive, negative = _conds("sd15")
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    runs = {d: nodes["MIDMsDDIBTranslate"]().translate(model, positive, negative, model, positive, negative,
+                                                      {"samples": latent}, 10, d, "ddim_uniform", 1.0, 1.0)
+            for d in (0.01, 0.019)}
+    assert torch.equal(runs[0.01][0]["samples"], runs[0.019][0]["samples"])
+    sigmas = _schedule(pack, model, "ddim_uniform", 10, 0.019)
+    table = model.model.model_sampling.sigmas
+    top = int(torch.argmin((table - sigmas[0]).abs()))  # the schedule's top timestep, 0-based
+    want = f"depth {(top + 1) / table.shape[0]:.3f} of"
+    for depth, (_, _, report) in runs.items():
+        assert want in report and f"of {depth:g} asked" in report, report
+    assert want == "depth 0.011 of"  # ddim_uniform at stride 1 takes timesteps 1..10 (of 0..999)
 
 
 def test_flow_model_full_depth_latent_is_refused_but_the_bridge_runs(pack, nodes, sd3):
@@ -212,8 +249,8 @@ def test_flow_model_full_depth_latent_is_refused_but_the_bridge_runs(pack, nodes
     sampler = nodes["MIDMsDDIMInversionSampler"]().get_sampler(sd3)[0]
     with pytest.raises(error, match="pure noise.*MIDMs DDIB Translate"):
         _sampler_custom(pack, sd3, sampler, sigmas, positive, negative, latent)
-    out, noise = nodes["MIDMsDDIBTranslate"]().translate(sd3, positive, negative, sd3, negative, positive,
-                                                         {"samples": latent}, 4, 1.0, "simple", 1.0, 1.0)
+    out, noise, _ = nodes["MIDMsDDIBTranslate"]().translate(sd3, positive, negative, sd3, negative, positive,
+                                                            {"samples": latent}, 4, 1.0, "simple", 1.0, 1.0)
     assert torch.isfinite(out["samples"]).all() and torch.isfinite(noise["samples"]).all()
 
 

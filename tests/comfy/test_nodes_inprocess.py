@@ -458,8 +458,8 @@ def test_noise_path_follows_the_models_sampling(h, pack, models):
     for SD1.5 / SDXL, rectified flow for the host's CONST sampling (SD3.x, Flux)."""
     import comfy.model_sampling as ms
 
-    assert pack.noise_paths.noise_path(models["sd15"].model).kind == "epsilon"
-    assert pack.noise_paths.noise_path(models["sdxl"].model).kind == "epsilon"
+    assert pack.noise_paths.noise_path(models["sd15"]).kind == "epsilon"
+    assert pack.noise_paths.noise_path(models["sdxl"]).kind == "epsilon"
     if not hasattr(ms, "CONST"):
         pytest.skip("the 2024-03 host predates rectified-flow model sampling (CONST); checked on the current host")
 
@@ -467,7 +467,7 @@ def test_noise_path_follows_the_models_sampling(h, pack, models):
         pass
 
     flow = SimpleNamespace(model_sampling=FlowSampling(None))
-    path = pack.noise_paths.noise_path(flow)
+    path = pack.noise_paths.path_of(flow.model_sampling)
     assert path.kind == "rectified_flow"
     # and it is the host's own relation: its noise_scaling is alpha(sigma) x0 + sigma eps
     g = torch.Generator().manual_seed(0)
@@ -476,7 +476,7 @@ def test_noise_path_follows_the_models_sampling(h, pack, models):
     host = flow.model_sampling.noise_scaling(sigma, eps, x0)
     assert torch.allclose(path.noise(x0, eps, 0.6), host, atol=1e-6)
     eps_host = models["sd15"].model.model_sampling.noise_scaling(sigma, eps, x0)
-    assert torch.allclose(pack.noise_paths.noise_path(models["sd15"].model).noise(x0, eps, 0.6), eps_host, atol=1e-6)
+    assert torch.allclose(pack.noise_paths.noise_path(models["sd15"]).noise(x0, eps, 0.6), eps_host, atol=1e-6)
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v_prediction"])
@@ -494,7 +494,7 @@ def test_stochastic_steps_and_refinement_on_eps_and_v_models(h, pack, models, pr
 
     sampling = model.object_patches["model_sampling"]  # applied when the host loads the model
     assert isinstance(sampling, ms.V_PREDICTION if prediction == "v_prediction" else ms.EPS)
-    assert pack.noise_paths.noise_path(SimpleNamespace(model_sampling=sampling)).kind == "epsilon"
+    assert pack.noise_paths.model_sampling(model) is sampling and pack.noise_paths.noise_path(model).kind == "epsilon"
     context = _make_context(pack)
     match, warped = _match(pack, context, _settings(pack, rewarp_steps="none", eta=1.0, refine_strength=0.2))[:2]
     latent = warped["samples"]

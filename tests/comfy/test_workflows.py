@@ -216,7 +216,7 @@ EXPECTED_NODES = {
                      ("latent_image", "LATENT"), ("steps", "INT"), ("depth", "FLOAT"), ("scheduler", COMBO),
                      ("cfg_a", "FLOAT"), ("cfg_b", "FLOAT")],
         "optional": [],
-        "outputs": [("latent", "LATENT"), ("inverted_latent", "LATENT")],
+        "outputs": [("latent", "LATENT"), ("inverted_latent", "LATENT"), ("report", "STRING")],
     },
     "MIDMsDDIMRoundTrip": {
         "display": "MIDMs DDIM Round Trip",
@@ -515,8 +515,17 @@ def runnable_prompt(name: str, prompt: dict) -> tuple[dict, str, int]:
     return prompt, probe, side
 
 
+def _record_digests(tmp_path_factory, name: str, stats: dict) -> None:
+    """Append the run's final latent / image sha256 to ``<basetemp>/workflow_digests.txt``: the
+    record a change that must not alter any shipped workflow's output is compared with (seeded
+    tiny models, so two checkouts on one host give the same bytes unless the outputs changed)."""
+    line = f"{name}\tlatent {stats['latent']['sha256']}\timage {stats['image']['sha256']}\n"
+    with open(tmp_path_factory.getbasetemp() / "workflow_digests.txt", "a") as f:
+        f.write(line)
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_api_workflow_runs(name, server, object_info, host):
+def test_api_workflow_runs(name, server, object_info, host, tmp_path_factory):
     prompt = _read(_api_path(name))
     missing = sorted({n["class_type"] for n in prompt.values()} - set(object_info))
     if missing and set(missing) <= set(ADVANCED_NODES) and host.is_2024_snapshot:
@@ -557,6 +566,7 @@ def test_api_workflow_runs(name, server, object_info, host):
     assert stats["image"]["shape"] == [1, side, side, 3] and stats["image"]["finite"]
     assert 0.0 <= stats["image"]["min"] <= stats["image"]["max"] <= 1.0
     assert stats["latent"]["std"] > 0
+    _record_digests(tmp_path_factory, name, stats)
     # the round-trip readout reaches the client as the node's ui text (the web extension draws it)
     for nid in (nid for nid, n in prompt.items() if n["class_type"] == "MIDMsDDIMRoundTrip"):
         text = outputs.get(nid, {}).get("text") or [""]
@@ -577,7 +587,7 @@ def test_api_workflow_runs(name, server, object_info, host):
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 @pytest.mark.parametrize("name", DIT_RUNNABLE)
-def test_workflow_runs_on_a_dit(name, family, server, object_info, host):
+def test_workflow_runs_on_a_dit(name, family, server, object_info, host, tmp_path_factory):
     """The same graphs on the flow-matching DiTs: a tiny SD3 checkpoint FILE
     (``tiny_models.write_tiny_sd3_checkpoint``: an MMDiT the host detects as SD3, and a
     16-channel TAESD as its VAE) and the tiny Flux of ``MIDMSTestTinyFlux`` in place of the
@@ -606,6 +616,7 @@ def test_workflow_runs_on_a_dit(name, family, server, object_info, host):
     assert stats["latent"]["shape"] == [1, 16, side // 8, side // 8] and stats["latent"]["finite"]
     assert stats["image"]["shape"] == [1, side, side, 3] and stats["image"]["finite"]
     assert stats["latent"]["std"] > 0
+    _record_digests(tmp_path_factory, f"{name}_on_{family}", stats)
     log = server.log()
     if family == "sd3":
         assert "model_type FLOW" in log  # the file was detected as a rectified-flow (SD3) model

@@ -52,6 +52,8 @@ class MIDMsDiffusionFeatureMatcher:
 
     RETURN_TYPES = (MATCHER,)
     RETURN_NAMES = ("matcher",)
+    OUTPUT_TOOLTIPS = ("Features from this model's own block: to the 'matcher' input of MIDMs Cross-Domain "
+                       "Correspondence or MIDMs Sampler.",)
     FUNCTION = "make"
     CATEGORY = CATEGORY
     DESCRIPTION = "Training-free matching with the model's own features (DIFT for U-Nets, DiTF for Flux / SD3): no extra weights; inside the sampler the x0 side reuses each step's model pass."

@@ -22,6 +22,10 @@ from .errors import NodeInputError, node_errors
 from .types import CATEGORY, CONTEXT, MATCH, MATCHER, SETTINGS
 
 
+MATCHER_OUTPUT = ("Where correspondence features come from: to the 'matcher' input of MIDMs Cross-Domain "
+                  "Correspondence or MIDMs Sampler.")
+
+
 class MIDMsEdgeMatcher:
     DISPLAY = EDGE_MATCHER
 
@@ -44,6 +48,7 @@ class MIDMsEdgeMatcher:
 
     RETURN_TYPES = (MATCHER,)
     RETURN_NAMES = ("matcher",)
+    OUTPUT_TOOLTIPS = (MATCHER_OUTPUT,)
     FUNCTION = "make"
     CATEGORY = CATEGORY
     DESCRIPTION = "Training-free cross-domain matching from edge maps and dense descriptors (kornia), no weights."
@@ -71,6 +76,7 @@ class MIDMsLearnedMatcherLoader:
 
     RETURN_TYPES = (MATCHER,)
     RETURN_NAMES = ("matcher",)
+    OUTPUT_TOOLTIPS = (MATCHER_OUTPUT,)
     FUNCTION = "load"
     VALIDATED_BY_NODE = ("networks_name",)  # a file list: a missing file gets its own message
 
@@ -125,6 +131,8 @@ class MIDMsRewarpSettings:
 
     RETURN_TYPES = (SETTINGS,)
     RETURN_NAMES = ("settings",)
+    OUTPUT_TOOLTIPS = ("Re-warp schedule, confidence and refinement: to the 'settings' input of MIDMs Cross-Domain "
+                       "Correspondence or MIDMs Sampler.",)
     FUNCTION = "make"
     CATEGORY = CATEGORY
     DESCRIPTION = "How the interleaved sampler re-matches, masks and blends the exemplar at each step."
@@ -163,6 +171,12 @@ class MIDMsCorrespondence:
 
     RETURN_TYPES = (MATCH, "LATENT", "MASK", "IMAGE", "IMAGE")
     RETURN_NAMES = ("match", "warped_latent", "confidence", "warped_preview", "flow_preview")
+    OUTPUT_TOOLTIPS = ("The matched pair with its matcher and settings: to MIDMs Interleaved DDIM Sampler or "
+                       "MIDMs Exemplar Source Preview.",
+                       "The exemplar's latent warped onto the condition: the 'latent_image' of the sampling node.",
+                       "Where the warp is cycle-consistent (white) and kept: to a mask node or Preview as mask.",
+                       "The warped latent decoded: to Preview Image.",
+                       "Where each position came from (hue: direction, brightness: distance): to Preview Image.")
     FUNCTION = "correspond"
     CATEGORY = CATEGORY
     DESCRIPTION = "Matches the exemplar to the condition, warps the exemplar's latent onto the condition's layout and marks the cycle-consistent regions."
@@ -183,6 +197,8 @@ class MIDMsSourcePreview:
 
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("source_preview",)
+    OUTPUT_TOOLTIPS = ("Which exemplar each position comes from, one colour each (black: none may serve): to "
+                       "Preview Image.",)
     FUNCTION = "preview"
     CATEGORY = CATEGORY
     DESCRIPTION = "Which exemplar each condition position takes its appearance from: a colour per exemplar (hues spaced around the colour wheel from red: two exemplars are red and cyan), mixed where a position draws on several, black where none may serve."

@@ -29,6 +29,8 @@ class MIDMsInterleavedSampler:
 
     RETURN_TYPES = ("SAMPLER",)
     RETURN_NAMES = ("sampler",)
+    OUTPUT_TOOLTIPS = ("The interleaved DDIM sampler for this match: to the 'sampler' input of SamplerCustom / "
+                       "SamplerCustomAdvanced.",)
     FUNCTION = "get_sampler"
     CATEGORY = CATEGORY
     DESCRIPTION = "A SAMPLER for SamplerCustom: DDIM that re-matches x0 to the exemplar at each step and blends the confident re-warp into x0. Feed the correspondence node's warped latent as latent_image and a partial schedule (e.g. denoise 0.25)."
@@ -67,6 +69,8 @@ class MIDMsSampler:
 
     RETURN_TYPES = ("LATENT", "LATENT")
     RETURN_NAMES = ("latent", "warped_latent")
+    OUTPUT_TOOLTIPS = ("The result: to VAE Decode.",
+                       "The first warp before noising (what the run started from): to VAE Decode to compare.")
     FUNCTION = "sample"
     CATEGORY = CATEGORY
     DESCRIPTION = "Warps the exemplar onto the condition, noises it to start_noise and denoises it with the interleaved DDIM sampler."

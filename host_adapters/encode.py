@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from ..midms_core.exemplars import Restriction, colour_labels, labels_on_grid, masks_on_grid
+from ..midms_core.exemplars import Restriction, colour_labels, labels_on_grid, masks_on_grid, pad_content_on_grid
 from ..midms_core.images import FitGeometry, blank_images, crop_geometry, fit, fit_geometry, resize, to_rgb
+from ..midms_core.label_colours import DEFAULT_TOLERANCE, TooManyColours, cluster_palette, snap_colours
 from ..midms_core.validation import broadcast_batch
 from .errors import NodeInputError
 from .anchors import place_anchors
@@ -51,6 +52,29 @@ def refuse_blank(image: torch.Tensor, name: str, why: str, where: str) -> None:
         raise NodeInputError(f"{where}: '{name}' ({which}) is blank, one flat colour (RGB {colour}): {why}.")
 
 
+_IMAGE_INPUTS = ("condition", "exemplar", "exemplars", "condition_labels", "exemplar_labels")
+
+
+def refuse_non_finite(where: str, **inputs) -> None:
+    """NodeInputError naming ``where`` and the input when an IMAGE (B, H, W, C) or MASK
+    ((N, H, W) or (H, W)) input holds NaN or infinite values; None inputs are skipped. Run
+    before anything is encoded: to_rgb's clamp would turn an infinity into a plain 1."""
+    for name, value in inputs.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        bad = ~torch.isfinite(value)
+        if not bool(bad.any()):
+            continue
+        kind = "image" if name in _IMAGE_INPUTS else "mask"
+        which = f"the {kind}"
+        if value.dim() >= (4 if kind == "image" else 3) and value.shape[0] > 1:
+            first = int(bad.flatten(1).any(1).nonzero()[0])
+            which = f"{kind} {first + 1} of {value.shape[0]}"
+        raise NodeInputError(
+            f"{where}: '{name}' has NaN or infinite values ({which}), which mean nothing as pixels; fix the node "
+            f"that made it (a NaN usually comes from a division by zero upstream) or connect another {kind}")
+
+
 def encode_context(condition: torch.Tensor, exemplar: torch.Tensor, vae, exemplar_fit: str, where: str,
                    anchors=None) -> MIDMsContext:
     """The context of host IMAGEs ``condition`` (B, H, W, C) and ``exemplar`` (1 or B, H', W', C):
@@ -58,7 +82,11 @@ def encode_context(condition: torch.Tensor, exemplar: torch.Tensor, vae, exempla
     mode), both centre-cropped to the VAE's grid, broadcast to one batch and encoded with ``vae``.
     Images are kept as (B, 3, H, W), latents as the VAE gives them; errors name ``where``.
     ``anchors``: an AnchorSpec (MIDMs Anchors) or None; its keypoints follow the same fit and
-    crop, and become the context's anchor priors (checked before anything is encoded)."""
+    crop, and become the context's anchor priors (checked before anything is encoded).
+    With ``exemplar_fit`` "pad" the context's restriction excludes the exemplar's pad border
+    (cells less than half image never serve; :func:`~midms_core.exemplars.pad_content_on_grid`).
+    Both images are checked for NaN / Inf first."""
+    refuse_non_finite(where, condition=condition, exemplar=exemplar)
     cond = to_rgb(condition, where, "condition")
     exem = to_rgb(exemplar, where, "exemplar")
     try:
@@ -88,6 +116,8 @@ def encode_context(condition: torch.Tensor, exemplar: torch.Tensor, vae, exempla
         placed = place_anchors(anchors, cond_size, cond_fits, exem_size, exem_fits,
                                (cond.shape[1] // multiple, cond.shape[2] // multiple),
                                (exem.shape[1] // multiple, exem.shape[2] // multiple), batch, 1, where)
+    content = pad_content_on_grid(exem_size, cond.shape[1], cond.shape[2], exemplar_fit,
+                                  (cond.shape[1] // multiple, cond.shape[2] // multiple))  # (1, 1, h, w) or None
     cond = cond.expand(batch, -1, -1, -1)
     exem = exem.expand(batch, -1, -1, -1)
     return MIDMsContext(
@@ -96,21 +126,15 @@ def encode_context(condition: torch.Tensor, exemplar: torch.Tensor, vae, exempla
         condition_latent=vae.encode(cond),
         exemplar_latent=vae.encode(exem),
         vae=vae,
+        restriction=None if content is None else Restriction(exemplar_masks=content.expand(batch, -1, -1, -1)),
         anchors=placed,
     )
 
 
 #: how label maps are compared (MIDMs Exemplar Set Encode's ``label_compare``)
 LABEL_COMPARE = ("exact colour", "nearest condition colour")
-_MAX_PALETTE = 64  # colours of the condition label map that serve as the palette
-
-
-def condition_palette(labels_image: torch.Tensor) -> torch.Tensor:
-    """The distinct colours of a condition label map (B, H, W, 3), most frequent first, at most
-    64: (K, 3), the palette exemplar label colours are snapped to."""
-    q = (labels_image.reshape(-1, 3).clamp(0, 1) * 255).round().long()
-    colours, counts = torch.unique(q, dim=0, return_counts=True)
-    return colours[counts.argsort(descending=True)[:_MAX_PALETTE]].float() / 255
+#: MIDMs Exemplar Set Encode's ``colour_tolerance`` (8-bit units): default, min, max
+COLOUR_TOLERANCE = (DEFAULT_TOLERANCE, 1.0, 128.0)
 
 
 def _mask_batch(mask, count: int, name: str, where: str) -> torch.Tensor:
@@ -123,9 +147,35 @@ def _mask_batch(mask, count: int, name: str, where: str) -> torch.Tensor:
     return mask.float().unsqueeze(-1)
 
 
+def label_restriction(cond_map: torch.Tensor, exem_map: torch.Tensor, grid: tuple[int, int], label_compare: str,
+                      colour_tolerance: float, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer labels at the latent cells' centre pixels of a condition label map (1, H, W, 3)
+    and G exemplar label maps (G, H, W, 3), both at the condition's size -> (1, 1, h, w) and
+    (1, G, h, w). "exact colour": the 8-bit colour; "nearest condition colour": both snapped to
+    the palette of the condition map's colours clustered within ``colour_tolerance``
+    (:mod:`midms_core.label_colours`), an exemplar colour further than that from every palette
+    colour matching nothing."""
+    cond_cells = labels_on_grid(cond_map.movedim(-1, 1), grid)  # (1, 3, h, w): the centre pixels' colours
+    exem_cells = labels_on_grid(exem_map.movedim(-1, 1), grid)  # (G, 3, h, w)
+    if label_compare == "exact colour":
+        cond_labels, exem_labels = colour_labels(cond_cells), colour_labels(exem_cells)
+    else:
+        try:
+            palette = cluster_palette(cond_map.movedim(-1, 1), colour_tolerance)
+        except TooManyColours as e:
+            raise NodeInputError(
+                f"{where}: 'condition_labels' has more than {e.limit} colours further than colour_tolerance "
+                f"{e.tolerance:g} apart, so it is no label map (a photo or a shaded picture?); connect a segmentation "
+                "or label map of flat colours, or raise 'colour_tolerance' if the map is only noisy") from None
+        cond_labels = snap_colours(cond_cells, palette)
+        exem_labels = snap_colours(exem_cells, palette, colour_tolerance)
+    return cond_labels, exem_labels[:, 0][None]
+
+
 def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, exemplar_fit: str, where: str,
                         condition_masks=None, exemplar_masks=None, condition_labels=None, exemplar_labels=None,
-                        label_compare: str = "exact colour", anchors=None) -> MIDMsContext:
+                        label_compare: str = "exact colour", anchors=None,
+                        colour_tolerance: float = DEFAULT_TOLERANCE) -> MIDMsContext:
     """The context of one condition against G exemplars (the IMAGE batch ``exemplars``), matched
     as one union: each exemplar fitted to the condition's size and encoded, stacked top to bottom.
 
@@ -133,11 +183,17 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
     on the condition each exemplar may be used; ``exemplar_masks`` MASK (G, H', W'), which part of
     each exemplar may be used (fitted like the exemplars); ``condition_labels`` IMAGE (1, H, W)
     and ``exemplar_labels`` IMAGE (G, H', W') label maps, compared per ``label_compare``:
-    "exact colour", or "nearest condition colour" (each exemplar label colour snapped to the
-    nearest colour of the condition's map). Masks are read at the latent grid by area (a cell is
-    allowed when more than half of it is), labels at each cell's centre pixel. ``anchors``: an
-    AnchorSpec whose exemplar frames pair with the exemplars (one frame per exemplar, or one for
-    all), or None."""
+    "exact colour", or "nearest condition colour" (the condition map's colours clustered into
+    label colours within ``colour_tolerance`` 8-bit units, both maps snapped to them, an
+    exemplar colour further than the tolerance from all of them matching nothing:
+    :func:`label_restriction`). Masks are read at the latent grid by area (a cell is allowed
+    when more than half of it is), labels at each cell's centre pixel. With ``exemplar_fit``
+    "pad" the exemplars' pad borders never serve: masks are padded with 0, and cells less than
+    half image are excluded, masks given or not. ``anchors``: an AnchorSpec whose exemplar
+    frames pair with the exemplars (one frame per exemplar, or one for all), or None. Every
+    IMAGE / MASK input is checked for NaN / Inf, and everything else, before anything is encoded."""
+    refuse_non_finite(where, condition=condition, exemplars=exemplars, condition_masks=condition_masks,
+                      exemplar_masks=exemplar_masks, condition_labels=condition_labels, exemplar_labels=exemplar_labels)
     cond = to_rgb(condition, where, "condition")
     exem = to_rgb(exemplars, where, "exemplars")
     count = exem.shape[0]  # one exemplar is fine too: label-aware or masked matching of a single photo
@@ -146,6 +202,11 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
                              f"{cond.shape[0]}; pick one with ImageFromBatch, or use one {where} node per condition")
     if label_compare not in LABEL_COMPARE:  # checked here too: some hosts do not validate optional inputs
         raise NodeInputError(f"{where}: 'label_compare' must be one of {list(LABEL_COMPARE)}, got {label_compare!r}")
+    low, high = COLOUR_TOLERANCE[1:]
+    if isinstance(colour_tolerance, bool) or not isinstance(colour_tolerance, (int, float)) \
+            or not low <= colour_tolerance <= high:
+        raise NodeInputError(f"{where}: 'colour_tolerance' must be a number from {low:g} to {high:g} (8-bit colour "
+                             f"units), got {colour_tolerance!r}")
     if exemplar_fit == "own size":
         raise NodeInputError(f"{where}: 'exemplar_fit' must bring the exemplars to one size (crop, stretch or pad); "
                              "'own size' is for one exemplar")
@@ -165,32 +226,39 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
     grid = (height // multiple, width // multiple)
     placed = None if anchors is None else place_anchors(anchors, cond_size, cond_fits, exem_size, exem_fits, grid, grid,
                                                         1, count, where)
-    latents = [vae.encode(exem[i : i + 1]) for i in range(count)]
+    content = pad_content_on_grid(exem_size, height, width, exemplar_fit, grid)  # (1, 1, h, w) or None
     restriction = None
-    if any(x is not None for x in (condition_masks, exemplar_masks, condition_labels, exemplar_labels)):
+    if content is not None or any(x is not None for x in (condition_masks, exemplar_masks, condition_labels,
+                                                           exemplar_labels)):
         if (condition_labels is None) != (exemplar_labels is None):
             raise NodeInputError(f"{where}: label-aware matching needs both 'condition_labels' and 'exemplar_labels'")
 
         def on_grid_masks(mask, name, fitted):
             m = _mask_batch(mask, count, name, where)
-            m = fit(m, height, width, exemplar_fit, where) if fitted else resize(m, height, width)
+            m = fit(m, height, width, exemplar_fit, where, fill=0.0) if fitted else resize(m, height, width)
             return masks_on_grid(m.movedim(-1, 1)[:, 0][None], grid)  # (1, G, h, w)
 
         cond_masks = None if condition_masks is None else on_grid_masks(condition_masks, "condition_masks", False)
         exem_masks = None if exemplar_masks is None else on_grid_masks(exemplar_masks, "exemplar_masks", True)
+        if content is not None:  # pad borders never serve, whatever the masks say
+            exem_masks = content.expand(1, count, -1, -1) if exem_masks is None else exem_masks * content
         cond_labels = exem_labels = None
         if condition_labels is not None:
-            cond_map = resize(to_rgb(condition_labels, where, "condition_labels")[:1], height, width, nearest=True)
+            cond_map = to_rgb(condition_labels, where, "condition_labels")
+            if cond_map.shape[0] != 1:
+                raise NodeInputError(f"{where}: 'condition_labels' must be one label map, the one condition's, got a "
+                                     f"batch of {cond_map.shape[0]}; pick the condition's map with ImageFromBatch")
             exem_map = to_rgb(exemplar_labels, where, "exemplar_labels")
             if exem_map.shape[0] != count:
                 raise NodeInputError(f"{where}: 'exemplar_labels' must hold one label map per exemplar ({count}), "
                                      f"got {exem_map.shape[0]}")
+            cond_map = resize(cond_map, height, width, nearest=True)
             exem_map = fit(exem_map, height, width, exemplar_fit, where, nearest=True)
-            palette = None if label_compare == "exact colour" else condition_palette(cond_map)
-            cond_labels = labels_on_grid(colour_labels(cond_map.movedim(-1, 1), palette), grid)  # (1, 1, h, w)
-            exem_labels = labels_on_grid(colour_labels(exem_map.movedim(-1, 1), palette), grid)  # (G, 1, h, w)
-            exem_labels = exem_labels[:, 0][None]  # (1, G, h, w)
+            cond_labels, exem_labels = label_restriction(cond_map, exem_map, grid, label_compare, colour_tolerance,
+                                                         where)
         restriction = Restriction(cond_masks, exem_masks, cond_labels, exem_labels)
+    # everything is checked: encode
+    latents = [vae.encode(exem[i : i + 1]) for i in range(count)]
     stacked = exem.movedim(-1, 1).reshape(1, count, 3, height, width).transpose(1, 2).reshape(1, 3, count * height, width)
     return MIDMsContext(
         condition_image=cond.movedim(-1, 1).contiguous(),

@@ -40,6 +40,7 @@ from .confidence import (
     warp_prepared,
 )
 from .correspondence import check_settings
+from .images import fit
 from .matchers import MatchFeatures, Matcher, MatchSide
 from .validation import broadcast_batch, check_tensor
 
@@ -49,6 +50,7 @@ __all__ = [
     "colour_labels",
     "labels_on_grid",
     "masks_on_grid",
+    "pad_content_on_grid",
     "pair_restriction",
     "split_stacked",
     "stack_exemplars",
@@ -278,6 +280,20 @@ def masks_on_grid(masks: Tensor, grid: tuple[int, int]) -> Tensor:
     """Masks at image size (B, G, H, W) in [0, 1] -> the latent grid (B, G, h, w): the share of
     each cell's pixels that is masked (area average), so > 0.5 means mostly inside."""
     return F.adaptive_avg_pool2d(masks.float(), grid)
+
+
+def pad_content_on_grid(size: tuple[int, int], height: int, width: int, mode: str,
+                        grid: tuple[int, int]) -> Optional[Tensor]:
+    """Which latent cells of an image of ``size`` (h, w), fitted to (height, width) by ``mode``
+    (:func:`~midms_core.images.fit`), are mostly image and not pad border: (1, 1, gh, gw) float,
+    1 where more than half of the cell is image (as :func:`masks_on_grid` reads masks), else 0.
+    None when nothing is padded (crop, stretch, own size, or pad at the same aspect ratio)."""
+    if mode != "pad":
+        return None
+    image = fit(torch.ones(1, size[0], size[1], 1), height, width, mode, "pad_content_on_grid", fill=0.0)
+    if bool((image > 0.5).all()):
+        return None
+    return (masks_on_grid(image.movedim(-1, 1), grid) > 0.5).float()
 
 
 def labels_on_grid(labels: Tensor, grid: tuple[int, int]) -> Tensor:

@@ -109,12 +109,14 @@ def crop_geometry(h: int, w: int, top: int, left: int, height: int, width: int) 
     return FitGeometry((h, w), (h, w), (-top, -left), (height, width))
 
 
-def fit(image: Tensor, height: int, width: int, mode: str, where: str = "fit", nearest: bool = False) -> Tensor:
+def fit(image: Tensor, height: int, width: int, mode: str, where: str = "fit", nearest: bool = False,
+        fill: float = 1.0) -> Tensor:
     """Bring (B, H, W, C) to (B, height, width, C) (``nearest``: see :func:`resize`).
 
     crop:     scale to cover, centre-crop (keeps the aspect ratio, loses borders);
     stretch:  scale each axis independently;
-    pad:      scale to fit inside, pad with white (keeps everything, adds borders);
+    pad:      scale to fit inside, pad with ``fill`` (keeps everything, adds borders): 1 = white
+              for images, 0 for masks (a pad border is never "allowed");
     own size: return the image unchanged (correspondence works between different sizes).
     Where the pixels go: :func:`fit_geometry`.
     """
@@ -125,7 +127,7 @@ def fit(image: Tensor, height: int, width: int, mode: str, where: str = "fit", n
     scaled = resize(image, sh, sw, nearest)
     if mode in ("crop", "stretch"):
         return scaled[:, -top : -top + height, -left : -left + width]
-    out = image.new_ones(image.shape[0], height, width, image.shape[-1])
+    out = image.new_full((image.shape[0], height, width, image.shape[-1]), float(fill))
     out[:, top : top + sh, left : left + sw] = scaled
     return out
 

@@ -19,6 +19,7 @@ from midms_core.exemplars import (
     Restriction,
     colour_labels,
     labels_on_grid,
+    pad_content_on_grid,
     split_stacked,
     warp_union_with_confidence,
 )
@@ -239,3 +240,20 @@ def test_label_aware_matching_improves_pck_on_the_label_map_condition():
     row = label_case("astronaut", seed=0, size=256)
     assert row["label-aware pck@1"] > row["unrestricted pck@1"], row
     assert row["label-aware pck@2"] >= row["unrestricted pck@2"], row
+
+
+def test_pad_content_on_grid_allows_only_cells_that_are_mostly_image():
+    """A 40 x 100 image padded into 64 x 64: scaled to 26 x 64 at rows 19..44 (round(40 * 0.64)
+    = 26, top (64 - 26) // 2 = 19). On the 8 x 8 grid of 8 px cells: rows 19..23 of cell 2 are
+    5 of 8 (> half: allowed), rows 40..44 of cell 5 are 5 of 8 (allowed), cells 0, 1, 6, 7 are
+    all border."""
+    got = pad_content_on_grid((40, 100), 64, 64, "pad", (8, 8))
+    want = torch.zeros(1, 1, 8, 8)
+    want[..., 2:6, :] = 1.0
+    torch.testing.assert_close(got, want)
+    # a tall image: side borders; cell 2 holds columns 19..23 of the content 19..44
+    torch.testing.assert_close(pad_content_on_grid((100, 40), 64, 64, "pad", (8, 8)), want.transpose(-1, -2))
+    # nothing padded: no restriction
+    for mode in ("crop", "stretch", "own size"):
+        assert pad_content_on_grid((40, 100), 64, 64, mode, (8, 8)) is None
+    assert pad_content_on_grid((32, 32), 64, 64, "pad", (8, 8)) is None

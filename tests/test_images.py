@@ -152,6 +152,18 @@ def test_fit_pad_borders_white_and_aspect_preserved():
     torch.testing.assert_close(tall[:, :, 7:], torch.ones(1, 10, 3, 3))
 
 
+def test_fit_pad_fill_zero_for_masks():
+    """A mask of ones (1:2) padded with fill 0: the border is 0 (not allowed), the content 1."""
+    mask = torch.ones(2, 20, 40, 1)
+    out = fit(mask, 10, 10, "pad", fill=0.0)
+    want = torch.zeros(2, 10, 10, 1)
+    want[:, 2:7] = 1.0  # the 5 x 10 content at rows 2..6, as for images (test above)
+    torch.testing.assert_close(out, want)
+    # crop and stretch have no border: fill changes nothing
+    for mode in ("crop", "stretch"):
+        torch.testing.assert_close(fit(mask, 10, 10, mode, fill=0.0), fit(mask, 10, 10, mode))
+
+
 def test_fit_pad_keeps_everything():
     image = torch.zeros(1, 16, 32, 3)
     image[:, :, 0] = 1.0  # marks on the extreme columns survive a pad (not a crop)

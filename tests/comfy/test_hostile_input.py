@@ -45,6 +45,7 @@ from harness.tiny_models import write_tiny_sd3_checkpoint, write_tiny_sd15_check
 SIZE = 64
 CKPT = "tiny_sd15_hostile.safetensors"
 SAVE = "90"  # the MIDMSTestSaveTensor node of every graph
+NAN = float("nan")  # a FLOAT widget value no host's range check refuses (every comparison is False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,6 +539,99 @@ def exemplar_set_cases() -> list[Case]:
              "refused", node="52", input="exemplar_fit"),
         Case("exemplar set: unknown label_compare", lambda: exemplar_set_graph(**{"52.label_compare": "fuzzy"}),
              "refused", node="52", input="label_compare"),
+    ] + label_map_cases() + pad_and_nan_cases()
+
+
+def _black_share(saved: dict) -> float:
+    """The share of source-preview pixels where no exemplar serves (black)."""
+    return float((saved["image"][0].amax(-1) < 0.02).float().mean())
+
+
+def _mostly_lit(saved: dict) -> Optional[str]:
+    share = _black_share(saved)
+    return None if share < 0.05 else f"{share:.0%} of the source preview is black (nothing may serve); want < 5 %"
+
+
+def _mostly_black(saved: dict) -> Optional[str]:
+    share = _black_share(saved)
+    return None if share > 0.5 else f"only {share:.0%} of the source preview is black; want more than half"
+
+
+def label_graph(condition_labels: str, exemplar_labels: str, compare="nearest condition colour", **overrides) -> dict:
+    """exemplar_set_graph with label maps from files: the condition's, and one file for both exemplars."""
+    g = with_nodes(exemplar_set_graph(**{"52.condition_labels": ["66", 0], "52.exemplar_labels": ["67", 0],
+                                         "52.label_compare": compare}),
+                   **{"66": {"class_type": "LoadImage", "inputs": {"image": condition_labels}},
+                      "65": {"class_type": "LoadImage", "inputs": {"image": exemplar_labels}},
+                      "67": repeat(["65", 0], 2)})
+    return _apply(g, overrides)
+
+
+def label_map_cases() -> list[Case]:
+    """Label maps as they arrive from the real world: noisy, JPEG-compressed, photos, batches."""
+    where = "MIDMs Exemplar Set Encode"
+    return [
+        Case("label maps: condition map with +-12 colour noise, nearest condition colour (preview lit)",
+             lambda: label_graph("labels_rgb_noisy.png", "labels_rgb.png"), "ok", check=_mostly_lit),
+        Case("label maps: the same noisy map in 'exact colour' (most cells match nothing)",
+             lambda: label_graph("labels_rgb_noisy.png", "labels_rgb.png", "exact colour"), "ok", check=_mostly_black),
+        Case("label maps: condition map through JPEG q75, nearest condition colour (preview lit)",
+             lambda: label_graph("labels_rgb_q75.jpg", "labels_rgb.png"), "ok", check=_mostly_lit),
+        Case("label maps: no label in common in nearest mode (red vs green; preview black)",
+             lambda: label_graph("red.png", "green.png"), "ok", check=_preview_black),
+        Case("label maps: colour_tolerance 0", lambda: label_graph("labels_rgb.png", "labels_rgb.png",
+                                                                    **{"52.colour_tolerance": 0}),
+             "refused", node="52", input="colour_tolerance"),
+        Case("label maps: colour_tolerance 129", lambda: label_graph("labels_rgb.png", "labels_rgb.png",
+                                                                      **{"52.colour_tolerance": 129}),
+             "refused", node="52", input="colour_tolerance"),
+        Case("label maps: a photo as the condition's label map (tolerance 1)",
+             lambda: label_graph("exem.png", "labels_rgb.png", **{"52.colour_tolerance": 1}), "error", node="52",
+             input="condition_labels", says=(where, "more than 256 colours", "colour_tolerance")),
+        Case("label maps: 2 condition label maps for the one condition", lambda: with_nodes(
+            label_graph("labels_rgb.png", "labels_rgb.png", **{"52.condition_labels": ["68", 0]}),
+            **{"68": repeat(["66", 0], 2)}), "error", node="52", input="condition_labels",
+             says=(where, "one label map", "batch of 2", "ImageFromBatch")),
+    ]
+
+
+def pad_and_nan_cases() -> list[Case]:
+    """Pad borders that must never serve, and NaN pixels refused by the node that takes them."""
+    where = "MIDMs Exemplar Set Encode"
+    wide = {"54": {"class_type": "LoadImage", "inputs": {"image": "exem_wide.png"}}}
+    wide_set = {"50.image1": ["54", 0], "50.image2": ["54", 0], "52.exemplar_fit": "pad"}
+    nan_mask = {"69": {"class_type": "SolidMask", "inputs": {"value": NAN, "width": SIZE, "height": SIZE}}}
+    nan_image = {**nan_mask, "79": {"class_type": "MaskToImage", "inputs": {"mask": ["69", 0]}}}
+    one_then_nan = {**nan_image,  # a mask batch: 1.0, then NaN
+                    "60": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": SIZE, "height": SIZE}},
+                    "61": {"class_type": "MaskToImage", "inputs": {"mask": ["60", 0]}},
+                    "62": {"class_type": "ImageBatch", "inputs": {"image1": ["61", 0], "image2": ["79", 0]}},
+                    "63": {"class_type": "ImageToMask", "inputs": {"image": ["62", 0], "channel": "red"}}}
+    nan_fix = "has NaN or infinite values"
+    return [
+        Case("pad: all-zero exemplar masks on wide exemplars (preview black: the border never serves)",
+             lambda: with_nodes(exemplar_set_graph(**wide_set, **{"52.exemplar_masks": ["63", 0]}),
+                                **wide, **mask_batch(0.0, 2, width=128, height=32)), "ok", check=_preview_black),
+        Case("pad: wide exemplars without masks (preview lit)", lambda: with_nodes(
+            exemplar_set_graph(**wide_set), **wide), "ok", check=_mostly_lit),
+        Case("pad: one wide exemplar, 2 conditions, through SamplerCustom", lambda: with_nodes(
+            sampler_custom_graph(**{"3.image": "exem_wide.png", "4.exemplar_fit": "pad", "4.condition": ["20", 0]}),
+            **{"20": repeat(["2", 0], 2)}), "ok"),
+        Case("NaN condition masks (a NaN SolidMask)", lambda: with_nodes(
+            exemplar_set_graph(**{"52.condition_masks": ["63", 0]}), **mask_batch(NAN, 2)), "error", node="52",
+             input="condition_masks", says=(where, nan_fix, "(mask 1 of 2)")),
+        Case("NaN in the second exemplar mask", lambda: with_nodes(
+            exemplar_set_graph(**{"52.exemplar_masks": ["63", 0]}), **one_then_nan), "error", node="52",
+             input="exemplar_masks", says=(where, nan_fix, "(mask 2 of 2)")),
+        Case("NaN condition label map", lambda: with_nodes(label_graph(
+            "labels_rgb.png", "labels_rgb.png", **{"52.condition_labels": ["79", 0]}), **nan_image), "error",
+             node="52", input="condition_labels", says=(where, nan_fix)),
+        Case("NaN as the second exemplar of a set", lambda: with_nodes(
+            exemplar_set_graph(**{"50.image2": ["79", 0]}), **nan_image), "error", node="52", input="exemplars",
+             says=(where, nan_fix, "(image 2 of 2)")),
+        Case("NaN condition image (Exemplar Encode)", lambda: with_nodes(
+            match_graph(**{"4.condition": ["79", 0]}), **nan_image), "error", node="4", input="condition",
+             says=("MIDMs Exemplar Encode", nan_fix)),
     ]
 
 
@@ -831,7 +925,6 @@ def queued_runner(server) -> tuple[bool, str]:
 SD3_CKPT = "tiny_sd3_hostile.safetensors"
 VAE16 = "tiny_vae16_hostile.safetensors"
 CURRENT = "ModelSamplingSD3"  # rows that need SD3 / rectified flow: hosts after 2024-03
-NAN = float("nan")  # a FLOAT widget value no host's range check refuses (every comparison is False)
 
 
 def family_cases() -> list[Case]:
@@ -941,6 +1034,14 @@ def _make_inputs(folder: Path) -> None:
     Image.fromarray(edges.astype(np.uint16) * 257).save(folder / "gray16.png")  # 16-bit PNG (mode I;16)
     exemplar.convert("RGBA").save(folder / "exem_rgba.png")
     exemplar.resize((128, 32)).save(folder / "exem_wide.png")
+    Image.new("RGB", (SIZE, SIZE), (0, 255, 0)).save(folder / "green.png")
+    thirds = np.zeros((SIZE, SIZE, 3), np.uint8)  # a label map: red | green | blue thirds
+    for k in range(3):
+        thirds[:, k * SIZE // 3 : (k + 1) * SIZE // 3 if k < 2 else SIZE, k] = 255
+    Image.fromarray(thirds, "RGB").save(folder / "labels_rgb.png")
+    noise = np.random.default_rng(0).integers(-12, 13, thirds.shape)  # as after JPEG or a resize
+    Image.fromarray(np.clip(thirds + noise, 0, 255).astype(np.uint8), "RGB").save(folder / "labels_rgb_noisy.png")
+    Image.fromarray(thirds, "RGB").save(folder / "labels_rgb_q75.jpg", quality=75)
     Image.fromarray((np.clip(module.second_exemplar(SIZE), 0, 1) * 255).round().astype(np.uint8), "RGB").save(
         folder / "exem2.png")
 

@@ -121,7 +121,7 @@ EXPECTED_NODES = {
                      ("exemplar_fit", ["crop", "stretch", "pad"])],
         "optional": [("condition_masks", "MASK"), ("exemplar_masks", "MASK"), ("condition_labels", "IMAGE"),
                      ("exemplar_labels", "IMAGE"), ("anchors", "MIDMS_ANCHORS"),
-                     ("label_compare", ["exact colour", "nearest condition colour"])],
+                     ("label_compare", ["exact colour", "nearest condition colour"]), ("colour_tolerance", "INT")],
         "outputs": [("context", "MIDMS_CONTEXT")],
     },
     "MIDMsAnchors": {

@@ -10,6 +10,10 @@ from .errors import node_errors
 from .types import ANCHORS, CATEGORY, CONTEXT
 
 
+CONTEXT_OUTPUT = ("The encoded condition and exemplar(s) with their images: to MIDMs Cross-Domain Correspondence or "
+                  "MIDMs Sampler ('context').")
+
+
 class MIDMsExemplarEncode:
     DISPLAY = EXEMPLAR_ENCODE
 
@@ -29,6 +33,7 @@ class MIDMsExemplarEncode:
 
     RETURN_TYPES = (CONTEXT,)
     RETURN_NAMES = ("context",)
+    OUTPUT_TOOLTIPS = (CONTEXT_OUTPUT,)
     FUNCTION = "encode"
     CATEGORY = CATEGORY
     DESCRIPTION = "Encodes the condition and exemplar images with the VAE for MIDMs matching."
@@ -63,6 +68,7 @@ class MIDMsExemplarSetEncode:
 
     RETURN_TYPES = (CONTEXT,)
     RETURN_NAMES = ("context",)
+    OUTPUT_TOOLTIPS = (CONTEXT_OUTPUT,)
     FUNCTION = "encode"
     CATEGORY = CATEGORY
     DESCRIPTION = "Encodes a condition and SEVERAL exemplars for one union match, optionally restricted by region masks and label maps."

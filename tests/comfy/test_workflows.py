@@ -405,6 +405,37 @@ def test_object_info_lists_midms_nodes(object_info, server):
                     f"{node_id}.{name} has no tooltip"
         assert list(zip(info["output_name"], info["output"])) == want["outputs"], node_id
         assert not any(info["output_is_list"]), node_id
+        # one tooltip per output (hosts that predate output tooltips leave them out of /object_info:
+        # the node declares them all the same, see test_every_output_has_a_tooltip)
+        if "output_tooltips" in info:
+            tips = info["output_tooltips"]
+            assert len(tips) == len(info["output"]) and all(isinstance(t, str) and len(t) > 10 for t in tips), node_id
+
+
+def test_every_output_has_a_tooltip():
+    """Every MIDMs node declares OUTPUT_TOOLTIPS: one line per output saying what it carries and
+    where it goes (the front end shows it on hovering the output; the 2024 host ignores it)."""
+    import ast
+
+    declared = {}
+    for path in sorted((REPO / "nodes").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        constants = {t.id: n.value for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                     if isinstance(t, ast.Name)}
+        for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+            fields = {t.id: n.value for n in cls.body if isinstance(n, ast.Assign) for t in n.targets
+                      if isinstance(t, ast.Name)}
+            if "RETURN_TYPES" not in fields:
+                continue
+            tips = fields.get("OUTPUT_TOOLTIPS")
+            values = [] if tips is None else [constants.get(e.id, e) if isinstance(e, ast.Name) else e for e in tips.elts]
+            declared[cls.name] = (len(fields["RETURN_TYPES"].elts),
+                                  [ast.literal_eval(v) for v in values])
+    assert set(declared) == set(EXPECTED_NODES), sorted(set(declared) ^ set(EXPECTED_NODES))
+    for name, (outputs, tips) in declared.items():
+        assert len(tips) == outputs, f"{name}: {len(tips)} output tooltips for {outputs} outputs"
+        for tip in tips:
+            assert isinstance(tip, str) and len(tip) > 20 and tip.endswith("."), (name, tip)
 
 
 # --------------------------------------------------------------------------------------------

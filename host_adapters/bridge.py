@@ -11,7 +11,7 @@ import latent_preview
 
 from .errors import NodeInputError
 from .inversion_sampler import alpha_at, from_state_sampler, inversion_sampler
-from .latent_spaces import check_finite_latent, check_latent_space
+from .latent_spaces import check_finite_latent, check_latent_space, process_out, to_host_latent, to_image_latent
 from .noise_paths import model_sampling, noise_path
 from .schedules import basic_schedule, effective_depth
 
@@ -41,7 +41,8 @@ def run_bridge(model_a, positive_a, negative_a, cfg_a, model_b, positive_b, nega
             f"{where}: 'model_a' samples on the {_PATH_NAMES[path_a.kind]} noise path and 'model_b' on the "
             f"{_PATH_NAMES[path_b.kind]} one (a ModelSampling node on one of them changes it); a bridge needs two "
             "models on one path: give both the same ModelSampling patch, or none")
-    samples = latent["samples"]
+    # the model's own form: (B, C, 1, h, w) for Qwen-Image, as the host's sampling nodes make it
+    samples = to_host_latent(model_a.model, to_image_latent(latent["samples"], where, "latent_image"))
     if latent.get("noise_mask") is not None:
         raise NodeInputError(f"{where}: 'latent_image' has a noise mask; a bridge inverts the whole latent (remove the "
                              "mask: connect the latent before SetLatentNoiseMask)")
@@ -62,7 +63,7 @@ def run_bridge(model_a, positive_a, negative_a, cfg_a, model_b, positive_b, nega
                                      disable_pbar=disable)
     alpha_top = alpha_at(path_a, sigmas[0])
     inverted = state["state"] / alpha_top if alpha_top > 1e-6 else state["state"]
-    inverted = model_a.model.process_latent_out(inverted).to(mm.intermediate_device())
+    inverted = to_host_latent(model_a.model, process_out(model_a.model, inverted)).to(mm.intermediate_device())
     used = effective_depth(model_a, float(sigmas[0]))
     ran = (f"{sigmas.shape[0] - 1} steps each way to sigma {float(sigmas[0]):.4g}, depth {used:.3f} of {depth:g} "
            f"asked ({scheduler} scheduler)")

@@ -23,6 +23,15 @@ from .text_conditioning import empty_prompt_tensors, empty_text_conditions, text
 from .unet_capture import block_capture, with_output_block_patch
 
 
+def in_model_form(base, latent: torch.Tensor) -> torch.Tensor:
+    """A latent (B, c, h, w) in the form the host model takes: (B, c, 1, h, w) for a model on a
+    video VAE's latents (Qwen-Image on Wan 2.1's: ``latent_format.latent_dimensions`` 3), else
+    as it is (also a latent that already has that form)."""
+    if getattr(base.latent_format, "latent_dimensions", 2) == 3 and latent.dim() == 4:
+        return latent.unsqueeze(2)
+    return latent
+
+
 class HostDiffusionMatcher(DiffusionFeatureMatcher, HostMatcher):
     """DiffusionFeatureMatcher whose extract is one pass of the host model (U-Net or DiT).
 
@@ -88,10 +97,10 @@ class HostDiffusionMatcher(DiffusionFeatureMatcher, HostMatcher):
         mm.load_models_gpu([clone])
         base = clone.model
         device = mm.get_torch_device()
-        x0 = base.process_latent_in(latent.to(device).float())
+        x0 = base.process_latent_in(in_model_form(base, latent.to(device).float()))
         sigma = self._sigma(clone).to(device).float().expand(x0.shape[0])
         noise = torch.randn(x0.shape, generator=generator).to(device)
-        x = model_sampling(clone).noise_scaling(sigma.view(-1, 1, 1, 1), noise, x0)
+        x = model_sampling(clone).noise_scaling(sigma.view(-1, *([1] * (x0.dim() - 1))), noise, x0)
         conds = empty_text_conditions(base, x, self.widths, self.prompt)
         transformer_options = clone.model_options["transformer_options"]
         base.apply_model(x, sigma, transformer_options=transformer_options, **conds)

@@ -24,9 +24,43 @@ _BLANK_EXEMPLAR = ("there is no appearance to transfer; connect a photo (with tr
 
 
 def latent_multiple(vae) -> int:
-    """Pixels per latent cell of the host's VAE (8 where it does not say)."""
-    ratio = getattr(vae, "downscale_ratio", 8)
+    """Pixels per latent cell of the host's VAE (8 where it does not say): its spatial
+    compression (16 for Flux.2's VAE; a video VAE's ``downscale_ratio`` is a (frames, h, w)
+    tuple, read through ``spacial_compression_encode``)."""
+    read = getattr(vae, "spacial_compression_encode", None)
+    try:
+        ratio = read() if callable(read) else getattr(vae, "downscale_ratio", 8)
+    except Exception:  # a VAE object of another kind
+        ratio = 8
     return ratio if isinstance(ratio, int) and ratio > 0 else 8
+
+
+def video_vae(vae) -> bool:
+    """True for a video VAE (Wan 2.1, which Qwen-Image uses): 3-D latents (B, C, T, h, w)."""
+    return getattr(vae, "latent_dim", 2) == 3
+
+
+def encode_images(vae, images: torch.Tensor) -> torch.Tensor:
+    """IMAGEs (B, H, W, 3) -> latents (B, C, h, w), the pack's working form. A video VAE reads a
+    batch as the frames of ONE video, so each image is encoded alone and its latent (1, C, 1, h, w)
+    loses the frame axis."""
+    if not video_vae(vae):
+        return vae.encode(images)
+    return torch.cat([vae.encode(images[i : i + 1])[:, :, 0] for i in range(images.shape[0])])
+
+
+def host_latent_of_vae(vae, latent: torch.Tensor) -> torch.Tensor:
+    """A working-form latent (B, C, h, w) as the host's nodes take it for ``vae``'s family:
+    (B, C, 1, h, w) for a video VAE (what its VAE Encode and its model's samplers give; VAE
+    Decode needs it), else as it is (also with no VAE)."""
+    return latent.unsqueeze(2) if vae is not None and video_vae(vae) and latent.dim() == 4 else latent
+
+
+def decode_latents(vae, latent: torch.Tensor) -> torch.Tensor:
+    """Working-form latents (B, C, h, w) -> IMAGEs (B, H, W, 3) with the host's ``vae`` (a video
+    VAE's frames (B, 1, H, W, 3) flattened, as the host's VAE Decode does)."""
+    images = vae.decode(host_latent_of_vae(vae, latent))
+    return images.reshape(-1, *images.shape[-3:]) if images.dim() == 5 else images
 
 
 def multiple_crop(h: int, w: int, multiple: int) -> FitGeometry:
@@ -123,8 +157,8 @@ def encode_context(condition: torch.Tensor, exemplar: torch.Tensor, vae, exempla
     return MIDMsContext(
         condition_image=cond.movedim(-1, 1).contiguous(),
         exemplar_image=exem.movedim(-1, 1).contiguous(),
-        condition_latent=vae.encode(cond),
-        exemplar_latent=vae.encode(exem),
+        condition_latent=encode_images(vae, cond),
+        exemplar_latent=encode_images(vae, exem),
         vae=vae,
         restriction=None if content is None else Restriction(exemplar_masks=content.expand(batch, -1, -1, -1)),
         anchors=placed,
@@ -258,12 +292,12 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
                                                          where)
         restriction = Restriction(cond_masks, exem_masks, cond_labels, exem_labels)
     # everything is checked: encode
-    latents = [vae.encode(exem[i : i + 1]) for i in range(count)]
+    latents = [encode_images(vae, exem[i : i + 1]) for i in range(count)]
     stacked = exem.movedim(-1, 1).reshape(1, count, 3, height, width).transpose(1, 2).reshape(1, 3, count * height, width)
     return MIDMsContext(
         condition_image=cond.movedim(-1, 1).contiguous(),
         exemplar_image=stacked.contiguous(),
-        condition_latent=vae.encode(cond),
+        condition_latent=encode_images(vae, cond),
         exemplar_latent=torch.cat(latents, dim=-2),
         vae=vae,
         exemplar_count=count,

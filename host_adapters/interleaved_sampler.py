@@ -21,7 +21,7 @@ from .host_matcher import as_host_matcher
 from .inversion_sampler import inversion_sampler
 from .match import MIDMsMatch, MIDMsSettings, bind, initial_warp
 from .node_names import CORRESPONDENCE, EXEMPLAR_ENCODE, INTERLEAVED_SAMPLER, REWARP_SETTINGS, RUN_BY_SAMPLING_NODE
-from .latent_spaces import check_latent_space
+from .latent_spaces import check_latent_space, process_in, process_out, to_host_latent, to_image_latent
 from .noise_paths import base_in_call, model_sampling, noise_path, path_of, sampling_in_call
 from .schedules import model_sigmas
 
@@ -58,13 +58,20 @@ def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_mod
     # before any step or matching: the sampling node's model against the match, then its latent
     check_latent_space(base_in_call(model, midms_model), match.context.exemplar_latent, SAMPLER_WHERE, "match",
                        "the sampling node's 'model'")
+    # a video VAE's model (Qwen-Image) samples (B, C, 1, h, w): the steps run on (B, C, h, w)
+    video = x.dim() == 5
+    x = to_image_latent(x, SAMPLER_WHERE, "latent_image")
+
+    def host_form(t: torch.Tensor) -> torch.Tensor:
+        return t.unsqueeze(2) if video else t
+
     check_latent_against_match(x, match, sigmas.shape[0] - 1)
     device = x.device
     features = bind(match, device)
-    exemplar = base.process_latent_in(match.context.exemplar_latent.to(device)).to(x.dtype)
+    exemplar = process_in(base, match.context.exemplar_latent.to(device)).to(x.dtype)
 
     def x0_features(x0: torch.Tensor) -> torch.Tensor:
-        return features.x0_features(base.process_latent_out(x0))
+        return features.x0_features(process_out(base, x0))
 
     in_sampler = dataclasses.replace(features, x0_features=x0_features)
 
@@ -88,9 +95,9 @@ def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_mod
         if capture is not None:
             capture.clear()  # x0_features then sees only this step's records
         in_host_model[0] = True
-        out = model(xt, sigma, **extra_args)
+        out = model(host_form(xt), sigma, **extra_args)
         in_host_model[0] = False
-        return out
+        return out[:, :, 0] if video else out
 
     settings: MIDMsSettings = match.settings
     main_steps = sigmas.shape[0] - 1
@@ -106,16 +113,18 @@ def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_mod
         mm.throw_exception_if_processing_interrupted()
         if callback is not None:
             done = info["i"] + 1 + (main_steps if info.get("stage") == "refine" else 0)
-            callback({**info, "i": max(done * main_steps // total_steps - 1, 0)})
+            shown = {k: host_form(info[k]) for k in ("x", "denoised") if k in info} if video else {}
+            callback({**info, **shown, "i": max(done * main_steps // total_steps - 1, 0)})
 
     with interruptible():  # re-matches inside a step stop at the interrupt button too
-        return sample_interleaved(denoise, x, sigmas, exemplar, in_sampler, settings.rewarp, eta=settings.eta,
-                                  noise_sampler=noise_sampler, callback=report, refine_sigmas=refine_sigmas,
-                                  path=path_of(sampling))
+        return host_form(sample_interleaved(denoise, x, sigmas, exemplar, in_sampler, settings.rewarp, eta=settings.eta,
+                                            noise_sampler=noise_sampler, callback=report, refine_sigmas=refine_sigmas,
+                                            path=path_of(sampling)))
 
 
 def check_latent_against_match(x: torch.Tensor, match: MIDMsMatch, step_count: int, where: str = SAMPLER_WHERE) -> None:
-    """NodeInputError unless the sampler's start latent x (B, C, H, W) fits the match: the same
+    """NodeInputError unless the sampler's start latent x (B, C, H, W; a video-latent model's
+    without its frame axis) fits the match: the same
     latent channels and grid as the exemplar / condition, and the same batch, or a match of one
     pair for any batch of latents (a latent batch of 1 against a match of several is refused: the
     blend would silently turn it into several images). Also the re-warp steps against the run."""
@@ -176,7 +185,8 @@ def sample_all_in_one(model, positive, negative, match: MIDMsMatch, seed: int, s
             f"model's {sigmas_of_model.shape[0]} timesteps); use at most {fit} steps or a higher start_noise"
         )
     sigmas = strength_sigmas(sigmas_of_model, steps, start_noise)
-    warped = initial_warp(match, compute_device()).warped.to(mm.intermediate_device())
+    # the model's own latent form: (B, C, 1, h, w) for a video-latent model (Qwen-Image)
+    warped = to_host_latent(model.model, initial_warp(match, compute_device()).warped.to(mm.intermediate_device()))
     start_latent, noise = warped, comfy.sample.prepare_noise(warped, seed)
     if start == "ddim inversion":
         start_latent, noise = _inverted_start(model, positive, negative, warped, sigmas, where), torch.zeros_like(warped)

@@ -14,19 +14,21 @@ from ..midms_core import inversion_sigmas, invert_ddim, sample_ddim
 from .devices import interruptible
 from .errors import NodeInputError
 from .node_names import DDIB_TRANSLATE, DDIM_INVERSION_SAMPLER, RUN_BY_SAMPLING_NODE
-from .latent_spaces import check_finite_latent, check_latent_space
+from .latent_spaces import check_finite_latent, check_latent_space, to_image_latent
 from .noise_paths import base_in_call, sampling_path
 
 INVERSION_WHERE = f"{DDIM_INVERSION_SAMPLER} {RUN_BY_SAMPLING_NODE}"
 
 
-def host_callback(callback, steps: int):
-    """The host's interrupt check, then its progress / preview callback (k-diffusion dicts)."""
+def host_callback(callback, steps: int, video: bool = False):
+    """The host's interrupt check, then its progress / preview callback (k-diffusion dicts; with
+    ``video`` the latents get back the frame axis of a video-latent model's form)."""
 
     def report(info):
         mm.throw_exception_if_processing_interrupted()
         if callback is not None:
-            callback({**info, "sigma_hat": info["sigma"], "i": min(info["i"], steps - 1)})
+            shown = {k: info[k].unsqueeze(2) for k in ("x", "denoised") if k in info} if video else {}
+            callback({**info, **shown, "sigma_hat": info["sigma"], "i": min(info["i"], steps - 1)})
 
     return report
 
@@ -110,20 +112,25 @@ def _sample_inversion(model, x, sigmas, extra_args, callback, midms_model, midms
     clean = _clean_latent(model, where).to(x.dtype)
     check_finite_latent(clean, where, "latent_image")
     check_latent_space(base_in_call(model, midms_model), clean, where, "latent_image")
+    # a video VAE's model (Qwen-Image) samples (B, C, 1, h, w): the steps run on (B, C, h, w)
+    video = clean.dim() == 5
+    clean = to_image_latent(clean, where, "latent_image")
 
     def denoise(xt, sigma):
         in_host_model[0] = True
-        out = model(xt, sigma, **extra_args)
+        out = model(xt.unsqueeze(2) if video else xt, sigma, **extra_args)
         in_host_model[0] = False
-        return out
+        return out[:, :, 0] if video else out
 
     print(f"[MIDMs] {where}: DDIM inversion, {sigmas.shape[0] - 1} steps up to sigma {float(top):.4g}")
     with interruptible():
-        state = invert_ddim(denoise, clean, inversion_sigmas(sigmas), path, host_callback(callback, sigmas.shape[0] - 1))
+        state = invert_ddim(denoise, clean, inversion_sigmas(sigmas), path,
+                            host_callback(callback, sigmas.shape[0] - 1, video))
     if midms_state is not None:
-        midms_state["state"] = state
-        return clean  # the bridge reads midms_state; this return value is not used
-    return state / alpha_top
+        midms_state["state"] = state  # (B, C, h, w)
+        return clean.unsqueeze(2) if video else clean  # the bridge reads midms_state; this value is not used
+    out = state / alpha_top
+    return out.unsqueeze(2) if video else out
 
 
 @torch.no_grad()
@@ -132,14 +139,17 @@ def sample_from_state(model, x, sigmas, extra_args=None, callback=None, disable=
     """KSAMPLER function: DDIM (eta 0) down ``sigmas`` from the raw state the inversion left in
     ``midms_state`` (internal to the bridge nodes), ignoring the host's start latent ``x``."""
     extra_args = {} if extra_args is None else extra_args
-    state = midms_state["state"].to(device=x.device, dtype=x.dtype)
+    state = midms_state["state"].to(device=x.device, dtype=x.dtype)  # (B, C, h, w)
+    video = x.dim() == 5  # a video VAE's model (Qwen-Image) samples (B, C, 1, h, w)
 
     def denoise(xt, sigma):
-        return model(xt, sigma, **extra_args)
+        out = model(xt.unsqueeze(2) if video else xt, sigma, **extra_args)
+        return out[:, :, 0] if video else out
 
     with interruptible():
-        return sample_ddim(denoise, state, sigmas, 0.0, callback=host_callback(callback, sigmas.shape[0] - 1),
-                           path=sampling_path(model, midms_model))
+        out = sample_ddim(denoise, state, sigmas, 0.0, callback=host_callback(callback, sigmas.shape[0] - 1, video),
+                          path=sampling_path(model, midms_model))
+    return out.unsqueeze(2) if video else out
 
 
 def inversion_sampler(model, state: Optional[dict] = None, where: str = INVERSION_WHERE) -> comfy.samplers.KSAMPLER:

@@ -8,6 +8,7 @@ import torch
 
 from ..midms_core.images import flow_to_rgb, source_to_rgb, upsample_mask
 from .devices import compute_device, empty_cache, output_device
+from .encode import decode_latents
 from .match import MIDMsMatch, initial_warp
 
 
@@ -30,7 +31,7 @@ def warp_with_previews(match: MIDMsMatch) -> tuple[torch.Tensor, torch.Tensor, t
     height, width = context.condition_image.shape[-2:]
     mask = upsample_mask(result.mask, height, width).to(out)
     flow = flow_preview(result.forward_flow, tuple(context.exemplar_latent.shape[-2:]), height, width).to(out)
-    preview = context.vae.decode(warped) if context.vae is not None else flow
+    preview = decode_latents(context.vae, warped) if context.vae is not None else flow
     empty_cache()
     return warped, mask, preview, flow
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import comfy.samplers
 
 from ..host_adapters import inversion_sampler, run_bridge
+from ..host_adapters.latent_spaces import to_image_latent
 from ..host_adapters.node_names import DDIB_TRANSLATE, DDIM_INVERSION_SAMPLER, DDIM_ROUND_TRIP
 from ..midms_core import relative_error
 from .errors import node_errors
@@ -135,7 +136,8 @@ class MIDMsDDIMRoundTrip:
     def round_trip(self, model, positive, negative, latent_image, steps, depth, scheduler, cfg):
         out, _, ran = run_bridge(model, positive, negative, cfg, model, positive, negative, cfg, latent_image, steps,
                                  depth, scheduler, self.DISPLAY)
-        errors = relative_error(out.float().cpu(), latent_image["samples"].float().cpu())
+        errors = relative_error(to_image_latent(out, self.DISPLAY, "latent_image").float().cpu(),
+                                to_image_latent(latent_image["samples"], self.DISPLAY, "latent_image").float().cpu())
         error = float(errors.max())
         report = (f"round-trip error {error:.4f} (relative RMS in latent space{', worst image' if errors.shape[0] > 1 else ''}); "
                   f"cfg {cfg:g}, {ran}")

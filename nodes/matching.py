@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from ..host_adapters import MIDMsMatch, MIDMsSettings
+from ..host_adapters.encode import host_latent_of_vae
 from ..host_adapters.learned_matcher import load_learned_matcher, missing_networks, networks_files
 from ..host_adapters.node_names import (CORRESPONDENCE, EDGE_MATCHER, LEARNED_MATCHER_LOADER, REWARP_SETTINGS,
                                         SOURCE_PREVIEW)
@@ -185,7 +186,7 @@ class MIDMsCorrespondence:
     def correspond(self, context, matcher, settings=None):
         match = MIDMsMatch(context=context, matcher=matcher, settings=settings or MIDMsSettings())
         warped, mask, preview, flow = warp_with_previews(match)
-        return (match, {"samples": warped}, mask, preview, flow)
+        return (match, {"samples": host_latent_of_vae(context.vae, warped)}, mask, preview, flow)
 
 
 class MIDMsSourcePreview:

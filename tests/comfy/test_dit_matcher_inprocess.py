@@ -245,8 +245,9 @@ def test_wrong_block_and_prompt_are_named(node, dit):
 
 
 def test_other_transformers_are_refused_by_name(node, dit):
-    """A model whose transformer is neither Flux, SD3 nor a U-Net (here a stand-in module with
-    Flux-like block lists, as HunyuanVideo has) is refused when the node runs, not misread."""
+    """A model whose transformer is none of the families the node reads nor a U-Net (here a
+    stand-in module with Flux-like block lists, as HunyuanVideo has) is refused when the node
+    runs, not misread (the 2025 families: test_new_families_inprocess.py)."""
     from types import SimpleNamespace
 
     class LooksLikeFlux(torch.nn.Module):
@@ -256,5 +257,6 @@ def test_other_transformers_are_refused_by_name(node, dit):
             self.single_blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
 
     fake = SimpleNamespace(model=SimpleNamespace(diffusion_model=LooksLikeFlux(), model_config=dit.model.model_config))
-    with pytest.raises(ValueError, match="LooksLikeFlux is neither a U-Net .* nor a Flux or SD3 transformer"):
+    with pytest.raises(ValueError, match=r"LooksLikeFlux is neither a U-Net .* nor a Flux\.1, Flux\.2, Chroma, SD3 or "
+                                         r"Qwen-Image transformer.*Edge Matcher"):
         _matcher(node, fake)

@@ -878,6 +878,9 @@ def _events(server, prompt: dict, until: Callable[[str, dict], bool], on_event: 
     return result["pid"]
 
 
+INTERRUPT_BOUND_S = 8.0
+
+
 def interrupt_runner(graph_fn: Callable[[], dict], node: str, delay: float):
     def runner(server) -> tuple[bool, str]:
         seen = {}
@@ -902,7 +905,11 @@ def interrupt_runner(graph_fn: Callable[[], dict], node: str, delay: float):
         status = execution_error(entry) if entry else None
         where = (status or data).get("node_id")
         ok = (status or {}).get("exception_type", "").endswith("InterruptProcessingException") or kind == "execution_interrupted"
-        ok = ok and where == node and lag < 5.0
+        # 1.7-2.0 s on 2 quiet cores; 5.3 s was seen with three test runs sharing them, so the bound
+        # leaves room for a loaded machine and still fails a node that ignores the button: the
+        # graphs run far longer uninterrupted (the 128 x 128 match: 93 s; 300 sampling steps:
+        # 30 s; the 40 steps of before took 6 s in all, too short to tell)
+        ok = ok and where == node and lag < INTERRUPT_BOUND_S
         return ok, f"interrupted in node {where} ({(status or data).get('node_type')}) {lag:.2f} s after the button"
     return runner
 
@@ -987,10 +994,10 @@ def depth_runner(server) -> tuple[bool, str]:
 
 def special_cases() -> list[Case]:
     big_match = lambda: match_graph(condition="big_cond.png", exemplar="big_exem.png")  # noqa: E731
-    long_sampling = lambda: sampler_custom_graph(steps=40, **{"10.denoise": 1.0})  # noqa: E731
+    long_sampling = lambda: sampler_custom_graph(steps=300, **{"10.denoise": 1.0})  # noqa: E731
     return [
         Case("interrupt during matching (128 x 128 latent grid)", None, "custom", runner=interrupt_runner(big_match, "7", 1.0)),
-        Case("interrupt during sampling (40 steps)", None, "custom", runner=interrupt_runner(long_sampling, "11", 0.5)),
+        Case("interrupt during sampling (300 steps)", None, "custom", runner=interrupt_runner(long_sampling, "11", 0.5)),
         Case("interrupt during DDIM inversion (DDIB, 1000 steps each way)", None, "custom",
              runner=interrupt_runner(lambda: ddib_graph(**{"40.steps": 1000}), "40", 0.5)),
         Case("3 prompts queued at once, the middle one broken", None, "custom", runner=queued_runner),

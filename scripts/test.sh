@@ -5,7 +5,10 @@
 # the in-process node tests run too. midms_core never imports the host; a test checks that.
 # Then the host suite (tests/comfy) runs again on the current ComfyUI when its source tarball is
 # beside the project (scripts/get_current_host.sh: ../shared/hosts/comfyui-*.tar.gz), so the
-# nodes the 2024 host lacks (SamplerCustomAdvanced, the template browser) are checked too.
+# nodes the 2024 host lacks (SamplerCustomAdvanced, the template browser) are checked too. There
+# the web-UI test also opens the workflows in the newest front end from the registry
+# (scripts/get_frontend.sh: comfyui-frontend-package, cached in .cache/frontend/), served with
+# --front-end-root, besides the host's own.
 # MIDMS_REQUIRE_COMFYUI=1 makes a missing host a failure, never a silent skip;
 # MIDMS_REQUIRE_CURRENT_HOST=1 does the same for the current host's tarball.
 # Arguments go to both pytest runs; without test paths among them the second run is tests/comfy.
@@ -29,6 +32,8 @@ if [ "$got" -eq 0 ]; then
   cur_py="$(printf '%s\n' "$current" | sed -n 's/^python=//p')"
   cur_root="$(printf '%s\n' "$current" | sed -n 's/^comfyui=//p')"
   COMFY_PYTHON="$cur_py" bash scripts/get_browser.sh   # selenium in that interpreter too
+  # the newest front end for test_web_ui (it fails, under MIDMS_REQUIRE_COMFYUI, without it)
+  PYTHON="$cur_py" bash scripts/get_frontend.sh >/dev/null || echo "[test] scripts/get_frontend.sh failed" >&2
   echo "[test] the host suite again on the current ComfyUI ($cur_root)" >&2
   cur_status=0
   # the host suite only, unless the arguments name test paths themselves

@@ -1,22 +1,53 @@
-"""The shipped UI workflows in the host's own web UI, driven by headless Chromium (selenium).
+"""The shipped UI workflows in the web UI, driven by headless Chromium (selenium).
 
-For each UI-format workflow (``workflows/*.json``, ``example_workflows/*.json``; the API-format
-files in ``workflows/api/`` are not UI workflows) this loads it in the page with
-``app.loadGraphData`` and checks what a person dragging the file in would see:
+Front ends and views (``harness.web_ui.ui_configs``): on the 2024 host its own (legacy) UI, which
+has only the canvas; on a current host (``COMFYUI_PATH`` + ``COMFY_PYTHON``, ComfyUI 0.3.64 in
+CI) its own front end (comfyui-frontend-package 1.27.10) AND the newest one from the registry,
+1.58.1, served with ``--front-end-root`` (``scripts/get_frontend.sh`` unpacks it into
+``.cache/frontend/``), each in the classic canvas and the Vue node view, switched through the
+page's settings API (``Comfy.VueNodes.Enabled``). ``MIDMS_FRONTENDS=host`` limits a run to the
+host's own front end.
 
-* every node type registered with LiteGraph, and no dialog (the 2024 UI's "the following node
-  types were not found" one, or any other) after loading;
-* every node gets back its saved widget values, one widget per value, and every combo value
-  (checkpoint, image, sampler, mode...) is among the widget's choices;
-* no SEVERE entry in the browser console (network noise that is not about the workflow aside:
-  favicon, optional user files, requests to other hosts);
-* then it presses the UI's queue button ("Queue Prompt" in the 2024 UI, "Run" in current front
-  ends), takes the prompt_id from the page's own POST /prompt and waits (over ``/history``) for
-  it to finish successfully, with every SaveImage writing its file.
+``test_workflow_opens_clean`` (every workflow, every front end and view; load only): what a
+person opening the file sees once the front end has sized every node:
+
+* every node type registered, no dialog after loading (the 2024 UI's "node types were not
+  found" one, or any other);
+* no SEVERE browser-console entry, without the network noise that is not the pack's (favicon,
+  optional user files, other hosts; and for the newer front end exactly the endpoints it asks an
+  older backend for and gets 404: ``harness.web_ui.NEWER_FRONTEND_ENDPOINTS``);
+* no two node rectangles overlap, and every node is wholly inside its group (below the title
+  bar) or wholly outside it. Rectangles are read from the page after LoadImage previews loaded:
+  classic, node.pos / node.size + title bar; Vue view, the node's DOM element at zoom 1 (1.27's
+  Vue view drops text widgets and images below zoom 0.8 and only mounts the nodes on screen, so
+  the graph is panned over in tiles). 1.27's Vue view, an experimental preview behind a hidden
+  setting, sizes nodes from their content alone whatever their saved size (every node with a
+  widget at least 430 px wide, rows 1.5x as tall, images at full width), so its overlaps are
+  reported as xfail with the list; every other front end and view must show none.
+  A screenshot of the graph goes to the test's tmp dir when the layout check fails.
+
+``test_readout_on_the_node_after_a_run`` (every front end and view): one run of the round-trip
+workflow (the one with a MIDMs DDIM Round Trip node) from the page, its DDIM steps cut to
+RUN_STEPS for CPU time; then the readout on the page: a shown textarea inside the node's
+rectangle (Vue view: inside the node's own element) holding "round-trip error <number>", and
+neither in the saved workflow nor in the API prompt. 1.27's experimental Vue view keeps the value
+a text box was drawn with, so there (only) the node is redrawn (zoom out and back) before a
+second look, with a warning. Screenshot on failure.
+
+``test_output_tooltips_reach_the_front_end`` (current hosts, each front end): every output of
+every MIDMs node has its OUTPUT_TOOLTIPS line in the node definition the page works from.
+
+``test_workflow_loads_and_queues_in_web_ui`` (every workflow, the host's own front end in the
+classic view only, for CPU time):
+
+* every node gets back its saved widget values, one widget per value (the pack's readout box is
+  not saved), and every combo value (checkpoint, image, sampler, mode...) is among its choices;
+* it presses the UI's queue button ("Queue Prompt" in the 2024 UI, "Run" in current front ends),
+  takes the prompt_id from the page's own POST /prompt and waits (over ``/history``) for it to
+  finish successfully, with every SaveImage writing its file.
 
 Workflows that need nodes the 2024 host lacks (SamplerCustomAdvanced, guiders, noise nodes)
-are skipped there with the reason; they are checked against current hosts (``COMFYUI_PATH`` +
-``COMFY_PYTHON``; also verified with ComfyUI 0.3.64 and its frontend package 1.27.10).
+are skipped there with the reason.
 
 The server gets a tiny seeded SD1.5 checkpoint (with a random full-size CLIP, so
 CLIPTextEncode works) under every name the workflows' CheckpointLoaderSimple nodes use (the
@@ -24,87 +55,52 @@ SDXL workflow's name included: the UI and the graph do not care what the file ho
 seeded SD1.5 ControlNet under every name their ControlNetLoader nodes use, and images
 under every name their LoadImage nodes use: the one the repository ships under that name
 (``workflows/inputs/``), else a generated edge map for images feeding a ``condition`` input and
-a photo otherwise. CPU time: prompts run on 128 px copies of the images (swapped in after the
-page has shown the full-size ones), and ImageScale / EmptyLatentImage / LatentUpscale sizes are
-capped at 128 px in the page before queueing (the SDXL workflow scales to 1024 px); the diffusion
-matcher's output_block is set to 1 there (the tiny U-Net has output blocks 0..1).
+a photo otherwise (``harness.web_ui.stock_server``). CPU time: prompts run on 128 px copies of
+the images (swapped in after the page has shown the full-size ones), and ImageScale /
+EmptyLatentImage / LatentUpscale sizes are capped at 128 px in the page before queueing (the
+SDXL workflow scales to 1024 px); the diffusion matcher's output_block is set to 1 there (the
+tiny U-Net has output blocks 0..1).
 
 A screenshot of the loaded edge->photo workflow goes to ``docs/workflow_sd15.png`` when that
 file is missing or ``MIDMS_UPDATE_SCREENSHOT=1`` (always to the test's tmp dir).
 
 Needs ``bash scripts/get_browser.sh`` (Debian chromium + chromium-driver, selenium in the host's
-venv). Without them it skips, or fails when ``MIDMS_REQUIRE_COMFYUI`` is set.
-``MIDMS_UI_WORKFLOWS=DIR`` checks DIR/*.json instead of the shipped workflows;
-``MIDMS_CHROMIUM`` / ``MIDMS_CHROMEDRIVER`` name the browser and driver.
-Run: .venv-comfy/bin/python -m pytest tests/comfy/test_web_ui.py -q   (~30 s on 2 cores)
+venv), and on a current host ``bash scripts/get_frontend.sh``. Without them it skips, or fails
+when ``MIDMS_REQUIRE_COMFYUI`` is set. ``MIDMS_UI_WORKFLOWS=DIR`` checks DIR/*.json instead of
+the shipped workflows; ``MIDMS_CHROMIUM`` / ``MIDMS_CHROMEDRIVER`` name the browser and driver.
+Run: .venv-comfy/bin/python -m pytest tests/comfy/test_web_ui.py -q
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
 import warnings
-from collections import deque
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
 
-from harness.host import (REPO, REQUIRE_ENV, ComfyServer, execution_error, require_host,
-                              succeeded)
-from harness.tiny_models import write_tiny_sd15_checkpoint, write_tiny_sd15_controlnet
+from harness.host import REPO, REQUIRE_ENV, ComfyServer, execution_error, require_host, succeeded
+from harness.web_ui import (INPUT_SIZE, JS_BBOX, JS_FIT_ALL, JS_LOAD, JS_RECTS, NEWER_HOST_NODES,
+                            VIEWPORT, WORKFLOW_DIRS, UIConfig, frontend_root, layout_problems, load_json,
+                            open_page, page_rects, require_browser, serve_small_inputs, set_view,
+                            severe_console_entries, start_browser, stock_server, ui_configs,
+                            ui_workflows, wait_js)
 
-WORKFLOW_DIRS = ("workflows", "example_workflows")
-# Where a workflow's LoadImage file may ship in the repo (used before generating one).
-IMAGE_DIRS = ("workflows", "workflows/input", "workflows/inputs", "example_workflows",
-              "example_workflows/input", "example_workflows/inputs", "examples", "assets", "docs")
 SCREENSHOT = REPO / "docs" / "workflow_sd15.png"
-VIEWPORT = (1600, 1000)
 TINY_LAST_OUTPUT_BLOCK = 1      # the tiny SD1.5 checkpoint's U-Net has output blocks 0..1
 SCREENSHOT_SCALE = 0.75          # graph zoom in the screenshot (widget text needs >= 0.6)
 SCREENSHOT_MAX = (2400, 1800)
-# Nodes that current ComfyUI has and the 2024-03 snapshot does not.
-NEWER_HOST_NODES = {"SamplerCustomAdvanced", "BasicGuider", "CFGGuider", "DualCFGGuider",
-                    "RandomNoise", "DisableNoise", "AddNoise", "SamplerCFGPP", "ModelSamplingSD3",
-                    "FluxGuidance"}
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
-                  "--hide-scrollbars", "--mute-audio")
-# Prompts run on input images of this size (longer side): the shipped 512 px ones make the tiny
-# checkpoint's 64 x 64-latent U-Net run for minutes on 2 CPU cores. The page shows the full-size
-# ones (screenshot); small copies replace them just before the first prompt is queued.
-INPUT_SIZE = 128
-PAGE_TIMEOUT = 60.0
 RUN_TIMEOUT = 120.0
-
-
-# --------------------------------------------------------------------------------------------
-# the workflows
-# --------------------------------------------------------------------------------------------
-def is_ui_workflow(data: Any) -> bool:
-    return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
-
-
-def ui_workflows() -> List[Path]:
-    """The shipped UI workflows (``MIDMS_UI_WORKFLOWS=DIR`` checks DIR/*.json instead)."""
-    dirs = [Path(os.environ["MIDMS_UI_WORKFLOWS"])] if os.environ.get("MIDMS_UI_WORKFLOWS") \
-        else [REPO / d for d in WORKFLOW_DIRS]
-    found = []
-    for d in dirs:
-        for path in sorted(d.glob("*.json")):
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                found.append(path)  # reported as a failure by the test
-                continue
-            if is_ui_workflow(data):
-                found.append(path)
-    return found
-
+READOUT_NODES = {"MIDMsDDIMRoundTrip"}  # nodes whose ui text web/js/midms_readout.js shows
+READOUT_WIDGET = "midms_readout"        # the read-only text box it adds to them (never saved)
+RUN_STEPS = 4                   # DDIM steps of the round-trip workflow's run in the view test
+READOUT = re.compile(r"round-trip error -?[0-9.]+")
 
 WORKFLOWS = ui_workflows()
 
@@ -118,194 +114,29 @@ def screenshot_workflow(paths: List[Path]) -> Optional[Path]:
 
 
 def _load(path: Path) -> Dict[str, Any]:
-    return json.loads(path.read_text())
+    return load_json(path)
 
 
-def _nodes_of(wf: Dict[str, Any], node_type: str) -> List[Dict[str, Any]]:
-    return [n for n in wf["nodes"] if n.get("type") == node_type]
+def _has_readout(wf: Dict[str, Any]) -> List[Any]:
+    return sorted(n["id"] for n in wf["nodes"] if n.get("type") in READOUT_NODES and n.get("mode", 0) == 0)
 
 
-def image_roles(wf: Dict[str, Any]) -> Dict[str, str]:
-    """``{LoadImage file name: "condition" | "exemplar"}``, following links downstream from each
-    LoadImage to the MIDMs Exemplar Encode input it ends up in (file name as a fallback)."""
-    nodes = {n["id"]: n for n in wf["nodes"]}
-    out_links: Dict[Any, List[list]] = {}
-    for link in wf.get("links") or []:
-        out_links.setdefault(link[1], []).append(link)
-    roles = {}
-    for node in _nodes_of(wf, "LoadImage"):
-        name = (node.get("widgets_values") or [None])[0]
-        if not isinstance(name, str):
-            continue
-        role = None
-        seen, todo = {node["id"]}, deque([node["id"]])
-        while todo and role is None:
-            for link in out_links.get(todo.popleft(), []):
-                target = nodes.get(link[3])
-                if target is None or target["id"] in seen:
-                    continue
-                if target.get("type") == "MIDMsExemplarEncode":
-                    slots = target.get("inputs") or []
-                    slot = slots[link[4]]["name"] if link[4] < len(slots) else ""
-                    if slot in ("condition", "exemplar"):
-                        role = slot
-                        break
-                seen.add(target["id"])
-                todo.append(target["id"])
-        if role is None:
-            low = name.lower()
-            role = "condition" if any(k in low for k in ("edge", "cond", "canny", "sketch", "pose",
-                                                          "seg", "line")) else "exemplar"
-        roles[name] = role
-    return roles
-
-
-def _write_test_images(directory: Path) -> Dict[str, Path]:
-    """A 128 px photo (skimage's astronaut) and the edge map of its mirror image."""
-    import numpy as np
-    import skimage.color
-    import skimage.data
-    import skimage.feature
-    import skimage.transform
-    from PIL import Image
-
-    photo = skimage.transform.resize(skimage.data.astronaut(), (INPUT_SIZE, INPUT_SIZE),
-                                     anti_aliasing=True)
-    edges = skimage.feature.canny(skimage.color.rgb2gray(photo[:, ::-1]), sigma=1.5)
-    paths = {"exemplar": directory / "exemplar.png", "condition": directory / "condition.png"}
-    Image.fromarray((photo * 255).astype(np.uint8)).save(paths["exemplar"])
-    Image.fromarray((np.stack([edges] * 3, -1) * 255).astype(np.uint8)).save(paths["condition"])
-    return paths
-
-
-def _small_copy(src: Path, dest: Path, size: int = None) -> None:
-    """``src`` scaled so that its longer side is INPUT_SIZE (CPU time: the tiny U-Net's
-    attention grows with the square of the latent's area)."""
-    from PIL import Image
-
-    size = size or INPUT_SIZE
-    with Image.open(src) as im:
-        im = im.convert("RGB")
-        scale = size / max(im.size)
-        if scale < 1:
-            im = im.resize((max(8, round(im.width * scale)), max(8, round(im.height * scale))),
-                           Image.LANCZOS)
-        im.save(dest)
-
-
-def _shipped_image(name: str) -> Optional[Path]:
-    for d in IMAGE_DIRS:
-        p = REPO / d / name
-        if p.is_file():
-            return p
-    return None
+def readout_workflow(paths: List[Path]) -> Optional[Path]:
+    """The workflow whose run the view test checks the readout of: the round-trip one."""
+    found = []
+    for p in paths:
+        try:
+            if _has_readout(_load(p)):
+                found.append(p)
+        except (OSError, ValueError):
+            pass
+    found.sort(key=lambda p: ("two_checkpoints" not in p.stem, p.name))
+    return found[0] if found else None
 
 
 # --------------------------------------------------------------------------------------------
-# the browser
+# in the page
 # --------------------------------------------------------------------------------------------
-def _find_exe(env: str, candidates) -> Optional[str]:
-    if os.environ.get(env):
-        candidates = (os.environ[env],)
-    for c in candidates:
-        p = c if os.path.isabs(c) else shutil.which(c)
-        if p and os.path.isfile(p) and os.access(p, os.X_OK):
-            return p
-    return None
-
-
-def require_browser():
-    """(selenium webdriver module, chromium path, chromedriver path), or skip/fail."""
-    problems = []
-    try:
-        from selenium import webdriver  # noqa: F401
-    except ImportError:
-        problems.append("selenium is not installed in this interpreter")
-    chromium = _find_exe("MIDMS_CHROMIUM", ("/usr/lib/chromium/chromium", "/usr/bin/chromium",
-                                            "chromium", "chromium-browser", "google-chrome"))
-    driver = _find_exe("MIDMS_CHROMEDRIVER", ("/usr/bin/chromedriver", "chromedriver"))
-    if chromium is None:
-        problems.append("no chromium binary (MIDMS_CHROMIUM)")
-    if driver is None:
-        problems.append("no chromedriver (MIDMS_CHROMEDRIVER)")
-    if problems:
-        reason = "; ".join(problems) + ": run `bash scripts/get_browser.sh`"
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(f"{REQUIRE_ENV} is set but {reason}", pytrace=False)
-        pytest.skip(reason)
-    from selenium import webdriver
-    return webdriver, chromium, driver
-
-
-def start_browser(chromium: str, chromedriver: str, profile: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        opts.add_argument(flag)
-    opts.add_argument(f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}")
-    opts.add_argument(f"--user-data-dir={profile / 'profile'}")
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # Chromium leaves its singleton-socket dirs in TMPDIR: keep them in the profile's folder.
-    tmpdir = profile / "tmp"
-    tmpdir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, TMPDIR=str(tmpdir))
-    drv = webdriver.Chrome(service=Service(chromedriver, env=env), options=opts)
-    drv.set_script_timeout(PAGE_TIMEOUT)
-    # The viewport itself (not the window, which includes browser chrome) is VIEWPORT.
-    drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False})
-    return drv
-
-
-# Console noise that is not about the workflow: the 2024 host has no favicon.ico; newer front
-# ends probe optional user files (user.css, /api/userdata/...) and reach out to api.comfy.org,
-# which this offline machine cannot resolve.
-BENIGN_NETWORK = ("/favicon.ico", "/user.css", "/api/userdata")
-
-
-def severe_console_entries(driver, server_url: str) -> List[Dict[str, Any]]:
-    """SEVERE browser-console entries since the last call (the log drains on read), without
-    network noise (BENIGN_NETWORK, requests to other hosts than ``server_url``)."""
-    out = []
-    for e in driver.get_log("browser"):
-        msg = e.get("message", "")
-        if e.get("level") != "SEVERE":
-            continue
-        if e.get("source") == "network":
-            url = msg.split(" ", 1)[0]
-            if not url.startswith(server_url) or any(b in url for b in BENIGN_NETWORK):
-                continue
-        out.append(e)
-    return out
-
-
-# Runs in the page (async script: the last argument is selenium's callback).
-JS_LOAD = r"""
-const [workflow, done] = arguments;
-(async () => {
-  const types = workflow.nodes.map(n => n.type);
-  const unregistered = [...new Set(types.filter(t => !(t in LiteGraph.registered_node_types)))];
-  const dialog = app.ui?.dialog;  // the 2024 UI's ComfyDialog (newer front ends keep one)
-  dialog?.close();
-  await app.loadGraphData(workflow);
-  const visible = !!dialog && dialog.element.style.display !== "none";
-  const nodes = app.graph._nodes.map(node => ({
-    id: node.id, type: node.type, title: node.title,
-    widgets: (node.widgets || []).map(w => ({
-      name: w.name, type: w.type, value: w.value,
-      choices: w.type === "combo" ? (typeof w.options.values === "function"
-        ? w.options.values() : w.options.values) : null,
-    })),
-  }));
-  done({unregistered, dialog: visible ? dialog.textElement.innerText : null,
-        missingDialog: !!document.querySelector(".comfy-missing-nodes") && visible,
-        nodes, links: Object.keys(app.graph.links || {}).length});
-})().catch(e => done({exception: String(e && e.stack || e)}));
-"""
-
 # Capture what the page's api.queuePrompt answers (the prompt_id), then press "Queue Prompt".
 JS_HOOK_QUEUE = r"""
 const done = arguments[arguments.length - 1];
@@ -369,20 +200,6 @@ for (const node of app.graph._nodes) {
 return changed;
 """
 
-JS_BBOX = r"""
-const title = LiteGraph.NODE_TITLE_HEIGHT;
-let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
-for (const n of app.graph._nodes) {
-  x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - title);
-  x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
-}
-for (const g of app.graph._groups || []) {
-  x0 = Math.min(x0, g.pos[0]); y0 = Math.min(y0, g.pos[1]);
-  x1 = Math.max(x1, g.pos[0] + g.size[0]); y1 = Math.max(y1, g.pos[1] + g.size[1]);
-}
-return [x0, y0, x1 - x0, y1 - y0];
-"""
-
 # Centre the graph's bounding box in a width x height canvas at the given scale
 # (LiteGraph: screen = (graph + ds.offset) * ds.scale).
 JS_FIT = r"""
@@ -398,23 +215,144 @@ return [app.canvas.canvas.width, app.canvas.canvas.height];
 """
 
 
-def _wait_js(driver, expr: str, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script("return " + expr)
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not ready in {timeout:.0f} s")
+# The round-trip workflow's run in the view test: its DDIM nodes' steps cut (CPU time).
+JS_CUT_STEPS = r"""
+const steps = arguments[0];
+const changed = [];
+for (const node of app.graph._nodes) {
+  if (!["MIDMsDDIMRoundTrip", "MIDMsDDIBTranslate"].includes(node.type)) continue;
+  for (const w of node.widgets || []) {
+    if (w.name === "steps" && w.value > steps) {
+      changed.push(`${node.id} ${node.type}.steps: ${w.value} -> ${steps}`);
+      w.value = steps;
+    }
+  }
+}
+return changed;
+"""
+
+# Where a node's readout is on the page: every textarea holding ``needle``, whether it is shown,
+# and whether it lies inside the node's rectangle on screen (classic: node.pos / size through the
+# canvas transform, the front end placing its DOM widgets over the canvas; Vue view: inside the
+# node's own element). Zoom 1, the node in the middle of the canvas.
+JS_READOUT = r"""
+const [id, needle, vue] = arguments;
+const node = app.graph.getNodeById(id);
+const ds = app.canvas.ds, c = app.canvas.canvas;
+const title = LiteGraph.NODE_TITLE_HEIGHT;
+ds.scale = 1;
+ds.offset[0] = c.clientWidth / 2 - (node.pos[0] + node.size[0] / 2);
+ds.offset[1] = c.clientHeight / 2 - (node.pos[1] + node.size[1] / 2);
+app.canvas.setDirty(true, true);
+app.canvas.draw(true, true);
+const cr = c.getBoundingClientRect();
+let box, el = null;
+if (vue) {
+  el = document.querySelector(`.lg-node[data-node-id="${id}"]`);
+  const r = el ? el.getBoundingClientRect() : null;
+  box = r && [r.left, r.top, r.right, r.bottom];
+} else {
+  box = [cr.left + (node.pos[0] + ds.offset[0]) * ds.scale, cr.top + (node.pos[1] - title + ds.offset[1]) * ds.scale,
+         cr.left + (node.pos[0] + node.size[0] + ds.offset[0]) * ds.scale,
+         cr.top + (node.pos[1] + node.size[1] + ds.offset[1]) * ds.scale];
+}
+const widget = (node.widgets || []).find(w => w.name === "midms_readout");
+const shown = [...document.querySelectorAll("textarea")].filter(t => (t.value || "").includes(needle)).map(t => {
+  const r = t.getBoundingClientRect(), style = getComputedStyle(t);
+  const visible = t.getClientRects().length > 0 && r.width > 4 && r.height > 4
+    && style.visibility !== "hidden" && style.display !== "none" && !t.hidden;
+  // Vue view: part of the node's own element (not a canvas overlay that happens to lie there)
+  const inside = !!box && (!vue || el.contains(t))
+    && r.left >= box[0] - 2 && r.top >= box[1] - 2 && r.right <= box[2] + 2 && r.bottom <= box[3] + 2;
+  return {text: t.value, visible, inside, inNode: !!el && el.contains(t), rect: [r.left, r.top, r.width, r.height]};
+});
+return {shown, node: box, widget: widget ? String(widget.value) : null};
+"""
+
+
+def _queue_from_page(driver, server: ComfyServer):
+    """Queue the loaded graph the way the UI's button does (app.queuePrompt) and wait for it;
+    returns the history entry."""
+    driver.execute_script("window.__midmsQueued = [];")
+    driver.execute_script("app.queuePrompt(0, 1);")
+    queued = wait_js(driver, "window.__midmsQueued.length && window.__midmsQueued[0]", 30,
+                     "the page's POST /prompt")
+    assert queued["ok"], f"the server rejected the page's prompt: {queued}"
+    res = queued["res"]
+    assert not res.get("node_errors"), res
+    return server.wait(res["prompt_id"], timeout=RUN_TIMEOUT)
+
+
+def _graph_screenshot(driver, path: Path) -> Path:
+    """The whole graph, fitted into the page, as PNG (failure evidence)."""
+    try:
+        driver.execute_script(JS_FIT_ALL, 1.0)
+        time.sleep(0.5)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(path))
+    except Exception as e:  # the screenshot must not hide the failure it documents
+        warnings.warn(f"no screenshot {path}: {e}")
+    return path
 
 
 # --------------------------------------------------------------------------------------------
 # fixtures
 # --------------------------------------------------------------------------------------------
+class UIPool:
+    """One stocked ComfyServer and one browser page per front end (the host's own, or a
+    frontend-package version served with --front-end-root), started on first use and kept for
+    the module. The pack is linked into each server's work dir (never into the host checkout, so
+    servers of other test runs keep theirs)."""
+
+    def __init__(self, host, exes, tmp: Path):
+        self.host, self.exes, self.tmp = host, exes, tmp
+        self.servers: Dict[Optional[str], ComfyServer] = {}
+        self.pages: Dict[Optional[str], Any] = {}
+        self._profiles: List[Path] = []
+
+    def server(self, frontend: Optional[str]) -> ComfyServer:
+        if frontend not in self.servers:
+            args = UIConfig(frontend, "classic").server_args()
+            srv = ComfyServer(self.host, pack_link="workdir", extra_args=args)
+            srv.start()
+            self.servers[frontend] = srv
+            stock_server(srv, WORKFLOWS, self.tmp / f"stock-{frontend or 'host'}")
+        return self.servers[frontend]
+
+    def page(self, frontend: Optional[str]):
+        if frontend in self.pages:
+            return self.pages[frontend]
+        srv = self.server(frontend)
+        profile = Path(tempfile.mkdtemp(prefix="midms-chromium-"))
+        self._profiles.append(profile)
+        driver = start_browser(*self.exes, profile)
+        self.pages[frontend] = driver
+        open_page(driver, srv.url)
+        startup_errors = severe_console_entries(driver, srv.url, newer_frontend=frontend is not None)
+        if self.host.is_2024_snapshot or any("midms" in e["message"].lower() for e in startup_errors):
+            assert not startup_errors, f"browser console errors while the UI started: {startup_errors}"
+        elif startup_errors:  # a front end's own start-up trouble: report, do not fail
+            warnings.warn(f"browser console errors while the UI ({frontend or 'host'}) started: "
+                          f"{startup_errors}")
+        hooked = driver.execute_async_script(JS_HOOK_QUEUE)
+        assert hooked is True, hooked
+        return driver
+
+    def close(self) -> None:
+        for driver in self.pages.values():
+            try:
+                driver.quit()
+            except Exception:
+                pass
+        for srv in self.servers.values():
+            srv.stop()
+        for profile in self._profiles:
+            shutil.rmtree(profile, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def browser_exes():
-    _, chromium, driver = require_browser()
-    return chromium, driver
+    return require_browser()
 
 
 @pytest.fixture(scope="module")
@@ -423,83 +361,26 @@ def web_host(browser_exes):
 
 
 @pytest.fixture(scope="module")
-def ui_server(web_host, tmp_path_factory):
+def ui_pool(web_host, browser_exes, tmp_path_factory):
     assert WORKFLOWS, ("no UI workflow found in " + ", ".join(f"{d}/*.json" for d in WORKFLOW_DIRS)
                        + ": the pack must ship its workflows")
-    tmp = tmp_path_factory.mktemp("webui")
-    ckpt = controlnet = None
-    generated = _write_test_images(tmp)
-    small_inputs: Dict[Path, Path] = {}
-    with ComfyServer(web_host) as srv:
-        for path in WORKFLOWS:
-            try:
-                wf = _load(path)
-            except ValueError:
-                continue
-            if not is_ui_workflow(wf):
-                continue
-            for node in _nodes_of(wf, "CheckpointLoaderSimple"):
-                name = (node.get("widgets_values") or [None])[0]
-                if isinstance(name, str):
-                    if ckpt is None:
-                        ckpt = write_tiny_sd15_checkpoint(tmp / "tiny_sd15_clip.safetensors",
-                                                          seed=0, with_clip=True)["path"]
-                    srv.add_model("checkpoints", ckpt, name=name)
-            for node in _nodes_of(wf, "ControlNetLoader"):  # the tiny SD1.5 ControlNet
-                name = (node.get("widgets_values") or [None])[0]
-                if isinstance(name, str):
-                    if controlnet is None:
-                        controlnet = write_tiny_sd15_controlnet(tmp / "tiny_sd15_controlnet.safetensors",
-                                                                seed=0)["path"]
-                    srv.add_model("controlnet", controlnet, name=name)
-            for name, role in image_roles(wf).items():
-                dest = srv.input_dir / name
-                if not dest.exists():
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    shipped = _shipped_image(name)
-                    if shipped is None:
-                        srv.add_input_image(generated[role], name=name)
-                    else:
-                        shutil.copyfile(shipped, dest)
-                        small = tmp / "small" / name
-                        small.parent.mkdir(parents=True, exist_ok=True)
-                        _small_copy(shipped, small)
-                        small_inputs[dest] = small
-            for node in _nodes_of(wf, "MIDMsLoadKeypoints"):  # keypoint files ship beside the images
-                name = (node.get("widgets_values") or [None])[0]
-                if isinstance(name, str) and not (srv.input_dir / name).exists():
-                    shutil.copyfile(REPO / "workflows" / "inputs" / name, srv.input_dir / name)
-        srv.midms_small_inputs = small_inputs
-        yield srv
-
-
-def _serve_small_inputs(server: ComfyServer) -> None:
-    """Swap the full-size input images for their small copies (once, before the first run)."""
-    for dest, small in server.midms_small_inputs.items():
-        shutil.copyfile(small, dest)
-    server.midms_small_inputs = {}
+    pool = UIPool(web_host, browser_exes, tmp_path_factory.mktemp("webui"))
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 @pytest.fixture(scope="module")
-def page(ui_server, web_host, browser_exes):
-    chromium, chromedriver = browser_exes
-    profile = Path(tempfile.mkdtemp(prefix="midms-chromium-"))
-    driver = start_browser(chromium, chromedriver, profile)
-    try:
-        driver.get(ui_server.url)
-        _wait_js(driver, "!!(window.app && window.app.graph && window.app.canvas && window.LiteGraph)",
-                 PAGE_TIMEOUT, "window.app")
-        startup_errors = severe_console_entries(driver, ui_server.url)
-        if web_host.is_2024_snapshot or any("midms" in e["message"].lower() for e in startup_errors):
-            assert not startup_errors, f"browser console errors while the UI started: {startup_errors}"
-        elif startup_errors:  # a newer front end's own start-up trouble: report, do not fail
-            warnings.warn(f"browser console errors while the host's UI started: {startup_errors}")
-        hooked = driver.execute_async_script(JS_HOOK_QUEUE)
-        assert hooked is True, hooked
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+def ui_server(ui_pool):
+    return ui_pool.server(None)
+
+
+@pytest.fixture(scope="module")
+def page(ui_pool):
+    driver = ui_pool.page(None)
+    set_view(driver, "classic")
+    return driver
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,7 +405,7 @@ def widget_problems(wf: Dict[str, Any], loaded: List[Dict[str, Any]]) -> List[st
             problems.append(f"{where}: not in the loaded graph")
             continue
         saved = node.get("widgets_values")
-        widgets = got["widgets"]
+        widgets = [w for w in got["widgets"] if w["name"] != READOUT_WIDGET]  # the pack's, never saved
         if saved is None:
             saved = []
         if isinstance(saved, dict):  # some front-end nodes save {name: value}
@@ -551,7 +432,7 @@ def _set_viewport(driver, width: int, height: int) -> List[int]:
     driver.execute_script("window.dispatchEvent(new Event('resize'));")
     if [width, height] != before:
         try:
-            _wait_js(driver, f"app.canvas.canvas.clientWidth !== {before[0]} || "
+            wait_js(driver, f"app.canvas.canvas.clientWidth !== {before[0]} || "
                              f"app.canvas.canvas.clientHeight !== {before[1]}", 5, "canvas resize")
         except TimeoutError:
             pass  # a front end whose canvas does not fill the page: use what it has
@@ -580,7 +461,7 @@ def _screenshot(driver, path: Path) -> Dict[str, Any]:
     """Save a PNG of the whole loaded graph, readable: LiteGraph drops widget text below scale
     0.6, so the viewport grows (up to SCREENSHOT_MAX) to show the graph at about
     SCREENSHOT_SCALE; side menu, stats overlay and canvas-border rectangle hidden."""
-    _wait_js(driver, "app.graph._nodes.filter(n => n.type === 'LoadImage')"
+    wait_js(driver, "app.graph._nodes.filter(n => n.type === 'LoadImage')"
                      ".every(n => n.imgs && n.imgs.length && n.imgs.every(i => i.complete))",
              20, "LoadImage previews")
     margin = 24
@@ -631,7 +512,7 @@ def _queue_from_ui(driver, server: ComfyServer):
         except WebDriverException:  # covered by a dialog a failed earlier test left open
             _close_dialogs(driver)
             button.click()
-    queued = _wait_js(driver, "window.__midmsQueued.length && window.__midmsQueued[0]", 30,
+    queued = wait_js(driver, "window.__midmsQueued.length && window.__midmsQueued[0]", 30,
                       "the page's POST /prompt")
     dialog = driver.execute_script("const d = app.ui?.dialog; return d && d.element.style.display !== 'none'"
                                    " ? d.textElement.innerText : null")
@@ -642,19 +523,14 @@ def _queue_from_ui(driver, server: ComfyServer):
     return server.wait(res["prompt_id"], timeout=RUN_TIMEOUT), how
 
 
-READOUT_NODES = {"MIDMsDDIMRoundTrip"}  # nodes whose ui text web/js/midms_readout.js shows
+def _configs() -> List[UIConfig]:
+    from harness.host import find_host
+    host = find_host()
+    return ui_configs(host.is_2024_snapshot if host is not None else True)
 
 
-def _wait_for_readouts(page, node_ids, timeout: float = 15.0) -> Dict[Any, Any]:
-    """{node id: the readout text the extension holds for it} once all have one (or at timeout)."""
-    script = ("return Object.fromEntries(arguments[0].map(id => "
-              "[id, (app.graph.getNodeById(id) || {}).midmsReadout || null]))")
-    deadline = time.monotonic() + timeout
-    shown = page.execute_script(script, list(node_ids))
-    while not all(shown.values()) and time.monotonic() < deadline:
-        time.sleep(0.25)
-        shown = page.execute_script(script, list(node_ids))
-    return shown
+CONFIGS = _configs()
+VIEW_CASES = [(c, p) for c in CONFIGS for p in WORKFLOWS]
 
 
 # --------------------------------------------------------------------------------------------
@@ -665,6 +541,155 @@ def test_shipped_ui_workflows_found():
     for path in WORKFLOWS:
         data = _load(path)  # valid JSON
         assert data.get("version") is not None and isinstance(data.get("links"), list), path
+    assert readout_workflow(WORKFLOWS) is not None or os.environ.get("MIDMS_UI_WORKFLOWS"), \
+        "no shipped workflow has a MIDMs DDIM Round Trip node: the readout is never checked"
+
+
+@pytest.mark.parametrize("config,path", VIEW_CASES, ids=[f"{c.name}-{p.stem}" for c, p in VIEW_CASES])
+def test_workflow_opens_clean(config, path, ui_pool, web_host, tmp_path):
+    _require_frontend(config)
+    wf = _load(path)
+    driver = ui_pool.page(config.frontend)
+    server = ui_pool.server(config.frontend)
+    newer = config.frontend is not None
+    _close_dialogs(driver)
+    state = set_view(driver, config.view)
+    where = f"{path.name} in front end {state['version'] or 'legacy'} ({config.view} view)"
+    severe_console_entries(driver, server.url, newer)  # drain
+
+    registered = set(driver.execute_script("return Object.keys(LiteGraph.registered_node_types)"))
+    absent = sorted({n["type"] for n in wf["nodes"]} - registered)
+    if absent and web_host.is_2024_snapshot and set(absent) <= NEWER_HOST_NODES:
+        pytest.skip(f"{path.name} uses {', '.join(absent)}, which the 2024-03 host lacks")
+
+    shot = tmp_path / f"{config.name}-{path.stem}.png"
+    report = driver.execute_async_script(JS_LOAD, wf)
+    assert "exception" not in report, report["exception"]
+    assert not report["unregistered"], f"{where}: unknown node types {report['unregistered']}"
+    assert report["dialog"] is None, f"{where}: the UI showed a dialog while loading: {report['dialog']}"
+
+    rects = page_rects(driver, config.view)
+    errors = severe_console_entries(driver, server.url, newer)
+    assert not errors, f"browser console errors while loading {where}: {errors}"
+    problems = layout_problems(rects)
+    if problems:
+        _graph_screenshot(driver, shot)
+        if _content_sized(config, rects):
+            pytest.xfail(f"{where}: {len(problems)} overlaps in a view that sizes nodes from their "
+                         f"content alone, whatever the saved size (screenshot {shot}): {problems[:3]}")
+    assert not problems, (f"{where}: the layout is broken once the front end has sized the nodes "
+                          f"(screenshot {shot}):\n" + "\n".join(problems))
+
+
+
+def _content_sized(config: UIConfig, rects: Dict[str, Any]) -> bool:
+    """Whether this is a Vue node view that sizes nodes from their content alone, ignoring the
+    saved size (1.27's experimental one, before the Vue nodes shipped): no saved layout bounds
+    what it draws, so its overlaps are reported (xfail), not failed."""
+    return config.view == "vue" and not any(n["sized"] for n in rects["nodes"] if n["shown"])
+
+
+def _require_frontend(config: UIConfig) -> None:
+    if config.frontend is not None and frontend_root(config.frontend) is None:
+        reason = (f"comfyui-frontend-package {config.frontend} is not in .cache/frontend: "
+                  "run `bash scripts/get_frontend.sh`")
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(f"{REQUIRE_ENV} is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_readout_on_the_node_after_a_run(config, ui_pool, web_host, tmp_path):
+    """One run of the round-trip workflow from the page, then the round-trip error on the node
+    (after test_workflow_opens_clean: the run swaps in the small input images)."""
+    _require_frontend(config)
+    path = readout_workflow(WORKFLOWS)
+    if path is None:
+        pytest.skip("no workflow with a MIDMs DDIM Round Trip node (MIDMS_UI_WORKFLOWS)")
+    wf = _load(path)
+    driver = ui_pool.page(config.frontend)
+    server = ui_pool.server(config.frontend)
+    newer = config.frontend is not None
+    _close_dialogs(driver)
+    state = set_view(driver, config.view)
+    where = f"{path.name} in front end {state['version'] or 'legacy'} ({config.view} view)"
+    severe_console_entries(driver, server.url, newer)  # drain
+    report = driver.execute_async_script(JS_LOAD, wf)
+    assert "exception" not in report and not report["unregistered"], report
+    for node_id in _has_readout(wf):  # nothing shown before the run
+        before = driver.execute_script(JS_READOUT, node_id, "round-trip error", config.view == "vue")
+        assert not [t for t in before["shown"] if READOUT.search(t["text"])], before
+    cut = driver.execute_script(JS_CUT_STEPS, RUN_STEPS)
+    capped = driver.execute_script(JS_CAP_SIZES, INPUT_SIZE, TINY_LAST_OUTPUT_BLOCK)
+    serve_small_inputs(server)
+    entry = _queue_from_page(driver, server)
+    assert succeeded(entry), json.dumps(execution_error(entry) or entry.get("status"), indent=1)[:4000]
+    shot = tmp_path / f"{config.name}-readout.png"
+    vue = config.view == "vue"
+
+    def shown(node_id, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = driver.execute_script(JS_READOUT, node_id, "round-trip error", vue)
+            ok = [t for t in seen["shown"] if t["visible"] and t["inside"] and READOUT.search(t["text"])]
+            if ok or time.monotonic() > deadline:
+                return ok, seen
+            time.sleep(0.5)
+
+    for node_id in _has_readout(wf):
+        ok, seen = shown(node_id)
+        if not ok and _content_sized(config, driver.execute_script(JS_RECTS, vue)):
+            # 1.27's experimental Vue view: its text boxes keep the value they were mounted
+            # with (its useWidgetValue watches a copy of the prop); the node's widget has the
+            # value, and the view shows it once it draws the node again (zoom out below its
+            # detail level and back, as a person zooming does)
+            driver.execute_script("app.canvas.ds.scale = 0.3; app.canvas.setDirty(true, true);")
+            time.sleep(1.5)
+            ok, seen = shown(node_id)
+            if ok:
+                warnings.warn(f"{where}: the readout shows only once the view redraws the node "
+                              "(1.27's experimental Vue view)")
+        if not ok:
+            driver.save_screenshot(str(shot))
+        assert ok, (f"{where}: after a run, node {node_id}'s readout is not shown on the node "
+                    f"(screenshot {shot}): {seen}; steps {cut}, sizes {capped}")
+    saved = driver.execute_script("return JSON.stringify(app.graph.serialize())")
+    assert "round-trip error" not in saved, f"{where}: the readout is saved into the workflow"
+    prompt = driver.execute_async_script(
+        "const done = arguments[0]; app.graphToPrompt().then(p => done(JSON.stringify(p.output)), e => done(String(e)))")
+    assert READOUT_WIDGET not in prompt and "round-trip error" not in prompt, \
+        f"{where}: the readout is in the API prompt: {prompt[:2000]}"
+    errors = severe_console_entries(driver, server.url, newer)
+    assert not errors, f"browser console errors while running {where}: {errors}"
+
+
+JS_OUTPUT_TOOLTIPS = r"""
+const out = {};
+for (const [type, cls] of Object.entries(LiteGraph.registered_node_types)) {
+  if (!type.startsWith("MIDMs")) continue;
+  const nd = cls.nodeData || {};
+  const outputs = nd.outputs || (nd.output || []).map((t, i) => ({
+    name: (nd.output_name || [])[i] || t, tooltip: (nd.output_tooltips || [])[i]}));
+  out[type] = outputs.map(o => [o.name, o.tooltip || null]);
+}
+return out;
+"""
+FRONTEND_CONFIGS = [c for c in CONFIGS if c.view == "classic"]
+
+
+@pytest.mark.parametrize("config", FRONTEND_CONFIGS, ids=[c.name for c in FRONTEND_CONFIGS])
+def test_output_tooltips_reach_the_front_end(config, ui_pool, web_host):
+    """Every output of every MIDMs node carries its OUTPUT_TOOLTIPS line in the node definition
+    the front end works from (what it shows when hovering an output). The 2024 host does not
+    send output tooltips."""
+    if web_host.is_2024_snapshot:
+        pytest.skip("the 2024 host does not send OUTPUT_TOOLTIPS to its UI")
+    _require_frontend(config)
+    driver = ui_pool.page(config.frontend)
+    found = driver.execute_script(JS_OUTPUT_TOOLTIPS)
+    assert len(found) >= 13, sorted(found)
+    missing = {t: [name for name, tip in outs if not tip] for t, outs in found.items()}
+    assert not any(missing.values()), {t: m for t, m in missing.items() if m}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
@@ -692,6 +717,13 @@ def test_workflow_loads_and_queues_in_web_ui(path, page, ui_server, web_host, tm
     assert not problems, "\n".join(problems)
     errors = severe_console_entries(page, ui_server.url)
     assert not errors, f"browser console errors while loading {path.name}: {errors}"
+    saved = page.execute_script("return app.graph.serialize().nodes.map(n => [n.id, n.widgets_values ?? null])")
+    resaved = {str(i): v for i, v in saved}
+    for node in wf["nodes"]:  # saving the loaded graph saves as many widget values as the file has
+        if isinstance(node.get("widgets_values"), list):
+            got = resaved.get(str(node["id"])) or []
+            assert len(got) == len(node["widgets_values"]), \
+                f"node {node['id']} ({node['type']}) saves {got!r}, the file has {node['widgets_values']!r}"
 
     if path == screenshot_workflow(WORKFLOWS):
         shot = tmp_path / "workflow.png"
@@ -702,7 +734,7 @@ def test_workflow_loads_and_queues_in_web_ui(path, page, ui_server, web_host, tm
             shutil.copyfile(shot, SCREENSHOT)
 
     capped = page.execute_script(JS_CAP_SIZES, INPUT_SIZE, TINY_LAST_OUTPUT_BLOCK)
-    _serve_small_inputs(ui_server)
+    serve_small_inputs(ui_server)
     t1 = time.monotonic()
     entry, how = _queue_from_ui(page, ui_server)
     run_s = time.monotonic() - t1
@@ -712,10 +744,15 @@ def test_workflow_loads_and_queues_in_web_ui(path, page, ui_server, web_host, tm
         assert entry["outputs"].get(node_id, {}).get("images"), f"SaveImage {node_id} wrote nothing"
     for f in ui_server.output_files(entry):
         assert f.is_file(), f
-    readouts = sorted(n["id"] for n in wf["nodes"] if n.get("type") in READOUT_NODES and n.get("mode", 0) == 0)
-    if readouts:  # the pack's front-end extension draws the node's ui text on the node
-        shown = _wait_for_readouts(page, readouts)
-        assert all("round-trip error" in (text or "") for text in shown.values()), shown
+    read = ("return String((app.graph.getNodeById(arguments[0]).widgets || [])"
+            ".find(w => w.name === 'midms_readout')?.value ?? '')")
+    for node_id in _has_readout(wf):  # the pack's readout box holds the node's ui text
+        text = page.execute_script(read, node_id)
+        assert READOUT.search(text), f"node {node_id}: readout {text!r}"
+    for node in wf["nodes"]:  # ... and the anchors preview's report
+        if node.get("type") == "MIDMsAnchorsPreview" and node.get("mode", 0) == 0:
+            text = page.execute_script(read, node["id"])
+            assert "anchor" in text.lower(), f"node {node['id']}: anchors report {text!r}"
     errors = severe_console_entries(page, ui_server.url)
     assert not errors, f"browser console errors while running {path.name}: {errors}"
     print(f"{path.name}: loaded in {load_s:.2f} s, queued with {how}, ran in {run_s:.2f} s"

@@ -439,7 +439,8 @@ const [workflow, done] = arguments;
 })().catch(e => done({exception: String(e && e.stack || e)}));
 """
 
-JS_BBOX = r"""
+# the graph bounding box (x0, y0, x1, y1) of every node (title bar included) and group
+_JS_GRAPH_BOX = r"""
 const title = LiteGraph.NODE_TITLE_HEIGHT;
 let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
 for (const n of app.graph._nodes) {
@@ -450,22 +451,15 @@ for (const g of app.graph._groups || []) {
   x0 = Math.min(x0, g.pos[0]); y0 = Math.min(y0, g.pos[1]);
   x1 = Math.max(x1, g.pos[0] + g.size[0]); y1 = Math.max(y1, g.pos[1] + g.size[1]);
 }
+"""
+
+JS_BBOX = _JS_GRAPH_BOX + r"""
 return [x0, y0, x1 - x0, y1 - y0];
 """
 
 # Centre the graph's bounding box in the canvas at a scale that shows all of it (LiteGraph:
 # screen = (graph + ds.offset) * ds.scale); the Vue node view follows the same transform.
-JS_FIT_ALL = r"""
-const title = LiteGraph.NODE_TITLE_HEIGHT;
-let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
-for (const n of app.graph._nodes) {
-  x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - title);
-  x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
-}
-for (const g of app.graph._groups || []) {
-  x0 = Math.min(x0, g.pos[0]); y0 = Math.min(y0, g.pos[1]);
-  x1 = Math.max(x1, g.pos[0] + g.size[0]); y1 = Math.max(y1, g.pos[1] + g.size[1]);
-}
+JS_FIT_ALL = _JS_GRAPH_BOX + r"""
 const c = app.canvas.canvas, ds = app.canvas.ds;
 const w = c.clientWidth, h = c.clientHeight, m = 40;
 const scale = Math.min(arguments[0], (w - 2 * m) / (x1 - x0), (h - 2 * m) / (y1 - y0));

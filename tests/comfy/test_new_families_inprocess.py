@@ -27,6 +27,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.comfy.test_dit_matcher_inprocess import _copy
 from harness.inprocess_models import DIT_CONTEXT_WIDTH, NEW_FAMILIES, build_new_family, host_has, new_family_conds
 from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
     _edge_image, _exemplar_image, _like_the_executor, _noise, _rel_err, _settings, h, pack)
@@ -68,16 +69,6 @@ def _matcher(node, model, dit_block=-1, **kwargs):
 def _latent(model, seed=0, grid=GRID):
     channels = model.model.latent_format.latent_channels
     return torch.randn(1, channels, *grid, generator=torch.Generator().manual_seed(seed))
-
-
-def _copy(x):
-    if isinstance(x, torch.Tensor):
-        return x.detach().clone()
-    if isinstance(x, (tuple, list)):
-        return type(x)(_copy(v) for v in x)
-    if isinstance(x, dict):
-        return {k: _copy(v) for k, v in x.items()}
-    return x
 
 
 def _blocks(model):

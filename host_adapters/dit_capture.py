@@ -77,11 +77,11 @@ def dit_blocks(diffusion_model) -> list[tuple[str, int, torch.nn.Module]] | None
         return None
     if _is_class(diffusion_model, "comfy.ldm.lumina.model.NextDiT"):
         raise NodeInputError(
-            f"{DIFFUSION_MATCHER}: this model is a Z-Image / Lumina 2 transformer (NextDiT), whose layers this "
+            f"{DIFFUSION_MATCHER}: 'model' is a Z-Image / Lumina 2 transformer (NextDiT), whose layers this "
             "ComfyUI runs without the block-replacement hook ('dit' patches_replace) that this node reads "
             "features through, during the sampler's own model call; this node cannot read Z-Image or Lumina 2: "
             f"{_OTHER_MATCHERS}")
-    raise NodeInputError(f"{DIFFUSION_MATCHER}: this model's {name} is neither a U-Net (SD1.x/2.x, SDXL) nor a "
+    raise NodeInputError(f"{DIFFUSION_MATCHER}: 'model' ({name}) is neither a U-Net (SD1.x/2.x, SDXL) nor a "
                          "Flux.1, Flux.2, Chroma, SD3 or Qwen-Image transformer, the families this node reads "
                          f"features from; {_OTHER_MATCHERS}")
 

@@ -53,8 +53,25 @@ def path_of(sampling) -> GaussianPath:
     (2024-03) have only the latter."""
     import comfy.model_sampling
 
+    check_plain_noise(sampling)
     const = getattr(comfy.model_sampling, "CONST", None)
     return RECTIFIED_FLOW if const is not None and isinstance(sampling, const) else EPSILON
+
+
+def check_plain_noise(sampling) -> None:
+    """ValueError for a model sampling whose noising is not x0 plus unit Gaussian noise on its
+    path: newer hosts' image-to-image samplings (IMG_TO_IMG_FLOW / IMG_TO_IMG_VELOCITY, CONST
+    subclasses whose noise_scaling returns the input image) and a ``noise_scale`` other than 1.
+    MIDMs' noising, DDIM steps and inversion assume the plain path; read from ComfyUI 0.38's
+    source, not yet run on such a model."""
+    name = type(sampling).__name__
+    if name.startswith("IMG_TO_IMG"):
+        raise ValueError(f"this model samples as {name}: it starts from an input image, not from noise, so MIDMs' "
+                         "noising and DDIM steps do not apply; use the family's text-to-image model")
+    scale = getattr(sampling, "noise_scale", 1.0)
+    if isinstance(scale, (int, float)) and abs(float(scale) - 1.0) > 1e-6:
+        raise ValueError(f"this model's sampling scales its noise by {float(scale):g} (noise_scale): MIDMs' noising "
+                         "and DDIM steps assume unit noise; set the model's noise scale to 1")
 
 
 def noise_path(model) -> GaussianPath:

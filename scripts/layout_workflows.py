@@ -59,9 +59,9 @@ PAD = 20        # a group's margin around its nodes (below its title bar: PAD / 
 def hosts() -> List[Tuple[str, HostInfo]]:
     out = []
     for label, state in (("2024", REPO / ".comfyui" / "env.json"),
-                         ("current", REPO / ".comfyui-current" / "env.json")):
+                         ("current", REPO / ".comfyui-newest" / "env.json")):
         if not state.is_file():
-            raise SystemExit(f"{state} missing: run scripts/get_comfyui.sh / scripts/get_current_host.sh")
+            raise SystemExit(f"{state} missing: run scripts/get_comfyui.sh / scripts/get_newest_host.sh")
         env = json.loads(state.read_text())
         out.append((label, HostInfo(python=env["python"], comfyui=env["comfyui"], source="env.json")))
     return out
@@ -75,10 +75,12 @@ def measure(paths: List[Path]) -> Dict[str, Dict[str, Any]]:
     out: Dict[str, Dict[str, Any]] = {p.name: {} for p in paths}
     for label, host in hosts():
         is_2024 = label == "2024"
-        for frontend in ([None] if is_2024 else [None, W.FRONTEND_VERSION]):
+        for frontend in ([None] if is_2024 else [None, *W.FRONTEND_VERSIONS]):
             views = ["classic"] if is_2024 else list(W.VIEWS)
             args = W.UIConfig(frontend, "classic").server_args()
             tmp = Path(tempfile.mkdtemp(prefix="midms-layout-"))
+            if not is_2024:
+                args += W.user_directory_args(tmp / "user")
             try:
                 with ComfyServer(host, pack_link="workdir", extra_args=args) as srv:
                     W.stock_server(srv, paths, tmp / "stock")

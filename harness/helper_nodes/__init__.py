@@ -7,6 +7,8 @@ imported by a ComfyUI host, never as ``harness.helper_nodes``.
 """
 import hashlib
 import os
+import sys
+
 import torch
 import folder_paths
 
@@ -14,7 +16,8 @@ import folder_paths
 class MIDMSTestZeroConditioning:
     """CONDITIONING without a text encoder: [[zeros(B, tokens, width), {}]]; with
     pooled_width > 0 also {"pooled_output": zeros(B, pooled_width)} (SDXL: width 2048,
-    pooled_width 1280)."""
+    pooled_width 1280); with -1 {"pooled_output": None}, what the 2025 families' text encoders
+    give (Flux.2 and Chroma read the key)."""
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
@@ -22,14 +25,16 @@ class MIDMSTestZeroConditioning:
             "tokens": ("INT", {"default": 77, "min": 1, "max": 1024}),
             "width": ("INT", {"default": 768, "min": 1, "max": 4096}),
         }, "optional": {
-            "pooled_width": ("INT", {"default": 0, "min": 0, "max": 4096}),
+            "pooled_width": ("INT", {"default": 0, "min": -1, "max": 4096}),
         }}
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "make"
     CATEGORY = "midms/testing"
 
     def make(self, batch_size, tokens, width, pooled_width=0):
-        extra = {"pooled_output": torch.zeros(batch_size, pooled_width)} if pooled_width else {}
+        extra = {"pooled_output": torch.zeros(batch_size, pooled_width)} if pooled_width > 0 else {}
+        if pooled_width < 0:
+            extra = {"pooled_output": None}
         return ([[torch.zeros(batch_size, tokens, width), extra]],)
 
 
@@ -119,6 +124,63 @@ class MIDMSTestTinyFlux:
         return (model, None, vae)
 
 
+def _inprocess_models():
+    """harness.inprocess_models from the checkout that started the server
+    (``MIDMS_HARNESS_REPO``, set by harness.host.ComfyServer), appended to sys.path: the host's
+    own modules (its ``nodes``) stay first."""
+    repo = os.environ.get("MIDMS_HARNESS_REPO")
+    if not repo:
+        raise RuntimeError("MIDMS_HARNESS_REPO is not set: start the server with harness.host.ComfyServer")
+    if repo not in sys.path:
+        sys.path.append(repo)
+    from harness import inprocess_models
+    return inprocess_models
+
+
+TINY_FAMILIES = ["flux2", "zimage", "qwen_image", "chroma"]
+TINY_VAES = {"flux2": "flux2", "zimage": "vae16", "qwen_image": "wan21", "chroma": "vae16"}
+
+
+def _tiny_vae(kind):
+    im = _inprocess_models()
+    return {"flux2": im.build_flux2_vae, "wan21": im.build_wan21_vae, "vae16": im.build_vae16}[kind]()
+
+
+class MIDMSTestTinyCheckpoint:
+    """A loader's outputs (MODEL, CLIP, VAE) for a tiny 2025 family built in the server from the
+    host's own comfy.supported_models class (harness.inprocess_models.build_new_family: Flux.2,
+    Z-Image, Qwen-Image, Chroma), with a tiny VAE of its latent format (Flux.2's VAE, a narrow
+    Wan 2.1 video VAE, a 16-channel TAESD). CLIP is None: its consumers are replaced by
+    MIDMSTestZeroConditioning. Stands in for Load Diffusion Model (MODEL is output 0) or a
+    checkpoint loader: these families' real files cannot be tiny (the host's detection fixes
+    their widths)."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"family": (TINY_FAMILIES,)}}
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+    CATEGORY = "midms/testing"
+
+    def load(self, family):
+        model = _inprocess_models().build_new_family(family)
+        return (model, None, _tiny_vae(TINY_VAES[family]))
+
+
+class MIDMSTestTinyVAE:
+    """Load VAE's output for the tiny families: "flux2" (the host's Flux.2 VAE, 128 channels at
+    16 px, seeded at its fixed full width), "wan21" (a narrow Wan 2.1 video VAE, Qwen-Image's),
+    "vae16" (a 16-channel TAESD: Flux's latent space, Z-Image's and Chroma's)."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"kind": (sorted(set(TINY_VAES.values())),)}}
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "midms/testing"
+
+    def load(self, kind):
+        return (_tiny_vae(kind),)
+
+
 class MIDMSTestString:
     """A STRING output from a text widget: what a points editor (KJNodes) or a text node hands a
     STRING input that only takes links (``forceInput``). The 2024 host has no core node with a
@@ -137,6 +199,8 @@ class MIDMSTestString:
 NODE_CLASS_MAPPINGS = {
     "MIDMSTestString": MIDMSTestString,
     "MIDMSTestTinyFlux": MIDMSTestTinyFlux,
+    "MIDMSTestTinyCheckpoint": MIDMSTestTinyCheckpoint,
+    "MIDMSTestTinyVAE": MIDMSTestTinyVAE,
     "MIDMSTestZeroConditioning": MIDMSTestZeroConditioning,
     "MIDMSTestRaise": MIDMSTestRaise,
     "MIDMSTestSaveTensor": MIDMSTestSaveTensor,

@@ -257,6 +257,6 @@ def test_other_transformers_are_refused_by_name(node, dit):
             self.single_blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
 
     fake = SimpleNamespace(model=SimpleNamespace(diffusion_model=LooksLikeFlux(), model_config=dit.model.model_config))
-    with pytest.raises(ValueError, match=r"LooksLikeFlux is neither a U-Net .* nor a Flux\.1, Flux\.2, Chroma, SD3 or "
+    with pytest.raises(ValueError, match=r"LooksLikeFlux\) is neither a U-Net .* nor a Flux\.1, Flux\.2, Chroma, SD3 or "
                                          r"Qwen-Image transformer.*Edge Matcher"):
         _matcher(node, fake)

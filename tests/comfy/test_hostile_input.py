@@ -934,6 +934,50 @@ VAE16 = "tiny_vae16_hostile.safetensors"
 CURRENT = "ModelSamplingSD3"  # rows that need SD3 / rectified flow: hosts after 2024-03
 
 
+NEW_FAMILIES_HOST = "EmptyFlux2LatentImage"  # rows with the 2025 families: hosts with Flux.2 (0.3.75 on)
+
+
+def tiny_family(family: str) -> dict:
+    """Node "80": a tiny model of a 2025 family with its own VAE (MIDMSTestTinyCheckpoint)."""
+    return {"80": {"class_type": "MIDMSTestTinyCheckpoint", "inputs": {"family": family}}}
+
+
+def on_family(graph: dict, family: str) -> dict:
+    """A graph whose model, VAE and text conditioning are the tiny ``family``'s (node "80")."""
+    g = with_nodes(graph, **tiny_family(family))
+    for node in g.values():
+        for name, value in list(node["inputs"].items()):
+            if value == ["1", 0] or value == ["1", 2]:
+                node["inputs"][name] = ["80", value[1]]
+        if node["class_type"] == "MIDMSTestZeroConditioning":
+            node["inputs"].update(width=64, pooled_width=-1)
+    return g
+
+
+def new_family_cases() -> list[Case]:
+    """The 2025 families (Flux.2, Z-Image, Qwen-Image, Chroma): the feature matcher on each DiT,
+    a video latent of several frames, and a Flux.2 latent (128 channels) meeting SD1.5."""
+    frames = {"81": repeat(["3", 0], 5),  # 5 images -> a Wan 2.1 latent of 2 frames
+              "82": {"class_type": "VAEEncode", "inputs": {"pixels": ["81", 0], "vae": ["80", 2]}}}
+    return [
+        Case("2025 families: DIFT on Z-Image (its blocks cannot be read: refused by name)",
+             lambda: on_family(dift_graph(), "zimage"), "error", node="31", input="model",
+             says=("MIDMs Diffusion Feature Matcher", "Z-Image"), needs=NEW_FAMILIES_HOST),
+        *[Case(f"2025 families: DIFT on {label}", lambda f=family: on_family(dift_graph(), f), "ok",
+               needs=NEW_FAMILIES_HOST)
+          for family, label in (("flux2", "Flux.2 (global modulation)"), ("qwen_image", "Qwen-Image"),
+                                ("chroma", "Chroma"))],
+        Case("2025 families: Qwen-Image, a video latent of 2 frames into the interleaved SAMPLER",
+             lambda: with_nodes(on_family(sampler_custom_graph(latent=["82", 0]), "qwen_image"), **frames),
+             "error", node="11", input="latent_image", says=("video latent of 2 frames", "one image per latent"),
+             needs=NEW_FAMILIES_HOST),
+        Case("2025 families: Flux.2 context (128 channels, 16 px cells) with an SD1.5 model",
+             lambda: with_nodes(sampler_custom_graph(**{"4.vae": ["80", 2]}), **tiny_family("flux2")),
+             "error", node="9", input="match", says=("128-channel latents", "'model' (SD15) works on 4-channel"),
+             needs=NEW_FAMILIES_HOST),
+    ]
+
+
 def family_cases() -> list[Case]:
     """Latents of one model family meeting a model of another, two noise paths in one bridge,
     numerically broken latents, and the depth a schedule really reaches."""
@@ -1005,7 +1049,7 @@ def special_cases() -> list[Case]:
 
 
 ALL_CASES = (bounds_cases() + sampler_cases() + image_cases() + exemplar_set_cases() + anchors_cases()
-             + model_file_cases() + family_cases() + special_cases())
+             + model_file_cases() + family_cases() + new_family_cases() + special_cases())
 
 
 # --------------------------------------------------------------------------------------------
@@ -1206,8 +1250,8 @@ def test_hostile_input_table(server, tmp_path_factory, capsys):
     for case in selected:
         start = time.monotonic()
         if case.needs is not None and case.needs not in classes:
-            case.observed = (f"skipped: this host predates {case.needs} (no SD3, rectified-flow sampling or "
-                             "16-channel VAE); a current host runs it")
+            case.observed = (f"skipped: this host lacks {case.needs} (the model families or sampling that "
+                             "row needs); a newer host runs it")
             rows.append((case, 0.0))
             continue
         try:

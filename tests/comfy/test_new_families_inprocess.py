@@ -222,7 +222,7 @@ def test_zimage_is_refused_by_name(node, models, pack):
     the node refuses it when it runs, naming the family and what to use instead."""
     error = __import__(f"{pack.package}.host_adapters.errors", fromlist=["NodeInputError"]).NodeInputError
     model = model_of(models, "zimage")
-    with pytest.raises(error, match=r"MIDMs Diffusion Feature Matcher \(DIFT\): this model is a Z-Image / Lumina 2 "
+    with pytest.raises(error, match=r"MIDMs Diffusion Feature Matcher \(DIFT\): 'model' is a Z-Image / Lumina 2 "
                                     r"transformer.*block-replacement hook.*Edge Matcher"):
         _matcher(node, model)
 
@@ -263,3 +263,36 @@ def test_qwen_image_reference_tokens_half_of_the_embedding(models, pack):
         assert a.shape == (2, HIDDEN)
         torch.testing.assert_close(a, b)
     assert plain[2] is block.img_norm1
+
+
+def test_samplings_that_do_not_noise_plainly_are_refused(h, pack):
+    """ComfyUI 0.38's image-to-image samplings (IMG_TO_IMG_FLOW / IMG_TO_IMG_VELOCITY: CONST
+    subclasses whose noise_scaling returns the input image) and a noise_scale other than 1 do not
+    noise as x0 plus unit noise: the noise path refuses them (read from 0.38's source; these
+    hosts have neither, so both are made here as subclasses of this host's own classes). The
+    host's own samplings, and a noise_scale of exactly 1, pass."""
+    import comfy.model_sampling as ms
+
+    noise_paths = pack.noise_paths
+    const = getattr(ms, "CONST", None)
+    if const is None:
+        pytest.skip("this host has no CONST sampling (2024-03)")
+
+    class IMG_TO_IMG_FLOW(ms.ModelSamplingDiscreteFlow, const):
+        pass
+
+    class Scaled(ms.ModelSamplingDiscreteFlow, const):
+        noise_scale = 0.5
+
+    class Unit(ms.ModelSamplingDiscreteFlow, const):
+        noise_scale = 1.0
+
+    with pytest.raises(ValueError, match="IMG_TO_IMG_FLOW: it starts from an input image"):
+        noise_paths.path_of(IMG_TO_IMG_FLOW())
+    with pytest.raises(ValueError, match=r"scales its noise by 0\.5 \(noise_scale\)"):
+        noise_paths.path_of(Scaled())
+    assert noise_paths.path_of(Unit()).kind == pack.core.RECTIFIED_FLOW.kind
+    for family in ("flux2", "zimage", "qwen_image", "chroma"):
+        if host_has(NEW_FAMILIES[family][0]):
+            model = build(family)
+            assert noise_paths.noise_path(model).kind == pack.core.RECTIFIED_FLOW.kind, family

@@ -63,7 +63,13 @@ NAMES = [p.stem for p in UI_FILES]
 SHIPPED = {"midms_edge_to_photo_sd15", "midms_sampler_custom_sd15",
            "midms_sampler_custom_advanced_sd15", "midms_edge_to_photo_sdxl", "midms_dift_sd15",
            "midms_controlnet_sd15", "midms_flux", "midms_ddib_two_checkpoints_sd15", "midms_ddib_two_prompts_sd15",
-           "midms_two_exemplars_sd15", "midms_label_map_sd15", "midms_anchors_face_sd15", "midms_anchors_pose_sd15"}
+           "midms_two_exemplars_sd15", "midms_label_map_sd15", "midms_anchors_face_sd15", "midms_anchors_pose_sd15",
+           "midms_flux2", "midms_z_image"}
+# the split-file workflows of the 2025 families -> (tiny family of MIDMSTestTinyCheckpoint, its VAE
+# for MIDMSTestTinyVAE, host supported_models class, latent channels, pixels per latent cell)
+SPLIT_FILE = {"midms_flux2": ("flux2", "flux2", "Flux2", 128, 16),
+              "midms_z_image": ("zimage", "vae16", "ZImage", 16, 8)}
+CLIP_TYPE = {"midms_flux2": "flux2", "midms_z_image": "lumina2"}  # Load CLIP's type in their examples
 # DDIB graphs translate ONE input photo (no condition / exemplar pair)
 DDIB = {name for name in NAMES if "_ddib_" in name}
 TINY_LAST_OUTPUT_BLOCK = 1  # the tiny checkpoints' U-Nets have output blocks 0..1
@@ -350,8 +356,12 @@ def test_ui_workflow_is_well_formed(name):
     assert check_ui_workflow(ui) == []
     types = [n["type"] for n in ui["nodes"]]
     assert "Note" in types, "each workflow explains itself in a Note"
-    for required in ("CheckpointLoaderSimple", "CLIPTextEncode", "LoadImage", "VAEDecode", "SaveImage"):
+    loaders = ("UNETLoader", "CLIPLoader", "VAELoader") if name in SPLIT_FILE else ("CheckpointLoaderSimple",)
+    for required in loaders + ("CLIPTextEncode", "LoadImage", "VAEDecode", "SaveImage"):
         assert required in types, required
+    if name in SPLIT_FILE:  # loaded as ComfyUI's own example for the family loads it
+        clip_types = [n["widgets_values"][1] for n in ui["nodes"] if n["type"] == "CLIPLoader"]
+        assert clip_types == [CLIP_TYPE[name]], clip_types
     images = sorted(n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "LoadImage")
     assert images == expected_images(name)
     keypoint_files = sorted(n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "MIDMsLoadKeypoints")
@@ -449,6 +459,8 @@ def test_ui_workflow_converts_to_shipped_api(name, object_info, host):
     if missing and set(missing) <= set(ADVANCED_NODES) and host.is_2024_snapshot:
         pytest.skip(f"the 2024 host has no {', '.join(missing)}: no widget definitions to convert "
                     "with (checked on current hosts)")
+    if name in SPLIT_FILE and SPLIT_FILE[name][2] not in host.model_classes():
+        pytest.skip(f"this host has no comfy.supported_models.{SPLIT_FILE[name][2]} (checked on ComfyUI 0.3.75)")
     assert not missing, f"host lacks {missing}"
     assert ui_to_api(ui, object_info) == api
     # and every API input is one the node defines (no stale widget names)
@@ -524,7 +536,19 @@ def runnable_prompt(name: str, prompt: dict) -> tuple[dict, str, int]:
                 assert node["inputs"]["width"] == node["inputs"]["height"] == 1024
                 node["inputs"].update(width=SDXL_TEST_SIZE, height=SDXL_TEST_SIZE)
                 side = SDXL_TEST_SIZE
-    if "flux" in name:
+    if name in SPLIT_FILE:
+        family, vae_kind = SPLIT_FILE[name][:2]
+        for nid, node in list(prompt.items()):
+            if node["class_type"] == "UNETLoader":
+                node.update(class_type="MIDMSTestTinyCheckpoint", inputs={"family": family})
+            elif node["class_type"] == "VAELoader":
+                node.update(class_type="MIDMSTestTinyVAE", inputs={"kind": vae_kind})
+            elif node["class_type"] == "CLIPLoader":
+                del prompt[nid]  # its only consumers, the text encodes, are replaced below
+            elif node["class_type"] == "CLIPTextEncode":
+                node.update(class_type="MIDMSTestZeroConditioning",
+                            inputs={"batch_size": 1, "tokens": 77, "width": 64, "pooled_width": -1})
+    elif "flux" in name:
         for node in prompt.values():
             if node["class_type"] == "CheckpointLoaderSimple":
                 node["class_type"] = "MIDMSTestTinyFlux"
@@ -562,6 +586,8 @@ def test_api_workflow_runs(name, server, object_info, host, tmp_path_factory):
     if missing and set(missing) <= set(ADVANCED_NODES) and host.is_2024_snapshot:
         pytest.skip(f"the 2024 host predates {', '.join(missing)}; run with COMFYUI_PATH set to a "
                     "current ComfyUI for this workflow")
+    if name in SPLIT_FILE and SPLIT_FILE[name][2] not in host.model_classes():
+        pytest.skip(f"this host has no comfy.supported_models.{SPLIT_FILE[name][2]} (checked on ComfyUI 0.3.75)")
     assert not missing, f"host lacks {missing}"
     prompt, probe, side = runnable_prompt(name, prompt)
     t0 = time.monotonic()
@@ -592,8 +618,8 @@ def test_api_workflow_runs(name, server, object_info, host, tmp_path_factory):
 
     # the final latent and image: shapes and finite values
     stats = {s["key"]: s for s in outputs[probe]["midms_stats"]}
-    channels = 16 if "flux" in name else 4
-    assert stats["latent"]["shape"] == [1, channels, side // 8, side // 8] and stats["latent"]["finite"]
+    channels, cell = SPLIT_FILE[name][3:] if name in SPLIT_FILE else (16 if "flux" in name else 4, 8)
+    assert stats["latent"]["shape"] == [1, channels, side // cell, side // cell] and stats["latent"]["finite"]
     assert stats["image"]["shape"] == [1, side, side, 3] and stats["image"]["finite"]
     assert 0.0 <= stats["image"]["min"] <= stats["image"]["max"] <= 1.0
     assert stats["latent"]["std"] > 0

@@ -454,6 +454,18 @@ def set_view(driver, view: str) -> Dict[str, Any]:
     return state
 
 
+def remount_vue_view(driver, view: str) -> None:
+    """After loading a workflow into a Vue node view: switch the view off and on, so it mounts
+    the nodes of the graph now loaded. 1.27's experimental view keeps the elements of the graph
+    it was switched on with (the start-up default graph's KSampler and Load Checkpoint over a
+    loaded workflow); later views follow the loaded graph, and remounting changes nothing there."""
+    if view != "vue":
+        return
+    set_view(driver, "classic")
+    set_view(driver, "vue")
+    time.sleep(0.5)
+
+
 # Load a workflow the way the UI does. Reports unregistered node types, a dialog left open (the
 # 2024 UI's "node types were not found"), and what each node got.
 JS_LOAD = r"""
@@ -463,6 +475,10 @@ const [workflow, done] = arguments;
   const unregistered = [...new Set(types.filter(t => !(t in LiteGraph.registered_node_types)))];
   const dialog = app.ui?.dialog;  // the 2024 UI's ComfyDialog (newer front ends keep one)
   dialog?.close();
+  // empty the graph first: 1.27's experimental Vue view keeps the elements of the last graph's
+  // nodes where the new graph reuses their ids (it showed one workflow's nodes over another's)
+  app.graph?.clear?.();
+  await new Promise(r => setTimeout(r, 100));
   await app.loadGraphData(workflow);
   const visible = !!dialog && dialog.element.style.display !== "none";
   const nodes = app.graph._nodes.map(node => ({

@@ -4,9 +4,9 @@
     .venv-comfy-current/bin/python scripts/layout_workflows.py --write    # ... and rewrite
 
 Each workflow is opened in every front end and node view the web-UI test covers
-(``harness.web_ui``): the 2024 host's own UI (classic canvas), ComfyUI 0.3.64's own front end
-and comfyui-frontend-package 1.58.1 (``scripts/get_frontend.sh``), each in the classic and the
-Vue node view. After the front end has sized every node, each node's rectangle is read from the
+(``harness.web_ui``): the 2024 host's own UI (classic canvas), ComfyUI 0.3.75's own front end
+(1.32.9) and comfyui-frontend-package 1.58.1 and 1.27.10 (``scripts/get_frontend.sh``), each in
+the classic and the Vue node view. After the front end has sized every node, each node's rectangle is read from the
 page (classic: node.pos / node.size + title bar; Vue: its DOM element).
 
 From those rectangles, per node:
@@ -17,8 +17,9 @@ From those rectangles, per node:
 * its footprint, the room the layout keeps for it: that size. 1.27's experimental Vue view sizes
   nodes from their content alone, whatever the saved size says (every node with a widget at
   least 430 px wide, rows 1.5x as tall, images at full width, text boxes growing with their
-  text), so no saved size bounds it; ``--room-for-unsized`` keeps room for its rectangles too,
-  which makes every layout far sparser in the other views.
+  text), and 1.32's sizes image nodes from their previews, so no saved size bounds them;
+  ``--room-for-unsized`` keeps room for their rectangles too (sparser layouts in the other views;
+  the shipped files are laid out with it, so every view opens clean).
 
 Then the layout: each node belongs to the group it overlapped most in the saved layout; inside
 each group, then among groups and ungrouped nodes, any two footprints closer than GAP are
@@ -28,7 +29,7 @@ hold its nodes (PAD around them, below its title bar). ``--write`` saves pos, si
 bounding into the UI JSON files and nothing else: node ids, links, widgets_values (so the API
 twins) are untouched. Run it again after writing: it should find nothing to move.
 
-Needs both hosts (scripts/get_comfyui.sh, scripts/get_current_host.sh), the frontend package
+Needs both hosts (scripts/get_comfyui.sh, scripts/get_newest_host.sh), the frontend packages
 (scripts/get_frontend.sh), chromium (scripts/get_browser.sh). About 10 minutes on 2 cores.
 """
 
@@ -93,6 +94,7 @@ def measure(paths: List[Path]) -> Dict[str, Dict[str, Any]]:
                             for path in paths:
                                 wf = W.load_json(path)
                                 report = driver.execute_async_script(W.JS_LOAD, wf)
+                                W.remount_vue_view(driver, view)
                                 if "exception" in report or report["unregistered"]:
                                     print(f"  {config} {path.name}: cannot load "
                                           f"({report.get('exception') or report['unregistered']})")

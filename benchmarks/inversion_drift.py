@@ -7,7 +7,7 @@ prompt is run in practice) and 10 / 25 / 50 steps. The prompt differs from the n
 guidance changes every step. Error = relative RMS in latent space (0 = exact).
 
 Run with the host's interpreter:  .venv-comfy/bin/python -m benchmarks.inversion_drift
-Writes benchmarks/inversion_drift.md (the README quotes it).
+Writes benchmarks/inversion_drift.md (benchmarks/README.md quotes it).
 """
 
 from __future__ import annotations

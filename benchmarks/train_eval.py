@@ -1,6 +1,6 @@
 """Train the correspondence networks on skimage photos, then score them on held-out photos.
 
-    python -m benchmarks.train_eval                  # the README's run: 800 steps (~15 min on 2 CPU cores)
+    python -m benchmarks.train_eval                  # docs/training.md's run: 800 steps (~15 min on 2 CPU cores)
     python -m benchmarks.train_eval --steps 40       # a smoke run
 
 Training photos: the scikit-image photos the benchmarks never use (TRAIN_PHOTOS; ``cat`` is left

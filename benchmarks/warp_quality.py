@@ -101,7 +101,7 @@ class BenchConfig:
     conditions: Sequence[str] = CONDITIONS
     size: int = 256
     shift_px: float = 20.0  # mean |d| of the deformation
-    threshold: float = 1.5  # cycle check, latent cells (the demo's; see README)
+    threshold: float = 1.5  # cycle check, latent cells (the demo's; see docs/demo.md)
     tps_grid: int = 3
     cases: Optional[int] = None  # at most this many (photo, seed) deformations
 

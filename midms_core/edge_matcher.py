@@ -60,7 +60,7 @@ Rings = Sequence[tuple[float, float]]
 DEFAULT_RINGS: tuple[tuple[float, float], ...] = ((0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (3.0, 7.0))
 # Locality prior width as a fraction of the exemplar grid's larger side (0.96 cells at 32 x 32,
 # 3.8 at 128 x 128).
-# Measured (benchmarks/cross_instance.py, warp_quality.py): see the README's table.
+# Measured (benchmarks/cross_instance.py, warp_quality.py): see benchmarks/README.md.
 DEFAULT_LOCALITY = 0.03
 DEFAULT_LATENT_RINGS: tuple[tuple[float, float], ...] = ((1.0, 2.0), (2.0, 4.0), (3.0, 7.0))
 

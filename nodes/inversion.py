@@ -69,7 +69,7 @@ class MIDMsDDIBTranslate:
                 "latent_image": ("LATENT", {"tooltip": "The VAE-encoded image to translate."}),
                 **_bridge_inputs(),
                 "cfg_a": ("FLOAT", {"default": 1.0, **cfg, "tooltip": "Guidance of the inversion. Keep 1: above "
-                                    "about 2 the inversion drifts and the structure is lost (README table)."}),
+                                    "about 2 the inversion drifts and the structure is lost (table in benchmarks/README.md)."}),
                 "cfg_b": ("FLOAT", {"default": 1.0, **cfg, "tooltip": "Guidance of the regeneration (1 = the exact "
                                     "bridge; higher pushes harder towards positive_b)."}),
             }

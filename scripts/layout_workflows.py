@@ -159,14 +159,17 @@ def relax(items: Dict[Any, Rect], orig: Dict[Any, Rect], gap: float) -> Dict[Any
 
 def node_extents(wf: Dict[str, Any], measured: Dict[str, Any],
                  room_for_unsized: bool = False) -> Dict[Any, Dict[str, float]]:
-    """Per node id: ``title`` (how far above pos a view draws it), ``size`` [w, h] (the largest
-    the views that size nodes from their saved size give it), ``foot`` [w, h] (the room the
-    layout keeps for it: ``size``, or with ``room_for_unsized`` the largest extent right of pos.x
-    and below pos.y that any view draws, 1.27's Vue view included)."""
+    """Per node id: ``title`` (how far above pos a view draws it), ``size`` [w, h] (the saved size,
+    grown to the largest a classic view computes for the node, ``computeSize``: what its widgets
+    need. Vue views grow a node to its content whatever the saved size, so the saved size is the
+    classic views' one), ``foot`` [w, h] (the room the layout keeps for
+    it: the largest extent right of pos.x and below pos.y that a view sizing it from the saved
+    size draws, and with ``room_for_unsized`` any view, 1.27's Vue view included)."""
     out = {}
     for node in wf["nodes"]:
         saved_w, saved_h = node["size"]
-        title, size_w, size_h, foot_w, foot_h = 30.0, saved_w, saved_h, saved_w, saved_h
+        title, foot_w, foot_h = 30.0, 0.0, 0.0
+        computed = []
         for config, rects in measured.items():
             got = next((n for n in rects["nodes"] if str(n["id"]) == str(node["id"])), None)
             if got is None or got["rect"] is None:
@@ -177,8 +180,10 @@ def node_extents(wf: Dict[str, Any], measured: Dict[str, Any],
             if got["sized"] or room_for_unsized:
                 title = max(title, py - y)
                 foot_w, foot_h = max(foot_w, right), max(foot_h, below)
-            if got["sized"]:
-                size_w, size_h = max(size_w, right, got["size"][0]), max(size_h, below, got["size"][1])
+            if config.endswith("-classic") and got.get("computed"):
+                computed.append(got["computed"])
+        size_w = max([saved_w] + [c[0] for c in computed])
+        size_h = max([saved_h] + [c[1] for c in computed])
         out[node["id"]] = {"title": math.ceil(title), "size": [math.ceil(size_w), math.ceil(size_h)],
                            "foot": [math.ceil(max(foot_w, size_w)), math.ceil(max(foot_h, size_h))]}
     return out

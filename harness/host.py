@@ -612,7 +612,20 @@ class InProcessHost:
         torch_ = importlib.import_module("torch")
         torch_.set_num_threads(int(os.environ.get("MIDMS_COMFY_THREADS", "1")))  # see ComfyServer.start
         self.server = _NullServer()
-        self.executor = self.execution.PromptExecutor(self.server)
+        self.executor = self._executor()
+
+    def _executor(self):
+        """The host's PromptExecutor as its main.py builds it: hosts since late 2025 take
+        ``cache_args`` and read ``cache_args["ram"]`` after every node (None there fails)."""
+        import importlib
+        import inspect
+
+        executor = self.execution.PromptExecutor
+        if "cache_args" not in inspect.signature(executor).parameters:
+            return executor(self.server)
+        args = importlib.import_module("comfy.cli_args").args
+        return executor(self.server, cache_args={"lru": getattr(args, "cache_lru", 0),
+                                                 "ram": getattr(args, "cache_ram", 0)})
 
     @property
     def models_dir(self) -> Path:

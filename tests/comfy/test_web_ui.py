@@ -554,13 +554,7 @@ def test_shipped_ui_workflows_found():
 def test_workflow_opens_clean(config, path, ui_pool, web_host, tmp_path):
     _require_frontend(config)
     wf = _load(path)
-    driver = ui_pool.page(config.frontend)
-    server = ui_pool.server(config.frontend)
-    newer = config.frontend is not None
-    _close_dialogs(driver)
-    state = set_view(driver, config.view)
-    where = f"{path.name} in front end {state['version'] or 'legacy'} ({config.view} view)"
-    severe_console_entries(driver, server.url, newer)  # drain
+    driver, server, newer, where = _open_view(ui_pool, config, path)
 
     registered = set(driver.execute_script("return Object.keys(LiteGraph.registered_node_types)"))
     absent = sorted({n["type"] for n in wf["nodes"]} - registered)
@@ -583,6 +577,19 @@ def test_workflow_opens_clean(config, path, ui_pool, web_host, tmp_path):
     assert not problems, (f"{where}: the layout is broken once the front end has sized the nodes "
                           f"(screenshot {shot}):\n" + "\n".join(problems))
 
+
+
+def _open_view(ui_pool, config: UIConfig, path: Path):
+    """The page and server of ``config``'s front end in its view, dialogs closed and the console
+    drained: (driver, server, newer front end?, where: the words naming it in messages)."""
+    driver = ui_pool.page(config.frontend)
+    server = ui_pool.server(config.frontend)
+    newer = config.frontend is not None
+    _close_dialogs(driver)
+    state = set_view(driver, config.view)
+    where = f"{path.name} in front end {state['version'] or 'legacy'} ({config.view} view)"
+    severe_console_entries(driver, server.url, newer)  # drain
+    return driver, server, newer, where
 
 
 def _content_sized(config: UIConfig, rects: Dict[str, Any]) -> bool:
@@ -610,13 +617,7 @@ def test_readout_on_the_node_after_a_run(config, ui_pool, web_host, tmp_path):
     if path is None:
         pytest.skip("no workflow with a MIDMs DDIM Round Trip node (MIDMS_UI_WORKFLOWS)")
     wf = _load(path)
-    driver = ui_pool.page(config.frontend)
-    server = ui_pool.server(config.frontend)
-    newer = config.frontend is not None
-    _close_dialogs(driver)
-    state = set_view(driver, config.view)
-    where = f"{path.name} in front end {state['version'] or 'legacy'} ({config.view} view)"
-    severe_console_entries(driver, server.url, newer)  # drain
+    driver, server, newer, where = _open_view(ui_pool, config, path)
     report = driver.execute_async_script(JS_LOAD, wf)
     assert "exception" not in report and not report["unregistered"], report
     remount_vue_view(driver, config.view)

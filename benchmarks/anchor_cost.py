@@ -13,22 +13,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-
-from pathlib import Path
-
 import torch.nn.functional as F
 from torch import Tensor
 
-from midms_core.anchor_field import FieldSettings, anchor_field, anchor_prior
-from midms_core.anchoring import bind_anchored
-from midms_core.confidence import warp_with_confidence
-from midms_core.edge_matcher import EdgeDescriptorMatcher
-from midms_core.keypoints import BODY_COCO18
-from midms_core.matchers import MatchSide
 from benchmarks.tables import Table, machine, publish, ratio
+from midms_core.anchors.binding import bind_anchored
+from midms_core.anchors.field import FieldSettings, anchor_field, anchor_prior
+from midms_core.anchors.keypoints import BODY_COCO18
+from midms_core.confidence import warp_with_confidence
+from midms_core.matchers.base import MatchSide
+from midms_core.matchers.edge import EdgeDescriptorMatcher
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUTS = ROOT / "workflows" / "inputs"

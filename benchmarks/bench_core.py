@@ -77,7 +77,7 @@ def sampler_table(sides: list[int], steps: int = 4, repeats: int = 3) -> Table:
                   "rlrrr")
     torch.manual_seed(0)
     denoiser = ToyDenoiser().eval()
-    sigmas = mc.strength_sigmas(mc.sigma_from_alpha_bar(mc.ldm_alphas_cumprod()), steps, 0.25).float()
+    sigmas = mc.strength_sigmas(mc.schedules.sigma_from_alpha_bar(mc.schedules.ldm_alphas_cumprod()), steps, 0.25).float()
     nets = mc.init_networks(mc.CorrespondenceConfig(latent_channels=4, label_channels=3), seed=0)
     for side in sides:
         latent = torch.randn(1, 4, side, side)

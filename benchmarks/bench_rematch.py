@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 import midms_core as mc
-from midms_core.label_maps import canny_edge_map
 from benchmarks.tables import Table, machine, publish, ratio
+from midms_core.networks.label_maps import canny_edge_map
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE_ISSUE_9 = "3dca661"  # the tree before the structural pass

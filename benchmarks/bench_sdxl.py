@@ -140,14 +140,14 @@ def profile_rematch(x0_features: Callable, exem_features: torch.Tensor, x0: torc
     prof["features"], feats = median_timed(lambda: x0_features(x0), repeats)
     prof["channels"] = int(feats.shape[1])
     prof["normalise"], (cn, en) = median_timed(
-        lambda: (mc.centre_normalise(feats), mc.centre_normalise(exem_features)), repeats)
+        lambda: (mc.correspondence.centre_normalise(feats), mc.correspondence.centre_normalise(exem_features)), repeats)
     hy, wy = exem_features.shape[-2:]
     hx, wx = feats.shape[-2:]
-    values = torch.cat([exemplar.float(), mc.coordinate_grid(1, hy, wy)], dim=1)
+    values = torch.cat([exemplar.float(), mc.correspondence.coordinate_grid(1, hy, wy)], dim=1)
     # mc's own AttentionSettings: ``settings`` comes from the loaded pack, whose classes are not mc's
     kernel = mc.AttentionSettings(tau=settings.tau, clamp_negative=settings.clamp_negative, chunk_bytes=settings.chunk_bytes)
-    prof["forward"], fwd = median_timed(lambda: mc.attend(cn, en, values, kernel, normalised=True), repeats)
-    prof["backward"], bwd = median_timed(lambda: mc.attend(en, cn, mc.coordinate_grid(1, hx, wx), kernel,
+    prof["forward"], fwd = median_timed(lambda: mc.correspondence.attend(cn, en, values, kernel, normalised=True), repeats)
+    prof["backward"], bwd = median_timed(lambda: mc.correspondence.attend(en, cn, mc.correspondence.coordinate_grid(1, hx, wx), kernel,
                                                            normalised=True), repeats)
     prof["mask"], _ = median_timed(lambda: mc.hard_confidence(mc.cycle_distance(fwd[:, 4:], bwd), settings.threshold,
                                                               settings.smooth), repeats)

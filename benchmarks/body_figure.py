@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from midms_core.anchor_field import FieldSettings, anchor_field, robust_fit, to_cells
-from midms_core.keypoints import BODY_COCO18
 from benchmarks.tables import Table, machine, publish
+from midms_core.anchors.field import FieldSettings, anchor_field, robust_fit, to_cells
+from midms_core.anchors.keypoints import BODY_COCO18
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MARKDOWN = ROOT / "benchmarks" / "body_figure.md"

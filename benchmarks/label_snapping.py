@@ -14,7 +14,7 @@ subsampling). The exemplar map stays clean.
 * before: the old snapping (``condition_palette`` of the node until this change, reimplemented
   here): the palette is the condition map's 64 most frequent exact colours, and both maps'
   cells go to the nearest palette colour.
-* after: :mod:`midms_core.label_colours` as the node uses it (colour_tolerance 24): the
+* after: :mod:`midms_core.exemplars.label_colours` as the node uses it (colour_tolerance 24): the
   condition map's colours clustered (:func:`cluster_palette`), condition cells to the nearest
   label, exemplar cells to the nearest label within the tolerance (else none).
 
@@ -36,8 +36,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from benchmarks.tables import Table
-from midms_core.exemplars import colour_labels, labels_on_grid
-from midms_core.label_colours import DEFAULT_TOLERANCE, cluster_palette, snap_colours
+from midms_core.exemplars.label_colours import DEFAULT_TOLERANCE, cluster_palette, snap_colours
+from midms_core.exemplars.regions import colour_labels, labels_on_grid
 
 REPO = Path(__file__).resolve().parents[1]
 INPUTS = REPO / "workflows" / "inputs"
@@ -195,7 +195,7 @@ channel, or through JPEG quality 75 (PIL, 4:2:0 chroma subsampling); the exempla
 * **before**: the palette was the condition map's 64 most frequent exact colours and both maps
   snapped to the nearest of them. With noise or JPEG, those 64 are noisy copies of the largest
   labels; every noisy condition cell stays its own colour, which no exemplar cell snaps to.
-* **after** (`midms_core.label_colours`, colour_tolerance 24): the condition map's colours are
+* **after** (`midms_core.exemplars.label_colours`, colour_tolerance 24): the condition map's colours are
   clustered (greedy seeding by frequency, weighted k-means, centres within the tolerance merged;
   border blends with almost no 3 x 3 core dropped), condition cells go to the nearest label,
   exemplar cells to the nearest label within the tolerance, or to none.

@@ -24,16 +24,16 @@ from benchmarks.peak_memory import measure, run_child
 
 def dense_warp_with_confidence(cond: torch.Tensor, exem: torch.Tensor, values: torch.Tensor, tau: float = 0.005):
     """The official code's evaluation: one dense correlation matrix, softmax along both axes."""
-    q = mc.centre_normalise(cond).flatten(2)
-    k = mc.centre_normalise(exem).flatten(2)
+    q = mc.correspondence.centre_normalise(cond).flatten(2)
+    k = mc.correspondence.centre_normalise(exem).flatten(2)
     corr = torch.einsum("bcn,bcm->bnm", q, k).clamp(min=0)  # (B, Nx, Ny)
     forward_w = torch.softmax(corr / tau, dim=2)
-    grid_y = mc.coordinate_grid(1, *exem.shape[-2:]).flatten(2)
+    grid_y = mc.correspondence.coordinate_grid(1, *exem.shape[-2:]).flatten(2)
     warped = torch.einsum("bnm,bcm->bcn", forward_w, values.flatten(2))
     forward = torch.einsum("bnm,bcm->bcn", forward_w, grid_y)
     del forward_w
     backward_w = torch.softmax(corr / tau, dim=1)
-    grid_x = mc.coordinate_grid(1, *cond.shape[-2:]).flatten(2)
+    grid_x = mc.correspondence.coordinate_grid(1, *cond.shape[-2:]).flatten(2)
     backward = torch.einsum("bnm,bcn->bcm", backward_w, grid_x)
     h, w = cond.shape[-2:]
     dist = mc.cycle_distance(forward.view(1, 2, h, w), backward.view(1, 2, *exem.shape[-2:]))
@@ -50,7 +50,7 @@ def method_call(method: str, cond: torch.Tensor, exem: torch.Tensor, latent: tor
     if method == "dense":
         return lambda: dense_warp_with_confidence(cond, exem, latent)
     side = cond.shape[-1]
-    kwargs = ({"prior": mc.SpatialPrior(mc.coordinate_grid(1, side, side) * 0.9 + 0.05 * side, 0.03 * side)}
+    kwargs = ({"prior": mc.SpatialPrior(mc.correspondence.coordinate_grid(1, side, side) * 0.9 + 0.05 * side, 0.03 * side)}
               if method == "prior" else {"passes": method})
     return lambda: mc.warp_with_confidence(cond, exem, latent, **kwargs)
 

@@ -32,21 +32,14 @@ import torch.nn.functional as F
 
 from benchmarks.tables import Table, machine, publish
 from benchmarks.warp_quality import stand_in_encode
+from harness.metrics import latent_flow_to_pixels, masked_psnr
+from harness.photos import load_photo
 from midms_core import EdgeDescriptorMatcher, MatchSide, WarpSettings, warp_with_confidence
-from midms_core.evaluation import (
-    canny_condition,
-    deform,
-    label_palette,
-    latent_flow_to_pixels,
-    latent_ground_truth,
-    load_photo,
-    masked_psnr,
-    quantised_condition,
-    quantised_labels,
-    sample_pixels,
-    tps_displacement,
-)
-from midms_core.exemplars import Restriction, bind_union, colour_labels, labels_on_grid, split_stacked
+from midms_core.exemplars.regions import colour_labels, labels_on_grid
+from midms_core.exemplars.union import bind_union, split_stacked
+from midms_core.matchers.base import Restriction
+from midms_core.training.conditions import canny_condition, label_palette, quantised_condition, quantised_labels
+from midms_core.training.synthetic import deform, latent_ground_truth, sample_pixels, tps_displacement
 
 SHIFT_PX = 6.0  # mean TPS displacement at 256 px, as warp_quality's default cases
 PCK_K = (1, 2)

@@ -8,7 +8,7 @@ against the known deformation:
 * PCK@1/2/4: fraction of truly matchable latent positions whose forward flow lies within 1, 2,
   4 latent cells of the truth;
 * PSNR (dB) of the exemplar photo warped at PIXEL level by the latent-grid flow (bilinearly
-  upsampled, ``midms_core.evaluation.latent_flow_to_pixels``) against the deformed photo, over
+  upsampled, ``harness.metrics.latent_flow_to_pixels``) against the deformed photo, over
   the pixels with real content (source inside the photo) -- "all" -- and over those of them that
   the cycle-consistency mask calls confident -- "conf". The pixel warp is what a user sees; a
   latent warp would blur both sides by 8 and hide localisation errors below a cell;
@@ -56,28 +56,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from midms_core.confidence import warp_with_confidence
-from midms_core.correspondence import coordinate_grid
-from midms_core.edge_matcher import EdgeDescriptorMatcher
-from midms_core.evaluation import (
-    canny_condition,
-    deform,
-    degrade,
-    latent_flow_to_pixels,
-    latent_ground_truth,
-    load_photo,
-    mask_precision_recall,
-    masked_psnr,
-    pck,
-    quantised_condition,
-    sample_pixels,
-    tps_displacement,
-)
-from midms_core.learned_matcher import LearnedMatcher
-from midms_core.matchers import MatchFeatures, Matcher, MatchSide
-from midms_core.networks import CorrespondenceConfig, init_networks
 from benchmarks.tables import Table, machine, publish
 from harness.host import find_host
+from harness.metrics import degrade, latent_flow_to_pixels, mask_precision_recall, masked_psnr, pck
+from harness.photos import load_photo
+from midms_core.confidence import warp_with_confidence
+from midms_core.correspondence import coordinate_grid
+from midms_core.matchers.base import Matcher, MatchFeatures, MatchSide
+from midms_core.matchers.edge import EdgeDescriptorMatcher
+from midms_core.matchers.learned import LearnedMatcher
+from midms_core.networks.model import CorrespondenceConfig, init_networks
+from midms_core.training.conditions import canny_condition, quantised_condition
+from midms_core.training.synthetic import deform, latent_ground_truth, sample_pixels, tps_displacement
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MARKDOWN = ROOT / "benchmarks" / "warp_quality.md"
@@ -132,9 +122,9 @@ def default_matchers(latent_channels: int) -> dict[str, Matcher]:
 
 
 def trained_matchers(paths: Sequence[str]) -> dict[str, Matcher]:
-    """A row per trained networks file (``python -m midms_core.train``) and one for the same
+    """A row per trained networks file (``python -m midms_core.training.engine``) and one for the same
     architecture untrained (seed 0): what training bought."""
-    from midms_core.network_files import load_networks
+    from midms_core.networks.files import load_networks
 
     out: dict[str, Matcher] = {}
     for path in paths:
@@ -438,7 +428,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "quick, --checkpoint and --networks runs write only when asked)")
     parser.add_argument("--per-case", action="store_true", help="also tabulate every case")
     parser.add_argument("--networks", nargs="+", default=[],
-                        help="trained networks files (python -m midms_core.train) to add as rows, each with its untrained init")
+                        help="trained networks files (python -m midms_core.training.engine) to add as rows, each with its untrained init")
     args = parser.parse_args(argv)
     if args.size % 8 or args.size < 64:
         parser.error(f"'--size' must be a multiple of 8 and >= 64, got {args.size}")

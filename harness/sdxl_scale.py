@@ -76,7 +76,9 @@ def make_context(pack, side: int, seed: int = 0):
     """A MIDMsContext built directly (no VAE), latents (1, 4, side, side): the exemplar is
     skimage's astronaut, the condition kornia's Canny of it under a seeded smooth deformation
     (matching cost does not depend on the content; random latents stand in for the VAE's)."""
-    from midms_core.evaluation import canny_condition, deform, load_photo, smooth_displacement
+    from harness.photos import load_photo
+    from midms_core.training.conditions import canny_condition
+    from midms_core.training.synthetic import deform, smooth_displacement
 
     px = side * 8
     g = torch.Generator().manual_seed(seed)

@@ -12,10 +12,9 @@ from typing import Optional, Sequence
 import torch
 
 from ..midms_core.alignment import SpatialPrior
-from ..midms_core.anchor_field import AnchorField, anchor_prior, pairs_field
-from ..midms_core.anchoring import AnchorSpec, place_keypoints
-from ..midms_core.images import FitGeometry
-from ..midms_core.keypoints import (
+from ..midms_core.anchors.binding import AnchorSpec, place_keypoints
+from ..midms_core.anchors.field import AnchorField, anchor_prior, pairs_field
+from ..midms_core.anchors.keypoints import (
     AnchorPairs,
     Keypoints,
     inside_images,
@@ -25,8 +24,8 @@ from ..midms_core.keypoints import (
     read_pose_keypoints,
     select_frames,
 )
+from ..midms_core.images import FitGeometry
 from .errors import NodeInputError
-
 
 #: how the encode nodes name the two sides of their 'anchors' input in errors
 CONDITION_NAME = "anchors: condition keypoints"

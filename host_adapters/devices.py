@@ -6,7 +6,7 @@ import torch
 
 import comfy.model_management as mm
 
-from ..midms_core import cancellable
+from ..midms_core.cancellation import cancellable
 
 
 def compute_device() -> torch.device:

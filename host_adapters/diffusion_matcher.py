@@ -7,17 +7,16 @@ defaults come from: ``nodes/diffusion.py``.
 
 from __future__ import annotations
 
+import comfy.model_management as mm
 import torch
 
-import comfy.model_management as mm
-
 from ..midms_core import DiffusionFeatureMatcher, FeatureCapture
-from ..midms_core.dit_features import default_block
+from ..midms_core.matchers.dit import default_block
 from .dit_capture import DitBlockCapture, dit_blocks, with_dit_replacements
 from .errors import NodeInputError
 from .host_matcher import CaptureHook, HostMatcher, as_host_matcher
-from .node_names import DIFFUSION_MATCHER
 from .latent_spaces import check_latent_space
+from .node_names import DIFFUSION_MATCHER
 from .noise_paths import is_rectified_flow, model_sampling
 from .text_conditioning import empty_prompt_tensors, empty_text_conditions, text_widths
 from .unet_capture import block_capture, with_output_block_patch

@@ -30,7 +30,7 @@ import importlib
 
 import torch
 
-from ..midms_core.dit_features import adaln_features, fold_tokens, token_grid
+from ..midms_core.matchers.dit import adaln_features, fold_tokens, token_grid
 from .cond_batch import record_cond
 from .errors import NodeInputError
 from .node_names import DIFFUSION_MATCHER

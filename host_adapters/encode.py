@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import torch
 
-from ..midms_core.exemplars import Restriction, colour_labels, labels_on_grid, masks_on_grid, pad_content_on_grid
+from ..midms_core.exemplars.label_colours import DEFAULT_TOLERANCE, TooManyColours, cluster_palette, snap_colours
+from ..midms_core.exemplars.regions import colour_labels, labels_on_grid, masks_on_grid, pad_content_on_grid
 from ..midms_core.images import FitGeometry, blank_images, crop_geometry, fit, fit_geometry, resize, to_rgb
-from ..midms_core.label_colours import DEFAULT_TOLERANCE, TooManyColours, cluster_palette, snap_colours
+from ..midms_core.matchers.base import Restriction
 from ..midms_core.validation import broadcast_batch
-from .errors import NodeInputError
 from .anchors import place_anchors
+from .errors import NodeInputError
 from .match import MIDMsContext
 
 # why a blank image is refused, per input (the node's error text goes on with this)
@@ -118,7 +119,7 @@ def encode_context(condition: torch.Tensor, exemplar: torch.Tensor, vae, exempla
     ``anchors``: an AnchorSpec (MIDMs Anchors) or None; its keypoints follow the same fit and
     crop, and become the context's anchor priors (checked before anything is encoded).
     With ``exemplar_fit`` "pad" the context's restriction excludes the exemplar's pad border
-    (cells less than half image never serve; :func:`~midms_core.exemplars.pad_content_on_grid`).
+    (cells less than half image never serve; :func:`~midms_core.exemplars.regions.pad_content_on_grid`).
     Both images are checked for NaN / Inf first."""
     refuse_non_finite(where, condition=condition, exemplar=exemplar)
     cond = to_rgb(condition, where, "condition")
@@ -187,7 +188,7 @@ def label_restriction(cond_map: torch.Tensor, exem_map: torch.Tensor, grid: tupl
     and G exemplar label maps (G, H, W, 3), both at the condition's size -> (1, 1, h, w) and
     (1, G, h, w). "exact colour": the 8-bit colour; "nearest condition colour": both snapped to
     the palette of the condition map's colours clustered within ``colour_tolerance``
-    (:mod:`midms_core.label_colours`), an exemplar colour further than that from every palette
+    (:mod:`midms_core.exemplars.label_colours`), an exemplar colour further than that from every palette
     colour matching nothing."""
     cond_cells = labels_on_grid(cond_map.movedim(-1, 1), grid)  # (1, 3, h, w): the centre pixels' colours
     exem_cells = labels_on_grid(exem_map.movedim(-1, 1), grid)  # (G, 3, h, w)

@@ -11,8 +11,9 @@ import torch
 from torch import Tensor
 
 from ..midms_core import Matcher, MatchFeatures, MatchSide, WarpSettings
-from ..midms_core.anchoring import bind_anchored
-from ..midms_core.exemplars import Restriction, bind_union
+from ..midms_core.anchors.binding import bind_anchored
+from ..midms_core.exemplars.union import bind_union
+from ..midms_core.matchers.base import Restriction
 from .devices import interruptible
 from .host_matcher import as_host_matcher
 
@@ -29,7 +30,7 @@ class MIDMsContext:
         exemplar image and latent hold them stacked top to bottom, (B, 3, G * H, W) and
         (B, c, G * h, w), the layout the union match and the sampler's re-warps use.
     restriction: which condition regions, exemplar parts and labels may match
-        (:class:`~midms_core.exemplars.Restriction` on the latent grids), or None.
+        (:class:`~midms_core.matchers.base.Restriction` on the latent grids), or None.
     anchors: semantic anchors (:class:`~host_adapters.anchors.PlacedAnchors`: one prior per
         exemplar, replacing the matcher's own alignment in every warp), or None.
     """

@@ -5,14 +5,14 @@ Importable and testable without ComfyUI; the node pack (``host_adapters/`` and t
 
 This namespace exports what callers combine into a pipeline: the settings, the matchers, the
 public (checked) matching, confidence and sampling functions, noise paths, schedules and
-inversion. Everything else (the unchecked kernel in ``attention``, building blocks such as
+inversion. Everything else (the unchecked kernel in ``attention``, coordinate grids and the
+soft-argmax in ``correspondence``, building blocks such as
 ``confidence.smooth_mask``, ``sampler.ddim_step``, the converter's internals) is imported from
 its module.
 """
 
 from .alignment import ALIGNMENTS, Alignment, SpatialPrior
 from .attention import AttentionSettings
-from .cancellation import cancellable
 from .confidence import (
     DEFAULT_THRESHOLD_PX,
     WarpResult,
@@ -21,25 +21,18 @@ from .confidence import (
     soft_confidence,
     warp_with_confidence,
 )
-from .convert import convert_file
-from .correspondence import DEFAULT_TAU, attend, centre_normalise, coordinate_grid, soft_argmax_flow, warp
-from .diffusion_matcher import DiffusionFeatureMatcher, FeatureCapture
-from .edge_matcher import EdgeDescriptorMatcher
-from .inversion import bridge, inversion_sigmas, invert_ddim, relative_error
-from .learned_matcher import LearnedMatcher
-from .matchers import MatchFeatures, MatchSide, Matcher
-from .network_files import load_networks, save_networks
-from .networks import CorrespondenceConfig, init_networks
+from .correspondence import DEFAULT_TAU, warp
+from .inversion import bridge, inversion_sigmas, invert_ddim
+from .matchers.base import Matcher, MatchFeatures, MatchSide
+from .matchers.diffusion import DiffusionFeatureMatcher, FeatureCapture
+from .matchers.edge import EdgeDescriptorMatcher
+from .matchers.learned import LearnedMatcher
+from .networks.files import load_networks, save_networks
+from .networks.model import CorrespondenceConfig, init_networks
 from .noise_paths import EPSILON, RECTIFIED_FLOW, GaussianPath
 from .pipeline import TranslationResult, translate
 from .sampler import WarpSettings, blend, sample_ddim, sample_interleaved
-from .schedules import (
-    alpha_bar_from_sigma,
-    ldm_alphas_cumprod,
-    sigma_from_alpha_bar,
-    strength_sigmas,
-    strength_timesteps,
-)
+from .schedules import strength_sigmas, strength_timesteps
 
 __all__ = [
     "ALIGNMENTS",
@@ -62,27 +55,17 @@ __all__ = [
     "TranslationResult",
     "WarpResult",
     "WarpSettings",
-    "alpha_bar_from_sigma",
-    "attend",
     "blend",
     "bridge",
-    "cancellable",
-    "centre_normalise",
-    "convert_file",
-    "coordinate_grid",
     "cycle_distance",
     "hard_confidence",
     "init_networks",
     "inversion_sigmas",
     "invert_ddim",
-    "ldm_alphas_cumprod",
     "load_networks",
-    "relative_error",
     "sample_ddim",
     "sample_interleaved",
     "save_networks",
-    "sigma_from_alpha_bar",
-    "soft_argmax_flow",
     "soft_confidence",
     "strength_sigmas",
     "strength_timesteps",

@@ -187,7 +187,7 @@ def prepare_exemplar(where: str, condition_features: Tensor, exemplar_features: 
     exemplar_features: (B, C, Hy, Wy); exemplar_values: (B, Cv, Hy, Wy); ``prior``: a
     :class:`SpatialPrior` with its target on the condition grid, or None. ``groups`` > 1: the
     exemplar side is that many exemplars stacked top to bottom (Hy = G * their height; the prior
-    then has one target per exemplar, :func:`midms_core.exemplars.union_prior`);
+    then has one target per exemplar, :func:`midms_core.exemplars.union.union_prior`);
     ``restriction``: which pairs may match (built and checked by :mod:`midms_core.exemplars`).
     """
     batch = check_feature_pair(where, condition_features, exemplar_features, exemplar_values,

@@ -2,11 +2,11 @@
 
 Three callers read a photo as its Canny edges, with different needs kept at the call site:
 
-* :func:`midms_core.label_maps.canny_edge_map` (the learned matcher's default exemplar map):
+* :func:`midms_core.networks.label_maps.canny_edge_map` (the learned matcher's default exemplar map):
   computed in float32, returned in the image's dtype, exact hysteresis;
-* :func:`midms_core.edge_matcher.exemplar_edge_map` (the edge matcher): computed in float32,
+* :func:`midms_core.matchers.edge.exemplar_edge_map` (the edge matcher): computed in float32,
   configurable blur, hysteresis cut short after a few growth steps (much faster, same PCK);
-* :func:`midms_core.evaluation.canny_condition` (benchmark conditions): computed in the image's
+* :func:`midms_core.training.conditions.canny_condition` (benchmark conditions): computed in the image's
   own dtype, exact hysteresis, tiled to RGB.
 """
 

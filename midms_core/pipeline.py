@@ -8,7 +8,7 @@ from typing import Optional
 from torch import Tensor
 
 from .confidence import WarpResult
-from .matchers import MatchFeatures
+from .matchers.base import MatchFeatures
 from .noise_paths import EPSILON, GaussianPath
 from .sampler import Callback, Denoiser, NoiseSampler, WarpSettings, sample_interleaved
 from .validation import check_tensor

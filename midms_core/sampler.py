@@ -35,8 +35,8 @@ from .confidence import (
     warp_prepared,
     warp_with_confidence,
 )
-from .exemplars import Restriction, prepare_union, warp_stacked_with_confidence
-from .matchers import MatchFeatures
+from .exemplars.union import prepare_union, warp_stacked_with_confidence
+from .matchers.base import MatchFeatures, Restriction
 from .noise_paths import EPSILON, GaussianPath
 from .validation import check_choice, check_in_range, check_positive, check_tensor
 
@@ -204,7 +204,7 @@ class WarpSettings:
         """:func:`~midms_core.confidence.warp_with_confidence` with these settings (and the
         match's locality prior): the warp, its flows and its confidence mask. ``groups`` > 1 or a
         ``restriction``: several stacked exemplars / restricted pairs
-        (:func:`~midms_core.exemplars.warp_stacked_with_confidence`)."""
+        (:func:`~midms_core.exemplars.union.warp_stacked_with_confidence`)."""
         if groups == 1 and restriction is None:
             return warp_with_confidence(
                 condition_features, exemplar_features, exemplar_values, self.attention, threshold=self.threshold,

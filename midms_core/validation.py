@@ -75,3 +75,10 @@ def check_choice(where: str, name: str, value: object, choices: Sequence[str]) -
     if value not in choices:
         raise ValueError(f"{where}: '{name}' must be one of {list(choices)}, got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def check_int(where: str, name: str, value: object, low: int) -> int:
+    """An integer (not a bool) >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{where}: '{name}' must be an integer >= {low}, got {value!r}")
+    return value

@@ -1,18 +1,24 @@
 """Semantic anchors: keypoints from the graph (pose / face detectors, point editors, OpenPose-JSON
 files) that set the correspondence's layout (reading, placing and previewing them:
-``host_adapters.anchors``; the field: ``midms_core.anchor_field``)."""
+``host_adapters.anchors``; the field: ``midms_core.anchors.field``)."""
 
 from __future__ import annotations
 
 import os
 
-from ..host_adapters.anchors import (check_point_counts, input_directory, keypoint_files, load_input_keypoints,
-                                     preview_context, read_side)
+from ..host_adapters.anchors import (
+    check_point_counts,
+    input_directory,
+    keypoint_files,
+    load_input_keypoints,
+    preview_context,
+    read_side,
+)
 from ..host_adapters.errors import NodeInputError
 from ..host_adapters.node_names import ANCHORS, ANCHORS_PREVIEW, LOAD_KEYPOINTS
-from ..midms_core.anchor_field import TRANSFORMS, FieldSettings
-from ..midms_core.anchoring import ANCHOR_MODES, AnchorSpec
-from ..midms_core.keypoints import DEFAULT_CONFIDENCE
+from ..midms_core.anchors.binding import ANCHOR_MODES, AnchorSpec
+from ..midms_core.anchors.field import TRANSFORMS, FieldSettings
+from ..midms_core.anchors.keypoints import DEFAULT_CONFIDENCE
 from .errors import node_errors
 from .types import ANCHORS as ANCHORS_TYPE
 from .types import CATEGORY, CONTEXT, POSE_KEYPOINT

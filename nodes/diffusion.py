@@ -8,7 +8,7 @@ Defaults and where they come from:
   blocks: 0-2, 3-5, 6-8), where it is 640 channels at the full latent grid; DIFT did not evaluate
   SDXL, so that default is the analogous block, not a measured optimum. SD1.5 shares SD 2.1's
   layout (1280 channels at half the latent grid).
-* DiTs (Flux, SD3.x): DiTF (Gan et al. 2025; ``midms_core.dit_features``): the input of block 28
+* DiTs (Flux, SD3.x): DiTF (Gan et al. 2025; ``midms_core.matchers.dit``): the input of block 28
   of Flux-dev's 57 (double blocks counted first: single block 9), normalised by that block's
   own AdaLN, massive channels zeroed, at noise share t / 1000 = 0.26 (the widget's 261 is within
   one step of DiTF's 260), guidance 3.5 (the host's default). No published choice exists for SD3
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from ..host_adapters import HostDiffusionMatcher
 from ..host_adapters.node_names import DIFFUSION_MATCHER
-from ..midms_core.diffusion_matcher import DIFT_TIMESTEP
+from ..midms_core.matchers.diffusion import DIFT_TIMESTEP
 from .errors import node_errors
 from .types import CATEGORY, MATCHER
 

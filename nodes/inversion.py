@@ -9,7 +9,7 @@ import comfy.samplers
 from ..host_adapters import inversion_sampler, run_bridge
 from ..host_adapters.latent_spaces import to_image_latent
 from ..host_adapters.node_names import DDIB_TRANSLATE, DDIM_INVERSION_SAMPLER, DDIM_ROUND_TRIP
-from ..midms_core import relative_error
+from ..midms_core.inversion import relative_error
 from .errors import node_errors
 from .types import CATEGORY
 

@@ -6,8 +6,13 @@ from __future__ import annotations
 from ..host_adapters import MIDMsMatch, MIDMsSettings
 from ..host_adapters.encode import host_latent_of_vae
 from ..host_adapters.learned_matcher import load_learned_matcher, missing_networks, networks_files
-from ..host_adapters.node_names import (CORRESPONDENCE, EDGE_MATCHER, LEARNED_MATCHER_LOADER, REWARP_SETTINGS,
-                                        SOURCE_PREVIEW)
+from ..host_adapters.node_names import (
+    CORRESPONDENCE,
+    EDGE_MATCHER,
+    LEARNED_MATCHER_LOADER,
+    REWARP_SETTINGS,
+    SOURCE_PREVIEW,
+)
 from ..host_adapters.previews import source_preview, warp_with_previews
 from ..midms_core import (
     DEFAULT_TAU,
@@ -18,10 +23,9 @@ from ..midms_core import (
 )
 from ..midms_core.alignment import ALIGNMENTS
 from ..midms_core.confidence import MASK_MODES
-from ..midms_core.edge_matcher import DEFAULT_LOCALITY
+from ..midms_core.matchers.edge import DEFAULT_LOCALITY
 from .errors import NodeInputError, node_errors
 from .types import CATEGORY, CONTEXT, MATCH, MATCHER, SETTINGS
-
 
 MATCHER_OUTPUT = ("Where correspondence features come from: to the 'matcher' input of MIDMs Cross-Domain "
                   "Correspondence or MIDMs Sampler.")

@@ -12,7 +12,7 @@ CONTEXT = "MIDMS_CONTEXT"    # a MIDMsContext
 MATCHER = "MIDMS_MATCHER"    # a midms_core Matcher (a host_adapters HostMatcher where it has host hooks)
 SETTINGS = "MIDMS_SETTINGS"  # a MIDMsSettings
 MATCH = "MIDMS_MATCH"        # a MIDMsMatch
-ANCHORS = "MIDMS_ANCHORS"    # a midms_core.anchoring.AnchorSpec
+ANCHORS = "MIDMS_ANCHORS"    # a midms_core.anchors.binding.AnchorSpec
 POSE_KEYPOINT = "POSE_KEYPOINT"  # comfyui_controlnet_aux / core SDPose keypoints: a list of frame dicts
 
 __all__ = ["ANCHORS", "CATEGORY", "CONTEXT", "POSE_KEYPOINT", "MATCH", "MATCHER", "SETTINGS", "MIDMsContext", "MIDMsMatch", "MIDMsSettings"]

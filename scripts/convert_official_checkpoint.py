@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from midms_core.convert import convert_file  # noqa: E402
+from midms_core.networks.convert import convert_file  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

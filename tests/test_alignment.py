@@ -91,11 +91,11 @@ def test_dense_and_streamed_agree_with_locality_and_realistic_tau():
     locality = prior.locality()
     values = coordinate_grid(1, 16, 16)
     dense = attend_dense(sx, sy, values, AttentionSettings(tau=0.005), locality=locality)
-    streamed = mc.attend(sx, sy, values, AttentionSettings(tau=0.005, chunk_bytes=4 * 256 * 10), locality=locality)
+    streamed = mc.correspondence.attend(sx, sy, values, AttentionSettings(tau=0.005, chunk_bytes=4 * 256 * 10), locality=locality)
     assert torch.allclose(dense, streamed, atol=1e-4)
     # the backward orientation: blocks of whole query-grid rows even for a budget of 10 rows
     back_dense = attend_dense(sy, sx, values, AttentionSettings(tau=0.005), locality=locality.swapped())
-    back_streamed = mc.attend(sy, sx, values, AttentionSettings(tau=0.005, chunk_bytes=4 * 256 * 10), locality=locality.swapped())
+    back_streamed = mc.correspondence.attend(sy, sx, values, AttentionSettings(tau=0.005, chunk_bytes=4 * 256 * 10), locality=locality.swapped())
     assert torch.allclose(back_dense, back_streamed, atol=1e-4)
 
 

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from midms_core.anchor_field import (
+from midms_core.anchors.field import (
     FieldSettings,
     anchor_field,
     anchor_prior,

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from midms_core.anchor_field import FieldSettings, anchor_field, anchor_prior
-from midms_core.anchoring import FIELD_SIGMA, AnchorSpec, bind_anchored, place_keypoints
+from midms_core.anchors.binding import FIELD_SIGMA, AnchorSpec, bind_anchored, place_keypoints
+from midms_core.anchors.field import FieldSettings, anchor_field, anchor_prior
+from midms_core.anchors.keypoints import Keypoints
 from midms_core.confidence import warp_with_confidence
-from midms_core.edge_matcher import EdgeDescriptorMatcher
 from midms_core.images import crop_geometry, fit, fit_geometry
-from midms_core.keypoints import Keypoints
-from midms_core.matchers import MatchSide
+from midms_core.matchers.base import MatchSide
+from midms_core.matchers.edge import EdgeDescriptorMatcher
 
 
 def bump_image(h, w, x, y, sigma=3.0):
@@ -114,9 +114,9 @@ def test_every_matcher_takes_the_anchor_prior(kind):
     """The learned networks and the DIFT matcher (with and without a cross-domain edge matcher)
     bind with anchors too: features as without its alignment, the prior the anchors'; a DIFT
     matcher's edge matcher is copied without its alignment, the user's left as it was."""
-    from midms_core.diffusion_matcher import DiffusionFeatureMatcher
-    from midms_core.learned_matcher import LearnedMatcher
-    from midms_core.networks import CorrespondenceConfig, init_networks
+    from midms_core.matchers.diffusion import DiffusionFeatureMatcher
+    from midms_core.matchers.learned import LearnedMatcher
+    from midms_core.networks.model import CorrespondenceConfig, init_networks
     from tests.test_bind_each import _side, _ToyExtract
 
     config = CorrespondenceConfig(latent_channels=4, label_channels=5, width=16, encoder_width=4, spade_hidden=8)

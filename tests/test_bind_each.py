@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from midms_core import DiffusionFeatureMatcher, EdgeDescriptorMatcher, MatchSide
-from midms_core.exemplars import bind_union
-from midms_core.learned_matcher import LearnedMatcher
-from midms_core.networks import CorrespondenceConfig, init_networks
+from midms_core.exemplars.union import bind_union
+from midms_core.matchers.learned import LearnedMatcher
+from midms_core.networks.model import CorrespondenceConfig, init_networks
 
 G = 3
 

@@ -34,7 +34,7 @@ def test_cycle_distance_equals_transcription():
 
 
 def test_consistent_flows_give_zero_distance():
-    grid = mc.coordinate_grid(1, 7, 9)
+    grid = mc.correspondence.coordinate_grid(1, 7, 9)
     shift = torch.tensor([2.0, 1.0]).view(1, 2, 1, 1)
     # forward moves by +shift, backward by -shift: a perfect cycle wherever it stays inside.
     dist = mc.cycle_distance(grid[..., :5, :6] + shift, grid - shift)
@@ -46,7 +46,7 @@ def official_buggy_check(forward: torch.Tensor, backward: torch.Tensor) -> torch
     FORWARD displacement at the forward target and adds the forward displacement again,
     never looking at the backward flow. Pixel units, for comparison."""
     h, w = forward.shape[-2:]
-    grid = mc.coordinate_grid(1, h, w)
+    grid = mc.correspondence.coordinate_grid(1, h, w)
     disp = forward - grid
     sampled = sample_bilinear(disp, forward)
     return (sampled + disp).norm(dim=1, keepdim=True)
@@ -55,7 +55,7 @@ def official_buggy_check(forward: torch.Tensor, backward: torch.Tensor) -> torch
 def test_real_check_uses_backward_flow_unlike_official_bug():
     """Forward is the identity but the backward flow sends everything 6 px away: no position is
     cycle-consistent. The official check accepts all of them; ours rejects all of them."""
-    grid = mc.coordinate_grid(1, 12, 12)
+    grid = mc.correspondence.coordinate_grid(1, 12, 12)
     forward = grid.clone()
     backward = grid + torch.tensor([6.0, 0.0]).view(1, 2, 1, 1)
     ours = mc.hard_confidence(mc.cycle_distance(forward, backward), threshold=2.0, smooth=False)
@@ -108,7 +108,7 @@ def test_mask_rejects_content_missing_from_exemplar_and_accepts_the_rest(seed):
     assert recall > 0.95, recall
     assert false_accept < 0.25, false_accept
     # Where the match is real, the forward flow recovers the shift.
-    true_target = mc.coordinate_grid(1, 32, 32)[0] + torch.tensor([6.0, 5.0]).view(2, 1, 1)
+    true_target = mc.correspondence.coordinate_grid(1, 32, 32)[0] + torch.tensor([6.0, 5.0]).view(2, 1, 1)
     flow_err = (result.forward_flow[0] - true_target).norm(dim=0)
     assert float(flow_err[matched].median()) < 0.5
 
@@ -120,8 +120,8 @@ def test_warp_with_confidence_matches_separate_computations():
     values = torch.randn(2, 3, 5, 5, generator=g)
     res = mc.warp_with_confidence(cond, exem, values, AttentionSettings(tau=0.05, chunk_bytes=100), threshold=1.5, smooth=False)
     assert torch.allclose(res.warped, mc.warp(cond, exem, values, AttentionSettings(tau=0.05)), atol=1e-5)
-    assert torch.allclose(res.forward_flow, mc.soft_argmax_flow(cond, exem, AttentionSettings(tau=0.05)), atol=1e-4)
-    backward = mc.soft_argmax_flow(exem, cond, AttentionSettings(tau=0.05))
+    assert torch.allclose(res.forward_flow, mc.correspondence.soft_argmax_flow(cond, exem, AttentionSettings(tau=0.05)), atol=1e-4)
+    backward = mc.correspondence.soft_argmax_flow(exem, cond, AttentionSettings(tau=0.05))
     assert torch.allclose(res.backward_flow, backward, atol=1e-4)
     for b in range(2):
         want = ref.cycle_distance(res.forward_flow[b].double(), backward[b].double())

@@ -1,4 +1,4 @@
-"""Tests of midms_core.convert: folding spectral norm and converting the official training checkpoint.
+"""Tests of midms_core.networks.convert: folding spectral norm and converting the official training checkpoint.
 
 The fake official checkpoint is built the way the official training code produces it: the
 networks with ``torch.nn.utils.spectral_norm`` on the 18 convs the official code wraps
@@ -18,14 +18,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from midms_core.convert import (
+from midms_core.networks.convert import (
     convert_file,
     convert_official_state_dict,
     fold_spectral_norm,
     load_official_checkpoint,
 )
-from midms_core.network_files import load_networks
-from midms_core.networks import CorrespondenceConfig, CorrespondenceNetworks, init_networks
+from midms_core.networks.files import load_networks
+from midms_core.networks.model import CorrespondenceConfig, CorrespondenceNetworks, init_networks
 
 CFG = CorrespondenceConfig(latent_channels=3, label_channels=3, width=16, encoder_width=4, spade_hidden=8)
 ENCODERS = ("real_enc", "seg_enc", "iter_enc")
@@ -251,7 +251,7 @@ def test_convert_file_and_cli(official, tmp_path, capsys):
 def test_loader_and_converter_share_the_mismatch_report(official, tmp_path):
     """One theta.bias missing and one unknown theta key read the same from the converter and the
     loader (one KeyMismatch listing), each naming its file and saying what to do."""
-    from midms_core.network_files import KeyMismatch, save_networks
+    from midms_core.networks.files import KeyMismatch, save_networks
 
     listing = "missing keys ['theta.bias']; unexpected keys ['theta.extra']"
     assert str(KeyMismatch(missing=("theta.bias",), unexpected=("theta.extra",))) == listing

@@ -31,7 +31,7 @@ def reference_warp(q, k, v, tau, clamp=True):
 def test_centre_normalise_matches_definition():
     torch.manual_seed(0)
     f = torch.randn(2, 7, 3, 5) * 3 + 2
-    got = mc.centre_normalise(f)
+    got = mc.correspondence.centre_normalise(f)
     c = f.double() - f.double().mean(1, keepdim=True)
     want = c / c.norm(dim=1, keepdim=True)
     assert got.dtype == torch.float32
@@ -42,7 +42,7 @@ def test_centre_normalise_matches_definition():
 
 def test_constant_feature_gives_zero_vector_not_nan():
     f = torch.ones(1, 4, 2, 2)
-    assert torch.equal(mc.centre_normalise(f), torch.zeros(1, 4, 2, 2))
+    assert torch.equal(mc.correspondence.centre_normalise(f), torch.zeros(1, 4, 2, 2))
 
 
 @settings(max_examples=25, deadline=None)
@@ -121,8 +121,8 @@ def test_attend_both_ways_broadcasts_batches(bq, bk, bv, bu):
     q, k = torch.randn(bq, 6, 3, 4, generator=g), torch.randn(bk, 6, 4, 2, generator=g)
     kv, qv = torch.randn(bv, 3, 4, 2, generator=g), torch.randn(bu, 2, 3, 4, generator=g)
     forward, backward = mc.correspondence.attend_both_ways(q, k, kv, qv, AttentionSettings(tau=0.05, chunk_bytes=2 * 4 * 8 * 5))
-    assert torch.allclose(forward, mc.attend(q, k, kv, AttentionSettings(tau=0.05)), atol=1e-5)
-    assert torch.allclose(backward, mc.attend(k, q, qv, AttentionSettings(tau=0.05)), atol=1e-5)
+    assert torch.allclose(forward, mc.correspondence.attend(q, k, kv, AttentionSettings(tau=0.05)), atol=1e-5)
+    assert torch.allclose(backward, mc.correspondence.attend(k, q, qv, AttentionSettings(tau=0.05)), atol=1e-5)
     with pytest.raises(ValueError, match="attend_both_ways.*batch"):
         mc.correspondence.attend_both_ways(q, k, kv, torch.randn(3, 2, 3, 4), AttentionSettings(tau=0.05))
 
@@ -135,7 +135,7 @@ def test_chunked_equals_dense_at_realistic_sizes(shape):
     k = torch.randn(1, c, hy, wy, generator=g)
     v = torch.randn(1, 4, hy, wy, generator=g)
     want = reference_warp(q, k, v, 0.005)
-    small = mc.attend(q, k, v, AttentionSettings(chunk_bytes=4 * hy * wy * 7))  # 7 rows per block: a ragged last block
+    small = mc.correspondence.attend(q, k, v, AttentionSettings(chunk_bytes=4 * hy * wy * 7))  # 7 rows per block: a ragged last block
     dense = attend_dense(q, k, v)
     assert rel_err(small, want) < 1e-5
     assert rel_err(small, dense) < 1e-5  # the memory-lean result equals the dense computation
@@ -145,7 +145,7 @@ def test_soft_argmax_flow_is_expected_exemplar_position():
     g = torch.Generator().manual_seed(2)
     q = torch.randn(1, 12, 4, 6, generator=g)
     k = torch.randn(1, 12, 5, 3, generator=g)
-    flow = mc.soft_argmax_flow(q, k, AttentionSettings(tau=0.05))
+    flow = mc.correspondence.soft_argmax_flow(q, k, AttentionSettings(tau=0.05))
     want = ref.soft_warp(q[0].flatten(1), k[0].flatten(1), ref.pixel_grid(5, 3), 0.05).view(2, 4, 6)
     assert flow.shape == (1, 2, 4, 6)
     assert rel_err(flow[0], want) < 1e-5
@@ -155,8 +155,8 @@ def test_identical_features_warp_to_identity():
     """Sharply distinct features match themselves: the flow is the identity grid."""
     g = torch.Generator().manual_seed(3)
     f = torch.randn(1, 64, 6, 7, generator=g)
-    flow = mc.soft_argmax_flow(f, f)
-    assert torch.allclose(flow, mc.coordinate_grid(1, 6, 7), atol=1e-3)
+    flow = mc.correspondence.soft_argmax_flow(f, f)
+    assert torch.allclose(flow, mc.correspondence.coordinate_grid(1, 6, 7), atol=1e-3)
 
 
 @pytest.mark.parametrize("bq,bk,bv", [(1, 3, 3), (3, 1, 3), (3, 3, 1), (1, 1, 3), (3, 3, 3), (2, 1, 1)])
@@ -185,8 +185,8 @@ def test_half_precision_inputs_are_computed_in_float32(dtype):
     # The only error left is rounding the result itself to the half type.
     assert rel_err(got, want) < 2 * torch.finfo(dtype).eps
     # What a naive half-precision evaluation would give: logits x 200 rounded in half precision.
-    qn = mc.centre_normalise(q).to(dtype).flatten(2)
-    kn = mc.centre_normalise(k).to(dtype).flatten(2)
+    qn = mc.correspondence.centre_normalise(q).to(dtype).flatten(2)
+    kn = mc.correspondence.centre_normalise(k).to(dtype).flatten(2)
     logits = torch.einsum("bcn,bcm->bnm", qn, kn).clamp(min=0) / torch.tensor(0.005, dtype=dtype)
     naive = torch.einsum("bnm,bcm->bcn", torch.softmax(logits.float(), -1).to(dtype), v.flatten(2)).view(1, 4, 8, 8)
     assert rel_err(naive, want) > 5 * rel_err(got, want)

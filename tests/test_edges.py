@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from midms_core.edge_matcher import exemplar_edge_map
 from midms_core.edges import canny_edges
-from midms_core.evaluation import canny_condition
-from midms_core.label_maps import canny_edge_map
+from midms_core.matchers.edge import exemplar_edge_map
+from midms_core.networks.label_maps import canny_edge_map
+from midms_core.training.conditions import canny_condition
 
 DTYPES = (torch.float32, torch.float64, torch.float16)
 
@@ -22,7 +22,7 @@ def _photos() -> list[torch.Tensor]:
     """Random noise (many weak edges) and, when scikit-image is there, a real photo."""
     images = [torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(0))]
     try:
-        from midms_core.evaluation import load_photo
+        from harness.photos import load_photo
 
         images.append(load_photo("astronaut", 96))
     except ImportError:

@@ -1,4 +1,4 @@
-"""midms_core.evaluation against plain, obviously-correct references.
+"""midms_core.training.synthetic against plain, obviously-correct references.
 
 The thin-plate spline is checked against a direct numpy transcription of the textbook system (no
 coordinate normalisation) and against scipy's RBFInterpolator; the metrics against hand-built
@@ -13,27 +13,19 @@ import numpy as np
 import pytest
 import torch
 
+from harness.metrics import degrade, latent_flow_to_pixels, mask_precision_recall, masked_psnr, pck
+from harness.photos import load_photo
 from midms_core.correspondence import coordinate_grid
-from midms_core.evaluation import (
-    canny_condition,
+from midms_core.training.conditions import canny_condition, label_palette, quantised_condition, quantised_labels
+from midms_core.training.synthetic import (
     deform,
-    degrade,
-    label_palette,
-    latent_flow_to_pixels,
     latent_ground_truth,
-    load_photo,
-    mask_precision_recall,
-    masked_psnr,
-    pck,
-    quantised_condition,
-    quantised_labels,
     sample_pixels,
     smooth_displacement,
     thin_plate_spline,
     tps_control_points,
     tps_displacement,
 )
-
 
 # ----------------------------------------------------------------------------- thin-plate spline
 

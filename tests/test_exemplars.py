@@ -15,14 +15,9 @@ import torch
 
 import midms_core as mc
 from midms_core.attention import AttentionSettings
-from midms_core.exemplars import (
-    Restriction,
-    colour_labels,
-    labels_on_grid,
-    pad_content_on_grid,
-    split_stacked,
-    warp_union_with_confidence,
-)
+from midms_core.exemplars.regions import colour_labels, labels_on_grid, pad_content_on_grid
+from midms_core.exemplars.union import split_stacked, warp_union_with_confidence
+from midms_core.matchers.base import Restriction
 from tests import reference as ref
 
 
@@ -160,7 +155,7 @@ def test_each_position_takes_its_region_from_the_exemplar_that_holds_it():
     index, local = split_stacked(got.forward_flow, 6)
     assert bool((index[..., :4] == 0).all()) and bool((index[..., 4:] == 1).all())
     assert float(got.source[:, 0, :, :4].mean()) > 0.99 and float(got.source[:, 1, :, 4:].mean()) > 0.99
-    home = mc.coordinate_grid(1, 6, 8)
+    home = mc.correspondence.coordinate_grid(1, 6, 8)
     assert float((local - home).abs().max()) < 0.05  # and from the same place
     assert float(got.mask.mean()) == 1.0
 
@@ -183,7 +178,7 @@ def test_label_aware_matching_only_pairs_equal_labels():
     labels = torch.zeros(1, 1, 4, 4, dtype=torch.long)
     labels[..., 2:] = 1
     cond_labels = 1 - labels  # swapped labels: each side of the condition must match the other side
-    got = warp_union_with_confidence(a, [a], [mc.coordinate_grid(1, 4, 4)], AttentionSettings(tau=0.05),
+    got = warp_union_with_confidence(a, [a], [mc.correspondence.coordinate_grid(1, 4, 4)], AttentionSettings(tau=0.05),
                                      restriction=Restriction(condition_labels=cond_labels, exemplar_labels=labels))
     x = got.warped[:, 0]
     assert float(x[..., :2].min()) >= 2 - 1e-4 and float(x[..., 2:].max()) <= 1 + 1e-4

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from midms_core.keypoints import (
+from midms_core.anchors.keypoints import (
     BODY_COCO18,
     Keypoints,
     pair_keypoints,
@@ -177,7 +177,7 @@ def test_normalised_coordinates_that_overshoot_are_refused():
 
 
 def test_pairs_outside_either_image_are_left_out():
-    from midms_core.keypoints import inside_images
+    from midms_core.anchors.keypoints import inside_images
 
     a = parse_point_string('[{"x": 1, "y": 1}, {"x": 7, "y": 7}, {"x": 4, "y": 4}]', 8, 8)
     b = Keypoints(torch.tensor([[1.0, 1.0], [12.0, 7.0], [4.0, -3.0]], dtype=torch.float64), a.labels, 8.0, 8.0)

@@ -1,4 +1,4 @@
-"""Label maps that drifted (noise, JPEG, resampling) snapped to one palette (midms_core.label_colours).
+"""Label maps that drifted (noise, JPEG, resampling) snapped to one palette (midms_core.exemplars.label_colours).
 
 Expectations are the clean maps' exact colours: two cells share a label after snapping iff
 their clean colours are equal, and the palette lies within a few units of the clean colours."""
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from midms_core.exemplars import colour_labels, labels_on_grid
-from midms_core.label_colours import NO_LABEL, TooManyColours, cluster_palette, snap_colours
+from midms_core.exemplars.label_colours import NO_LABEL, TooManyColours, cluster_palette, snap_colours
+from midms_core.exemplars.regions import colour_labels, labels_on_grid
 
 # four label colours, the closest two 41 apart (the shipped map's closest pair are 41 apart too)
 COLOURS = torch.tensor([[242, 36, 36], [140, 70, 21], [29, 97, 191], [109, 192, 242]], dtype=torch.float32) / 255

@@ -1,4 +1,4 @@
-"""Training losses (midms_core.losses) against plain float64 transcriptions of their equations."""
+"""Training losses (midms_core.training.losses) against plain float64 transcriptions of their equations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from midms_core.losses import (
+from midms_core.training.losses import (
     correlation_logits,
     cycle_loss,
     domain_alignment_loss,
@@ -130,7 +130,7 @@ def test_supervised_flow_loss_is_the_mean_soft_argmax_error_over_valid_cells():
 
 
 def test_feature_matching_is_the_weighted_l1_with_detached_targets():
-    from midms_core.losses import FEATURE_WEIGHTS, feature_matching_loss
+    from midms_core.training.losses import FEATURE_WEIGHTS, feature_matching_loss
 
     a = [_randn(1, 2, 3, 3, seed=20 + i).requires_grad_(True) for i in range(5)]
     b = [_randn(1, 2, 3, 3, seed=30 + i).requires_grad_(True) for i in range(5)]
@@ -145,7 +145,7 @@ def test_feature_matching_is_the_weighted_l1_with_detached_targets():
 
 
 def test_contextual_loss_matches_the_transcription():
-    from midms_core.losses import contextual_loss
+    from midms_core.training.losses import contextual_loss
 
     x, y = _randn(2, 4, 2, 3, seed=40), _randn(2, 4, 2, 3, seed=41)
     total = 0.0
@@ -168,7 +168,7 @@ def test_contextual_loss_matches_the_transcription():
 
 
 def test_supervised_match_loss_is_the_nll_of_the_nearest_true_cell():
-    from midms_core.losses import supervised_match_loss
+    from midms_core.training.losses import supervised_match_loss
 
     logits = 2.0 * _randn(1, 6, 6, seed=50)  # a 2 x 3 grid on both sides
     truth = torch.tensor([[[0.2, 1.6, 2.4], [0.9, -0.3, 5.0]], [[0.0, 0.6, 1.4], [0.7, 0.2, 1.1]]],

@@ -67,7 +67,7 @@ def test_128_latent_warp_and_confidence_within_512_mb(passes, prior):
         def inputs():
             return torch.randn(1, 256, 128, 128), torch.randn(1, 256, 128, 128), torch.randn(1, 4, 128, 128)
         def call(cond, exem, latent):
-            prior = SpatialPrior(mc.coordinate_grid(1, 128, 128) * 0.9 + 6, 0.03 * 128) if %r else None
+            prior = SpatialPrior(mc.correspondence.coordinate_grid(1, 128, 128) * 0.9 + 6, 0.03 * 128) if %r else None
             res = mc.warp_with_confidence(cond, exem, latent, passes=%r, prior=prior)
             return res.warped, res.mask
         """ % (prior, passes)
@@ -81,7 +81,7 @@ def test_128_latent_warp_with_an_anchor_prior_within_512_mb():
     the prior adds two small tables per row block, nothing of N x N size."""
     got = run_measured(
         """
-        from midms_core.anchor_field import anchor_field, anchor_prior
+        from midms_core.anchors.field import anchor_field, anchor_prior
         def inputs():
             g = torch.Generator().manual_seed(1)
             src = torch.rand(68, 2, generator=g, dtype=torch.float64) * 127
@@ -103,7 +103,8 @@ def test_128_latent_union_of_two_exemplars_with_masks_within_512_mb(passes):
     got = run_measured(
         """
         from midms_core.alignment import SpatialPrior
-        from midms_core.exemplars import Restriction, warp_union_with_confidence
+        from midms_core.matchers.base import Restriction
+        from midms_core.exemplars.union import warp_union_with_confidence
         def inputs():
             g = torch.Generator().manual_seed(0)
             cond = torch.randn(1, 256, 128, 128, generator=g)
@@ -115,7 +116,7 @@ def test_128_latent_union_of_two_exemplars_with_masks_within_512_mb(passes):
                                       condition_labels=labels, exemplar_labels=labels.expand(1, 2, 128, 128))
             return cond, exemplars, latents, restriction
         def call(cond, exemplars, latents, restriction):
-            priors = [SpatialPrior(mc.coordinate_grid(1, 128, 128) * 0.9 + 6, 0.03 * 128) for _ in range(2)]
+            priors = [SpatialPrior(mc.correspondence.coordinate_grid(1, 128, 128) * 0.9 + 6, 0.03 * 128) for _ in range(2)]
             res = warp_union_with_confidence(cond, exemplars, latents, passes=%r, priors=priors, restriction=restriction)
             return res.warped, res.mask, res.source
         """ % passes

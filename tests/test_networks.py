@@ -1,4 +1,4 @@
-"""Tests of the learned networks: official key layout, shapes, PONO (midms_core.networks), safetensors
+"""Tests of the learned networks: official key layout, shapes, PONO (midms_core.networks.model), safetensors
 I/O (network_files), label maps (label_maps) and the LearnedMatcher (learned_matcher)."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from midms_core.label_maps import canny_edge_map, to_label_channels
-from midms_core.learned_matcher import LearnedMatcher
-from midms_core.matchers import MatchSide
-from midms_core.network_files import config_from_state_dict, load_networks, save_networks
-from midms_core.networks import CorrespondenceConfig, CorrespondenceNetworks, init_networks, positional_norm
+from midms_core.matchers.base import MatchSide
+from midms_core.matchers.learned import LearnedMatcher
+from midms_core.networks.files import config_from_state_dict, load_networks, save_networks
+from midms_core.networks.label_maps import canny_edge_map, to_label_channels
+from midms_core.networks.model import CorrespondenceConfig, CorrespondenceNetworks, init_networks, positional_norm
 
 # Small sizes keep the tests fast; the official sizes are checked on the meta device.
 SMALL = CorrespondenceConfig(latent_channels=3, label_channels=5, width=16, encoder_width=4, spade_hidden=8)
@@ -455,7 +455,7 @@ def test_foreign_file_tensors_are_not_read(tmp_path, monkeypatch):
 def test_networks_with_a_partial_mismatch_are_reported_key_by_key(tmp_path):
     """Files that are networks (their keys are there) are not called foreign: the strict check
     lists what is missing, even beside keys of another kind."""
-    from midms_core.network_files import NETWORK_PREFIXES, describe_foreign_weights
+    from midms_core.networks.files import NETWORK_PREFIXES, describe_foreign_weights
 
     state = {k: v for k, v in init_networks(SMALL, seed=0).state_dict().items()}
     assert {k.split(".")[0] + "." for k in state} <= set(NETWORK_PREFIXES)

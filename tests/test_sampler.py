@@ -44,8 +44,8 @@ def sigma_denoiser(eps_model, model_sigmas: torch.Tensor):
     return denoise
 
 
-SCHEDULE = mc.ldm_alphas_cumprod()
-MODEL_SIGMAS = mc.sigma_from_alpha_bar(SCHEDULE)
+SCHEDULE = mc.schedules.ldm_alphas_cumprod()
+MODEL_SIGMAS = mc.schedules.sigma_from_alpha_bar(SCHEDULE)
 
 
 def reference_ddim(x_start, timesteps, eta, noises, model):
@@ -274,7 +274,7 @@ def test_translate_and_every_re_match_use_the_match_prior():
     both equal warp_with_confidence with that prior, and differ from the warp without it."""
     model, denoise, sigmas, exemplar, _ = setup_interleaved()
     condition = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
-    flipped = mc.coordinate_grid(1, 8, 8).flip(-1)  # a prior that pulls every cell to its mirror
+    flipped = mc.correspondence.coordinate_grid(1, 8, 8).flip(-1)  # a prior that pulls every cell to its mirror
     prior = mc.SpatialPrior(flipped, 0.7)
     feats = FixedFeatures(exemplar)
     features = dataclasses.replace(feats.build(condition), prior=prior)
@@ -346,11 +346,11 @@ def test_strength_timesteps_official_numbers():
 
 
 def test_schedule_conversions_round_trip():
-    ab = mc.ldm_alphas_cumprod()
-    assert torch.allclose(mc.alpha_bar_from_sigma(mc.sigma_from_alpha_bar(ab)), ab)
+    ab = mc.schedules.ldm_alphas_cumprod()
+    assert torch.allclose(mc.schedules.alpha_bar_from_sigma(mc.schedules.sigma_from_alpha_bar(ab)), ab)
     # Stable Diffusion's well-known sigma range
-    assert float(mc.sigma_from_alpha_bar(ab)[0]) == pytest.approx(0.0292, abs=1e-4)
-    assert float(mc.sigma_from_alpha_bar(ab)[-1]) == pytest.approx(14.6146, abs=1e-3)
+    assert float(mc.schedules.sigma_from_alpha_bar(ab)[0]) == pytest.approx(0.0292, abs=1e-4)
+    assert float(mc.schedules.sigma_from_alpha_bar(ab)[-1]) == pytest.approx(14.6146, abs=1e-3)
 
 
 @pytest.mark.parametrize("bad_step", [0, 2])

@@ -1,4 +1,4 @@
-"""The trainer (midms_core.train): one process and two under torchrun, files, resume, bad input.
+"""The trainer (midms_core.training.engine): one process and two under torchrun, files, resume, bad input.
 
 The torchrun test runs in float64: in float32 a parameter whose gradient is zero in exact
 arithmetic (a conv bias right before an instance norm) gets rounding noise of either sign, which
@@ -20,10 +20,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from midms_core.network_files import load_networks
-from midms_core.networks import CorrespondenceConfig
-from midms_core.train import TrainConfig, main, train
-from midms_core.train_data import DataConfig
+from midms_core.networks.files import load_networks
+from midms_core.networks.model import CorrespondenceConfig
+from midms_core.training.data import DataConfig
+from midms_core.training.engine import TrainConfig, main, train
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "train_worker.py"
@@ -75,7 +75,7 @@ def test_two_processes_under_torchrun_equal_one_process_on_the_global_batch(phot
         for key in set(one) - {"seconds"}:
             assert two[key] == pytest.approx(one[key], rel=1e-9, abs=1e-12), (two["step"], key)
     # training moved the weights (the comparison is not between two untouched inits)
-    from midms_core.networks import init_networks
+    from midms_core.networks.model import init_networks
 
     fresh = init_networks(TINY, seed=3, dtype=torch.float64).state_dict()
     assert max(float((single[k] - fresh[k]).abs().max()) for k in fresh) > 1e-4
@@ -85,9 +85,9 @@ def test_training_lowers_the_loss_and_writes_its_files(photos, tmp_path):
     """40 warm-up steps: the loss on fixed samples (evaluate: the same pairs before and after)
     falls clearly; the networks file loads as the Learned Matcher Loader reads it; the log,
     its plot and the resume state are written, nothing half-written is left."""
-    from midms_core.networks import init_networks
-    from midms_core.train import evaluate
-    from midms_core.train_data import TrainingPairs
+    from midms_core.networks.model import init_networks
+    from midms_core.training.data import TrainingPairs
+    from midms_core.training.engine import evaluate
 
     out = tmp_path / "models" / "midms" / "mine.safetensors"
     data = DataConfig(size=64, seed=1, self_exemplar=0.5)
@@ -175,7 +175,7 @@ def test_vgg_losses_join_when_weights_are_given(photos, tmp_path, capsys):
     trainer says they are off; a wrong file is refused before any work."""
     from safetensors.torch import save_file as save
 
-    from midms_core.vgg import vgg19_shapes
+    from midms_core.training.vgg import vgg19_shapes
 
     g = torch.Generator().manual_seed(0)
     save({k: 0.05 * torch.randn(s, generator=g) for k, s in vgg19_shapes("cocosnet").items()},

@@ -1,4 +1,4 @@
-"""Training pairs from a folder of photos (midms_core.train_data)."""
+"""Training pairs from a folder of photos (midms_core.training.data)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from midms_core.evaluation import latent_flow_to_pixels, sample_pixels
-from midms_core.train_data import DataConfig, TrainingPairs, list_images, read_image
+from harness.metrics import latent_flow_to_pixels
+from midms_core.training.data import DataConfig, TrainingPairs, list_images, read_image
+from midms_core.training.synthetic import sample_pixels
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 

@@ -1,4 +1,4 @@
-"""VGG-19 features (midms_core.vgg) from user-supplied safetensors, both layouts."""
+"""VGG-19 features (midms_core.training.vgg) from user-supplied safetensors, both layouts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from midms_core.vgg import OUTPUTS, load_vgg19, vgg19_shapes
+from midms_core.training.vgg import OUTPUTS, load_vgg19, vgg19_shapes
 
 
 def _weights(layout, seed=0):

@@ -20,9 +20,9 @@ import pytest
 pytest.importorskip("skimage.data")
 
 from benchmarks import warp_quality as wq  # noqa: E402
-from midms_core.edge_matcher import EdgeDescriptorMatcher, exemplar_edge_map  # noqa: E402
-from midms_core.learned_matcher import LearnedMatcher  # noqa: E402
-from midms_core.networks import CorrespondenceConfig, init_networks  # noqa: E402
+from midms_core.matchers.edge import EdgeDescriptorMatcher, exemplar_edge_map  # noqa: E402
+from midms_core.matchers.learned import LearnedMatcher  # noqa: E402
+from midms_core.networks.model import CorrespondenceConfig, init_networks  # noqa: E402
 
 EDGES, NAIVE, LEARNED = "kornia_edges", "naive", "learned (random init)"
 

@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from safetensors.torch import save_file  # noqa: E402
 
-from midms_core.networks import CorrespondenceConfig  # noqa: E402
-from midms_core.train import TrainConfig, folded_state, train  # noqa: E402
-from midms_core.train_data import DataConfig  # noqa: E402
+from midms_core.networks.model import CorrespondenceConfig  # noqa: E402
+from midms_core.training.data import DataConfig  # noqa: E402
+from midms_core.training.engine import TrainConfig, folded_state, train  # noqa: E402
 
 TINY = CorrespondenceConfig(latent_channels=3, label_channels=3, width=16, encoder_width=8, spade_hidden=16)
 

@@ -92,12 +92,12 @@ def second_exemplar(size: int = 512) -> np.ndarray:
 
 def label_maps(size: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(condition label map, exemplar label map), H x W x 3 floats: the benchmark's quantiser
-    (midms_core.evaluation.quantised_condition: blurred colours in 3 levels per channel, painted
+    (midms_core.training.conditions.quantised_condition: blurred colours in 3 levels per channel, painted
     with its palette) of the re-posed photo and of the exemplar photo. Same quantiser, same
     palette: labels compare by nearest condition colour."""
     import torch
 
-    from midms_core.evaluation import quantised_condition
+    from midms_core.training.conditions import quantised_condition
 
     photo = exemplar_photo(size)
     out = []

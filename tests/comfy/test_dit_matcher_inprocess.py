@@ -20,9 +20,27 @@ import pytest
 import torch
 
 from tests.comfy.test_flow_models_inprocess import (  # noqa: F401  (fixtures)
-    CONTEXT_WIDTH, POOLED_WIDTH, _conds, _context, dit, flux, sd3)
+    CONTEXT_WIDTH,
+    POOLED_WIDTH,
+    _conds,
+    _context,
+    dit,
+    flux,
+    sd3,
+)
 from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
-    H, W, _fingerprint, _like_the_executor, _match, _noise, _rel_err, _settings, _sigmas, h, pack)
+    H,
+    W,
+    _fingerprint,
+    _like_the_executor,
+    _match,
+    _noise,
+    _rel_err,
+    _settings,
+    _sigmas,
+    h,
+    pack,
+)
 
 GRID = (H // 8, W // 8)  # latent cells; tokens: half of it each way (patch size 2)
 HIDDEN = 64
@@ -87,7 +105,7 @@ def _reference(kind, block, args, kwargs, text_tokens):
 
 
 def test_default_block_and_noise_level(node, dit):
-    from midms_core.dit_features import default_block
+    from midms_core.matchers.dit import default_block
 
     matcher = _matcher(node, dit)
     assert matcher.blocks is not None and matcher.dit_block == default_block(len(_blocks(dit)))

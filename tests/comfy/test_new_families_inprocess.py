@@ -27,10 +27,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.comfy.test_dit_matcher_inprocess import _copy
 from harness.inprocess_models import DIT_CONTEXT_WIDTH, NEW_FAMILIES, build_new_family, host_has, new_family_conds
+from tests.comfy.test_dit_matcher_inprocess import _copy
 from tests.comfy.test_nodes_inprocess import (  # noqa: F401  (fixtures)
-    _edge_image, _exemplar_image, _like_the_executor, _noise, _rel_err, _settings, h, pack)
+    _edge_image,
+    _exemplar_image,
+    _like_the_executor,
+    _noise,
+    _rel_err,
+    _settings,
+    h,
+    pack,
+)
 
 HIDDEN = 64
 READABLE = ["flux2", "qwen_image", "chroma"]
@@ -143,7 +151,7 @@ def _tokens(model, grid=GRID):
 def test_every_block_gives_its_adaln_normalised_input(node, models, family):
     """The condition / exemplar pass (the node's extract, as correspondence runs it): block by
     block in run order, the features are that block's image tokens with its own modulation."""
-    from midms_core.dit_features import default_block
+    from midms_core.matchers.dit import default_block
 
     model = model_of(models, family)
     blocks = _blocks(model)

@@ -19,13 +19,12 @@ from harness.tiny_models import write_tiny_sd15_checkpoint
 
 
 def test_vgg_losses_through_the_checkpoint_vae(tmp_path):
+    import skimage.data
     from PIL import Image
     from safetensors.torch import save_file
 
-    import skimage.data
-
-    from midms_core.network_files import load_networks
-    from midms_core.vgg import vgg19_shapes
+    from midms_core.networks.files import load_networks
+    from midms_core.training.vgg import vgg19_shapes
 
     host = require_host()
     ckpt = write_tiny_sd15_checkpoint(tmp_path / "tiny.safetensors", seed=0)["path"]

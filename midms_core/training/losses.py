@@ -9,7 +9,7 @@ L(u, v) = max(0, <c(S_x(u)), c(S_y(v))>) / tau, c = channel-centred, channel-L2-
 
 Each loss is a small pure function; tests compare them with float64 transcriptions. The image
 losses (feature matching, perceptual = one feature term, contextual) take feature maps; the
-VGG-19 that makes them is ``midms_core.vgg`` (weights the user supplies).
+VGG-19 that makes them is ``midms_core.training.vgg`` (weights the user supplies).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .correspondence import coordinate_grid, correlation_logits
-from .validation import check_tensor
+from ..correspondence import coordinate_grid, correlation_logits
+from ..validation import check_tensor
 
 #: the official feature_normalize's epsilon (the later of its two definitions)
 NORMALISE_EPS = sys.float_info.epsilon

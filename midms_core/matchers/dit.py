@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch.nn.functional as F
 from torch import Tensor
 
-from .validation import check_tensor
+from ..validation import check_tensor
 
 #: a channel is "massive" when its mean |activation| over the image tokens exceeds this many
 #: times the median channel's. DiTF zeroes two fixed channels of Flux-dev (154 and 1446), whose

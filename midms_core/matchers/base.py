@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from torch import Tensor
 
-from .validation import check_tensor
+from ..validation import check_tensor
 
 if TYPE_CHECKING:
-    from .alignment import Alignment, SpatialPrior
-    from .exemplars import Restriction
+    from ..alignment import Alignment, SpatialPrior
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,25 @@ class MatchSide:
         return int(self.latent.shape[-2]), int(self.latent.shape[-1])
 
 
+@dataclass(frozen=True)
+class Restriction:
+    """Which pairs may match (a :class:`MatchFeatures` field), on the latent grids (any factor may
+    be None); :func:`midms_core.exemplars.regions.pair_restriction` checks it for the kernel.
+
+    condition_masks:  (B, G, Hx, Wx) in [0, 1]: where on the condition each exemplar may be used
+                      (> 0.5 = allowed).
+    exemplar_masks:   (B, G, Hy, Wy) in [0, 1]: which part of each exemplar may be used at all.
+    condition_labels: (B, 1, Hx, Wx) integer labels of the condition positions.
+    exemplar_labels:  (B, G, Hy, Wy) integer labels of each exemplar's positions; positions only
+                      match positions of the same label. Both label maps or neither.
+    """
+
+    condition_masks: Optional[Tensor] = None
+    exemplar_masks: Optional[Tensor] = None
+    condition_labels: Optional[Tensor] = None
+    exemplar_labels: Optional[Tensor] = None
+
+
 @dataclass
 class MatchFeatures:
     """Features of one condition/exemplar pair, computed once per run.
@@ -74,8 +92,8 @@ class MatchFeatures:
     alignment:          the :class:`~midms_core.alignment.Alignment` behind ``prior`` (or None),
                         for previews and reports.
     groups:             how many exemplars ``exemplar`` / ``exemplar_in_domain`` stack top to
-                        bottom (1: one exemplar; :func:`midms_core.exemplars.bind_union`).
-    restriction:        which pairs may match (:class:`~midms_core.exemplars.Restriction`), or None.
+                        bottom (1: one exemplar; :func:`midms_core.exemplars.union.bind_union`).
+    restriction:        which pairs may match (:class:`Restriction`), or None.
     """
 
     condition: Tensor
@@ -85,7 +103,7 @@ class MatchFeatures:
     prior: Optional["SpatialPrior"] = None
     alignment: Optional["Alignment"] = None
     groups: int = 1
-    restriction: Optional["Restriction"] = None
+    restriction: Optional[Restriction] = None
 
 
 class Matcher(abc.ABC):
@@ -113,7 +131,7 @@ class Matcher(abc.ABC):
     def without_alignment(self) -> "Matcher":
         """This matcher with its own global alignment (and the mirrored features and locality
         prior that come with it) turned off: where semantic anchors give the layout
-        (:mod:`midms_core.anchoring`), the features must describe the exemplar as it is.
+        (:mod:`midms_core.anchors.binding`), the features must describe the exemplar as it is.
         Default: the matcher itself (it has no alignment)."""
         return self
 

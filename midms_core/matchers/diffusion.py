@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cancellation import checkpoint
-from .matchers import Matcher, MatchFeatures, MatchSide, SharedConditionMatcher
-from .validation import check_tensor
+from ..cancellation import checkpoint
+from ..validation import check_tensor
+from .base import Matcher, MatchFeatures, MatchSide, SharedConditionMatcher
 
 #: extract(latent_raw (B, c, h, w), generator) -> features (B, C, h', w')
 Extract = Callable[[Tensor, torch.Generator], Tensor]

@@ -1,16 +1,16 @@
 """Train the correspondence networks on your own photos, on one process or many (torchrun).
 
-    python -m midms_core.train --images DIR --out models/midms/NAME.safetensors [options]
-    torchrun --nproc_per_node 8 -m midms_core.train --images DIR --out ... [options]
+    python -m midms_core.training.engine --images DIR --out models/midms/NAME.safetensors [options]
+    torchrun --nproc_per_node 8 -m midms_core.training.engine --images DIR --out ... [options]
 
 The same script runs alone or under ``torchrun``: with WORLD_SIZE > 1 it joins a process group
 (gloo on CPU, nccl on CUDA), wraps the step in DistributedDataParallel (gradients averaged over
 processes: the same update as one process on the global batch) and splits every epoch's
 shuffled samples with a DistributedSampler; rank 0 alone logs and writes files.
 
-One step (``TrainingStep``), for a batch of pairs from :mod:`midms_core.train_data`:
+One step (``TrainingStep``), for a batch of pairs from :mod:`midms_core.training.data`:
 encodings F_X(x), F_Y(z), F_Y(y), head features, logits condition x exemplar and condition x
-truth (:func:`midms_core.losses.correlation_logits`), then
+truth (:func:`midms_core.training.losses.correlation_logits`), then
 
     warm-up:  10 L_domain + L_cycle + L_latent + w_flow L_match
     after:    + the in-domain terms: the same cycle / latent / match losses on the iteration
@@ -48,11 +48,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .losses import (contextual_loss, correlation_logits, cycle_loss, domain_alignment_loss, feature_matching_loss,
-                     latent_reconstruction_loss, supervised_flow_loss, supervised_match_loss)
-from .label_maps import canny_edge_map, label_map_on_grid
-from .networks import CorrespondenceConfig, CorrespondenceNetworks, init_networks
-from .train_data import CONDITIONS, DataConfig, TrainingPairs, read_image
+from ..networks.label_maps import canny_edge_map, label_map_on_grid
+from ..networks.model import CorrespondenceConfig, CorrespondenceNetworks, init_networks
+from .data import CONDITIONS, DataConfig, TrainingPairs, read_image
+from .losses import (
+    contextual_loss,
+    correlation_logits,
+    cycle_loss,
+    domain_alignment_loss,
+    feature_matching_loss,
+    latent_reconstruction_loss,
+    supervised_flow_loss,
+    supervised_match_loss,
+)
 
 DEFAULT_LR = 1e-4
 WEIGHT_DECAY = 0.05  # the paper's AdamW weight decay
@@ -303,7 +311,7 @@ def save_folded(path: Path, nets: CorrespondenceNetworks) -> None:
     """Atomically write the networks (folded) where the Learned Matcher Loader reads them."""
     from safetensors.torch import save_file
 
-    from .network_files import FILE_FORMAT, META_CONFIG
+    from ..networks.files import FILE_FORMAT, META_CONFIG
 
     tmp = path.with_name(path.name + ".partial")
     tensors = {k: v.to("cpu").contiguous() for k, v in folded_state(nets).items()}
@@ -443,10 +451,10 @@ def train(images: Path, out: Path, data: DataConfig = DataConfig(), networks: Co
     to those photos (a held-out split). ``encode``: images (B, 3, H, W) in [0, 1] -> raw latents
     (B, c, H/f, W/f), run without gradients (a frozen VAE); default the stand-in. ``decode``:
     latents -> images in [0, 1], differentiable, for the VGG losses (the stand-in's: bilinear
-    upsampling). ``vgg``: a VGG-19 safetensors file (:mod:`midms_core.vgg`); without it the
+    upsampling). ``vgg``: a VGG-19 safetensors file (:mod:`midms_core.training.vgg`); without it the
     feature, perceptual and contextual losses are off (said once on rank 0)."""
     rank, world, local = _distributed()
-    where = "midms_core.train"
+    where = "midms_core.training.engine"
     if encode is None:
         encode = lambda images: stand_in_encode(images, data.factor)  # noqa: E731
         decode = decode or (lambda latents: F.interpolate(latents, scale_factor=data.factor, mode="bilinear",
@@ -595,7 +603,7 @@ def _x0_seeds(seed: int, epoch: int, indices: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------- command line
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m midms_core.train", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m midms_core.training.engine", description=__doc__.splitlines()[0])
     p.add_argument("--images", required=True, type=Path, help="folder of photos (recursive)")
     p.add_argument("--out", required=True, type=Path, help="networks file, e.g. ComfyUI/models/midms/mine.safetensors")
     p.add_argument("--condition", choices=CONDITIONS, default="canny",

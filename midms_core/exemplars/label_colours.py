@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .validation import check_tensor
+from ..validation import check_tensor
 
 __all__ = [
     "DEFAULT_TOLERANCE",

@@ -6,7 +6,7 @@ config travels as JSON in the file's metadata. A file that holds something else 
 LoRA, a VAE, ...) is named from its keys before any tensor is read
 (:func:`describe_foreign_weights`), so a 2 GB checkpoint dropped into the wrong folder costs
 nothing and says where it belongs. The official (pickled) training checkpoint is read by
-:mod:`midms_core.convert` only.
+:mod:`midms_core.networks.convert` only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .networks import CorrespondenceConfig, CorrespondenceNetworks
+from .model import CorrespondenceConfig, CorrespondenceNetworks
 
 __all__ = [
     "CONVERSION_HINT",
@@ -93,7 +93,7 @@ def describe_foreign_weights(keys: Sequence[str]) -> Optional[str]:
     return f"an unrelated safetensors file (keys such as {sample})"
 
 # what to do when a file has the networks' keys but not all of them, or other shapes
-_LOADER_HINT = ("Files for load_networks are written by the converter or the trainer (midms_core.train); "
+_LOADER_HINT = ("Files for load_networks are written by the converter or the trainer (midms_core.training.engine); "
                 "write this one again. " + CONVERSION_HINT)
 
 
@@ -111,7 +111,7 @@ class KeyMismatch:
     other:        further findings of a caller, already worded (the converter's spectral-norm
                   checks), listed before the shapes.
 
-    :func:`load_networks` and :func:`midms_core.convert.convert_official_state_dict` both report
+    :func:`load_networks` and :func:`midms_core.networks.convert.convert_official_state_dict` both report
     through it, so one missing key reads the same from either.
     """
 

@@ -6,12 +6,12 @@ The steps, host-free:
    onto the image the side was encoded from (the canvas stretched onto the image, whose aspect
    must agree) and through the resize / crop / pad that brought it to its final size
    (:class:`~midms_core.images.FitGeometry`).
-2. :func:`pair_keypoints` (in :mod:`midms_core.keypoints`) keeps the points both sides have;
-   :func:`~midms_core.anchor_field.pairs_field` interpolates them into a dense field and a trust
+2. :func:`pair_keypoints` (in :mod:`midms_core.anchors.keypoints`) keeps the points both sides have;
+   :func:`~midms_core.anchors.field.pairs_field` interpolates them into a dense field and a trust
    width on the latent grids.
 3. :func:`bind_anchored`: the matcher binds WITHOUT its own global alignment (the anchors
    replace it; a mirrored feature layout would contradict them) and every pair's prior becomes
-   the anchor field's (:func:`~midms_core.anchor_field.anchor_prior`). The prior rides in
+   the anchor field's (:func:`~midms_core.anchors.field.anchor_prior`). The prior rides in
    ``MatchFeatures.prior``, so the first warp and every re-match of the interleaved sampler use
    it, for every matcher and every exemplar of a set.
 
@@ -30,12 +30,12 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .alignment import SpatialPrior
-from .anchor_field import FieldSettings
-from .exemplars import Restriction, unite
-from .images import FitGeometry
+from ..alignment import SpatialPrior
+from ..exemplars.union import unite
+from ..images import FitGeometry
+from ..matchers.base import Matcher, MatchFeatures, MatchSide, Restriction
+from .field import FieldSettings
 from .keypoints import Keypoints
-from .matchers import MatchFeatures, Matcher, MatchSide
 
 __all__ = [
     "ANCHOR_MODES",
@@ -129,7 +129,7 @@ def bind_anchored(matcher: Matcher, condition: MatchSide, exemplars: Sequence[Ma
     mode "prior" the matcher binds without its own alignment and each pair takes its anchor
     prior; in "anchors only" the features are constant (:func:`field_only_features`). One
     exemplar without restriction gives its features as they are, several their union
-    (:func:`~midms_core.exemplars.unite`)."""
+    (:func:`~midms_core.exemplars.union.unite`)."""
     exemplars = list(exemplars)
     if mode not in ANCHOR_MODES:
         raise ValueError(f"bind_anchored: 'mode' must be one of {list(ANCHOR_MODES)}, got {mode!r}")

@@ -1,10 +1,10 @@
 """The learned correspondence networks of MIDMs, weight-compatible with the official checkpoint.
 
 This module is the architecture and its random initialisation. Beside it:
-:mod:`midms_core.network_files` (safetensors save/load, config from weight shapes, key
-mismatch reports), :mod:`midms_core.label_maps` (the label/edge maps the networks read),
-:mod:`midms_core.learned_matcher` (the networks as a :class:`~midms_core.matchers.Matcher`) and
-:mod:`midms_core.convert` (the official checkpoint).
+:mod:`midms_core.networks.files` (safetensors save/load, config from weight shapes, key
+mismatch reports), :mod:`midms_core.networks.label_maps` (the label/edge maps the networks read),
+:mod:`midms_core.matchers.learned` (the networks as a :class:`~midms_core.matchers.base.Matcher`) and
+:mod:`midms_core.networks.convert` (the official checkpoint).
 
 Architecture (from the official ``models/midms.py``, ``models/generator.py``,
 ``models/architecture.py``, ``models/normalization.py``); every convolution has stride 1 and

@@ -9,12 +9,12 @@ an exemplar y, as the official trainer draws them (``midms-reference.md``, "Trai
   deformation d, the exemplar the photo mirrored (with probability ``flip``) and colour-shifted.
   The true correspondence is then known: condition pixel p shows photo point p + d(p), which
   the exemplar shows at that point (mirrored when flipped); ``truth`` / ``valid`` carry it on
-  the latent grid (:func:`midms_core.cross_instance.pixel_truth_to_latent`);
+  the latent grid (:func:`midms_core.training.synthetic.pixel_truth_to_latent`);
 * otherwise the exemplar is another photo of the folder (no known correspondence: valid = 0).
 
-Conditions: "canny" (:func:`midms_core.evaluation.canny_condition`: kornia's Canny of the
+Conditions: "canny" (:func:`midms_core.training.conditions.canny_condition`: kornia's Canny of the
 luminance, thresholds 0.1 / 0.2, Gaussian sigma 1, white lines on black) or "labels"
-(:func:`midms_core.evaluation.quantised_condition`: blurred photo, 3 levels per channel,
+(:func:`midms_core.training.conditions.quantised_condition`: blurred photo, 3 levels per channel,
 majority filter, arbitrary label colours), both made from the ground truth on the fly, or
 "mixed" (either, half and half, seeded per sample); or
 "folder": a parallel folder of condition maps the user made (pose, segmentation), the same
@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cross_instance import colour_shift, pixel_truth_to_latent
-from .correspondence import coordinate_grid
-from .evaluation import canny_condition, deform, quantised_condition, tps_displacement
+from ..correspondence import coordinate_grid
+from .conditions import canny_condition, quantised_condition
+from .synthetic import colour_shift, deform, pixel_truth_to_latent, tps_displacement
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 CONDITIONS = ("canny", "labels", "mixed", "folder")

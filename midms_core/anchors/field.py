@@ -1,6 +1,6 @@
 """A dense correspondence field from sparse anchors: condition cell u -> exemplar cell T(u).
 
-Anchors are pairs of points known to correspond (:mod:`midms_core.keypoints`), moved onto the
+Anchors are pairs of points known to correspond (:mod:`midms_core.anchors.keypoints`), moved onto the
 two latent grids (:func:`to_cells`). The field interpolates them:
 
 * 1 pair: a translation; 2 pairs: the similarity through both;
@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .alignment import SpatialPrior
+from ..alignment import SpatialPrior
 from .keypoints import AnchorPairs
 
 __all__ = [

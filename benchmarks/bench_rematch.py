@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 import midms_core as mc
 from benchmarks.tables import Table, machine, publish, ratio
+from midms_core.confidence import ConfidenceSettings
 from midms_core.networks.label_maps import canny_edge_map
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,14 +43,16 @@ BEFORE_ISSUE_9 = "3dca661"  # the tree before the structural pass
 def load_revision(rev: str, into: Path):
     """``midms_core`` as it was at ``rev``, imported as the package ``midms_core_at_<rev>``."""
     name = "midms_core_at_" + "".join(c if c.isalnum() else "_" for c in rev)
-    files = subprocess.run(["git", "ls-tree", "--name-only", rev, "midms_core/"], cwd=ROOT, check=True,
+    files = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "midms_core/"], cwd=ROOT, check=True,
                            capture_output=True, text=True).stdout.split()
     target = into / name
     target.mkdir(parents=True)
     for path in files:
-        if path.endswith(".py"):
+        if path.endswith(".py"):  # with its sub-packages (matchers/, exemplars/, ...)
             text = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True).stdout
-            (target / Path(path).name).write_bytes(text)
+            out = target / Path(path).relative_to("midms_core")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(text)
     sys.path.insert(0, str(into))
     return importlib.import_module(name)
 
@@ -139,7 +142,8 @@ def main(argv=None) -> None:
         for label, make in cases:
             for side in args.sides:
                 inputs = make(side)
-                versions = [hook(before, *inputs), hook(mc, *inputs), hook(mc, *inputs, passes="two")]
+                versions = [hook(before, *inputs), hook(mc, *inputs),
+                            hook(mc, *inputs, confidence=ConfidenceSettings(passes="two"))]
                 outs = [run() for run in versions]  # warm-up, and the results to compare
                 gaps = [max(float((o[0] - outs[0][0]).abs().max()), float((o[1]["mask"] - outs[0][1]["mask"]).abs().max()))
                         for o in outs[1:]]

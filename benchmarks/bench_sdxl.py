@@ -35,6 +35,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 import midms_core as mc
+from midms_core.confidence import ConfidenceSettings
 from benchmarks.matching_memory import measure_in_child
 from benchmarks.peak_memory import available_bytes
 from benchmarks.sdxl_report import ROW_LABEL, ROWS, RunSet, report
@@ -149,11 +150,13 @@ def profile_rematch(x0_features: Callable, exem_features: torch.Tensor, x0: torc
     prof["forward"], fwd = median_timed(lambda: mc.correspondence.attend(cn, en, values, kernel, normalised=True), repeats)
     prof["backward"], bwd = median_timed(lambda: mc.correspondence.attend(en, cn, mc.correspondence.coordinate_grid(1, hx, wx), kernel,
                                                            normalised=True), repeats)
-    prof["mask"], _ = median_timed(lambda: mc.hard_confidence(mc.cycle_distance(fwd[:, 4:], bwd), settings.threshold,
-                                                              settings.smooth), repeats)
+    confidence = settings.confidence
+    prof["mask"], _ = median_timed(lambda: mc.confidence.hard_confidence(mc.cycle_distance(fwd[:, 4:], bwd), confidence.threshold,
+                                                              confidence.smooth), repeats)
     def whole(passes):
-        return mc.warp_with_confidence(feats, exem_features, exemplar, kernel, threshold=settings.threshold,
-                                       smooth=settings.smooth, passes=passes)
+        # mc's own ConfidenceSettings, as the kernel above
+        own = ConfidenceSettings(threshold=confidence.threshold, smooth=confidence.smooth, passes=passes)
+        return mc.warp_with_confidence(feats, exem_features, exemplar, kernel, own)
 
     prof["total"], ref = median_timed(lambda: whole("two"), repeats)
     prof["fused"], fused = median_timed(lambda: whole("one"), repeats)

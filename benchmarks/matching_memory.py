@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 
 import midms_core as mc
+from midms_core.confidence import ConfidenceSettings
 from benchmarks.peak_memory import measure, run_child
 
 
@@ -37,7 +38,7 @@ def dense_warp_with_confidence(cond: torch.Tensor, exem: torch.Tensor, values: t
     backward = torch.einsum("bnm,bcn->bcm", backward_w, grid_x)
     h, w = cond.shape[-2:]
     dist = mc.cycle_distance(forward.view(1, 2, h, w), backward.view(1, 2, *exem.shape[-2:]))
-    return warped.view(1, -1, h, w), mc.hard_confidence(dist)
+    return warped.view(1, -1, h, w), mc.confidence.hard_confidence(dist)
 
 
 METHODS = ("auto", "two", "one", "prior", "dense")
@@ -51,7 +52,7 @@ def method_call(method: str, cond: torch.Tensor, exem: torch.Tensor, latent: tor
         return lambda: dense_warp_with_confidence(cond, exem, latent)
     side = cond.shape[-1]
     kwargs = ({"prior": mc.SpatialPrior(mc.correspondence.coordinate_grid(1, side, side) * 0.9 + 0.05 * side, 0.03 * side)}
-              if method == "prior" else {"passes": method})
+              if method == "prior" else {"confidence": ConfidenceSettings(passes=method)})
     return lambda: mc.warp_with_confidence(cond, exem, latent, **kwargs)
 
 

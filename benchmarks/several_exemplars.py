@@ -28,10 +28,9 @@ import time
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks.tables import Table, machine, publish
-from benchmarks.warp_quality import stand_in_encode
+from midms_core.training.step import stand_in_encode
 from harness.metrics import latent_flow_to_pixels, masked_psnr
 from harness.photos import load_photo
 from midms_core import EdgeDescriptorMatcher, MatchSide, WarpSettings, warp_with_confidence

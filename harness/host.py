@@ -1,4 +1,4 @@
-"""Real-host harness: run a REAL ComfyUI with this pack loaded from ``custom_nodes/comfyui-midms``.
+"""Real-host harness: run a REAL ComfyUI with this pack loaded from ``custom_nodes/midms``.
 
 Locating the host (see ``scripts/get_comfyui.sh``):
 
@@ -39,7 +39,9 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_JSON = REPO / ".comfyui" / "env.json"
-PACK_NAME = "comfyui-midms"
+# the custom_nodes folder the pack is linked as: its Comfy Registry node id (pyproject.toml
+# [project].name), the folder a registry install (`comfy node install midms`) creates
+PACK_NAME = "midms"
 HELPER_PACK_NAME = "midms_test_helpers"
 HELPER_NODES_DIR = Path(__file__).resolve().parent / "helper_nodes"
 REQUIRE_ENV = "MIDMS_REQUIRE_COMFYUI"
@@ -150,7 +152,7 @@ class ComfyError(RuntimeError):
 # the server
 # --------------------------------------------------------------------------------------------
 class ComfyServer:
-    """A ComfyUI server process on 127.0.0.1 with this pack in ``custom_nodes/comfyui-midms``.
+    """A ComfyUI server process on 127.0.0.1 with this pack in ``custom_nodes/midms``.
 
     >>> with ComfyServer() as srv:                                  # doctest: +SKIP
     ...     srv.add_model("checkpoints", "/tmp/tiny.safetensors")

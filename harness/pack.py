@@ -1,9 +1,10 @@
 """The pack as a host loaded it: its node classes and modules, by the package name the host gave it.
 
-A host imports this repository as a custom node package: named after its folder
-(``comfyui-midms``) on the 2024 host, after its full path on current ones. Objects made by the
-pack's nodes are instances of THAT package's classes, so code driving the nodes directly (the
-benchmarks) must use the same modules, not a second import of ``nodes`` from the repository.
+A host imports this repository as a custom node package: named after its folder (``midms``,
+:data:`harness.host.PACK_NAME`) on the 2024 host, after its full path on current ones. Objects
+made by the pack's nodes are instances of THAT package's classes, so code driving the nodes
+directly (the benchmarks) must use the same modules, not a second import of ``nodes`` from the
+repository.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ PACK_NODES = ("MIDMsEdgeMatcher", "MIDMsDiffusionFeatureMatcher", "MIDMsRewarpSe
 
 
 def load_host(command: str, threads: int):
-    """ComfyUI imported in this process, the pack loaded by the host as ``comfyui-midms``;
+    """ComfyUI imported in this process, the pack loaded by the host as ``midms``;
     returns (host, pack namespace: the node classes of :data:`PACK_NODES` and ``types``).
     ``command`` names the caller in the message when no host is found."""
     from harness.host import script_host

@@ -12,7 +12,7 @@ import latent_preview
 from .errors import NodeInputError
 from .inversion_sampler import alpha_at, from_state_sampler, inversion_sampler
 from .latent_spaces import check_finite_latent, check_latent_space, process_out, to_host_latent, to_image_latent
-from .noise_paths import model_sampling, noise_path
+from .noise_paths import noise_path
 from .schedules import basic_schedule, effective_depth
 
 

@@ -11,6 +11,7 @@ import comfy.model_management as mm
 import torch
 
 from ..midms_core import DiffusionFeatureMatcher, FeatureCapture
+from ..midms_core.matchers.diffusion import DiffusionMatcherSettings
 from ..midms_core.matchers.dit import default_block
 from .dit_capture import DitBlockCapture, dit_blocks, with_dit_replacements
 from .errors import NodeInputError
@@ -34,14 +35,17 @@ def in_model_form(base, latent: torch.Tensor) -> torch.Tensor:
 class HostDiffusionMatcher(DiffusionFeatureMatcher, HostMatcher):
     """DiffusionFeatureMatcher whose extract is one pass of the host model (U-Net or DiT).
 
+    settings: the core matcher's options (ensemble, seed), a DiffusionMatcherSettings (the
+    defaults when omitted). timestep, output_block and dit_block configure the model pass, and are
+    checked against the model here.
     output_block: U-Nets: the output block whose input is read. dit_block: DiTs: the block (in
     run order, see :func:`~.dit_capture.dit_blocks`) whose AdaLN-normalised input is read; -1:
     the default. empty_prompt: optional CONDITIONING of the empty text (DIFT's prompt); without
     it the text context is zeros (and a pooled output of zeros where the model takes one).
     """
 
-    def __init__(self, model, timestep: int, output_block: int, ensemble: int, cross_domain=None,
-                 empty_prompt=None, dit_block: int = -1) -> None:
+    def __init__(self, model, timestep: int, output_block: int, settings: DiffusionMatcherSettings | None = None,
+                 cross_domain=None, empty_prompt=None, dit_block: int = -1) -> None:
         self.model = model
         self.timestep = int(timestep)
         self.output_block = int(output_block)
@@ -58,7 +62,7 @@ class HostDiffusionMatcher(DiffusionFeatureMatcher, HostMatcher):
         self.prompt = None
         if empty_prompt is not None:
             self.prompt = empty_prompt_tensors(empty_prompt, self.widths)
-        super().__init__(self._extract, ensemble=ensemble, capture=FeatureCapture(), cross_domain=cross_domain)
+        super().__init__(self._extract, settings, capture=FeatureCapture(), cross_domain=cross_domain)
 
     def prepare_for_host(self) -> None:
         if self.cross_domain is not None:

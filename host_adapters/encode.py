@@ -4,6 +4,8 @@ and cropped to the VAE's grid as the host's own VAE Encode crops."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from ..midms_core.exemplars.label_colours import DEFAULT_TOLERANCE, TooManyColours, cluster_palette, snap_colours
@@ -229,9 +231,28 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
     IMAGE / MASK input is checked for NaN / Inf, and everything else, before anything is encoded."""
     refuse_non_finite(where, condition=condition, exemplars=exemplars, condition_masks=condition_masks,
                       exemplar_masks=exemplar_masks, condition_labels=condition_labels, exemplar_labels=exemplar_labels)
+    cond, exem, multiple = _checked_set_images(condition, exemplars, vae, exemplar_fit, label_compare,
+                                               colour_tolerance, where)
+    geometry = _fit_set(cond, exem, multiple, exemplar_fit, where)
+    count, (height, width), grid = exem.shape[0], geometry.condition.shape[1:3], geometry.grid
+    placed = None if anchors is None else place_anchors(anchors, geometry.condition_size, geometry.condition_fits,
+                                                        geometry.exemplar_size, geometry.exemplar_fits, grid, grid,
+                                                        1, count, where)
+    content = pad_content_on_grid(geometry.exemplar_size, height, width, exemplar_fit, grid)  # (1, 1, h, w) or None
+    restriction = None
+    if content is not None or any(x is not None for x in (condition_masks, exemplar_masks, condition_labels,
+                                                           exemplar_labels)):
+        restriction = _set_restriction(geometry, content, exemplar_fit, where, condition_masks, exemplar_masks,
+                                       condition_labels, exemplar_labels, label_compare, colour_tolerance)
+    return _encode_set(vae, geometry, restriction, placed)  # everything is checked: encode
+
+
+def _checked_set_images(condition: torch.Tensor, exemplars: torch.Tensor, vae, exemplar_fit: str, label_compare: str,
+                        colour_tolerance: float, where: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """:func:`encode_exemplar_set`'s images as RGB (the condition one image, each side at least one
+    latent cell, none blank) and its settings checked: (condition, exemplars, pixels per latent cell)."""
     cond = to_rgb(condition, where, "condition")
     exem = to_rgb(exemplars, where, "exemplars")
-    count = exem.shape[0]  # one exemplar is fine too: label-aware or masked matching of a single photo
     if cond.shape[0] != 1:
         raise NodeInputError(f"{where}: 'condition' must be one image against the exemplar set, got a batch of "
                              f"{cond.shape[0]}; pick one with ImageFromBatch, or use one {where} node per condition")
@@ -252,6 +273,25 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
                                  f"least {multiple} x {multiple} pixels (one latent cell): upscale it first")
     refuse_blank(cond, "condition", _BLANK_CONDITION, where)
     refuse_blank(exem, "exemplars", _BLANK_EXEMPLAR, where)
+    return cond, exem, multiple
+
+
+class _SetGeometry(NamedTuple):
+    """An exemplar set brought to one size: the condition (1, H, W, 3) centre-cropped to the VAE's
+    grid and the exemplars (G, H, W, 3) fitted to it; both sides' sizes before and the fits
+    applied (anchors follow them); the latent grid (H / cell, W / cell)."""
+
+    condition: torch.Tensor
+    exemplars: torch.Tensor
+    condition_size: tuple[int, int]
+    exemplar_size: tuple[int, int]
+    condition_fits: list[FitGeometry]
+    exemplar_fits: list[FitGeometry]
+    grid: tuple[int, int]
+
+
+def _fit_set(cond: torch.Tensor, exem: torch.Tensor, multiple: int, exemplar_fit: str, where: str) -> _SetGeometry:
+    """The condition cropped to multiples of ``multiple``, the exemplars fitted to its size."""
     cond_size, exem_size = tuple(cond.shape[1:3]), tuple(exem.shape[1:3])
     cond_fits = [multiple_crop(*cond_size, multiple)]
     cond = crop_to_multiple(cond, multiple)
@@ -259,40 +299,56 @@ def encode_exemplar_set(condition: torch.Tensor, exemplars: torch.Tensor, vae, e
     exem_fits = [fit_geometry(*exem_size, height, width, exemplar_fit, where)]
     exem = fit(exem, height, width, exemplar_fit, where)
     grid = (height // multiple, width // multiple)
-    placed = None if anchors is None else place_anchors(anchors, cond_size, cond_fits, exem_size, exem_fits, grid, grid,
-                                                        1, count, where)
-    content = pad_content_on_grid(exem_size, height, width, exemplar_fit, grid)  # (1, 1, h, w) or None
-    restriction = None
-    if content is not None or any(x is not None for x in (condition_masks, exemplar_masks, condition_labels,
-                                                           exemplar_labels)):
-        if (condition_labels is None) != (exemplar_labels is None):
-            raise NodeInputError(f"{where}: label-aware matching needs both 'condition_labels' and 'exemplar_labels'")
+    return _SetGeometry(cond, exem, cond_size, exem_size, cond_fits, exem_fits, grid)
 
-        def on_grid_masks(mask, name, fitted):
-            m = _mask_batch(mask, count, name, where)
-            m = fit(m, height, width, exemplar_fit, where, fill=0.0) if fitted else resize(m, height, width)
-            return masks_on_grid(m.movedim(-1, 1)[:, 0][None], grid)  # (1, G, h, w)
 
-        cond_masks = None if condition_masks is None else on_grid_masks(condition_masks, "condition_masks", False)
-        exem_masks = None if exemplar_masks is None else on_grid_masks(exemplar_masks, "exemplar_masks", True)
-        if content is not None:  # pad borders never serve, whatever the masks say
-            exem_masks = content.expand(1, count, -1, -1) if exem_masks is None else exem_masks * content
-        cond_labels = exem_labels = None
-        if condition_labels is not None:
-            cond_map = to_rgb(condition_labels, where, "condition_labels")
-            if cond_map.shape[0] != 1:
-                raise NodeInputError(f"{where}: 'condition_labels' must be one label map, the one condition's, got a "
-                                     f"batch of {cond_map.shape[0]}; pick the condition's map with ImageFromBatch")
-            exem_map = to_rgb(exemplar_labels, where, "exemplar_labels")
-            if exem_map.shape[0] != count:
-                raise NodeInputError(f"{where}: 'exemplar_labels' must hold one label map per exemplar ({count}), "
-                                     f"got {exem_map.shape[0]}")
-            cond_map = resize(cond_map, height, width, nearest=True)
-            exem_map = fit(exem_map, height, width, exemplar_fit, where, nearest=True)
-            cond_labels, exem_labels = label_restriction(cond_map, exem_map, grid, label_compare, colour_tolerance,
-                                                         where)
-        restriction = Restriction(cond_masks, exem_masks, cond_labels, exem_labels)
-    # everything is checked: encode
+def _set_restriction(geometry: _SetGeometry, content, exemplar_fit: str, where: str, condition_masks, exemplar_masks,
+                     condition_labels, exemplar_labels, label_compare: str, colour_tolerance: float) -> Restriction:
+    """The set's restriction on the latent grid: masks read by area (fitted like the exemplars
+    for ``exemplar_masks``), the pad border's cells (``content``) excluded, labels compared."""
+    if (condition_labels is None) != (exemplar_labels is None):
+        raise NodeInputError(f"{where}: label-aware matching needs both 'condition_labels' and 'exemplar_labels'")
+    count, (height, width), grid = geometry.exemplars.shape[0], geometry.condition.shape[1:3], geometry.grid
+
+    def on_grid_masks(mask, name, fitted):
+        m = _mask_batch(mask, count, name, where)
+        m = fit(m, height, width, exemplar_fit, where, fill=0.0) if fitted else resize(m, height, width)
+        return masks_on_grid(m.movedim(-1, 1)[:, 0][None], grid)  # (1, G, h, w)
+
+    cond_masks = None if condition_masks is None else on_grid_masks(condition_masks, "condition_masks", False)
+    exem_masks = None if exemplar_masks is None else on_grid_masks(exemplar_masks, "exemplar_masks", True)
+    if content is not None:  # pad borders never serve, whatever the masks say
+        exem_masks = content.expand(1, count, -1, -1) if exem_masks is None else exem_masks * content
+    cond_labels = exem_labels = None
+    if condition_labels is not None:
+        cond_labels, exem_labels = _set_labels(geometry, condition_labels, exemplar_labels, exemplar_fit,
+                                               label_compare, colour_tolerance, where)
+    return Restriction(cond_masks, exem_masks, cond_labels, exem_labels)
+
+
+def _set_labels(geometry: _SetGeometry, condition_labels: torch.Tensor, exemplar_labels: torch.Tensor,
+                exemplar_fit: str, label_compare: str, colour_tolerance: float,
+                where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The label maps checked (one for the condition, one per exemplar), brought to the set's size
+    (nearest neighbour) and compared (:func:`label_restriction`)."""
+    count, (height, width) = geometry.exemplars.shape[0], geometry.condition.shape[1:3]
+    cond_map = to_rgb(condition_labels, where, "condition_labels")
+    if cond_map.shape[0] != 1:
+        raise NodeInputError(f"{where}: 'condition_labels' must be one label map, the one condition's, got a "
+                             f"batch of {cond_map.shape[0]}; pick the condition's map with ImageFromBatch")
+    exem_map = to_rgb(exemplar_labels, where, "exemplar_labels")
+    if exem_map.shape[0] != count:
+        raise NodeInputError(f"{where}: 'exemplar_labels' must hold one label map per exemplar ({count}), "
+                             f"got {exem_map.shape[0]}")
+    cond_map = resize(cond_map, height, width, nearest=True)
+    exem_map = fit(exem_map, height, width, exemplar_fit, where, nearest=True)
+    return label_restriction(cond_map, exem_map, geometry.grid, label_compare, colour_tolerance, where)
+
+
+def _encode_set(vae, geometry: _SetGeometry, restriction, placed) -> MIDMsContext:
+    """The context: each exemplar encoded alone, latents and images stacked top to bottom."""
+    cond, exem = geometry.condition, geometry.exemplars
+    count, (height, width) = exem.shape[0], cond.shape[1:3]
     latents = [encode_images(vae, exem[i : i + 1]) for i in range(count)]
     stacked = exem.movedim(-1, 1).reshape(1, count, 3, height, width).transpose(1, 2).reshape(1, 3, count * height, width)
     return MIDMsContext(

@@ -61,11 +61,31 @@ def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_mod
     # a video VAE's model (Qwen-Image) samples (B, C, 1, h, w): the steps run on (B, C, h, w)
     video = x.dim() == 5
     x = to_image_latent(x, SAMPLER_WHERE, "latent_image")
-
-    def host_form(t: torch.Tensor) -> torch.Tensor:
-        return t.unsqueeze(2) if video else t
-
     check_latent_against_match(x, match, sigmas.shape[0] - 1)
+    in_sampler, exemplar = _sampler_sides(match, base, x)
+    noise_sampler = _seeded_noise_sampler(x, extra_args.get("seed"))
+    denoise = _host_denoiser(model, match, x, extra_args, video, in_host_model)
+    settings: MIDMsSettings = match.settings
+    refine_sigmas, refine_steps = None, 0
+    if settings.refine_strength > 0:
+        refine_steps = settings.refine_steps
+        refine_sigmas = strength_sigmas(model_sigmas(sampling), refine_steps, settings.refine_strength).to(x.device)
+    report = _progress_reporter(callback, sigmas.shape[0] - 1, refine_steps, video)
+    with interruptible():  # re-matches inside a step stop at the interrupt button too
+        out = sample_interleaved(denoise, x, sigmas, exemplar, in_sampler, settings.rewarp, eta=settings.eta,
+                                 noise_sampler=noise_sampler, callback=report, refine_sigmas=refine_sigmas,
+                                 path=path_of(sampling))
+        return _host_form(out, video)
+
+
+def _host_form(t: torch.Tensor, video: bool) -> torch.Tensor:
+    """A step's (B, C, h, w) tensor in the host's form: (B, C, 1, h, w) for a video-latent model."""
+    return t.unsqueeze(2) if video else t
+
+
+def _sampler_sides(match: MIDMsMatch, base, x: torch.Tensor):
+    """The match's features on x's device, seeing x0_hat back in raw VAE space (as the matcher saw
+    the exemplar), and the exemplar latent in the model's scaled space and x's dtype."""
     device = x.device
     features = bind(match, device)
     exemplar = process_in(base, match.context.exemplar_latent.to(device)).to(x.dtype)
@@ -73,15 +93,25 @@ def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_mod
     def x0_features(x0: torch.Tensor) -> torch.Tensor:
         return features.x0_features(process_out(base, x0))
 
-    in_sampler = dataclasses.replace(features, x0_features=x0_features)
+    return dataclasses.replace(features, x0_features=x0_features), exemplar
 
-    seed = extra_args.get("seed")
+
+def _seeded_noise_sampler(x: torch.Tensor, seed):
+    """The sampler's noise (eta > 0, the refinement's re-noising), shaped like x, from a CPU
+    generator seeded from the host's seed."""
     # +1: a stream apart from the host's initial noise for the same seed; wraps at 2**64
     generator = torch.Generator(device="cpu").manual_seed((int(seed) + 1) % 2**64 if seed is not None else 0)
 
     def noise_sampler(sigma, sigma_next):
-        return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=x.dtype)
+        return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
 
+    return noise_sampler
+
+
+def _host_denoiser(model, match: MIDMsMatch, x: torch.Tensor, extra_args: dict, video: bool, in_host_model: list):
+    """denoise(xt, sigma) -> x0 through the host's guided model, with the matcher's feature
+    capture installed when it records during the model call; ``in_host_model[0]`` is True while
+    the host's model runs."""
     capture = None
     hook = as_host_matcher(match.matcher).capture_hook(tuple(x.shape[-2:]))
     if hook is not None:
@@ -95,31 +125,28 @@ def _sample_midms(model, x, sigmas, extra_args, callback, midms_match, midms_mod
         if capture is not None:
             capture.clear()  # x0_features then sees only this step's records
         in_host_model[0] = True
-        out = model(host_form(xt), sigma, **extra_args)
+        out = model(_host_form(xt, video), sigma, **extra_args)
         in_host_model[0] = False
         return out[:, :, 0] if video else out
 
-    settings: MIDMsSettings = match.settings
-    main_steps = sigmas.shape[0] - 1
-    refine_sigmas = None
-    if settings.refine_strength > 0:
-        refine_sigmas = strength_sigmas(model_sigmas(sampling), settings.refine_steps, settings.refine_strength).to(device)
+    return denoise
 
-    # The host sizes its progress bar to the main schedule; spread the refinement's extra steps
-    # over it so the bar only reaches the end with the last step.
-    total_steps = main_steps + (settings.refine_steps if refine_sigmas is not None else 0)
+
+def _progress_reporter(callback, main_steps: int, refine_steps: int, video: bool):
+    """The sampler's callback: stops at the interrupt button and reports progress to the host.
+    The host sizes its progress bar to the main schedule; the refinement's extra steps
+    (``refine_steps``, 0 without one) are spread over it so the bar only reaches the end with
+    the last step."""
+    total_steps = main_steps + refine_steps
 
     def report(info):
         mm.throw_exception_if_processing_interrupted()
         if callback is not None:
             done = info["i"] + 1 + (main_steps if info.get("stage") == "refine" else 0)
-            shown = {k: host_form(info[k]) for k in ("x", "denoised") if k in info} if video else {}
+            shown = {k: _host_form(info[k], video) for k in ("x", "denoised") if k in info} if video else {}
             callback({**info, **shown, "i": max(done * main_steps // total_steps - 1, 0)})
 
-    with interruptible():  # re-matches inside a step stop at the interrupt button too
-        return host_form(sample_interleaved(denoise, x, sigmas, exemplar, in_sampler, settings.rewarp, eta=settings.eta,
-                                            noise_sampler=noise_sampler, callback=report, refine_sigmas=refine_sigmas,
-                                            path=path_of(sampling)))
+    return report
 
 
 def check_latent_against_match(x: torch.Tensor, match: MIDMsMatch, step_count: int, where: str = SAMPLER_WHERE) -> None:

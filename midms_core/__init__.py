@@ -5,27 +5,20 @@ Importable and testable without ComfyUI; the node pack (``host_adapters/`` and t
 
 This namespace exports what callers combine into a pipeline: the settings, the matchers, the
 public (checked) matching, confidence and sampling functions, noise paths, schedules and
-inversion. Everything else (the unchecked kernel in ``attention``, coordinate grids and the
-soft-argmax in ``correspondence``, building blocks such as
-``confidence.smooth_mask``, ``sampler.ddim_step``, the converter's internals) is imported from
-its module.
+inversion. Everything else is imported from its module: the unchecked kernel in ``attention``,
+coordinate grids and the soft-argmax in ``correspondence``, building blocks such as the masks
+``confidence.hard_confidence`` / ``soft_confidence`` / ``smooth_mask`` and
+``sampler.ddim_step``, the converter's internals.
 """
 
 from .alignment import ALIGNMENTS, Alignment, SpatialPrior
 from .attention import AttentionSettings
-from .confidence import (
-    DEFAULT_THRESHOLD_PX,
-    WarpResult,
-    cycle_distance,
-    hard_confidence,
-    soft_confidence,
-    warp_with_confidence,
-)
+from .confidence import DEFAULT_THRESHOLD_PX, ConfidenceSettings, WarpResult, cycle_distance, warp_with_confidence
 from .correspondence import DEFAULT_TAU, warp
 from .inversion import bridge, inversion_sigmas, invert_ddim
 from .matchers.base import Matcher, MatchFeatures, MatchSide
-from .matchers.diffusion import DiffusionFeatureMatcher, FeatureCapture
-from .matchers.edge import EdgeDescriptorMatcher
+from .matchers.diffusion import DiffusionFeatureMatcher, DiffusionMatcherSettings, FeatureCapture
+from .matchers.edge import EdgeDescriptorMatcher, EdgeMatcherSettings
 from .matchers.learned import LearnedMatcher
 from .networks.files import load_networks, save_networks
 from .networks.model import CorrespondenceConfig, init_networks
@@ -38,12 +31,15 @@ __all__ = [
     "ALIGNMENTS",
     "Alignment",
     "AttentionSettings",
+    "ConfidenceSettings",
     "CorrespondenceConfig",
     "DEFAULT_TAU",
     "DEFAULT_THRESHOLD_PX",
     "DiffusionFeatureMatcher",
+    "DiffusionMatcherSettings",
     "EPSILON",
     "EdgeDescriptorMatcher",
+    "EdgeMatcherSettings",
     "FeatureCapture",
     "GaussianPath",
     "LearnedMatcher",
@@ -58,7 +54,6 @@ __all__ = [
     "blend",
     "bridge",
     "cycle_distance",
-    "hard_confidence",
     "init_networks",
     "inversion_sigmas",
     "invert_ddim",
@@ -66,7 +61,6 @@ __all__ = [
     "sample_ddim",
     "sample_interleaved",
     "save_networks",
-    "soft_confidence",
     "strength_sigmas",
     "strength_timesteps",
     "translate",

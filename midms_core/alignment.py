@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -189,6 +189,30 @@ def search_similarity(
     the exemplar count 0. The best candidate is then refined on the full-resolution features,
     3 x 3 shifts x 3 scales around it, the steps halving each round down to half a cell.
     """
+    batch = _check_search(condition_features, exemplar_features, mirrored_exemplar_features, scales, max_shift,
+                          coarse_cells, mirror_margin)
+    features = _search_features(condition_features, exemplar_features, mirrored_exemplar_features, coarse_cells)
+    grid = _candidate_grid(scales, max_shift, features, tuple(condition_features.shape[-2:]),
+                           tuple(exemplar_features.shape[-2:]))
+    matrices, mirrored, scores = [], [], []
+    for b in range(batch):
+        best = {}
+        for flip in features.exemplar:  # the exemplar as it is, then mirrored when given
+            scale, shift = _coarse_best(features, grid, b, flip)
+            best[flip] = _refine(features, grid, b, flip, scale, shift)
+        flip = True in best and best[True][0] > best[False][0] + mirror_margin
+        score, matrix = best[flip]
+        matrices.append(matrix)
+        mirrored.append(flip)
+        scores.append(score)
+    return Alignment(matrix=torch.stack(matrices).to(condition_features.device),
+                     mirrored=torch.tensor(mirrored, device=condition_features.device),
+                     score=torch.tensor(scores, device=condition_features.device))
+
+
+def _check_search(condition_features: Tensor, exemplar_features: Tensor, mirrored_exemplar_features: Optional[Tensor],
+                  scales: Sequence[float], max_shift: float, coarse_cells: int, mirror_margin: float) -> int:
+    """:func:`search_similarity`'s arguments checked; returns the batch size."""
     where = "search_similarity"
     check_tensor(where, "condition_features", condition_features, 4, "(B, C, Hx, Wx)")
     check_tensor(where, "exemplar_features", exemplar_features, 4, "(B, C, Hy, Wy)")
@@ -205,8 +229,24 @@ def search_similarity(
         raise ValueError(f"{where}: 'coarse_cells' must be an integer >= 1, got {coarse_cells!r}")
     if isinstance(mirror_margin, bool) or not isinstance(mirror_margin, (int, float)) or not math.isfinite(mirror_margin):
         raise ValueError(f"{where}: 'mirror_margin' must be a finite number (mean cosine), got {mirror_margin!r}")
-    batch = broadcast_batch(where, condition_features=condition_features, exemplar_features=exemplar_features)
-    grid_x, grid_y = tuple(condition_features.shape[-2:]), tuple(exemplar_features.shape[-2:])
+    return broadcast_batch(where, condition_features=condition_features, exemplar_features=exemplar_features)
+
+
+class _SearchFeatures(NamedTuple):
+    """Both sides normalised, at full resolution and pooled to the coarse grid (with the pooling
+    factors); the exemplar's keyed by ``mirrored`` (False, and True when a mirror was given)."""
+
+    condition: Tensor
+    condition_coarse: Tensor
+    condition_factor: int
+    exemplar: dict
+    exemplar_coarse: dict
+    exemplar_factor: int
+
+
+def _search_features(condition_features: Tensor, exemplar_features: Tensor,
+                     mirrored_exemplar_features: Optional[Tensor], coarse_cells: int) -> _SearchFeatures:
+    """Step 1 of the search: channel-centred, normalised features, full and coarse."""
 
     def coarse(normalised: Tensor) -> tuple[Tensor, int]:
         pooled, factor = _pool_to(normalised, coarse_cells)
@@ -217,9 +257,29 @@ def search_similarity(
     exem_full = {False: centre_normalise(exemplar_features)}
     if mirrored_exemplar_features is not None:
         exem_full[True] = centre_normalise(mirrored_exemplar_features)
-    sides = [(flip, coarse(full)) for flip, full in exem_full.items()]
-    fy = sides[0][1][1]
-    step = float(fy)  # one coarse exemplar cell, in fine cells
+    sides = {flip: coarse(full) for flip, full in exem_full.items()}
+    return _SearchFeatures(cond_full, cond, fx, exem_full, {flip: side[0] for flip, side in sides.items()},
+                           sides[False][1])
+
+
+class _CandidateGrid(NamedTuple):
+    """The coarse candidates (K,) scales and (K, 2) shifts, the grids, one coarse exemplar cell
+    in fine cells (``step``), and the refinement's first scale ratio and 3 x 3 shift pattern."""
+
+    scales: Tensor
+    shifts: Tensor
+    grid_x: tuple
+    grid_y: tuple
+    step: float
+    half_scale: float
+    around: Tensor
+
+
+def _candidate_grid(scales: Sequence[float], max_shift: float, features: _SearchFeatures, grid_x: tuple,
+                    grid_y: tuple) -> _CandidateGrid:
+    """Step 2: every scale with every translation within ``max_shift`` of the exemplar's size, in
+    steps of one coarse exemplar cell."""
+    step = float(features.exemplar_factor)  # one coarse exemplar cell, in fine cells
     hy, wy = grid_y
     reach_x, reach_y = max_shift * wy, max_shift * hy
     shifts = [(dx * step, dy * step)
@@ -232,38 +292,40 @@ def search_similarity(
     ratios = sorted(scales)
     half_scale = (ratios[1] / ratios[0]) ** 0.5 if len(ratios) > 1 else 1.0
     around = torch.tensor([[dx * step / 2, dy * step / 2] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], dtype=torch.float64)
+    return _CandidateGrid(coarse_scales, coarse_shifts, grid_x, grid_y, step, half_scale, around)
 
-    matrices, mirrored, scores = [], [], []
-    for b in range(batch):
-        cb = cond[min(b, cond.shape[0] - 1)]
-        best = {}
-        for flip, (exem, _) in sides:
-            eb = exem[min(b, exem.shape[0] - 1)]
-            mats = _similarities(coarse_scales, coarse_shifts, flip, grid_x, grid_y)
-            sc = _scores(cb, eb, mats, fx, fy)
-            k = int(sc.argmax())
-            scale, shift = coarse_scales[k], coarse_shifts[k]
-            # refine on the full-resolution features: candidates between coarse lattice points
-            # would sample blends of pooled cells and always lose to the lattice points
-            fine_cond, fine_exem = cond_full[min(b, cond_full.shape[0] - 1)], exem_full[flip][min(b, exem_full[flip].shape[0] - 1)]
-            ratio, half = half_scale, step / 2
-            score = None
-            while True:
-                scales_k = (scale * torch.tensor([1 / ratio, 1.0, ratio], dtype=torch.float64)).repeat_interleave(9)
-                shifts_k = (shift + around * (half / (step / 2))).repeat(3, 1)
-                fmats = _similarities(scales_k, shifts_k, flip, grid_x, grid_y)
-                fsc = _scores(fine_cond, fine_exem, fmats)
-                j = int(fsc.argmax())
-                scale, shift, score, matrix = scales_k[j], shifts_k[j], float(fsc[j]), fmats[j]
-                if half <= 0.5:
-                    break
-                half, ratio = half / 2, ratio ** 0.5
-            best[flip] = (score, matrix)
-        flip = True in best and best[True][0] > best[False][0] + mirror_margin
-        score, matrix = best[flip]
-        matrices.append(matrix)
-        mirrored.append(flip)
-        scores.append(score)
-    return Alignment(matrix=torch.stack(matrices).to(condition_features.device),
-                     mirrored=torch.tensor(mirrored, device=condition_features.device),
-                     score=torch.tensor(scores, device=condition_features.device))
+
+def _coarse_best(features: _SearchFeatures, grid: _CandidateGrid, b: int, flip: bool) -> tuple[Tensor, Tensor]:
+    """Step 3: the best coarse candidate of item ``b`` for one side (mirrored or not): its scale
+    and shift."""
+    cb = features.condition_coarse[min(b, features.condition_coarse.shape[0] - 1)]
+    exem = features.exemplar_coarse[flip]
+    eb = exem[min(b, exem.shape[0] - 1)]
+    mats = _similarities(grid.scales, grid.shifts, flip, grid.grid_x, grid.grid_y)
+    sc = _scores(cb, eb, mats, features.condition_factor, features.exemplar_factor)
+    k = int(sc.argmax())
+    return grid.scales[k], grid.shifts[k]
+
+
+def _refine(features: _SearchFeatures, grid: _CandidateGrid, b: int, flip: bool, scale: Tensor,
+            shift: Tensor) -> tuple[float, Tensor]:
+    """Step 4: the coarse winner refined on the full-resolution features (candidates between
+    coarse lattice points would sample blends of pooled cells and always lose to the lattice
+    points): 3 x 3 shifts x 3 scales around it, steps halving down to half a cell. Returns
+    (score, (2, 3) matrix)."""
+    fine_cond = features.condition[min(b, features.condition.shape[0] - 1)]
+    fine_exem = features.exemplar[flip][min(b, features.exemplar[flip].shape[0] - 1)]
+    step, grid_x, grid_y = grid.step, grid.grid_x, grid.grid_y
+    ratio, half = grid.half_scale, step / 2
+    score = None
+    while True:
+        scales_k = (scale * torch.tensor([1 / ratio, 1.0, ratio], dtype=torch.float64)).repeat_interleave(9)
+        shifts_k = (shift + grid.around * (half / (step / 2))).repeat(3, 1)
+        fmats = _similarities(scales_k, shifts_k, flip, grid_x, grid_y)
+        fsc = _scores(fine_cond, fine_exem, fmats)
+        j = int(fsc.argmax())
+        scale, shift, score, matrix = scales_k[j], shifts_k[j], float(fsc[j]), fmats[j]
+        if half <= 0.5:
+            break
+        half, ratio = half / 2, ratio ** 0.5
+    return score, matrix

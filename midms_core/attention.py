@@ -320,40 +320,39 @@ def _fused_rows(qb: Tensor, kb: Tensor, vb: Tensor, tau: float, clamp_negative: 
     keys = kb.transpose(0, 1).contiguous()  # (Nk, C)
     hk, wk = int(key_grid[0]), int(key_grid[1])
     augmented = vb
-    if clamp_negative:
+    if clamp_negative:  # two more value channels, the key's cell: the row's soft-argmax position
         ys, xs = torch.meshgrid(torch.arange(hk, device=vb.device, dtype=torch.float32),
                                 torch.arange(wk, device=vb.device, dtype=torch.float32), indexing="ij")
         cells = torch.stack([xs.flatten(), ys.flatten()], dim=1)  # (Nk, 2): x, y
         augmented = torch.cat([vb, cells], dim=1)
     out = vb.new_empty((n_query, vb.shape[1]))
-    threshold = math.log(n_key) + math.log(1 / FUSED_CERTIFICATE_EPS)  # on the logit scale
     for start in range(0, n_query, rows):
         checkpoint()  # a host's interrupt, between blocks
         q_rows = qb[start : start + rows]
-        mask = None
-        if locality is not None or allowed is not None:
-            mask = q_rows.new_zeros((q_rows.shape[0], n_key))
-        if locality is not None:
-            subtract_locality(mask, *locality, start)  # -l(u, v), exactly as the loop
-        if allowed is not None:
-            mask.masked_fill_(~allowed(start, q_rows.shape[0]), -float("inf"))
+        mask = _block_mask(q_rows, n_key, start, locality, allowed)
         fused = F.scaled_dot_product_attention(q_rows[None, None], keys[None, None], augmented[None, None],
                                                attn_mask=None if mask is None else mask[None, None],
                                                scale=1.0 / tau)[0, 0]  # (r, Cv [+ 2])
         out[start : start + rows] = fused[:, : vb.shape[1]]
         if not clamp_negative:
             continue
-        best = _best_logit_near(q_rows, keys, fused[:, vb.shape[1]:], hk, wk, tau, mask)  # <= the row's max
-        if mask is None:
-            unsafe = torch.nonzero(best < threshold).flatten()
-        else:
-            # the row's own bound log L(u); a row whose nearby cells or whose keys are all excluded
-            # (best = -inf) always goes to the exact loop
-            row_threshold = torch.logsumexp(mask, dim=1) + math.log(1 / FUSED_CERTIFICATE_EPS)
-            unsafe = torch.nonzero((best < row_threshold) | (best == -float("inf"))).flatten()
+        unsafe = _uncertified_rows(q_rows, keys, fused[:, vb.shape[1]:], hk, wk, tau, mask)
         if unsafe.numel():
             out[start + unsafe] = exact_rows_subset(q_rows, unsafe, kb, vb, tau, mask)
     return out
+
+
+def _block_mask(q_rows: Tensor, n_key: int, start: int, locality: Optional[_Locality], allowed) -> Optional[Tensor]:
+    """The fused kernel's additive mask for query rows start:start + r, (r, Nk): -l(u, v) exactly
+    as the loop subtracts it, -inf where ``allowed`` excludes the pair; None without either."""
+    if locality is None and allowed is None:
+        return None
+    mask = q_rows.new_zeros((q_rows.shape[0], n_key))
+    if locality is not None:
+        subtract_locality(mask, *locality, start)  # -l(u, v), exactly as the loop
+    if allowed is not None:
+        mask.masked_fill_(~allowed(start, q_rows.shape[0]), -float("inf"))
+    return mask
 
 
 def exact_rows_subset(q_rows: Tensor, unsafe: Tensor, kb: Tensor, vb: Tensor, tau: float,
@@ -366,11 +365,14 @@ def exact_rows_subset(q_rows: Tensor, unsafe: Tensor, kb: Tensor, vb: Tensor, ta
     return _softmax_rows(logits, vb)
 
 
-def _best_logit_near(q_rows: Tensor, keys: Tensor, position: Tensor, hk: int, wk: int, tau: float,
-                     mask: Optional[Tensor]) -> Tensor:
-    """max over the 3 x 3 key cells v' around each row's (x, y) ``position`` of the unclamped logit
-    c(u, v') / tau (+ the mask's -l(u, v')): (r,), a lower bound of the row's largest logit (it
-    is one of the row's logits)."""
+def _uncertified_rows(q_rows: Tensor, keys: Tensor, position: Tensor, hk: int, wk: int, tau: float,
+                      mask: Optional[Tensor]) -> Tensor:
+    """The rows of a block the certificate of :func:`_fused_rows` does not cover: (k,) indices.
+    A row's largest logit is at least the best unclamped logit c(u, v') / tau (+ the mask's
+    -l(u, v')) of the 3 x 3 key cells v' around its (x, y) soft-argmax ``position`` (each is one
+    of the row's logits); the row fails when that is below log Nk + log(1 / eps), or with a mask
+    below the row's own bound log L(u) + log(1 / eps), or is -inf (a row whose nearby cells or
+    whose keys are all excluded always goes to the exact loop)."""
     position = position.nan_to_num(0.0)  # a row with no allowed key averages nothing
     x = position[:, 0].round().clamp(0, wk - 1).long()
     y = position[:, 1].round().clamp(0, hk - 1).long()
@@ -383,7 +385,10 @@ def _best_logit_near(q_rows: Tensor, keys: Tensor, position: Tensor, hk: int, wk
             if mask is not None:
                 logit = logit + mask[rows, index]
             best = torch.maximum(best, logit)
-    return best
+    if mask is None:
+        return torch.nonzero(best < math.log(keys.shape[0]) + math.log(1 / FUSED_CERTIFICATE_EPS)).flatten()
+    row_threshold = torch.logsumexp(mask, dim=1) + math.log(1 / FUSED_CERTIFICATE_EPS)
+    return torch.nonzero((best < row_threshold) | (best == -float("inf"))).flatten()
 
 
 # From this feature width on, one pass over the correlation for both directions is faster than

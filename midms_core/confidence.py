@@ -44,6 +44,53 @@ MASK_MODES = ("hard", "soft")
 PASSES = ("auto", "two", "one")
 
 
+@dataclass(frozen=True)
+class ConfidenceSettings:
+    """How the cycle check becomes a confidence mask, and how the two directions are computed;
+    validated once, here (the sampler's per-step re-match reads it unchecked).
+
+    threshold:  cycle-consistency threshold in latent pixels of the condition grid (official 0.5
+                normalised = 15.75 px at 64 x 64).
+    mask_mode:  "hard" (official [distance < threshold], optionally smoothed) or "soft" (a
+                sigmoid of the distance).
+    smooth:     the official 2x2 clean-up of the hard mask.
+    soft_width: fall-off of the soft mask in pixels; None = threshold / 4.
+    passes:     "auto", "one" or "two" passes over the correlation for the two directions
+                (:func:`warp_with_confidence`); the same result to float rounding.
+    """
+
+    threshold: float = DEFAULT_THRESHOLD_PX
+    mask_mode: str = "hard"
+    smooth: bool = True
+    soft_width: Optional[float] = None
+    passes: str = "auto"
+
+    def __post_init__(self) -> None:
+        where = "ConfidenceSettings"
+        object.__setattr__(self, "threshold", check_positive(where, "threshold", self.threshold))
+        check_choice(where, "mask_mode", self.mask_mode, MASK_MODES)
+        if self.soft_width is not None:
+            object.__setattr__(self, "soft_width", check_positive(where, "soft_width", self.soft_width))
+        check_choice(where, "passes", self.passes, PASSES)
+
+    def mask(self, distance: Tensor) -> Tensor:
+        """Eq. 11 from the cycle distance (B, 1, H, W) pixels -> (B, 1, H, W) float32 in [0, 1]."""
+        return _confidence_mask(distance, self.threshold, self.mask_mode, self.smooth, self.soft_width)
+
+    def passes_for(self, channels: int) -> str:
+        """"one" or "two": ``passes`` with "auto" resolved for features of ``channels`` channels
+        (:func:`resolve_passes`)."""
+        return resolve_passes(self.passes, channels)
+
+
+def check_confidence(where: str, confidence: object) -> ConfidenceSettings:
+    """``confidence`` must be a :class:`ConfidenceSettings` (validated when it was made)."""
+    if not isinstance(confidence, ConfidenceSettings):
+        raise ValueError(f"{where}: 'confidence' must be a ConfidenceSettings(threshold=..., mask_mode=..., "
+                         f"smooth=..., soft_width=..., passes=...), got {type(confidence).__name__}")
+    return confidence
+
+
 def normalised_to_pixels(threshold: float, size: int) -> float:
     """A distance in align_corners [-1, 1] units on a grid of ``size`` pixels, in pixels."""
     return threshold * (size - 1) / 2
@@ -217,16 +264,12 @@ def warp_prepared(
     condition_features: Tensor,
     exemplar: ExemplarSide,
     settings: AttentionSettings,
-    threshold: float,
-    mask_mode: str,
-    smooth: bool,
-    soft_width: Optional[float],
-    passes: str,
+    confidence: ConfidenceSettings = ConfidenceSettings(),
 ) -> WarpResult:
     """:func:`warp_with_confidence` against a prepared exemplar, WITHOUT argument checks: the
-    caller validated the pair (:func:`prepare_exemplar`) and the settings once; this is the
-    sampler's per-step re-match. ``passes`` is "one" or "two" (resolve "auto" first,
-    :func:`resolve_passes`).
+    caller validated the pair (:func:`prepare_exemplar`) once, and both settings were validated
+    when they were made; this is the sampler's per-step re-match. ``confidence.passes`` "auto"
+    is resolved here for the features' channels (:func:`resolve_passes`).
 
     condition_features: (B, C, Hx, Wx), any float dtype (normalised here).
     """
@@ -234,7 +277,7 @@ def warp_prepared(
     cond = flat_features(condition_features, False)  # (B, C, Nx)
     condition_coords = flat_values(coordinate_grid(1, hx, wx, cond.device))  # (1, Nx, 2)
     locality, restriction = exemplar.locality, exemplar.restriction
-    if passes == "one":
+    if confidence.passes_for(condition_features.shape[1]) == "one":
         forward, backward = softmax_average_both_ways(cond, exemplar.features, exemplar.values, condition_coords,
                                                       exemplar.grid, settings, locality, restriction)
         forward, backward = forward.transpose(1, 2), backward.transpose(1, 2)
@@ -257,7 +300,7 @@ def warp_prepared(
         distance = distance.masked_fill(forward_flow[:, :1].isnan(), float("inf"))
     else:
         distance = _cycle_distance(forward_flow, backward_flow)
-    mask = _confidence_mask(distance, threshold, mask_mode, smooth, soft_width)
+    mask = confidence.mask(distance)
     warped = forward[:, :channels]
     source = forward[:, channels + 2 :] if exemplar.groups > 1 else None
     if restriction is not None:  # report "no source" plainly instead of NaN
@@ -281,34 +324,21 @@ def resolve_passes(passes: str, channels: int) -> str:
     return passes
 
 
-def check_confidence_settings(where: str, threshold: float, mask_mode: str, soft_width: Optional[float],
-                              passes: str) -> None:
-    """Validate the confidence arguments of :func:`warp_with_confidence` (names as given)."""
-    check_positive(where, "threshold", threshold)
-    check_choice(where, "mask_mode", mask_mode, MASK_MODES)
-    if soft_width is not None:
-        check_positive(where, "soft_width", soft_width)
-    check_choice(where, "passes", passes, PASSES)
-
-
 def warp_with_confidence(
     condition_features: Tensor,
     exemplar_features: Tensor,
     exemplar_values: Tensor,
     settings: AttentionSettings = AttentionSettings(),
-    threshold: float = DEFAULT_THRESHOLD_PX,
-    mask_mode: str = "hard",
-    smooth: bool = True,
-    soft_width: Optional[float] = None,
-    passes: str = "auto",
+    confidence: ConfidenceSettings = ConfidenceSettings(),
     prior: Optional[SpatialPrior] = None,
 ) -> WarpResult:
     """Warp ``exemplar_values`` onto the condition grid and mark the cycle-consistent positions.
 
     Streamed over the correlation: condition -> exemplar gives the warp and the forward flow
     together (the coordinates ride along as extra value channels), exemplar -> condition gives
-    the backward flow. ``passes``: "two" computes the correlation once per direction
-    (the kernel of :func:`~midms_core.correspondence.attend` twice), "one" once for both
+    the backward flow. ``confidence`` (:class:`ConfidenceSettings`): the threshold, the mask and
+    ``passes``: "two" computes the correlation once per direction (the kernel of
+    :func:`~midms_core.correspondence.attend` twice), "one" once for both
     (:func:`~midms_core.correspondence.attend_both_ways`), "auto" picks one pass for features of
     at least ``ONE_PASS_MIN_CHANNELS`` channels, where it is faster. The results agree to float
     rounding. Memory stays linear in the number of positions.
@@ -321,7 +351,6 @@ def warp_with_confidence(
     """
     where = "warp_with_confidence"
     check_settings(where, settings)
-    check_confidence_settings(where, threshold, mask_mode, soft_width, passes)
+    check_confidence(where, confidence)
     exemplar = prepare_exemplar(where, condition_features, exemplar_features, exemplar_values, prior)
-    return warp_prepared(condition_features, exemplar, settings, float(threshold), mask_mode, smooth, soft_width,
-                         resolve_passes(passes, condition_features.shape[1]))
+    return warp_prepared(condition_features, exemplar, settings, confidence)

@@ -26,19 +26,17 @@ from torch import Tensor
 from .alignment import SpatialPrior
 from .attention import DEFAULT_CHUNK_BYTES, DEFAULT_TAU, AttentionSettings
 from .confidence import (
-    DEFAULT_THRESHOLD_PX,
-    MASK_MODES,
-    PASSES,
+    ConfidenceSettings,
     WarpResult,
+    check_confidence,
     prepare_exemplar,
-    resolve_passes,
     warp_prepared,
     warp_with_confidence,
 )
 from .exemplars.union import prepare_union, warp_stacked_with_confidence
 from .matchers.base import MatchFeatures, Restriction
 from .noise_paths import EPSILON, GaussianPath
-from .validation import check_choice, check_in_range, check_positive, check_tensor
+from .validation import check_in_range, check_positive, check_tensor
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 NoiseSampler = Callable[[Tensor, Tensor], Tensor]
@@ -131,41 +129,29 @@ class WarpSettings:
     interleaved sampler use these, and ``rewarp_steps`` / ``skip_last`` say when the sampler
     re-matches.
 
-    tau:           softmax temperature of the warp (official 0.005).
-    threshold:     cycle-consistency threshold in latent pixels (official 0.5 normalised = 15.75
-                   px at 64 x 64).
-    mask_mode:     "hard" (official, optionally smoothed) or "soft" (sigmoid of the distance).
-    smooth:        the official 2x2 clean-up of the hard mask.
-    soft_width:    fall-off of the soft mask in pixels (default threshold / 4).
+    tau:            softmax temperature of the warp (official 0.005).
+    confidence:     the cycle check's threshold, the mask (hard / soft, smoothing, soft width)
+                    and the passes over the correlation
+                    (:class:`~midms_core.confidence.ConfidenceSettings`, validated when made).
     clamp_negative: clamp correlations at 0 as the official code does.
-    rewarp_steps:  step indices (0-based) that re-warp; None means every step, less the last when
-                   ``skip_last`` (paper appendix: skipping the last warp helps).
-    skip_last:     only used when rewarp_steps is None.
-    chunk_bytes:   memory budget for one block of correlation logits.
-    passes:        "auto", "one" or "two" passes over the correlation for the two directions
-                   (:func:`~midms_core.confidence.warp_with_confidence`); the same result.
+    rewarp_steps:   step indices (0-based) that re-warp; None means every step, less the last
+                    when ``skip_last`` (paper appendix: skipping the last warp helps).
+    skip_last:      only used when rewarp_steps is None.
+    chunk_bytes:    memory budget for one block of correlation logits.
     """
 
     tau: float = DEFAULT_TAU
-    threshold: float = DEFAULT_THRESHOLD_PX
-    mask_mode: str = "hard"
-    smooth: bool = True
-    soft_width: Optional[float] = None
+    confidence: ConfidenceSettings = ConfidenceSettings()
     clamp_negative: bool = True
     rewarp_steps: Optional[Sequence[int]] = None
     skip_last: bool = True
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
-    passes: str = "auto"
 
     def __post_init__(self) -> None:
         where = "WarpSettings"
         check_positive(where, "tau", self.tau)
-        check_positive(where, "threshold", self.threshold)
-        check_choice(where, "mask_mode", self.mask_mode, MASK_MODES)
-        if self.soft_width is not None:
-            check_positive(where, "soft_width", self.soft_width)
+        check_confidence(where, self.confidence)
         check_positive(where, "chunk_bytes", self.chunk_bytes)
-        check_choice(where, "passes", self.passes, PASSES)
         if self.rewarp_steps is not None:
             steps = tuple(self.rewarp_steps)
             if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in steps):
@@ -206,15 +192,10 @@ class WarpSettings:
         ``restriction``: several stacked exemplars / restricted pairs
         (:func:`~midms_core.exemplars.union.warp_stacked_with_confidence`)."""
         if groups == 1 and restriction is None:
-            return warp_with_confidence(
-                condition_features, exemplar_features, exemplar_values, self.attention, threshold=self.threshold,
-                mask_mode=self.mask_mode, smooth=self.smooth, soft_width=self.soft_width, passes=self.passes,
-                prior=prior,
-            )
-        return warp_stacked_with_confidence(
-            condition_features, exemplar_features, exemplar_values, groups, self.attention, self.threshold,
-            self.mask_mode, self.smooth, self.soft_width, self.passes, prior, restriction,
-        )
+            return warp_with_confidence(condition_features, exemplar_features, exemplar_values, self.attention,
+                                        self.confidence, prior)
+        return warp_stacked_with_confidence(condition_features, exemplar_features, exemplar_values, groups,
+                                            self.attention, self.confidence, prior, restriction)
 
 
 def blend(rewarp: Tensor, x0_hat: Tensor, mask: Tensor) -> Tensor:
@@ -241,8 +222,7 @@ def rewarp_transform(
     exemplar_features = features.exemplar_in_domain
     check_tensor(where, "features.exemplar_in_domain", exemplar_features, 4, "(B, C', Hy, Wy)")
     prepared = {}  # the exemplar side, per condition grid (known at the first re-warp)
-    attention = settings.attention
-    passes = resolve_passes(settings.passes, exemplar_features.shape[1])
+    attention, confidence = settings.attention, settings.confidence
 
     def transform(i: int, x: Tensor, x0_hat: Tensor, sigma: Tensor):
         if i not in steps:
@@ -261,8 +241,7 @@ def rewarp_transform(
         elif query.dim() != 4 or query.shape[1] != exemplar_features.shape[1]:
             raise ValueError(f"{where}: x0_hat features must be (B, {exemplar_features.shape[1]}, h, w), "
                              f"got {tuple(query.shape)}")
-        result = warp_prepared(query, prepared[grid], attention, settings.threshold, settings.mask_mode,
-                               settings.smooth, settings.soft_width, passes)
+        result = warp_prepared(query, prepared[grid], attention, confidence)
         warped = result.warped.to(x0_hat.dtype)
         mask = result.mask.to(x0_hat.dtype)
         return blend(warped, x0_hat, mask), {"mask": mask, "warped": warped, "flow": result.forward_flow}

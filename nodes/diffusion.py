@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from ..host_adapters import HostDiffusionMatcher
 from ..host_adapters.node_names import DIFFUSION_MATCHER
-from ..midms_core.matchers.diffusion import DIFT_TIMESTEP
+from ..midms_core.matchers.diffusion import DIFT_TIMESTEP, DiffusionMatcherSettings
 from .errors import node_errors
 from .types import CATEGORY, MATCHER
 
@@ -60,5 +60,5 @@ class MIDMsDiffusionFeatureMatcher:
 
     @node_errors(DISPLAY)
     def make(self, model, timestep, output_block, ensemble, cross_domain_matcher=None, empty_prompt=None, dit_block=-1):
-        return (HostDiffusionMatcher(model, timestep, output_block, ensemble, cross_domain=cross_domain_matcher,
-                                     empty_prompt=empty_prompt, dit_block=dit_block),)
+        return (HostDiffusionMatcher(model, timestep, output_block, DiffusionMatcherSettings(ensemble=ensemble),
+                                     cross_domain=cross_domain_matcher, empty_prompt=empty_prompt, dit_block=dit_block),)

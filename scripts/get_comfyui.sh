@@ -187,10 +187,12 @@ print("[get_comfyui] torch", torch.__version__, "torchvision", torchvision.__ver
 EOF
     echo "$want" > "$stamp"
   fi
-  # This pack, editable, without touching its dependencies (already satisfied above).
-  if ! "$PY" -c "import midms_core, os, sys; sys.exit(0 if os.path.dirname(os.path.dirname(midms_core.__file__)) == sys.argv[1] else 1)" "$REPO" 2>/dev/null; then
-    pipq "$PY" -m pip install --quiet --no-deps -e "$REPO"
-  fi
+  # The pack itself is NOT pip-installed here, as a `comfy node install` / a clone into
+  # custom_nodes does not: harness/host.py links the repository as custom_nodes/<PACK_NAME>
+  # (the registry node id, pyproject.toml [project].name) and the host imports it from there,
+  # its midms_core by relative import. (An editable install stood here before; its check ran
+  # from this folder, so `import midms_core` always passed and it never installed anything.)
+  # pytest finds midms_core and harness through pyproject.toml's pythonpath.
 fi
 
 # --- 3. check --------------------------------------------------------------------------------

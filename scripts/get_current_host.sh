@@ -6,7 +6,8 @@
 # ../shared/hosts/comfyui-<version>.tar.gz (MIDMS_CURRENT_HOST_TARBALL overrides). This script
 # unpacks it into <repo>/.comfyui-current/ (gitignored, never committed) and builds its
 # environment <repo>/.venv-comfy-current with scripts/get_comfyui.sh (the host's own
-# requirements.txt from the registry, the same torch build as the 2024 host, this pack editable).
+# requirements.txt from the registry, the same torch build as the 2024 host; the pack is linked
+# into custom_nodes by the test harness, not pip-installed).
 #
 # Prints "python=..." and "comfyui=..." like get_comfyui.sh. Exits 3, with a line on stderr,
 # when there is no tarball (the caller decides whether that is an error).

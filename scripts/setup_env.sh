@@ -18,6 +18,11 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1) $TORCH_SPEC"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
+  # the distribution was called comfyui-midms before it took its registry node id (midms):
+  # drop that editable install, or both would stay installed side by side
+  if "$VENV/bin/python" -m pip show --quiet comfyui-midms >/dev/null 2>&1; then
+    "$VENV/bin/python" -m pip uninstall --quiet -y comfyui-midms
+  fi
   "$VENV/bin/python" -m pip install --quiet -e ".[test,demo]"
   echo "$want" > "$stamp"
 fi

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import midms_core as mc
 from midms_core.alignment import SpatialPrior, affine_targets, search_similarity
-from midms_core.confidence import warp_with_confidence
+from midms_core.confidence import ConfidenceSettings, warp_with_confidence
 from midms_core.attention import locality_tables, subtract_locality
 from midms_core.correspondence import attend_dense, coordinate_grid
 from tests import reference as ref
@@ -70,7 +70,8 @@ def test_warp_with_prior_equals_transcription_both_ways(passes, per_cell):
     tau = 0.05
     prior = SpatialPrior(target, sigma)
     # a tiny block budget: several blocks of rows, so the streaming is exercised
-    res = warp_with_confidence(sx, sy, values, AttentionSettings(tau=tau, chunk_bytes=4 * hy * wy * 3), prior=prior, passes=passes)
+    res = warp_with_confidence(sx, sy, values, AttentionSettings(tau=tau, chunk_bytes=4 * hy * wy * 3),
+                               ConfidenceSettings(passes=passes), prior=prior)
     args = (sx[0].flatten(1), sy[0].flatten(1))
     t = target[0].flatten(1)
     s = sigma[0, 0] if per_cell else sigma
@@ -81,7 +82,7 @@ def test_warp_with_prior_equals_transcription_both_ways(passes, per_cell):
     assert torch.allclose(res.forward_flow[0].flatten(1).double(), want_flow, atol=2e-4)
     assert torch.allclose(res.backward_flow[0].flatten(1).double(), want_back, atol=2e-4)
     # and the prior matters: without it the answer differs
-    plain = warp_with_confidence(sx, sy, values, AttentionSettings(tau=tau), passes=passes)
+    plain = warp_with_confidence(sx, sy, values, AttentionSettings(tau=tau), ConfidenceSettings(passes=passes))
     assert (plain.forward_flow - res.forward_flow).abs().max() > 0.1
 
 

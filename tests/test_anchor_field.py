@@ -9,16 +9,8 @@ import math
 import pytest
 import torch
 
-from midms_core.anchors.field import (
-    FieldSettings,
-    anchor_field,
-    anchor_prior,
-    fit_affine,
-    fit_similarity,
-    fit_tps,
-    robust_fit,
-    to_cells,
-)
+from midms_core.anchors.field import FieldSettings, anchor_field, anchor_prior
+from midms_core.anchors.fitting import fit_affine, fit_similarity, fit_tps, robust_fit, to_cells
 from midms_core.confidence import warp_with_confidence
 from tests.reference import pixel_grid, soft_warp_with_locality
 

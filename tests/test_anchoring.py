@@ -12,7 +12,7 @@ from midms_core.anchors.keypoints import Keypoints
 from midms_core.confidence import warp_with_confidence
 from midms_core.images import crop_geometry, fit, fit_geometry
 from midms_core.matchers.base import MatchSide
-from midms_core.matchers.edge import EdgeDescriptorMatcher
+from midms_core.matchers.edge import EdgeDescriptorMatcher, EdgeMatcherSettings
 
 
 def bump_image(h, w, x, y, sigma=3.0):
@@ -73,10 +73,10 @@ def test_the_matcher_binds_without_its_alignment_and_takes_the_anchor_prior():
     matcher = EdgeDescriptorMatcher()  # searches a similarity (and mirror) by default
     prior = a_prior()
     bound = bind_anchored(matcher, cond, [exem], [prior])
-    plain = EdgeDescriptorMatcher(alignment="none").bind(cond, exem)
+    plain = EdgeDescriptorMatcher(EdgeMatcherSettings(alignment="none")).bind(cond, exem)
     assert bound.prior is not None and torch.equal(bound.prior.target, prior.target) and bound.alignment is None
     assert torch.equal(bound.condition, plain.condition) and torch.equal(bound.exemplar, plain.exemplar)
-    assert matcher.alignment == "similarity"  # the user's matcher is not changed
+    assert matcher.settings.alignment == "similarity"  # the user's matcher is not changed
 
 
 def test_anchors_only_warps_along_the_field():
@@ -133,5 +133,6 @@ def test_every_matcher_takes_the_anchor_prior(kind):
     assert bound.prior is not None and torch.equal(bound.prior.target, prior.target) and bound.alignment is None
     assert torch.equal(bound.condition, plain.condition) and torch.equal(bound.exemplar, plain.exemplar)
     if kind == "diffusion+edge":
-        assert matcher.without_alignment().cross_domain.alignment == "none" and edge.alignment == "similarity"
+        assert matcher.without_alignment().cross_domain.settings.alignment == "none"
+        assert edge.settings.alignment == "similarity"
         assert plain.prior is None  # no search, so no prior of its own

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from midms_core import DiffusionFeatureMatcher, EdgeDescriptorMatcher, MatchSide
 from midms_core.exemplars.union import bind_union
+from midms_core.matchers.diffusion import DiffusionMatcherSettings
+from midms_core.matchers.edge import EdgeMatcherSettings
 from midms_core.matchers.learned import LearnedMatcher
 from midms_core.networks.model import CorrespondenceConfig, init_networks
 
@@ -45,7 +47,7 @@ def _side(seed: int, channels: int = 4, size: int = 64) -> MatchSide:
 
 class _CountingEdgeMatcher(EdgeDescriptorMatcher):
     def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(EdgeMatcherSettings(**kwargs))
         self.condition_calls = 0
 
     def condition_features(self, image, grid):
@@ -131,7 +133,7 @@ def test_diffusion_matcher_bind_each_passes_the_condition_once(cross_domain):
     ensemble = 2
 
     def matcher(extract):
-        return DiffusionFeatureMatcher(extract, ensemble=ensemble, seed=4,
+        return DiffusionFeatureMatcher(extract, DiffusionMatcherSettings(ensemble=ensemble, seed=4),
                                        cross_domain=EdgeDescriptorMatcher() if cross_domain else None)
 
     extract = _ToyExtract()

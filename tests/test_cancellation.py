@@ -12,6 +12,7 @@ from midms_core.alignment import search_similarity
 from midms_core.cancellation import cancellable, checkpoint
 from midms_core.correspondence import attend, attend_both_ways
 from midms_core.attention import AttentionSettings
+from midms_core.confidence import ConfidenceSettings
 
 
 class Stop(Exception):
@@ -92,5 +93,6 @@ def test_one_pass_both_ways_checks_between_blocks():
     assert len(calls) == 2
     calls, check = counting_check()
     with cancellable(check):
-        mc.warp_with_confidence(q, k, torch.randn(1, 4, 16, 16, generator=g), AttentionSettings(chunk_bytes=chunk), passes="one")
+        mc.warp_with_confidence(q, k, torch.randn(1, 4, 16, 16, generator=g), AttentionSettings(chunk_bytes=chunk),
+                                ConfidenceSettings(passes="one"))
     assert len(calls) >= 16

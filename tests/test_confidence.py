@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import midms_core as mc
 from tests import reference as ref
 from midms_core.attention import AttentionSettings
-from midms_core.confidence import normalised_to_pixels, sample_bilinear, smooth_mask
+from midms_core.confidence import ConfidenceSettings, normalised_to_pixels, sample_bilinear, smooth_mask
 
 
 def smooth_random_features(channels: int, h: int, w: int, seed: int, blur: int = 2) -> torch.Tensor:
@@ -58,7 +58,7 @@ def test_real_check_uses_backward_flow_unlike_official_bug():
     grid = mc.correspondence.coordinate_grid(1, 12, 12)
     forward = grid.clone()
     backward = grid + torch.tensor([6.0, 0.0]).view(1, 2, 1, 1)
-    ours = mc.hard_confidence(mc.cycle_distance(forward, backward), threshold=2.0, smooth=False)
+    ours = mc.confidence.hard_confidence(mc.cycle_distance(forward, backward), threshold=2.0, smooth=False)
     buggy = (official_buggy_check(forward, backward) < 2.0).float()
     # columns 6.. are clamped at the border and come back at most 5 px off; the rest 6 px.
     assert float(ours[..., :6].max()) == 0.0
@@ -94,7 +94,7 @@ def test_mask_rejects_content_missing_from_exemplar_and_accepts_the_rest(seed):
     threshold = 2.0
     condition, exemplar, matched = make_deformed_pair(seed=seed)
     values = torch.randn(1, 4, 32, 32)
-    result = mc.warp_with_confidence(condition, exemplar, values, threshold=threshold, smooth=False)
+    result = mc.warp_with_confidence(condition, exemplar, values, confidence=ConfidenceSettings(threshold, smooth=False))
     mask = result.mask[0, 0].bool()
     recall = float(mask[matched].float().mean())
     # A position within about the threshold of real content can come back consistent by
@@ -118,7 +118,8 @@ def test_warp_with_confidence_matches_separate_computations():
     cond = torch.randn(2, 16, 6, 7, generator=g)
     exem = torch.randn(1, 16, 5, 5, generator=g)
     values = torch.randn(2, 3, 5, 5, generator=g)
-    res = mc.warp_with_confidence(cond, exem, values, AttentionSettings(tau=0.05, chunk_bytes=100), threshold=1.5, smooth=False)
+    res = mc.warp_with_confidence(cond, exem, values, AttentionSettings(tau=0.05, chunk_bytes=100),
+                                  ConfidenceSettings(threshold=1.5, smooth=False))
     assert torch.allclose(res.warped, mc.warp(cond, exem, values, AttentionSettings(tau=0.05)), atol=1e-5)
     assert torch.allclose(res.forward_flow, mc.correspondence.soft_argmax_flow(cond, exem, AttentionSettings(tau=0.05)), atol=1e-4)
     backward = mc.correspondence.soft_argmax_flow(exem, cond, AttentionSettings(tau=0.05))
@@ -136,9 +137,9 @@ def test_one_pass_equals_two_passes(mask_mode):
     cond = torch.randn(2, 24, 9, 7, generator=g)
     exem = torch.randn(1, 24, 6, 8, generator=g)
     values = torch.randn(2, 4, 6, 8, generator=g)
-    kwargs = dict(settings=AttentionSettings(tau=0.02, chunk_bytes=2 * 4 * 48 * 5), threshold=2.0, mask_mode=mask_mode)
-    one = mc.warp_with_confidence(cond, exem, values, passes="one", **kwargs)
-    two = mc.warp_with_confidence(cond, exem, values, passes="two", **kwargs)
+    settings = AttentionSettings(tau=0.02, chunk_bytes=2 * 4 * 48 * 5)
+    one = mc.warp_with_confidence(cond, exem, values, settings, ConfidenceSettings(2.0, mask_mode, passes="one"))
+    two = mc.warp_with_confidence(cond, exem, values, settings, ConfidenceSettings(2.0, mask_mode, passes="two"))
     for name in ("warped", "forward_flow", "backward_flow", "distance", "mask"):
         assert torch.allclose(getattr(one, name), getattr(two, name), atol=1e-4), name
     assert 0 < float(two.mask.mean()) < 1 or mask_mode == "soft"  # the masks compared are not trivial
@@ -156,8 +157,8 @@ def test_auto_takes_one_pass_for_wide_features_only(monkeypatch):
         feats = torch.randn(1, channels, 3, 3, generator=g)
         mc.warp_with_confidence(feats, feats, values)
     assert calls == [confidence.ONE_PASS_MIN_CHANNELS]
-    with pytest.raises(ValueError, match="passes"):
-        mc.warp_with_confidence(feats, feats, values, passes="three")
+    with pytest.raises(ValueError, match="ConfidenceSettings: 'passes' must be one of"):
+        ConfidenceSettings(passes="three")
 
 
 def test_default_threshold_is_official_half_unit_at_64():
@@ -187,18 +188,19 @@ def test_smoothing_keeps_blocks_with_three_of_four():
 
 def test_soft_mask_properties():
     d = torch.linspace(0, 10, 101).view(1, 1, 1, 101)
-    soft = mc.soft_confidence(d, threshold=4.0)
+    soft = mc.confidence.soft_confidence(d, threshold=4.0)
     assert float(soft[..., 40]) == pytest.approx(0.5)
     assert bool((soft[..., 1:] < soft[..., :-1]).all())
-    sharp = mc.soft_confidence(d, threshold=4.0, width=1e-3)
-    hard = mc.hard_confidence(d, threshold=4.0, smooth=False)
+    sharp = mc.confidence.soft_confidence(d, threshold=4.0, width=1e-3)
+    hard = mc.confidence.hard_confidence(d, threshold=4.0, smooth=False)
     off = (d - 4.0).abs() > 0.05
     assert torch.allclose(sharp[off], hard[off], atol=1e-6)
 
 
 def test_soft_mode_through_fused_op():
     condition, exemplar, matched = make_deformed_pair(seed=5)
-    res = mc.warp_with_confidence(condition, exemplar, torch.randn(1, 4, 32, 32), threshold=2.0, mask_mode="soft")
+    res = mc.warp_with_confidence(condition, exemplar, torch.randn(1, 4, 32, 32),
+                                  confidence=ConfidenceSettings(threshold=2.0, mask_mode="soft"))
     assert float(res.mask.min()) >= 0 and float(res.mask.max()) <= 1
     assert float(res.mask[0, 0][matched].mean()) > float(res.mask[0, 0][~matched].mean()) + 0.5
 
@@ -206,11 +208,8 @@ def test_soft_mode_through_fused_op():
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        (dict(threshold=0.0), ["threshold"]),
-        (dict(threshold=float("inf")), ["threshold"]),
-        (dict(mask_mode="fuzzy"), ["mask_mode", "hard", "soft"]),
-        (dict(soft_width=-1.0), ["soft_width"]),
         (dict(settings=0.005), ["settings", "AttentionSettings"]),
+        (dict(confidence=2.0), ["'confidence'", "ConfidenceSettings"]),
         (dict(exemplar_values=torch.randn(1, 3, 5, 5)), ["exemplar_values", "grid"]),
     ],
 )
@@ -223,3 +222,29 @@ def test_bad_arguments(kwargs, words):
     assert str(info.value).startswith("warp_with_confidence:")
     for word in words:
         assert word in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(threshold=0.0), "ConfidenceSettings: 'threshold' must be > 0 and finite, got 0.0"),
+        (dict(threshold=float("inf")), "ConfidenceSettings: 'threshold' must be > 0 and finite, got inf"),
+        (dict(threshold="2"), "ConfidenceSettings: 'threshold' must be a number, got str"),
+        (dict(mask_mode="fuzzy"), "ConfidenceSettings: 'mask_mode' must be one of ['hard', 'soft'], got 'fuzzy'"),
+        (dict(soft_width=-1.0), "ConfidenceSettings: 'soft_width' must be > 0 and finite, got -1.0"),
+        (dict(passes="three"), "ConfidenceSettings: 'passes' must be one of ['auto', 'two', 'one'], got 'three'"),
+    ],
+)
+def test_confidence_settings_are_validated_once_when_made(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        ConfidenceSettings(**kwargs)
+    assert str(info.value) == message
+
+
+def test_confidence_settings_are_frozen_and_normalised():
+    settings = ConfidenceSettings(threshold=3, soft_width=1)
+    assert settings.threshold == 3.0 and isinstance(settings.threshold, float)
+    assert settings.soft_width == 1.0 and isinstance(settings.soft_width, float)
+    assert ConfidenceSettings() == ConfidenceSettings(mc.DEFAULT_THRESHOLD_PX, "hard", True, None, "auto")
+    with pytest.raises(AttributeError):
+        settings.threshold = 2.0

@@ -154,9 +154,9 @@ def test_mirrored_exemplar_gets_mirrored_in_domain_features():
     measured PCK@2 0.84 / 0.90 (chelsea / astronaut); without the flip 0.18 / 0.26."""
     from benchmarks import cross_instance as ci
     from harness.metrics import pck
-    from midms_core.matchers.edge import EdgeDescriptorMatcher
+    from midms_core.matchers.edge import EdgeDescriptorMatcher, EdgeMatcherSettings
 
-    matcher = EdgeDescriptorMatcher(x0_condition_weight=0.0)
+    matcher = EdgeDescriptorMatcher(EdgeMatcherSettings(x0_condition_weight=0.0))
     for name in ("chelsea", "astronaut"):
         deformed, inside, exemplar, truth_px = mirrored_case(load_photo(name, ci.SIZE), 0, ci.SHIFT_PX)
         truth, valid = pixel_truth_to_latent(truth_px, inside, ci.FACTOR)

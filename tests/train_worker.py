@@ -18,7 +18,8 @@ from safetensors.torch import save_file  # noqa: E402
 
 from midms_core.networks.model import CorrespondenceConfig  # noqa: E402
 from midms_core.training.data import DataConfig  # noqa: E402
-from midms_core.training.engine import TrainConfig, folded_state, train  # noqa: E402
+from midms_core.training.engine import TrainConfig, train  # noqa: E402
+from midms_core.training.run_files import folded_state  # noqa: E402
 
 TINY = CorrespondenceConfig(latent_channels=3, label_channels=3, width=16, encoder_width=8, spade_hidden=16)
 

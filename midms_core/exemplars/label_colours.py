@@ -16,7 +16,7 @@ Images are channels first (B, 3, H, W) in [0, 1]; palettes (K, 3) in [0, 1].
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -185,6 +185,33 @@ def cluster_palette(image: Tensor, tolerance: float = DEFAULT_TOLERANCE, max_col
     tolerance = float(tolerance)
     if not tolerance > 0:
         raise ValueError(f"cluster_palette: 'tolerance' must be > 0 (8-bit units), got {tolerance!r}")
+    counted = _count_colours(image, tolerance)
+    centres = _cluster_bins(counted, tolerance, max_colours)
+    centres, mass = _cored_labels(counted, centres)
+    if centres.shape[0] > max_colours:
+        raise TooManyColours(centres.shape[0], max_colours, tolerance)
+    centres = centres[torch.argsort(mass, descending=True, stable=True)]
+    return (centres / 255).float().to(image.device)
+
+
+class _Counted(NamedTuple):
+    """A label map's colours counted (step 1 of :func:`cluster_palette`): the (B, H, W) shape of
+    its pixels, each pixel's distinct colour ``inverse`` (B * H * W,), the distinct colours
+    (U, 3) float64 in 0..255 with their pixel counts ``weights`` (U,), each colour's bin
+    ``bin_of`` (U,), and the bins' weighted mean colours (Nb, 3) and weights (Nb,)."""
+
+    shape: torch.Size
+    inverse: Tensor
+    colours: Tensor
+    weights: Tensor
+    bin_of: Tensor
+    bin_colours: Tensor
+    bin_weights: Tensor
+
+
+def _count_colours(image: Tensor, tolerance: float) -> _Counted:
+    """Step 1: the distinct colours and their bins of a third of the tolerance (at most _BIN
+    units; twice as wide while more than _MAX_BINS bins are occupied)."""
     codes = _codes(image.cpu())
     unique, inverse, counts = torch.unique(codes.flatten(), return_inverse=True, return_counts=True)
     colours, weights = _decode(unique), counts.double()
@@ -194,22 +221,33 @@ def cluster_palette(image: Tensor, tolerance: float = DEFAULT_TOLERANCE, max_col
         width *= 2
         bins, bin_of = torch.unique(_bin_codes(colours, width), return_inverse=True)
     bin_colours, bin_weights = _weighted_means(colours, weights, bin_of, bins.shape[0])
+    return _Counted(codes.shape, inverse, colours, weights, bin_of, bin_colours, bin_weights)
 
+
+def _cluster_bins(counted: _Counted, tolerance: float, max_colours: int) -> Tensor:
+    """Steps 2 and 3: greedy seeding, then weighted k-means with close centres merged until no
+    two are within the tolerance. (K, 3) centres in 0..255."""
     try:
-        centres = _seed(bin_colours, bin_weights, tolerance, _SEED_FACTOR * max_colours)
+        centres = _seed(counted.bin_colours, counted.bin_weights, tolerance, _SEED_FACTOR * max_colours)
     except TooManyColours as e:  # report against the palette's limit
         raise TooManyColours(e.found, max_colours, tolerance) from None
     for _ in range(_ROUNDS):
-        centres, mass = _lloyd(bin_colours, bin_weights, centres, _LLOYD_STEPS)
+        centres, mass = _lloyd(counted.bin_colours, counted.bin_weights, centres, _LLOYD_STEPS)
         merged = _merge(centres, mass, tolerance)
         if merged.shape[0] == centres.shape[0]:
             break
         centres = merged
+    return centres
 
-    # 4. keep clusters with a core (or of one exact colour); centres from their core pixels
-    colour_label = _nearest(bin_colours, centres)[0][bin_of]  # (U,): each colour's bin's centre
+
+def _cored_labels(counted: _Counted, centres: Tensor) -> tuple[Tensor, Tensor]:
+    """Step 4: the clusters kept (a core, and a core share of at least MIN_CORE_SHARE unless of
+    one exact colour), each centre moved to the mean colour of its core pixels: (K', 3) centres
+    and their masses (K',)."""
+    colours, weights, inverse = counted.colours, counted.weights, counted.inverse
+    colour_label = _nearest(counted.bin_colours, centres)[0][counted.bin_of]  # (U,): each colour's bin's centre
     k = centres.shape[0]
-    labels = colour_label[inverse].view(codes.shape)
+    labels = colour_label[inverse].view(counted.shape)
     core = _core(labels).flatten()
     core_mass = torch.zeros(k, dtype=torch.float64).index_add_(0, labels.flatten(), core.double())
     _, mass = _weighted_means(colours, weights, colour_label, k)
@@ -221,11 +259,7 @@ def cluster_palette(image: Tensor, tolerance: float = DEFAULT_TOLERANCE, max_col
     core_means, _ = _weighted_means(core_colours, torch.ones(core_colours.shape[0], dtype=torch.float64),
                                     labels.flatten()[core], k)
     centres = torch.where((core_mass > 0)[:, None], core_means, centres)[keep]
-    mass = mass[keep]
-    if centres.shape[0] > max_colours:
-        raise TooManyColours(centres.shape[0], max_colours, tolerance)
-    centres = centres[torch.argsort(mass, descending=True, stable=True)]
-    return (centres / 255).float().to(image.device)
+    return centres, mass[keep]
 
 
 def _bin_width(tolerance: float) -> int:

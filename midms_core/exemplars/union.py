@@ -20,14 +20,7 @@ from torch import Tensor
 
 from ..alignment import SpatialPrior
 from ..attention import AttentionSettings, PairRestriction
-from ..confidence import (
-    DEFAULT_THRESHOLD_PX,
-    WarpResult,
-    check_confidence_settings,
-    prepare_exemplar,
-    resolve_passes,
-    warp_prepared,
-)
+from ..confidence import ConfidenceSettings, WarpResult, check_confidence, prepare_exemplar, warp_prepared
 from ..correspondence import check_settings
 from ..matchers.base import Matcher, MatchFeatures, MatchSide, Restriction
 from ..validation import broadcast_batch, check_tensor
@@ -81,11 +74,7 @@ def warp_union_with_confidence(
     exemplar_features: Sequence[Tensor],
     exemplar_values: Sequence[Tensor],
     settings: AttentionSettings = AttentionSettings(),
-    threshold: float = DEFAULT_THRESHOLD_PX,
-    mask_mode: str = "hard",
-    smooth: bool = True,
-    soft_width: Optional[float] = None,
-    passes: str = "auto",
+    confidence: ConfidenceSettings = ConfidenceSettings(),
     priors: Optional[Sequence[Optional[SpatialPrior]]] = None,
     restriction: Optional[Restriction] = None,
 ) -> WarpResult:
@@ -93,10 +82,10 @@ def warp_union_with_confidence(
 
     condition_features: (B, C, Hx, Wx); exemplar_features: G tensors (B, C, Hy, Wy);
     exemplar_values: G tensors (B, Cv, Hy, Wy); ``priors``: one SpatialPrior (or None) per
-    exemplar, each on the condition grid into its exemplar's cells; ``restriction``: which pairs
-    may match (:class:`Restriction`). Results as :class:`~midms_core.confidence.WarpResult`,
-    with the flows in the stacked grid (Hy -> G * Hy) and ``source`` (B, G, Hx, Wx) when G > 1.
-    With G = 1 and no restriction this equals warp_with_confidence.
+    exemplar, each on the condition grid into its exemplar's cells; ``settings`` and
+    ``confidence`` as there; ``restriction``: which pairs may match (:class:`Restriction`).
+    Results as :class:`~midms_core.confidence.WarpResult`, with the flows in the stacked grid
+    (Hy -> G * Hy) and ``source`` (B, G, Hx, Wx) when G > 1. With G = 1 and no restriction this equals warp_with_confidence.
     """
     where = "warp_union_with_confidence"
     features = stack_exemplars(where, "exemplar_features", exemplar_features)
@@ -106,8 +95,8 @@ def warp_union_with_confidence(
         raise ValueError(f"{where}: give one entry per exemplar: {groups} feature maps, {len(exemplar_values)} values"
                          + ("" if priors is None else f", {len(priors)} priors"))
     prior = None if priors is None else union_prior(priors)
-    return warp_stacked_with_confidence(condition_features, features, values, groups, settings, threshold, mask_mode,
-                                        smooth, soft_width, passes, prior, restriction, where)
+    return warp_stacked_with_confidence(condition_features, features, values, groups, settings, confidence, prior,
+                                        restriction, where)
 
 
 def warp_stacked_with_confidence(
@@ -116,11 +105,7 @@ def warp_stacked_with_confidence(
     exemplar_values: Tensor,
     groups: int,
     settings: AttentionSettings = AttentionSettings(),
-    threshold: float = DEFAULT_THRESHOLD_PX,
-    mask_mode: str = "hard",
-    smooth: bool = True,
-    soft_width: Optional[float] = None,
-    passes: str = "auto",
+    confidence: ConfidenceSettings = ConfidenceSettings(),
     prior: Optional[SpatialPrior] = None,
     restriction: Optional[Restriction] = None,
     where: str = "warp_stacked_with_confidence",
@@ -129,11 +114,10 @@ def warp_stacked_with_confidence(
     (B, C, G * Hy, Wy), exemplar_values (B, Cv, G * Hy, Wy), ``prior`` over the union
     (:func:`union_prior`) or None."""
     check_settings(where, settings)
-    check_confidence_settings(where, threshold, mask_mode, soft_width, passes)
+    check_confidence(where, confidence)
     pairs = prepare_union(where, condition_features, exemplar_features, groups, prior, restriction)
     exemplar = prepare_exemplar(where, condition_features, exemplar_features, exemplar_values, prior, groups, pairs)
-    return warp_prepared(condition_features, exemplar, settings, float(threshold), mask_mode, smooth, soft_width,
-                         resolve_passes(passes, condition_features.shape[1]))
+    return warp_prepared(condition_features, exemplar, settings, confidence)
 
 
 def prepare_union(where: str, condition_features: Tensor, exemplar_features: Tensor, groups: int,

@@ -19,6 +19,7 @@ current latent (the paper's premise: once x0_hat is photo-like, matching is in-d
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -74,13 +75,31 @@ class FeatureCapture:
         return out
 
 
+@dataclass(frozen=True)
+class DiffusionMatcherSettings:
+    """The options of :class:`DiffusionFeatureMatcher`, validated once, here.
+
+    ensemble: noise draws averaged per side (DIFT: 8; 1 keeps CPU runs cheap).
+    seed:     seed of the noise draws; the same input always gives the same features.
+    """
+
+    ensemble: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if int(self.ensemble) < 1:
+            raise ValueError(f"DiffusionFeatureMatcher: 'ensemble' must be >= 1 noise draws, got {self.ensemble}")
+        object.__setattr__(self, "ensemble", int(self.ensemble))
+        object.__setattr__(self, "seed", int(self.seed))
+
+
 class DiffusionFeatureMatcher(SharedConditionMatcher):
     """DIFT-style matcher: features of a diffusion U-Net block, on each side's latent grid.
 
     extract:  the U-Net pass, ``extract(latent_raw, generator) -> (B, C, h', w')``; it draws its
               noise from ``generator``.
-    ensemble: noise draws averaged per side (DIFT: 8; 1 keeps CPU runs cheap).
-    seed:     seed of the noise draws; the same input always gives the same features.
+    settings: its options (ensemble, seed), a :class:`DiffusionMatcherSettings`; the defaults
+              when omitted.
     capture:  optional :class:`FeatureCapture` filled by the host during the sampler's own U-Net
               call; when it holds features of x0's batch, ``x0_features`` returns them.
     cross_domain: optional matcher for the first, cross-domain match (condition against
@@ -92,15 +111,15 @@ class DiffusionFeatureMatcher(SharedConditionMatcher):
 
     name = "diffusion"
 
-    def __init__(self, extract: Extract, ensemble: int = 1, seed: int = 0,
+    def __init__(self, extract: Extract, settings: Optional[DiffusionMatcherSettings] = None,
                  capture: Optional[FeatureCapture] = None, cross_domain: Optional[Matcher] = None) -> None:
         if not callable(extract):
             raise ValueError(f"DiffusionFeatureMatcher: 'extract' must be callable, got {type(extract).__name__}")
-        if int(ensemble) < 1:
-            raise ValueError(f"DiffusionFeatureMatcher: 'ensemble' must be >= 1 noise draws, got {ensemble}")
+        settings = DiffusionMatcherSettings() if settings is None else settings
+        if not isinstance(settings, DiffusionMatcherSettings):
+            raise ValueError(f"DiffusionFeatureMatcher: 'settings' must be a DiffusionMatcherSettings, got {type(settings).__name__}")
         self.extract = extract
-        self.ensemble = int(ensemble)
-        self.seed = int(seed)
+        self.settings = settings
         if cross_domain is not None and not isinstance(cross_domain, Matcher):
             raise ValueError(f"DiffusionFeatureMatcher: 'cross_domain' must be a Matcher, got {type(cross_domain).__name__}")
         self.capture = capture
@@ -109,9 +128,10 @@ class DiffusionFeatureMatcher(SharedConditionMatcher):
     def features(self, latent: Tensor) -> Tensor:
         """(B, c, h, w) raw latent -> (B, C, h, w) features averaged over ``ensemble`` draws."""
         check_tensor("DiffusionFeatureMatcher", "latent", latent, 4, "(B, c, h, w)")
-        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        ensemble = self.settings.ensemble
+        generator = torch.Generator(device="cpu").manual_seed(self.settings.seed)
         total = None
-        for _ in range(self.ensemble):
+        for _ in range(ensemble):
             checkpoint()  # each draw costs a U-Net pass: a host's interrupt is honoured between them
             out = self.extract(latent, generator)
             check_tensor("DiffusionFeatureMatcher", "extract output", out, 4, "(B, C, h', w')")
@@ -121,7 +141,7 @@ class DiffusionFeatureMatcher(SharedConditionMatcher):
                 )
             out = resize_to_grid(out, tuple(latent.shape[-2:]))
             total = out if total is None else total + out
-        return total / self.ensemble
+        return total / ensemble
 
     def x0_features(self, x0: Tensor) -> Tensor:
         """Features for x0_hat: the captured ones of the current step if any fit, else extract."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import kornia
@@ -47,6 +48,7 @@ from .base import MatchFeatures, MatchSide, SharedConditionMatcher, require_imag
 
 __all__ = [
     "EdgeDescriptorMatcher",
+    "EdgeMatcherSettings",
     "condition_edge_map",
     "exemplar_edge_map",
     "orientation_histograms",
@@ -182,8 +184,19 @@ def ring_descriptor(
     return torch.cat(out, dim=1)
 
 
-class EdgeDescriptorMatcher(SharedConditionMatcher):
-    """Training-free matcher: edge maps + DAISY-like descriptors on each side's latent grid.
+def _check_rings(where: str, arg: str, rings: Rings) -> tuple[tuple[float, float], ...]:
+    try:
+        out = tuple((float(s), float(r)) for s, r in rings)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: '{arg}' must be a sequence of (sigma, radius) pairs in latent cells, got {rings!r}") from None
+    if any(not (math.isfinite(s) and math.isfinite(r)) or s < 0 or r <= 0 for s, r in out):
+        raise ValueError(f"{where}: '{arg}' needs sigma >= 0 and radius > 0 in every (sigma, radius) pair, got {rings!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class EdgeMatcherSettings:
+    """The options of :class:`EdgeDescriptorMatcher`, validated once, here.
 
     cell_px:       working resolution, in image pixels per latent cell: each image is resized to
                    (h * cell_px, w * cell_px) before edge detection. 8 is the native resolution
@@ -198,12 +211,12 @@ class EdgeDescriptorMatcher(SharedConditionMatcher):
     centre_weight: weight of the centre histogram against each ring sample (1).
     subgrid:       cross-domain descriptors are computed on a grid this many times finer than
                    the latent grid, then averaged down (radii and sigmas are scaled to match).
-    latent_blur / latent_patch / latent_rings: the latent descriptor (:meth:`latent_features`):
-                   blur sigma in latent cells, neighbourhood size (odd), context rings.
+    latent_blur / latent_patch / latent_rings: the latent descriptor
+                   (:meth:`EdgeDescriptorMatcher.latent_features`): blur sigma in latent cells,
+                   neighbourhood size (odd), context rings.
     x0_condition_weight: the in-domain features append the cross-domain features of the same
                    side with this weight (x0_hat with S_x, the exemplar latent with S_y), as the
-                   official F'(x0_hat, D_x) mixes in the condition; 0 gives pure latent
-                   features.
+                   official F'(x0_hat, D_x) mixes in the condition; 0: pure latent features.
     alignment:     "similarity" (default): :func:`~midms_core.alignment.search_similarity` lays
                    the exemplar over the condition first (scale, shift, mirror), and every warp of
                    the pair gets a locality prior around that layout (``MatchFeatures.prior``);
@@ -218,78 +231,78 @@ class EdgeDescriptorMatcher(SharedConditionMatcher):
     x0_condition_weight > 0), c = latent channels.
     """
 
-    name = "kornia_edges"
+    cell_px: int = 8
+    canny_low: float = 0.1
+    canny_high: float = 0.2
+    canny_sigma: float = 1.0
+    hysteresis_steps: Optional[int] = 16
+    edge_blur: float = 2.0
+    orientations: int = 8
+    rings: Rings = DEFAULT_RINGS
+    points: int = 8
+    centre_weight: float = 0.5
+    subgrid: int = 2
+    latent_blur: float = 0.75
+    latent_patch: int = 5
+    latent_rings: Rings = DEFAULT_LATENT_RINGS
+    x0_condition_weight: float = 0.7
+    alignment: str = "similarity"
+    mirror: bool = True
+    locality: float = DEFAULT_LOCALITY
 
-    def __init__(
-        self,
-        cell_px: int = 8,
-        canny_low: float = 0.1,
-        canny_high: float = 0.2,
-        canny_sigma: float = 1.0,
-        hysteresis_steps: Optional[int] = 16,
-        edge_blur: float = 2.0,
-        orientations: int = 8,
-        rings: Rings = DEFAULT_RINGS,
-        points: int = 8,
-        centre_weight: float = 0.5,
-        subgrid: int = 2,
-        latent_blur: float = 0.75,
-        latent_patch: int = 5,
-        latent_rings: Rings = DEFAULT_LATENT_RINGS,
-        x0_condition_weight: float = 0.7,
-        alignment: str = "similarity",
-        mirror: bool = True,
-        locality: float = DEFAULT_LOCALITY,
-    ) -> None:
+    def __post_init__(self) -> None:
         where = "EdgeDescriptorMatcher"
-        self.alignment = check_choice(where, "alignment", alignment, ALIGNMENTS)
-        if not isinstance(mirror, bool):
-            raise ValueError(f"{where}: 'mirror' must be True or False, got {mirror!r}")
-        self.mirror = mirror
-        if isinstance(locality, bool) or not isinstance(locality, (int, float)) or not 0 <= locality <= 4 or not math.isfinite(locality):
-            raise ValueError(f"{where}: 'locality' must be a number in [0, 4] (prior width as a fraction of the exemplar grid; 0 = off), got {locality!r}")
-        self.locality = float(locality)
-        for arg, value in (("cell_px", cell_px), ("orientations", orientations), ("points", points), ("subgrid", subgrid)):
+        check_choice(where, "alignment", self.alignment, ALIGNMENTS)
+        if not isinstance(self.mirror, bool):
+            raise ValueError(f"{where}: 'mirror' must be True or False, got {self.mirror!r}")
+        loc = self.locality
+        if isinstance(loc, bool) or not isinstance(loc, (int, float)) or not 0 <= loc <= 4 or not math.isfinite(loc):
+            raise ValueError(f"{where}: 'locality' must be a number in [0, 4] (prior width as a fraction of the exemplar grid; 0 = off), got {loc!r}")
+        for arg in ("cell_px", "orientations", "points", "subgrid"):
+            value = getattr(self, arg)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{where}: 'cell_px', 'orientations', 'points' and 'subgrid' must be integers >= 1; '{arg}' is {value!r}")
-        if hysteresis_steps is not None and (isinstance(hysteresis_steps, bool) or not isinstance(hysteresis_steps, int) or hysteresis_steps < 0):
-            raise ValueError(f"{where}: 'hysteresis_steps' must be an integer >= 0 or None (exact), got {hysteresis_steps!r}")
-        if isinstance(latent_patch, bool) or not isinstance(latent_patch, int) or latent_patch < 1 or latent_patch % 2 == 0:
-            raise ValueError(f"{where}: 'latent_patch' must be an odd integer >= 1, got {latent_patch!r}")
-        check_positive(where, "canny_low", canny_low)
-        check_positive(where, "canny_high", canny_high)
-        if canny_high < canny_low:
-            raise ValueError(f"{where}: 'canny_high' must be >= 'canny_low', got {canny_high} < {canny_low}")
-        check_positive(where, "canny_sigma", canny_sigma)
-        check_positive(where, "centre_weight", centre_weight)
-        for arg, value in (("edge_blur", edge_blur), ("latent_blur", latent_blur), ("x0_condition_weight", x0_condition_weight)):
+        steps = self.hysteresis_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+            raise ValueError(f"{where}: 'hysteresis_steps' must be an integer >= 0 or None (exact), got {steps!r}")
+        patch = self.latent_patch
+        if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1 or patch % 2 == 0:
+            raise ValueError(f"{where}: 'latent_patch' must be an odd integer >= 1, got {patch!r}")
+        check_positive(where, "canny_low", self.canny_low)
+        check_positive(where, "canny_high", self.canny_high)
+        if self.canny_high < self.canny_low:
+            raise ValueError(f"{where}: 'canny_high' must be >= 'canny_low', got {self.canny_high} < {self.canny_low}")
+        check_positive(where, "canny_sigma", self.canny_sigma)
+        check_positive(where, "centre_weight", self.centre_weight)
+        for arg in ("edge_blur", "latent_blur", "x0_condition_weight"):
+            value = getattr(self, arg)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 64:
                 raise ValueError(f"{where}: '{arg}' must be a number in [0, 64), got {value!r}")
-        self.rings = self._check_rings(where, "rings", rings)
-        self.latent_rings = self._check_rings(where, "latent_rings", latent_rings)
-        self.cell_px, self.orientations, self.points, self.subgrid = cell_px, orientations, points, subgrid
-        self.canny_low, self.canny_high, self.canny_sigma = float(canny_low), float(canny_high), float(canny_sigma)
-        self.hysteresis_steps = hysteresis_steps
-        self.edge_blur = float(edge_blur)
-        self.centre_weight = float(centre_weight)
-        self.latent_blur, self.latent_patch = float(latent_blur), latent_patch
-        self.x0_condition_weight = float(x0_condition_weight)
+        for arg in ("canny_low", "canny_high", "canny_sigma", "edge_blur", "centre_weight", "latent_blur", "x0_condition_weight", "locality"):
+            object.__setattr__(self, arg, float(getattr(self, arg)))
+        for arg in ("rings", "latent_rings"):
+            object.__setattr__(self, arg, _check_rings(where, arg, getattr(self, arg)))
 
-    @staticmethod
-    def _check_rings(where: str, arg: str, rings: Rings) -> tuple[tuple[float, float], ...]:
-        try:
-            out = tuple((float(s), float(r)) for s, r in rings)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: '{arg}' must be a sequence of (sigma, radius) pairs in latent cells, got {rings!r}") from None
-        if any(not (math.isfinite(s) and math.isfinite(r)) or s < 0 or r <= 0 for s, r in out):
-            raise ValueError(f"{where}: '{arg}' needs sigma >= 0 and radius > 0 in every (sigma, radius) pair, got {rings!r}")
-        return out
+
+class EdgeDescriptorMatcher(SharedConditionMatcher):
+    """Training-free matcher: edge maps + DAISY-like descriptors on each side's latent grid, with
+    the options of ``settings`` (an :class:`EdgeMatcherSettings`; the defaults when omitted)."""
+
+    name = "kornia_edges"
+
+    def __init__(self, settings: Optional[EdgeMatcherSettings] = None) -> None:
+        settings = EdgeMatcherSettings() if settings is None else settings
+        if not isinstance(settings, EdgeMatcherSettings):
+            raise ValueError(f"EdgeDescriptorMatcher: 'settings' must be an EdgeMatcherSettings, got {type(settings).__name__}")
+        self.settings = settings
+        self._plain: Optional[EdgeDescriptorMatcher] = None  # without_alignment(), made once
 
     # ------------------------------------------------------------------ cross-domain side
 
     def _work(self, image: Tensor, grid: tuple[int, int]) -> Tensor:
         """(B, 3, H, W) -> (B, 3, h * cell_px, w * cell_px), antialiased when shrinking."""
-        size = (grid[0] * self.cell_px, grid[1] * self.cell_px)
+        cell = self.settings.cell_px
+        size = (grid[0] * cell, grid[1] * cell)
         if tuple(image.shape[-2:]) == size:
             return image.float()
         return F.interpolate(image.float(), size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
@@ -299,11 +312,12 @@ class EdgeDescriptorMatcher(SharedConditionMatcher):
 
         edges: (B, 1, H, W) at the working resolution -> (B, C, h, w) with grid = (h, w).
         """
-        s = self.subgrid
-        hist = orientation_histograms(_gaussian(edges, self.edge_blur), self.orientations)
+        opt = self.settings
+        s = opt.subgrid
+        hist = orientation_histograms(_gaussian(edges, opt.edge_blur), opt.orientations)
         hist = F.interpolate(hist, size=(grid[0] * s, grid[1] * s), mode="area")
-        rings = [(sigma * s, radius * s) for sigma, radius in self.rings]
-        desc = ring_descriptor(hist, self.orientations, rings, self.points, self.centre_weight)
+        rings = [(sigma * s, radius * s) for sigma, radius in opt.rings]
+        desc = ring_descriptor(hist, opt.orientations, rings, opt.points, opt.centre_weight)
         return F.avg_pool2d(desc, s) if s > 1 else desc
 
     def condition_features(self, image: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -317,8 +331,9 @@ class EdgeDescriptorMatcher(SharedConditionMatcher):
     def exemplar_features(self, image: Tensor, grid: tuple[int, int], of_set: str = "") -> Tensor:
         """S_y: exemplar photo (B, 3, H, W) in [0, 1] -> (B, C, h, w). ``of_set`` names the
         member of a set of exemplars in the error when it has no edges (e.g. "exemplar 2 of 3")."""
-        edges = exemplar_edge_map(self._work(image, grid), self.canny_low, self.canny_high, self.canny_sigma, self.hysteresis_steps)
-        _require_edges(edges, "exemplar", f"Canny (canny_low {self.canny_low:g}, canny_high {self.canny_high:g}) finds no edge "
+        opt = self.settings
+        edges = exemplar_edge_map(self._work(image, grid), opt.canny_low, opt.canny_high, opt.canny_sigma, opt.hysteresis_steps)
+        _require_edges(edges, "exemplar", f"Canny (canny_low {opt.canny_low:g}, canny_high {opt.canny_high:g}) finds no edge "
                        "in it, so nothing can be matched; lower canny_low and canny_high on the edge matcher, or use a "
                        "photo with visible structure", of_set)
         return self.edge_features(edges, grid)
@@ -335,31 +350,33 @@ class EdgeDescriptorMatcher(SharedConditionMatcher):
         (precise position) and the ring descriptor of the channels' gradients (context).
         """
         check_tensor("EdgeDescriptorMatcher.latent_features", "latent", latent, 4, "(B, c, h, w)")
-        c = latent.shape[1]
+        opt, c = self.settings, latent.shape[1]
         z = latent.float()
         z = (z - z.mean(dim=(2, 3), keepdim=True)) / z.std(dim=(2, 3), keepdim=True, unbiased=False).clamp_min(1e-6)
-        if self.latent_blur > 0:
-            k = 2 * math.ceil(3 * self.latent_blur) + 1
-            z = kornia.filters.gaussian_blur2d(z, (k, k), (self.latent_blur, self.latent_blur), border_type="replicate")
-        r = self.latent_patch // 2
-        sigma = max(self.latent_patch / 3.0, 1e-6)
+        if opt.latent_blur > 0:
+            k = 2 * math.ceil(3 * opt.latent_blur) + 1
+            z = kornia.filters.gaussian_blur2d(z, (k, k), (opt.latent_blur, opt.latent_blur), border_type="replicate")
+        r = opt.latent_patch // 2
+        sigma = max(opt.latent_patch / 3.0, 1e-6)
         patch = [
             math.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma)) * _shift(z, dy, dx)
             for dy in range(-r, r + 1)
             for dx in range(-r, r + 1)
         ]
-        hist = orientation_histograms(z, self.orientations)
-        context = ring_descriptor(hist, self.orientations, self.latent_rings, self.points, self.centre_weight)
+        hist = orientation_histograms(z, opt.orientations)
+        context = ring_descriptor(hist, opt.orientations, opt.latent_rings, opt.points, opt.centre_weight)
         return torch.cat([torch.cat(patch, dim=1) / math.sqrt(c), context], dim=1)
 
     # ------------------------------------------------------------------ Matcher
 
     def without_alignment(self) -> "EdgeDescriptorMatcher":
-        if self.alignment == "none":
+        """The same matcher with alignment "none" (made on the first call, then reused)."""
+        if self.settings.alignment == "none":
             return self
-        plain = copy.copy(self)
-        plain.alignment = "none"
-        return plain
+        if self._plain is None:
+            self._plain = copy.copy(self)
+            self._plain.settings = replace(self.settings, alignment="none")
+        return self._plain
 
     def bind_all(self, condition: MatchSide, exemplars: list[MatchSide]) -> list[MatchFeatures]:
         """Features of each pair, the condition's edge descriptor computed once: S_x (B, C, hx, wx),
@@ -385,10 +402,10 @@ class EdgeDescriptorMatcher(SharedConditionMatcher):
             dtype = condition.latent.dtype
             exem = self.exemplar_features(exemplar.image, exemplar.grid, of_set)
             exem_latent = self.latent_features(exemplar.latent)
-            if self.alignment != "none":
+            if self.settings.alignment != "none":
                 aligned, exem, exem_latent = self._align(cond, exem, exem_latent, exemplar)
-                if self.locality > 0:
-                    sigma = self.locality * max(exemplar.grid)
+                if self.settings.locality > 0:
+                    sigma = self.settings.locality * max(exemplar.grid)
                     prior = SpatialPrior(affine_targets(aligned.matrix, grid), sigma)
             exem_in = self._in_domain(exem_latent, exem)
 
@@ -412,7 +429,7 @@ class EdgeDescriptorMatcher(SharedConditionMatcher):
         are those of the flipped exemplar flipped back (descriptors with a mirrored layout, so a
         left-right reversed exemplar describes like the condition)."""
         mirrored_exem = None
-        if self.mirror:
+        if self.settings.mirror:
             mirrored_exem = self.exemplar_features(exemplar.image.flip(-1), exemplar.grid).flip(-1)
         aligned = search_similarity(cond, exem, mirrored_exem)
         if bool(aligned.mirrored.any()):
@@ -425,9 +442,9 @@ class EdgeDescriptorMatcher(SharedConditionMatcher):
         """cat[latent descriptor, weight * cross-domain descriptor], each part centred and
         L2-normalised per position first so the weight is the parts' relative say in the cosine.
         (B, C1, h, w), (B, C, h, w) -> (B, C1 [+ C], h, w)."""
-        if self.x0_condition_weight == 0:
+        if self.settings.x0_condition_weight == 0:
             return latent_desc
         batch = max(cross.shape[0], latent_desc.shape[0])  # a batch of 1 broadcasts
         latent_desc = latent_desc.expand(batch, -1, -1, -1)
         cross = cross.expand(batch, -1, -1, -1)
-        return torch.cat([centre_normalise(latent_desc), self.x0_condition_weight * centre_normalise(cross)], dim=1)
+        return torch.cat([centre_normalise(latent_desc), self.settings.x0_condition_weight * centre_normalise(cross)], dim=1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
@@ -29,13 +28,14 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
+from ..atomic_files import atomic_write
 from .files import (
     NETWORK_PREFIXES,
     KeyMismatch,
     config_from_state_dict,
     expected_shapes,
-    load_networks,
-    save_networks,
+    read_networks_file,
+    write_networks_file,
 )
 from .model import CorrespondenceConfig, CorrespondenceNetworks
 
@@ -175,7 +175,32 @@ def convert_official_state_dict(
     if config is not None and not isinstance(config, CorrespondenceConfig):
         raise ValueError(f"{where}: 'config' must be a CorrespondenceConfig or None, got {type(config).__name__}")
     sd, others, epoch = _unwrap(state_dict)
+    network, ignored, stripped = _network_keys(sd, where)
+    converted, folded_from, stray = _fold_triples(network, where)
+    if config is None:
+        try:
+            config = config_from_state_dict(converted)
+        except ValueError as err:
+            raise ValueError(f"{where}: cannot infer the network sizes ({err})") from None
+    mismatch = _official_mismatch(converted, folded_from, stray, config)
+    if mismatch:
+        raise mismatch.error(where, source, config, _CONVERTER_HINT)
+    report = ConversionReport(
+        config=config,
+        kept=len(converted) - len(folded_from),
+        folded=len(folded_from),
+        ignored=sum(ignored.values()),
+        ignored_prefixes=ignored,
+        other_entries=others,
+        epoch=epoch,
+        stripped_module_prefix=stripped,
+    )
+    return converted, config, report
 
+
+def _network_keys(sd: Mapping, where: str) -> tuple[dict[str, Tensor], dict[str, int], bool]:
+    """(the tensors under the network prefixes, with a leading ``module.`` stripped; the count
+    of other keys per top-level module name; whether a ``module.`` was stripped)."""
     stripped = False
     network: dict[str, Tensor] = {}
     ignored: dict[str, int] = {}
@@ -199,11 +224,17 @@ def convert_official_state_dict(
             f"{where}: no keys under {list(NETWORK_PREFIXES)}; this is not an official MIDMs training checkpoint "
             f"(top-level modules found: {sorted(ignored)[:20]})"
         )
+    return network, ignored, stripped
 
-    # Fold spectral triples; a triple is named by its weight_orig.
+
+def _fold_triples(network: dict[str, Tensor], where: str) -> tuple[dict[str, Tensor], dict[str, str], list[str]]:
+    """(the converted state: every spectral triple folded into ``<p>.weight``, the other keys
+    as they are; converted key -> the official ``weight_orig`` key it was folded from; the
+    stray ``weight_u`` / ``weight_v`` keys without their ``weight_orig``). A triple is named by
+    its weight_orig; every broken triple is reported in one ValueError."""
     converted: dict[str, Tensor] = {}
     used: set[str] = set()
-    folded_from: dict[str, str] = {}  # converted key -> the official weight_orig key
+    folded_from: dict[str, str] = {}
     problems: list[str] = []
     for key in sorted(network):
         if not key.endswith(".weight_orig"):
@@ -230,13 +261,13 @@ def convert_official_state_dict(
         if key not in used and not key.endswith(_SPECTRAL_SUFFIXES):
             converted[key] = value
             used.add(key)
-    stray = sorted(set(network) - used)  # weight_u / weight_v without their weight_orig
+    return converted, folded_from, sorted(set(network) - used)
 
-    if config is None:
-        try:
-            config = config_from_state_dict(converted)
-        except ValueError as err:
-            raise ValueError(f"{where}: cannot infer the network sizes ({err})") from None
+
+def _official_mismatch(converted: dict[str, Tensor], folded_from: dict[str, str], stray: list[str],
+                       config: CorrespondenceConfig) -> KeyMismatch:
+    """How the converted state differs from the networks of ``config``, in the checkpoint's
+    names (a spectral conv as its weight_orig/_u/_v triple); falsy when it matches."""
     with torch.device("meta"):
         template = CorrespondenceNetworks(config)
     expected = expected_shapes(template)
@@ -263,21 +294,7 @@ def convert_official_state_dict(
         other.append(f"plain weights where the official checkpoint has spectral-norm weight_orig/_u/_v: {unfolded}")
     if wrongly_folded:
         other.append(f"spectral-norm triples on convs that have none in the official model: {wrongly_folded}")
-    mismatch = replace(mismatch, unexpected=tuple(sorted(mismatch.unexpected + tuple(stray))), other=tuple(other))
-    if mismatch:
-        raise mismatch.error(where, source, config, _CONVERTER_HINT)
-
-    report = ConversionReport(
-        config=config,
-        kept=len(converted) - len(folded_from),
-        folded=len(folded_from),
-        ignored=sum(ignored.values()),
-        ignored_prefixes=ignored,
-        other_entries=others,
-        epoch=epoch,
-        stripped_module_prefix=stripped,
-    )
-    return converted, config, report
+    return replace(mismatch, unexpected=tuple(sorted(mismatch.unexpected + tuple(stray))), other=tuple(other))
 
 
 def load_official_checkpoint(path: Union[str, os.PathLike]) -> Mapping[str, Any]:
@@ -336,7 +353,8 @@ def convert_file(
     """Convert the official checkpoint ``src`` into a .safetensors file ``dst`` for :func:`load_networks`.
 
     Refuses to overwrite an existing ``dst`` (FileExistsError) unless ``force``; writes a temp
-    file in dst's folder, checks it loads, then renames it, so ``dst`` is never half-written.
+    file in dst's folder (:func:`midms_core.atomic_files.atomic_write`), checks it loads, then
+    renames it, so ``dst`` is never half-written.
     """
     where = "convert_file"
     src, dst = os.fspath(src), os.fspath(dst)
@@ -355,23 +373,10 @@ def convert_file(
     nets.load_state_dict(converted, strict=True)
     nets.eval()
 
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dst) + ".", suffix=".tmp" + _SAFETENSORS_EXT, dir=folder)
-    os.close(fd)
     try:
-        save_networks(tmp, nets)
-        load_networks(tmp)  # the file reads back strictly before it takes dst's name
-        if force:
-            os.replace(tmp, dst)
-        else:
-            try:
-                os.link(tmp, dst)  # fails if dst appeared meanwhile: never overwrites
-            except FileExistsError:
-                raise FileExistsError(f"{where}: {dst!r} already exists; pass force=True (--force) to overwrite it") from None
-            except OSError:  # no hard links on this filesystem
-                if os.path.exists(dst):
-                    raise FileExistsError(f"{where}: {dst!r} already exists; pass force=True (--force) to overwrite it") from None
-                os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with atomic_write(dst, overwrite=force) as tmp:
+            write_networks_file(tmp, nets.state_dict(), nets.config)
+            read_networks_file(tmp)  # the file reads back strictly before it takes dst's name
+    except FileExistsError:  # dst appeared meanwhile: never overwritten without force
+        raise FileExistsError(f"{where}: {dst!r} already exists; pass force=True (--force) to overwrite it") from None
     return report

@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from ..atomic_files import atomic_write
 from .model import CorrespondenceConfig, CorrespondenceNetworks
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "describe_foreign_weights",
     "expected_shapes",
     "load_networks",
+    "read_networks_file",
     "save_networks",
+    "write_networks_file",
 ]
 
 FILE_FORMAT = "midms-correspondence"  # the "format" metadata of a networks file
@@ -93,7 +96,7 @@ def describe_foreign_weights(keys: Sequence[str]) -> Optional[str]:
     return f"an unrelated safetensors file (keys such as {sample})"
 
 # what to do when a file has the networks' keys but not all of them, or other shapes
-_LOADER_HINT = ("Files for load_networks are written by the converter or the trainer (midms_core.training.engine); "
+_LOADER_HINT = ("Files for load_networks are written by the converter or the trainer (scripts/train_midms.py); "
                 "write this one again. " + CONVERSION_HINT)
 
 
@@ -197,14 +200,24 @@ def _check_safetensors_path(where: str, path: Union[str, os.PathLike]) -> str:
 
 
 def save_networks(path: Union[str, os.PathLike], nets: CorrespondenceNetworks) -> None:
-    """Write ``nets`` to a .safetensors file, the config as JSON in the metadata."""
+    """Write ``nets`` to a .safetensors file (atomically), the config as JSON in the metadata."""
     path = _check_safetensors_path("save_networks", path)
     if not isinstance(nets, CorrespondenceNetworks):
         raise ValueError(f"save_networks: 'nets' must be CorrespondenceNetworks, got {type(nets).__name__}")
+    with atomic_write(path) as tmp:
+        write_networks_file(tmp, nets.state_dict(), nets.config)
+
+
+def write_networks_file(path: Union[str, os.PathLike], state: Mapping[str, Tensor],
+                        config: CorrespondenceConfig) -> None:
+    """The networks file format: ``state`` (key -> tensor, any device) as safetensors, the
+    config as JSON in the metadata. Written where ``path`` says, as is: the callers
+    (:func:`save_networks`, the converter, the trainer's folded weights) pass the temporary
+    path of :func:`midms_core.atomic_files.atomic_write`."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in nets.state_dict().items()}
-    save_file(tensors, path, metadata={"format": FILE_FORMAT, META_CONFIG: nets.config.to_json()})
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    save_file(tensors, str(path), metadata={"format": FILE_FORMAT, META_CONFIG: config.to_json()})
 
 
 def load_networks(
@@ -217,7 +230,17 @@ def load_networks(
     The config comes from ``config``, else the file's metadata, else the weight shapes.
     Raises ValueError naming the file and any missing, unexpected or mis-shaped keys.
     """
-    path = _check_safetensors_path("load_networks", path)
+    return read_networks_file(_check_safetensors_path("load_networks", path), map_location, config)
+
+
+def read_networks_file(
+    path: Union[str, os.PathLike],
+    map_location: Union[str, torch.device] = "cpu",
+    config: Optional[CorrespondenceConfig] = None,
+) -> CorrespondenceNetworks:
+    """:func:`load_networks` of any file name (the converter reads its temporary file back
+    before it takes the .safetensors name); errors are worded as load_networks's."""
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"load_networks: 'path' {path!r} does not exist or is not a file")
     from safetensors import safe_open

@@ -44,7 +44,7 @@ def test_anchors_set_the_first_warp_preview_and_sampler(h, pack, nodes, models, 
     prior = context.anchors.priors[0]
     assert prior.target.shape == (1, 2, H // 8, W // 8)
     # the shift in cells is (6 / 8, -4 / 8) everywhere (a translation through 5 points)
-    cells = pack.core.coordinate_grid(1, H // 8, W // 8)
+    cells = pack.core.correspondence.coordinate_grid(1, H // 8, W // 8)
     torch.testing.assert_close(prior.target, cells + torch.tensor([0.75, -0.5]).view(1, 2, 1, 1), atol=1e-4, rtol=0)
     match, warped, mask, preview, flow = pack.MIDMsCorrespondence().correspond(context, _matcher(pack), _settings(pack))
     feats = match.bound[next(iter(match.bound))]

@@ -90,7 +90,7 @@ def test_the_union_warp_equals_the_library_on_the_stacked_exemplars(h, pack, nod
     context = nodes["MIDMsExemplarSetEncode"]().encode(condition, exemplars, vae, "crop", condition_masks=masks)[0]
     match, warped = pack.MIDMsCorrespondence().correspond(context, _matcher(pack), _settings(pack))[:2]
     core = pack.core
-    exemplars_mod = importlib.import_module(f"{pack.package}.midms_core.exemplars")
+    exemplars_mod = importlib.import_module(f"{pack.package}.midms_core.exemplars.union")
     host_match = importlib.import_module(f"{pack.package}.host_adapters.match")
     features = host_match.bind(match, torch.device("cpu"))
     want = exemplars_mod.warp_stacked_with_confidence(

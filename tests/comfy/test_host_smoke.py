@@ -1,4 +1,4 @@
-"""Smoke tests of the real-ComfyUI harness: the host starts, loads custom_nodes/comfyui-midms,
+"""Smoke tests of the real-ComfyUI harness: the host starts, loads custom_nodes/midms,
 runs a built-in graph on the tiny checkpoint, reports broken graphs and keeps serving.
 
 Run: /work/main/.venv-comfy/bin/python -m pytest tests/comfy -q

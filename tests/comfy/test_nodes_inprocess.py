@@ -1,5 +1,5 @@
 """The pack's nodes inside a REAL ComfyUI, in-process: tiny SD1.5- and SDXL-family models built
-from the host's own classes, the pack loaded by the host as the package ``comfyui-midms``.
+from the host's own classes, the pack loaded by the host as the package ``midms``.
 
 Run: /work/main/.venv-comfy/bin/python -m pytest tests/comfy/test_nodes_inprocess.py -q
 Skips (with the reason) when no host exists and MIDMS_REQUIRE_COMFYUI is unset, and under an
@@ -51,7 +51,7 @@ def h(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pack(h):
-    """The pack's node classes and modules as the HOST loaded them (package ``comfyui-midms``)."""
+    """The pack's node classes and modules as the HOST loaded them (package ``midms``)."""
     mapping = h.nodes.NODE_CLASS_MAPPINGS
     classes = {}
     for name in ("MIDMsExemplarEncode", "MIDMsEdgeMatcher", "MIDMsRewarpSettings", "MIDMsCorrespondence",
@@ -206,6 +206,8 @@ def test_rewarp_off_equals_host_euler(h, pack, models, family):
 def test_rewarp_x0_is_the_warp_with_all_ones_mask(h, pack, models, family):
     import midms_core  # the top-level library, independent of the pack's loaded copy
     import comfy.sample
+    from midms_core.confidence import ConfidenceSettings
+    from midms_core.matchers.edge import EdgeMatcherSettings
 
     model = models[family]
     base = model.model
@@ -231,7 +233,7 @@ def test_rewarp_x0_is_the_warp_with_all_ones_mask(h, pack, models, family):
     assert len(x0_hats) == STEPS
 
     # independent features: the top-level library's matcher on the same pair
-    features = midms_core.EdgeDescriptorMatcher(**MATCHER_ARGS).bind(
+    features = midms_core.EdgeDescriptorMatcher(EdgeMatcherSettings(**MATCHER_ARGS)).bind(
         midms_core.MatchSide(latent=context.condition_latent, image=context.condition_image),
         midms_core.MatchSide(latent=context.exemplar_latent, image=context.exemplar_image))
     exemplar_scaled = base.process_latent_in(context.exemplar_latent)
@@ -246,7 +248,7 @@ def test_rewarp_x0_is_the_warp_with_all_ones_mask(h, pack, models, family):
         expected = midms_core.warp(query, features.exemplar_in_domain, exemplar_scaled,  # default tau 0.005
                                    locality=features.prior.locality())
         mask = midms_core.warp_with_confidence(query, features.exemplar_in_domain, exemplar_scaled,
-                                               threshold=512.0, prior=features.prior).mask
+                                               confidence=ConfidenceSettings(threshold=512.0), prior=features.prior).mask
         assert torch.equal(mask, torch.ones_like(mask))
         torch.testing.assert_close(x0, expected, rtol=1e-4, atol=1e-5 * scale)
         assert _rel_err(x0, x0_hat) > 1e-2  # the warp replaced the model's estimate

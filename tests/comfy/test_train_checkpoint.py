@@ -58,7 +58,7 @@ def test_vae_decoder_passes_gradients_to_the_latents_only(tmp_path):
     in_process_host(tmp_path / "host")
     import comfy.sd
 
-    from benchmarks.warp_quality import vae_decoder
+    from harness.vae_files import vae_decoder
 
     ckpt = write_tiny_sd15_checkpoint(tmp_path / "tiny.safetensors", seed=0)["path"]
     vae = comfy.sd.load_checkpoint_guess_config(str(ckpt), output_vae=True, output_clip=False,

@@ -12,7 +12,7 @@ the warp is shredded. Two steps fix the layout first and leave the detail to the
    least squares, was measured and changed landmark PCK on the face pairs by < 0.01; not kept.)
 2. :class:`SpatialPrior`: a Gaussian locality term around the aligned position T(u) added to
    every warp logit, L(u, v) = C(u, v) / tau - |v - T(u)|^2 / (2 sigma^2). It is evaluated per
-   block of rows beside the correlation (:class:`~midms_core.correspondence.GridLocality`), so
+   block of rows beside the correlation (:class:`~midms_core.attention.GridLocality`), so
    the correlation is still streamed and each row's softmax is exact; the backward direction
    (for the cycle check) uses the same logits, softmaxed over condition positions.
 

@@ -39,6 +39,7 @@ def atomic_write(path: Union[str, os.PathLike], overwrite: bool = True) -> Itera
     tmp = target.with_name(f"{target.name}.partial-{secrets.token_hex(6)}")
     try:
         yield tmp
+        _flush_to_disk(tmp)
         if overwrite:
             os.replace(tmp, target)
         else:
@@ -46,6 +47,14 @@ def atomic_write(path: Union[str, os.PathLike], overwrite: bool = True) -> Itera
     finally:
         if os.path.lexists(tmp):
             os.remove(tmp)
+
+
+def _flush_to_disk(tmp: Path) -> None:
+    """The written bytes on disk before the rename (fsync), so that after a power cut the name
+    holds the old file or the whole new one, not a renamed empty file."""
+    if os.path.exists(tmp):
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
 
 
 def _publish_new(tmp: Path, target: Path) -> None:

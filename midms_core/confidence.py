@@ -36,7 +36,7 @@ from .correspondence import (
     flat_features,
     flat_values,
 )
-from .validation import broadcast_batch, check_choice, check_positive, check_tensor
+from .validation import broadcast_batch, check_bool, check_choice, check_positive, check_tensor
 
 OFFICIAL_THRESHOLD_NORMALISED = 0.5
 DEFAULT_THRESHOLD_PX = OFFICIAL_THRESHOLD_NORMALISED * (64 - 1) / 2  # 15.75 px at 64 x 64
@@ -69,6 +69,7 @@ class ConfidenceSettings:
         where = "ConfidenceSettings"
         object.__setattr__(self, "threshold", check_positive(where, "threshold", self.threshold))
         check_choice(where, "mask_mode", self.mask_mode, MASK_MODES)
+        check_bool(where, "smooth", self.smooth)
         if self.soft_width is not None:
             object.__setattr__(self, "soft_width", check_positive(where, "soft_width", self.soft_width))
         check_choice(where, "passes", self.passes, PASSES)

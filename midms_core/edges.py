@@ -6,7 +6,7 @@ Three callers read a photo as its Canny edges, with different needs kept at the 
   computed in float32, returned in the image's dtype, exact hysteresis;
 * :func:`midms_core.matchers.edge.exemplar_edge_map` (the edge matcher): computed in float32,
   configurable blur, hysteresis cut short after a few growth steps (much faster, same PCK);
-* :func:`midms_core.training.conditions.canny_condition` (benchmark conditions): computed in the image's
+* :func:`midms_core.training.conditions.canny_condition` (training and benchmark conditions): computed in the image's
   own dtype, exact hysteresis, tiled to RGB.
 """
 

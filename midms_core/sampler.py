@@ -36,7 +36,7 @@ from .confidence import (
 from .exemplars.union import prepare_union, warp_stacked_with_confidence
 from .matchers.base import MatchFeatures, Restriction
 from .noise_paths import EPSILON, GaussianPath
-from .validation import check_in_range, check_positive, check_tensor
+from .validation import check_bool, check_in_range, check_int, check_positive, check_tensor
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 NoiseSampler = Callable[[Tensor, Tensor], Tensor]
@@ -52,11 +52,6 @@ def default_noise_sampler(x: Tensor, generator: Optional[torch.Generator] = None
 
     return sample
 
-
-def noise_latent(latent: Tensor, noise: Tensor, sigma: float | Tensor) -> Tensor:
-    """x = x0 + sigma * eps: a clean latent noised to ``sigma`` (epsilon-model convention;
-    :data:`~midms_core.noise_paths.EPSILON`'s ``noise``)."""
-    return EPSILON.noise(latent, noise, sigma)
 
 
 def ddim_step(
@@ -151,7 +146,9 @@ class WarpSettings:
         where = "WarpSettings"
         check_positive(where, "tau", self.tau)
         check_confidence(where, self.confidence)
-        check_positive(where, "chunk_bytes", self.chunk_bytes)
+        check_bool(where, "clamp_negative", self.clamp_negative)
+        check_bool(where, "skip_last", self.skip_last)
+        check_int(where, "chunk_bytes", self.chunk_bytes, 1)
         if self.rewarp_steps is not None:
             steps = tuple(self.rewarp_steps)
             if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in steps):
@@ -182,7 +179,7 @@ class WarpSettings:
     @property
     def attention(self) -> AttentionSettings:
         """The softmax part of these settings (:class:`~midms_core.attention.AttentionSettings`)."""
-        return AttentionSettings(tau=self.tau, clamp_negative=bool(self.clamp_negative), chunk_bytes=self.chunk_bytes)
+        return AttentionSettings(tau=self.tau, clamp_negative=self.clamp_negative, chunk_bytes=self.chunk_bytes)
 
     def warp_with_confidence(self, condition_features: Tensor, exemplar_features: Tensor, exemplar_values: Tensor,
                              *, prior: Optional[SpatialPrior] = None, groups: int = 1,

@@ -82,3 +82,10 @@ def check_int(where: str, name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{where}: '{name}' must be an integer >= {low}, got {value!r}")
     return value
+
+
+def check_bool(where: str, name: str, value: object) -> bool:
+    """True or False (not 0 / 1 or a string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: '{name}' must be True or False, got {value!r}")
+    return value

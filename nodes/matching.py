@@ -144,6 +144,8 @@ class MIDMsRewarpSettings:
 
     @node_errors(DISPLAY)
     def make(self, tau, threshold, mask_mode, smooth_mask, rewarp_steps, eta, refine_strength, refine_steps):
+        if not isinstance(smooth_mask, bool):  # the 2024 host passes a BOOLEAN input's value as it came
+            raise NodeInputError(f"{self.DISPLAY}: 'smooth_mask' must be true or false, got {smooth_mask!r}")
         confidence = ConfidenceSettings(threshold=threshold, mask_mode=mask_mode, smooth=smooth_mask)
         rewarp = WarpSettings(tau=tau, confidence=confidence, rewarp_steps=parse_steps(rewarp_steps, self.DISPLAY))
         if refine_strength > 0:

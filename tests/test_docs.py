@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted([ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "README.md",
-                ROOT / "tests" / "comfy" / "README.md", *(ROOT / "docs").glob("*.md")])
-LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+PAGES = sorted([ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "tests" / "comfy" / "README.md",
+                *(ROOT / "benchmarks").glob("*.md"), *(ROOT / "docs").glob("*.md")])
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\)")  # [text](target "title")
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 
 
 def slug(heading: str) -> str:
     """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"`|\*|_(?=\W)|(?<=\W)_", "", heading.strip().lower())
+    text = re.sub(r"`|\*", "", heading.strip().lower())
     text = re.sub(r"[^\w\- ]", "", text)
     return text.replace(" ", "-")
 
@@ -65,9 +65,28 @@ def test_readme_is_the_users_page():
 
 
 def test_the_link_checker_finds_a_broken_file_and_a_broken_heading(tmp_path):
-    (tmp_path / "a.md").write_text("# Title One\n\n## Second `code` part\n\n[ok](#title-one) "
-                                   "[ok2](a.md#second-code-part) [bad](missing.md) [bad2](#nope)\n"
-                                   "```\n[not a link](nowhere.md)\n```\n")
+    (tmp_path / "a.md").write_text("# Title One\n\n## Second `code` part\n\n## `__init__` exports\n\n"
+                                   "[ok](#title-one) [ok2](a.md#second-code-part) [bad](missing.md) [bad2](#nope) "
+                                   "[titled](b.md \"a title\")\n```\n[not a link](nowhere.md)\n```\n")
     page = tmp_path / "a.md"
-    assert anchors(page) == {"title-one", "second-code-part"}
-    assert relative_links(page) == ["#title-one", "a.md#second-code-part", "missing.md", "#nope"]
+    assert anchors(page) == {"title-one", "second-code-part", "__init__-exports"}
+    assert relative_links(page) == ["#title-one", "a.md#second-code-part", "missing.md", "#nope", "b.md"]
+
+
+def test_registry_metadata():
+    """The Comfy Registry's fields: a node id without "ComfyUI" that is also the folder the
+    harness installs the pack as, a version floor comfy-cli reads, no placeholder values."""
+    import tomllib
+
+    from harness.host import PACK_NAME
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    name = meta["project"]["name"]
+    assert "comfyui" not in name.lower() and re.fullmatch(r"[a-z][a-z0-9]*([-_.][a-z0-9]+)*", name), name
+    assert PACK_NAME == name, "harness.host.PACK_NAME must be the registry node id (the custom_nodes folder)"
+    floor = meta["tool"]["comfy"]["requires-comfyui"]
+    assert re.fullmatch(r">=\d+\.\d+\.\d+", floor), floor  # comfy-cli drops anything but [op]X.Y.Z
+    assert (ROOT / meta["project"]["license"]["file"]).exists()
+    urls = meta["project"].get("urls", {})
+    assert all(v and "example" not in v and "<" not in v for v in urls.values()), urls
+    assert meta["tool"]["comfy"].get("Icon", "x"), "an empty Icon is a placeholder: drop it"

@@ -1,4 +1,4 @@
-"""A training run for tests/test_train.py, started alone or under torchrun (not a test itself).
+"""A training run for tests/test_training_engine.py, started alone or under torchrun (not a test itself).
 
     python tests/train_worker.py IMAGES OUT_DIR BATCH STEPS WARMUP DTYPE
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/train_worker.py ...

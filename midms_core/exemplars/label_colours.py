@@ -35,7 +35,7 @@ __all__ = [
 
 #: default colour tolerance, 8-bit units: covers +-12 per channel of noise (at most 12 * sqrt(3)
 #: = 20.8 from the true colour) and stays below the 41 between the closest two colours of the
-#: benchmarks' label palette (``evaluation.label_palette(27)``)
+#: benchmarks' label palette (``midms_core.training.conditions.label_palette(27)``)
 DEFAULT_TOLERANCE = 24.0
 #: most label colours a palette may have
 MAX_COLOURS = 256

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..cancellation import checkpoint
-from ..validation import check_tensor
+from ..validation import check_int, check_tensor
 from .base import Matcher, MatchFeatures, MatchSide, SharedConditionMatcher
 
 #: extract(latent_raw (B, c, h, w), generator) -> features (B, C, h', w')
@@ -87,10 +87,10 @@ class DiffusionMatcherSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if int(self.ensemble) < 1:
-            raise ValueError(f"DiffusionFeatureMatcher: 'ensemble' must be >= 1 noise draws, got {self.ensemble}")
-        object.__setattr__(self, "ensemble", int(self.ensemble))
-        object.__setattr__(self, "seed", int(self.seed))
+        where = "DiffusionFeatureMatcher"
+        if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, int) or self.ensemble < 1:
+            raise ValueError(f"{where}: 'ensemble' must be >= 1 noise draws (a whole number), got {self.ensemble!r}")
+        check_int(where, "seed", self.seed, -(2**63))
 
 
 class DiffusionFeatureMatcher(SharedConditionMatcher):

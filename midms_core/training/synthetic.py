@@ -196,6 +196,6 @@ def colour_shift(image: Tensor, seed: int) -> Tensor:
 def pixel_truth_to_latent(truth: Tensor, inside: Tensor, factor: int) -> tuple[Tensor, Tensor]:
     """A pixel-level forward map (1, 2, S, S) (exemplar pixels matched by condition pixels) ->
     latent-grid truth (1, 2, S/f, S/f) in exemplar latent cells and valid (1, S/f, S/f): the
-    map as a displacement from each pixel, through :func:`evaluation.latent_ground_truth`."""
+    map as a displacement from each pixel, through :func:`latent_ground_truth`."""
     size = truth.shape[-2:]
     return latent_ground_truth(truth.float() - coordinate_grid(1, *size, truth.device), inside, factor)

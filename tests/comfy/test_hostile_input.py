@@ -363,6 +363,8 @@ def bounds_cases() -> list[Case]:
         # current hosts turn any value of a BOOLEAN input into a bool before the node sees it
         Case("mirror not a boolean", lambda: match_graph(**{"5.mirror": "yes"}), "refused", node="5", input="mirror",
              host_may_coerce=True),
+        Case("smooth_mask not a boolean", lambda: match_graph(**{"6.smooth_mask": "yes"}), "refused", node="6",
+             input="smooth_mask", host_may_coerce=True),
         Case("unknown mask_mode choice", lambda: match_graph(**{"6.mask_mode": "fuzzy"}), "refused", node="6", input="mask_mode"),
         Case("unknown exemplar_fit choice", lambda: match_graph(**{"4.exemplar_fit": "zoom"}), "refused", node="4",
              input="exemplar_fit"),
